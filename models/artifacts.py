@@ -1,0 +1,67 @@
+"""Trained-model artifacts: what training writes, export copies into Triton, and the updater evolves.
+
+An artifact is a folder::
+
+    <artifact>/
+      meta.json                  # ArtifactMeta below
+      adapter/                   # peft ``save_pretrained`` of the LoRA adapter on the encoder
+      head.safetensors           # classification head (Linear over mean-pooled encoder output)
+
+Artifacts live under ``$DRIFTLINE_CACHE/artifacts/<task>/<artifact_id>/`` (never in git). The
+``adapter_hash`` is a content hash of ``adapter/`` and ``head.safetensors``: it is written on every
+label row, so an analyst can tell exactly which weights produced a label.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from compose.settings import get_settings
+
+META_FILE = "meta.json"
+ADAPTER_DIR = "adapter"
+HEAD_FILE = "head.safetensors"
+
+
+class ArtifactMeta(BaseModel):
+    task: str
+    labels: list[str]
+    encoder: str  # models.encoders registry key
+    max_length: int
+    adapter_hash: str = ""
+    data_hash: str = ""  # hash of the training examples' ids, for reproducibility
+    parent: str | None = None  # adapter_hash of the artifact this one was trained from
+    metrics: dict[str, object] = Field(default_factory=dict)
+    train_config: dict[str, object] = Field(default_factory=dict)
+    created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat())
+
+
+def artifacts_root(task: str) -> Path:
+    return get_settings().cache_dir / "artifacts" / task
+
+
+def content_hash(artifact_dir: Path) -> str:
+    """sha256 over the adapter and head files (names and bytes), first 16 hex digits."""
+    digest = hashlib.sha256()
+    files = sorted((artifact_dir / ADAPTER_DIR).rglob("*")) + [artifact_dir / HEAD_FILE]
+    for file in files:
+        if file.is_file():
+            digest.update(file.relative_to(artifact_dir).as_posix().encode())
+            digest.update(file.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def write_meta(artifact_dir: Path, meta: ArtifactMeta) -> ArtifactMeta:
+    """Stamp the content hash and write ``meta.json``; returns the stamped meta."""
+    meta = meta.model_copy(update={"adapter_hash": content_hash(artifact_dir)})
+    (artifact_dir / META_FILE).write_text(meta.model_dump_json(indent=2), encoding="utf-8")
+    return meta
+
+
+def read_meta(artifact_dir: Path) -> ArtifactMeta:
+    return ArtifactMeta.model_validate(json.loads((artifact_dir / META_FILE).read_text(encoding="utf-8")))

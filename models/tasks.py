@@ -1,0 +1,66 @@
+"""Task declarations: which encoder, data, labels and LoRA settings make up each classifier.
+
+Loaded from ``models/tasks.yaml`` (or ``DRIFTLINE_TASKS_FILE``) and validated with pydantic, so a
+typo in the configuration fails at start-up with the field named, not mid-training.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, Field, field_validator
+
+DEFAULT_TASKS_FILE = Path(__file__).with_name("tasks.yaml")
+
+
+class LoraSettings(BaseModel):
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    target_modules: list[str] = Field(default_factory=lambda: ["query", "value"])
+
+
+class TrainSettings(BaseModel):
+    epochs: int = 3
+    batch_size: int = 16
+    lr: float = 5e-4
+    head_lr: float = 3e-3
+
+
+class TaskConfig(BaseModel):
+    name: str
+    language: str
+    encoder: str
+    dataset: str
+    labels: list[str]
+    max_length: int = 256
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+    train: TrainSettings = Field(default_factory=TrainSettings)
+
+    @field_validator("labels")
+    @classmethod
+    def _unique_labels(cls, labels: list[str]) -> list[str]:
+        if len(set(labels)) != len(labels) or len(labels) < 2:
+            raise ValueError(f"labels must be at least two distinct names, got {labels}")
+        return labels
+
+
+class UnknownTaskError(KeyError):
+    """Raised for a task name that the configuration does not declare."""
+
+
+@lru_cache(maxsize=4)
+def load_tasks(path: str | None = None) -> dict[str, TaskConfig]:
+    file = Path(path or os.environ.get("DRIFTLINE_TASKS_FILE") or DEFAULT_TASKS_FILE)
+    raw = yaml.safe_load(file.read_text(encoding="utf-8"))["tasks"]
+    return {name: TaskConfig(name=name, **spec) for name, spec in raw.items()}
+
+
+def get_task(name: str) -> TaskConfig:
+    tasks = load_tasks()
+    if name not in tasks:
+        raise UnknownTaskError(f"unknown task {name!r}; declared tasks: {sorted(tasks)}")
+    return tasks[name]

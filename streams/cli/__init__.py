@@ -1,0 +1,31 @@
+"""The ``driftline`` command line.
+
+One typer app; each area registers its commands from its own module so the CLI stays a thin layer
+over library code (heavy imports such as torch happen inside commands, keeping ``--help`` fast):
+
+- ``stack``    : ``driftline stack up|down|status|logs``            (streams/cli/stack.py)
+- ``modelling``: ``driftline data describe``, ``train``, ``export``  (streams/cli/modelling.py)
+- ``pipeline`` : ``driftline worker``, ``publish``, ``replay``, ``tail`` (streams/cli/pipeline.py)
+- ``learning`` : ``driftline updater``, ``models list|promote|rollback`` (streams/cli/learning.py)
+- ``demo``     : ``driftline demo``, ``dashboard``                   (streams/cli/demo.py)
+"""
+
+from __future__ import annotations
+
+import typer
+
+from streams.cli import demo, learning, modelling, pipeline, stack
+
+app = typer.Typer(
+    name="driftline",
+    help="Streaming NLP inference that keeps learning while it runs.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,  # locals may hold secrets
+)
+
+for module in (stack, modelling, pipeline, learning, demo):
+    module.register(app)
+
+
+def main() -> None:
+    app()
