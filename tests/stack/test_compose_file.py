@@ -1,0 +1,56 @@
+"""The production docker-compose file agrees with the local stack: ports, topics, schema files."""
+
+from __future__ import annotations
+
+import yaml
+
+from compose.settings import REPO_ROOT, Settings
+from compose.stack.migrations import discover
+
+COMPOSE = REPO_ROOT / "compose" / "docker-compose.yml"
+
+
+def _load() -> dict:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+def _published(service: dict) -> set[int]:
+    ports = set()
+    for spec in service.get("ports", []):
+        text = str(spec).split(":")
+        ports.add(int(text[-1].split("/")[0]))
+    return ports
+
+
+def test_compose_services_and_ports_match_settings(monkeypatch):
+    for key in list(__import__("os").environ):
+        if key.startswith("DRIFTLINE_"):
+            monkeypatch.delenv(key)
+    s = Settings.from_env()  # defaults, as the local stack uses them
+    services = _load()["services"]
+    assert {"kafka", "clickhouse", "triton", "worker", "updater", "dashboard"} <= set(services)
+    assert s.kafka.port in _published(services["kafka"])
+    assert {s.clickhouse.port, s.clickhouse.http_port} <= _published(services["clickhouse"])
+    assert {s.triton.http_port, s.triton.grpc_port, s.triton.metrics_port} <= _published(services["triton"])
+    assert s.dashboard_port in _published(services["dashboard"])
+
+
+def test_compose_triton_has_gpu_and_model_repo():
+    triton = _load()["services"]["triton"]
+    assert triton["image"].startswith("nvcr.io/nvidia/tritonserver:") and triton["image"].endswith("-py3")
+    devices = triton["deploy"]["resources"]["reservations"]["devices"]
+    assert any("gpu" in d.get("capabilities", []) for d in devices)
+    assert any("triton_repo" in str(v) for v in triton["volumes"])
+    assert "--model-control-mode=explicit" in " ".join(map(str, triton["command"]))
+
+
+def test_compose_topics_and_migrations_match():
+    doc = _load()
+    text = COMPOSE.read_text()
+    for topic in Settings.from_env().kafka.topics.all():
+        assert topic in text, f"topic {topic} not created by compose"
+    ch_volumes = " ".join(map(str, doc["services"]["clickhouse"].get("volumes", [])))
+    assert "sql/migrations" in ch_volumes or "sql/migrations" in text
+    assert discover(), "no migration files"
+    env = doc["services"]["worker"].get("environment", {})
+    assert env.get("DRIFTLINE_KAFKA_BOOTSTRAP") == "kafka:9092"

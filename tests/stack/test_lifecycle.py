@@ -1,0 +1,109 @@
+"""`stack up` twice then `down` on ALTERNATE ports and a temp run dir (the shared stack keeps running).
+
+Starts a complete second stack, so it also proves a cold start works: storage formatting, config
+generation, topic creation and every migration on a fresh ClickHouse 18.16.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import psutil
+import pytest
+import tritonclient.grpc as grpcclient
+
+from compose.settings import Settings
+from compose.stack.manager import Stack
+from compose.stack.process import StackError, port_open
+
+
+def _free_ports(n: int) -> list[int]:
+    socks, ports = [], []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+        ports.append(s.getsockname()[1])
+    for s in socks:
+        s.close()
+    return ports
+
+
+@pytest.fixture
+def alt_settings(tmp_path, monkeypatch) -> Settings:
+    names = [
+        "KAFKA_PORT", "KAFKA_CONTROLLER_PORT", "CLICKHOUSE_PORT", "CLICKHOUSE_HTTP_PORT",
+        "TRITON_HTTP_PORT", "TRITON_GRPC_PORT", "TRITON_METRICS_PORT",
+    ]  # fmt: skip
+    for name, port in zip(names, _free_ports(len(names)), strict=True):
+        monkeypatch.setenv(f"DRIFTLINE_{name}", str(port))
+    monkeypatch.delenv("DRIFTLINE_KAFKA_BOOTSTRAP", raising=False)
+    monkeypatch.setenv("DRIFTLINE_RUN_DIR", str(tmp_path / "run"))
+    monkeypatch.setenv("DRIFTLINE_TRITON_EXIT_TIMEOUT", "5")
+    return Settings.from_env()
+
+
+def _all_ports(stack: Stack) -> list[int]:
+    return [p for svc in stack.services for p in svc.ports.values()]
+
+
+@pytest.mark.slow
+def test_up_twice_then_down_leaves_nothing(alt_settings):
+    stack = Stack(alt_settings)
+    try:
+        t0 = time.monotonic()
+        first = stack.up()
+        cold_s = time.monotonic() - t0
+        assert sorted(first.started) == ["clickhouse", "kafka", "triton"]
+        assert sorted(first.topics_created) == sorted(alt_settings.kafka.topics.all())
+        assert first.migrations is not None and "0001_core.sql" in first.migrations.applied
+        pids = {s.name: s.pid for s in stack.status()}
+        assert all(pids.values())
+
+        second = stack.up()
+        assert second.started == [] and sorted(second.already_running) == ["clickhouse", "kafka", "triton"]
+        assert second.topics_created == [] and second.migrations.applied == []
+        assert {s.name: s.pid for s in stack.status()} == pids
+        assert all(s.healthy and s.rss_bytes > 0 for s in stack.status())
+        # a loaded python-backend model gives tritonserver stub children; down must end them too
+        grpcclient.InferenceServerClient(f"127.0.0.1:{alt_settings.triton.grpc_port}").load_model("echo")
+        children = psutil.Process(pids["triton"]).children(recursive=True)
+        assert children, "echo model should run in a python stub process"
+        pids.update({f"stub{c.pid}": c.pid for c in children})
+        print(f"cold up {cold_s:.1f}s, warm up {second.seconds:.1f}s")
+    finally:
+        stopped = stack.down()
+    assert sorted(stopped) == ["clickhouse", "kafka", "triton"]
+    for pid in pids.values():
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert not [p for p in _all_ports(stack) if port_open("127.0.0.1", p)]
+    assert all(not s.running for s in stack.status())
+    assert stack.down() == []  # a second down is a no-op
+
+
+def test_port_in_use_is_reported_with_service_name(alt_settings):
+    blocker = socket.socket()
+    blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    blocker.bind(("127.0.0.1", alt_settings.clickhouse.port))
+    blocker.listen()
+    try:
+        with pytest.raises(StackError, match=r"clickhouse: port \d+ \(native\).*in use"):
+            Stack(alt_settings, only=["clickhouse"]).up()
+    finally:
+        blocker.close()
+    assert not Stack(alt_settings).status()[1].running
+
+
+def test_missing_java_is_reported(alt_settings, monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    with pytest.raises(StackError, match=r"kafka: `java` not found"):
+        Stack(alt_settings, only=["kafka"]).up()
+
+
+def test_kafka_cluster_ids_never_look_like_flags():
+    from compose.stack.kafka import _new_cluster_id
+
+    ids = {_new_cluster_id() for _ in range(2000)}
+    assert len(ids) == 2000
+    assert all(len(i) == 22 and not i.startswith("-") for i in ids)
