@@ -64,7 +64,10 @@ fi
 if ! command -v java >/dev/null; then apt_install openjdk-17-jre-headless; fi
 if ! command -v mvn >/dev/null; then apt_install maven; fi
 
-# 4. Kafka jars from Maven Central, cached in $DRIFTLINE_CACHE/kafka-libs (stamped with the pom hash)
+# 4. Headless Chromium for the dashboard's browser test (Debian's package, no downloaded browser)
+if ! command -v chromium >/dev/null; then apt_install chromium; fi
+
+# 5. Kafka jars from Maven Central, cached in $DRIFTLINE_CACHE/kafka-libs (stamped with the pom hash)
 "$VENV/bin/python" -c 'from compose.settings import get_settings; from compose.stack.kafka import ensure_jars; ensure_jars(get_settings())'
 
 log "ready (venv $VENV)"

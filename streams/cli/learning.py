@@ -1,9 +1,183 @@
-"""CLI commands: learning."""
+"""CLI commands: learning — ``driftline updater`` and ``driftline models list|promote|rollback``.
+
+Thin wrappers: the logic lives in ``online`` (updater, registry, swap, operations). Heavy imports
+happen inside the commands so ``driftline --help`` stays fast.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
+from typing import Any
+
 import typer
+
+models_app = typer.Typer(
+    help="Model versions: list the registry, promote a version, roll back.", no_args_is_help=True
+)
+
+
+def _alert_publisher(loop: asyncio.AbstractEventLoop | None = None, producer: Any = None):
+    """A sync ``publish(alert)``: row in ClickHouse ``alerts`` and, with a producer, the alerts topic."""
+    from clickhouse_driver import Client
+
+    from compose.settings import get_settings
+    from streams.schemas import AlertRecord
+    from streams.sinks.clickhouse import ALERT_COLUMNS, alert_row
+
+    settings = get_settings()
+    c = settings.clickhouse
+    client = Client(
+        host=c.host,
+        port=c.port,
+        user=c.user,
+        password=c.password.get_secret_value(),
+        database=c.database,
+        connect_timeout=5,
+    )
+
+    def publish(alert: dict[str, Any]) -> None:
+        record = AlertRecord(**alert)
+        client.execute(
+            f"INSERT INTO alerts ({', '.join(ALERT_COLUMNS)}) VALUES", [alert_row(record)], types_check=False
+        )
+        if producer is not None and loop is not None:
+            payload = record.model_dump_json().encode()
+            future = asyncio.run_coroutine_threadsafe(
+                producer.send_and_wait(settings.kafka.topics.alerts, payload, key=record.task.encode()), loop
+            )
+            future.result(timeout=30)
+
+    return publish
+
+
+def _registry_and_swapper():
+    from online.registry import ModelRegistry
+    from online.swap import TritonSwapper
+
+    return ModelRegistry.from_settings(), TritonSwapper(log=typer.echo)
+
+
+@models_app.command("list")
+def list_models(task: str = typer.Option(None, help="Only this task.")) -> None:
+    """Every registered model version with status and headline metrics."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from online.registry import ModelRegistry
+
+    table = Table(title="model versions")
+    for column in ("task", "version", "status", "adapter", "parent", "recent acc", "orig acc", "reason"):
+        table.add_column(column)
+    for r in ModelRegistry.from_settings().list(task):
+        m = r.metrics
+        table.add_row(
+            r.task,
+            str(r.version or "-"),
+            r.status.value,
+            r.adapter_hash,
+            r.parent_hash or "-",
+            str(m.get("candidate_recent", m.get("accuracy", "-"))),
+            str(m.get("candidate_original", "-")),
+            r.reason[:60],
+        )
+    Console().print(table)
+
+
+@models_app.command("promote")
+def promote(
+    version: int = typer.Argument(..., help="Triton version number to serve."),
+    task: str = typer.Option("news_topic", help="Task (Triton model name)."),
+) -> None:
+    """Hot-swap the task to VERSION (already exported under triton_repo/<task>/VERSION)."""
+    from online.operations import promote_version
+
+    registry, swapper = _registry_and_swapper()
+    record, report = promote_version(task, version, registry, swapper, publish=_alert_publisher())
+    typer.echo(
+        f"{task}: serving version {record.version} (was {report.old_versions}; "
+        f"load {report.load_s:.1f}s, drain {report.drain_s:.1f}s)"
+    )
+
+
+@models_app.command("rollback")
+def rollback_cmd(task: str = typer.Option("news_topic", help="Task (Triton model name).")) -> None:
+    """Serve the version that served before the current one again."""
+    from online.operations import rollback
+
+    registry, swapper = _registry_and_swapper()
+    record, report = rollback(task, registry, swapper, publish=_alert_publisher())
+    typer.echo(f"{task}: rolled back to version {record.version} (from {report.old_versions})")
+
+
+def updater(
+    task: list[str] = typer.Option(["news_topic"], "--task", help="Task(s) to keep updated."),
+    group_id: str = typer.Option("driftline-updater", help="Kafka consumer group."),
+    once: str = typer.Option("", help="Run one update now with this trigger reason, then exit."),
+) -> None:
+    """Run the updater: drift alerts + new feedback -> LoRA update -> evaluate -> hot swap."""
+    from aiokafka import AIOKafkaProducer
+
+    from compose.settings import get_settings
+    from online.registry import ModelRegistry
+    from online.swap import TritonSwapper
+    from online.updater import ClickHouseSource, Updater, run_updater
+
+    settings = get_settings()
+
+    async def main() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap)
+        await producer.start()
+        try:
+            publish = _alert_publisher(asyncio.get_running_loop(), producer)
+            registry = ModelRegistry.from_settings()
+            updaters = {
+                name: Updater(
+                    name,
+                    source=ClickHouseSource(registry.client),
+                    registry=registry,
+                    swapper=TritonSwapper(log=typer.echo),
+                    publish=publish,
+                    log=typer.echo,
+                )
+                for name in task
+            }
+            if once:
+                for name, up in updaters.items():
+                    outcome = await asyncio.to_thread(up.run_update, once)
+                    typer.echo(
+                        json.dumps(
+                            {
+                                "task": name,
+                                "promoted": outcome.promoted,
+                                "version": outcome.version,
+                                "reason": outcome.reason,
+                            }
+                        )
+                    )
+                return
+            typer.echo(
+                f"updater watching {settings.kafka.topics.alerts} and {settings.kafka.topics.feedback} "
+                f"for {', '.join(task)}"
+            )
+            await run_updater(
+                task,
+                updaters,
+                bootstrap=settings.kafka.bootstrap,
+                alerts_topic=settings.kafka.topics.alerts,
+                feedback_topic=settings.kafka.topics.feedback,
+                group_id=group_id,
+            )
+        finally:
+            await producer.stop()
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        typer.echo("updater stopped")
 
 
 def register(app: typer.Typer) -> None:
     """Attach this module's commands to the root app."""
+    app.command("updater")(updater)
+    app.add_typer(models_app, name="models")

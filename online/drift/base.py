@@ -1,0 +1,202 @@
+"""The one drift-detector protocol, the River adapter behind every detector, and ``DriftEvent``.
+
+Why a protocol of our own on top of River: the streams layer keeps detector state in a Faust table
+(or a ClickHouse/Kafka checkpoint) so a worker restart does not forget a half-built window. That
+needs every detector to expose ``state_dict``/``load_state`` with JSON-safe values, plus a name and
+the statistic that explains an alarm. River objects pickle cleanly, so the adapter stores them as
+base64 pickles; scalar bookkeeping sits beside them as plain JSON.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import pickle
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol, runtime_checkable
+
+STATE_VERSION = 1
+
+
+@runtime_checkable
+class DriftDetector(Protocol):
+    """A streaming change detector over one scalar (or categorical) signal.
+
+    ``update`` returns True exactly on the observation where a change is detected; detectors
+    re-baseline themselves afterwards so one change raises one alarm, not a burst.
+    """
+
+    name: str
+
+    def update(self, x: Any) -> bool: ...
+
+    @property
+    def statistic(self) -> float:
+        """The current value of the monitored quantity (mean error, mean confidence, PSI ...)."""
+        ...
+
+    @property
+    def window(self) -> int:
+        """How many observations the current estimate rests on."""
+        ...
+
+    @property
+    def n_seen(self) -> int: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state(self, state: dict[str, Any]) -> None: ...
+
+    def reset(self) -> None: ...
+
+
+def pickle_b64(obj: object) -> str:
+    return base64.b64encode(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)).decode("ascii")
+
+
+def unpickle_b64(data: str) -> Any:
+    # Only ever fed our own checkpoints (Faust table / ClickHouse row written by this code).
+    return pickle.loads(base64.b64decode(data.encode("ascii")))
+
+
+class StateMismatchError(ValueError):
+    """A checkpoint written by a different detector (or format) was offered to ``load_state``."""
+
+
+class RiverDetector:
+    """Shared plumbing for detectors that wrap one River drift object.
+
+    Subclasses set ``name``, build the River object in ``_make`` and map an observation to the
+    River input in ``_observe``. Bookkeeping fields listed in ``_extra_state`` are saved as JSON.
+    """
+
+    name: str = "river"
+    _extra_state: tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        self._n_seen = 0
+        self._detector = self._make()
+
+    def _make(self) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _observe(self, x: Any) -> bool:
+        """Feed one value to the River object; return whether it flagged a change we care about."""
+        self._detector.update(float(x))
+        return bool(self._detector.drift_detected)
+
+    def update(self, x: Any) -> bool:
+        self._n_seen += 1
+        return self._observe(x)
+
+    @property
+    def n_seen(self) -> int:
+        return self._n_seen
+
+    @property
+    def statistic(self) -> float:
+        return float(getattr(self._detector, "estimation", 0.0))
+
+    @property
+    def window(self) -> int:
+        return int(getattr(self._detector, "width", 0))
+
+    def reset(self) -> None:
+        self._detector = self._make()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "format": STATE_VERSION,
+            "name": self.name,
+            "n_seen": self._n_seen,
+            "river": pickle_b64(self._detector),
+            "extra": {key: getattr(self, key) for key in self._extra_state},
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        if state.get("name") != self.name or state.get("format") != STATE_VERSION:
+            raise StateMismatchError(
+                f"checkpoint is for {state.get('name')!r} format {state.get('format')!r}, "
+                f"not {self.name!r} format {STATE_VERSION}"
+            )
+        self._n_seen = int(state["n_seen"])
+        self._detector = unpickle_b64(state["river"])
+        for key, value in state.get("extra", {}).items():
+            setattr(self, key, value)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(slots=True)
+class DriftEvent:
+    """One detection: what fired, on which task and model, and the evidence behind it.
+
+    Goes to the alerts topic (``to_alert``) and to ClickHouse ``drift_events`` (``to_row``); the
+    updater reads it back from the alerts topic (``from_alert``) to decide on a retrain.
+    """
+
+    detector: str
+    task: str
+    statistic: float
+    window: int
+    model_version: str
+    adapter_hash: str
+    event_count: int  # observations this detector has seen since the monitor started
+    signal: str = ""  # error_rate | confidence | label_mix
+    severity: str = "warning"
+    details: dict[str, Any] = field(default_factory=dict)
+    detected_ts_ms: int = field(default_factory=_now_ms)
+    drift_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    @property
+    def message(self) -> str:
+        return (
+            f"{self.detector} detected drift on {self.task} (model {self.model_version or '?'}): "
+            f"{self.signal or 'statistic'}={self.statistic:.4f} over {self.window} observations"
+        )
+
+    def to_alert(self) -> dict[str, Any]:
+        """The alerts-topic payload (``streams.schemas.AlertRecord`` shape; evidence is a dict)."""
+        return {
+            "alert_id": self.drift_id,
+            "kind": "drift",
+            "task": self.task,
+            "created_ts_ms": self.detected_ts_ms,
+            "severity": self.severity,
+            "subject": self.detector,
+            "message": self.message,
+            "evidence": asdict(self),
+        }
+
+    def to_row(self) -> dict[str, Any]:
+        """A row for ClickHouse ``drift_events`` (0003_online.sql)."""
+        return {
+            "drift_id": self.drift_id,
+            "task": self.task,
+            "detector": self.detector,
+            "signal": self.signal,
+            "detected_time": datetime.fromtimestamp(self.detected_ts_ms / 1000, UTC).replace(tzinfo=None),
+            "detected_ts_ms": self.detected_ts_ms,
+            "statistic": float(self.statistic),
+            "window_size": int(self.window),
+            "event_count": int(self.event_count),
+            "model_version": self.model_version,
+            "adapter_hash": self.adapter_hash,
+            "severity": self.severity,
+            "details": json.dumps(self.details, sort_keys=True),
+        }
+
+    @classmethod
+    def from_alert(cls, alert: dict[str, Any]) -> DriftEvent:
+        """Rebuild the event from an alerts-topic record; raises ValueError for non-drift alerts."""
+        if alert.get("kind") != "drift":
+            raise ValueError(f"not a drift alert: kind={alert.get('kind')!r}")
+        evidence = alert.get("evidence")
+        data = json.loads(evidence) if isinstance(evidence, str) else dict(evidence or {})
+        known = {name for name in cls.__dataclass_fields__}
+        return cls(**{key: value for key, value in data.items() if key in known})

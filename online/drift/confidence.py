@@ -1,0 +1,69 @@
+"""Unsupervised drift: a sustained drop in the mean top-class probability.
+
+Needs no labels, so it reacts on every event, long before feedback accumulates: texts the model has
+never seen the like of (an emerging topic) tend to get flatter probability vectors. Page-Hinkley
+is the classic cumulative-sum test for a shift in a mean; ``mode='down'`` because a confidence
+*rise* is not a problem worth an alarm.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from river import drift
+
+from online.drift.base import RiverDetector
+
+
+class ConfidenceDetector(RiverDetector):
+    """``update(p)`` with the probability of the predicted class, in [0, 1]."""
+
+    name = "confidence"
+    _extra_state = ("_window",)
+
+    def __init__(
+        self,
+        min_instances: int = 100,
+        delta: float = 0.01,
+        threshold: float = 10.0,
+        alpha: float = 1.0,
+        mode: str = "down",
+    ) -> None:
+        self.min_instances = min_instances
+        self.delta = delta
+        self.threshold = threshold
+        self.alpha = alpha
+        self.mode = mode
+        self._window = 0
+        super().__init__()
+
+    def _make(self) -> Any:
+        return drift.PageHinkley(
+            min_instances=self.min_instances,
+            delta=self.delta,
+            threshold=self.threshold,
+            alpha=self.alpha,
+            mode=self.mode,
+        )
+
+    def _observe(self, x: Any) -> bool:
+        value = float(x)
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"confidence must lie in [0, 1], got {x!r}")
+        self._detector.update(value)
+        fired = bool(self._detector.drift_detected)
+        # Page-Hinkley restarts itself on the next update after a detection; mirror that count.
+        self._window = 0 if fired else self._window + 1
+        return fired
+
+    @property
+    def statistic(self) -> float:
+        return float(self._detector._x_mean.get())
+
+    @property
+    def window(self) -> int:
+        return self._window
+
+    def reset(self) -> None:
+        super().reset()
+        self._window = 0

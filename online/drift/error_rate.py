@@ -1,0 +1,70 @@
+"""Supervised drift: the 0/1 error stream from predictions joined with feedback labels.
+
+The most direct evidence that a model got worse, but it only moves as fast as feedback arrives
+(in the demo ~20% of events get a label). ADWIN by default (adaptive window, no tuning of a window
+length); DDM as a configurable alternative. Only *increases* of the error rate alarm: the drop that
+follows a successful update is good news, not drift.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from river import drift
+
+from online.drift.base import RiverDetector
+
+
+class ErrorRateDetector(RiverDetector):
+    """``update(1)`` for a wrong prediction, ``update(0)`` for a right one."""
+
+    name = "error_rate"
+    _extra_state = ("_last_mean",)
+
+    def __init__(
+        self,
+        method: str = "adwin",
+        delta: float = 0.002,
+        grace_period: int = 30,
+        warm_start: int = 30,
+        drift_threshold: float = 3.0,
+    ) -> None:
+        if method not in {"adwin", "ddm"}:
+            raise ValueError(f"error_rate method must be 'adwin' or 'ddm', got {method!r}")
+        self.method = method
+        self.delta = delta
+        self.grace_period = grace_period
+        self.warm_start = warm_start
+        self.drift_threshold = drift_threshold
+        self._last_mean = 0.0
+        super().__init__()
+
+    def _make(self) -> Any:
+        if self.method == "ddm":
+            return drift.binary.DDM(warm_start=self.warm_start, drift_threshold=self.drift_threshold)
+        return drift.ADWIN(delta=self.delta, grace_period=self.grace_period)
+
+    def _observe(self, x: Any) -> bool:
+        value = float(x)
+        if value not in (0.0, 1.0):
+            raise ValueError(f"error_rate takes 0 (correct) or 1 (wrong), got {x!r}")
+        before = self.statistic
+        self._detector.update(value)
+        fired = bool(self._detector.drift_detected)
+        if fired and self.method == "adwin":
+            # ADWIN is two-sided: keep alarms where the recent window's error is above the old mean.
+            fired = self.statistic > before
+        self._last_mean = self.statistic
+        return fired
+
+    @property
+    def statistic(self) -> float:
+        if self.method == "ddm":
+            return float(self._detector._p.get())
+        return float(self._detector.estimation)
+
+    @property
+    def window(self) -> int:
+        if self.method == "ddm":
+            return int(self._detector._p.n)
+        return int(self._detector.width)

@@ -1,0 +1,142 @@
+"""``DriftMonitor``: the per-task bundle of detectors that a streams agent calls on every event.
+
+The agent owns I/O (topics, tables); this class owns the decisions. Predictions feed the
+unsupervised detectors (confidence, label mix); joined feedback feeds the supervised one (error
+rate). ``state_dict`` is JSON-safe so the agent can checkpoint it in a Faust table and a restarted
+worker resumes with the same windows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from online.config import DriftConfig, online_config
+from online.drift.base import STATE_VERSION, DriftDetector, DriftEvent, StateMismatchError
+from online.drift.confidence import ConfidenceDetector
+from online.drift.error_rate import ErrorRateDetector
+from online.drift.label_mix import LabelMixDetector
+
+
+def _get(record: Any, name: str, default: Any = None) -> Any:
+    if isinstance(record, Mapping):
+        return record.get(name, default)
+    return getattr(record, name, default)
+
+
+def top_probability(prediction: Any) -> float:
+    """Probability of the predicted class from a ``Prediction``, a predictions-topic dict or a labels row."""
+    confidence = _get(prediction, "confidence")
+    if confidence is not None:
+        return float(confidence)
+    probabilities = _get(prediction, "probabilities")
+    if isinstance(probabilities, Mapping):
+        return float(probabilities.get(_get(prediction, "label"), max(probabilities.values(), default=0.0)))
+    if probabilities:
+        return float(max(probabilities))
+    raise ValueError("prediction carries neither confidence nor probabilities")
+
+
+def build_detectors(config: DriftConfig) -> dict[str, DriftDetector]:
+    """Detectors enabled in ``config``, keyed by name (the one place that maps config to classes)."""
+    detectors: dict[str, DriftDetector] = {}
+    if config.error_rate.enabled:
+        params = config.error_rate.model_dump(exclude={"enabled"})
+        detectors["error_rate"] = ErrorRateDetector(**params)
+    if config.confidence.enabled:
+        detectors["confidence"] = ConfidenceDetector(**config.confidence.model_dump(exclude={"enabled"}))
+    if config.label_mix.enabled:
+        detectors["label_mix"] = LabelMixDetector(**config.label_mix.model_dump(exclude={"enabled"}))
+    return detectors
+
+
+class DriftMonitor:
+    """Drift detectors for one task. Not thread-safe: one monitor per task per agent."""
+
+    def __init__(self, task: str, config: DriftConfig | None = None) -> None:
+        self.task = task
+        self.config = config or online_config(task).drift
+        self.detectors = build_detectors(self.config)
+        self.model_version = ""
+        self.adapter_hash = ""
+        self.predictions_seen = 0
+        self.feedback_seen = 0
+
+    def _note_model(self, record: Any) -> None:
+        version = str(_get(record, "model_version", "") or "")
+        adapter = str(_get(record, "adapter_hash", "") or "")
+        if not version and not adapter:
+            return
+        changed = (version, adapter) != (self.model_version, self.adapter_hash)
+        if changed and self.model_version and self.config.reset_on_model_change:
+            # New weights, new normal: old baselines would flag the improvement itself as drift.
+            for detector in self.detectors.values():
+                detector.reset()
+        self.model_version, self.adapter_hash = version, adapter
+
+    def _fire(self, name: str, signal: str, severity: str = "warning") -> DriftEvent:
+        detector = self.detectors[name]
+        details = dict(getattr(detector, "last_evidence", {}) or {})
+        return DriftEvent(
+            detector=name,
+            task=self.task,
+            statistic=detector.statistic,
+            window=detector.window,
+            model_version=self.model_version,
+            adapter_hash=self.adapter_hash,
+            event_count=detector.n_seen,
+            signal=signal,
+            severity=severity,
+            details=details,
+        )
+
+    def update_prediction(self, prediction: Any) -> list[DriftEvent]:
+        """Feed one prediction (``Prediction``, topic dict or labels row); return detections."""
+        self._note_model(prediction)
+        self.predictions_seen += 1
+        events: list[DriftEvent] = []
+        if "confidence" in self.detectors and self.detectors["confidence"].update(
+            top_probability(prediction)
+        ):
+            events.append(self._fire("confidence", "mean_top_probability"))
+        if "label_mix" in self.detectors:
+            label = _get(prediction, "label")
+            if label is None:
+                raise ValueError("prediction has no label")
+            if self.detectors["label_mix"].update(str(label)):
+                events.append(self._fire("label_mix", "psi"))
+        return events
+
+    def update_feedback(
+        self, correct: bool, model_version: str = "", adapter_hash: str = ""
+    ) -> list[DriftEvent]:
+        """Feed one joined feedback outcome (was the served prediction right?)."""
+        if model_version or adapter_hash:
+            self._note_model({"model_version": model_version, "adapter_hash": adapter_hash})
+        self.feedback_seen += 1
+        detector = self.detectors.get("error_rate")
+        if detector is not None and detector.update(0 if correct else 1):
+            return [self._fire("error_rate", "error_rate", severity="critical")]
+        return []
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "format": STATE_VERSION,
+            "task": self.task,
+            "model_version": self.model_version,
+            "adapter_hash": self.adapter_hash,
+            "predictions_seen": self.predictions_seen,
+            "feedback_seen": self.feedback_seen,
+            "detectors": {name: detector.state_dict() for name, detector in self.detectors.items()},
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        if state.get("task") != self.task or state.get("format") != STATE_VERSION:
+            raise StateMismatchError(f"checkpoint is for task {state.get('task')!r}, not {self.task!r}")
+        self.model_version = state["model_version"]
+        self.adapter_hash = state["adapter_hash"]
+        self.predictions_seen = int(state["predictions_seen"])
+        self.feedback_seen = int(state["feedback_seen"])
+        for name, detector_state in state["detectors"].items():
+            if name in self.detectors:  # a detector disabled since the checkpoint is simply dropped
+                self.detectors[name].load_state(detector_state)

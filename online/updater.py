@@ -1,0 +1,406 @@
+"""The updater: turn drift and fresh feedback into a LoRA update, and promote it only if it is better.
+
+``UpdateTrigger`` decides *when* (a drift event plus enough new labels, or every N labels, with a
+cooldown); ``Updater.build_candidate`` does the work at library level (train from the serving
+adapter on recent feedback + a replay sample of the original training data, evaluate candidate and
+serving on held-out recent feedback and on the original test set, apply the promotion policy);
+``Updater.run_update`` adds the side effects: registry rows, export + hot swap into Triton, alerts.
+Serving changes only in the last step, so a crash or a worse candidate leaves it untouched.
+``run_updater`` is the ``driftline updater`` process loop over the alerts and feedback topics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from models.datasets import Example, text_id
+from models.tasks import TaskConfig, get_task
+from online.config import UpdaterConfig, online_config
+from online.drift.base import DriftEvent
+from online.promotion import Decision, Scores, decide
+from online.registry import ModelRecord, ModelRegistry, ModelStatus
+
+Publish = Callable[[dict[str, Any]], None]
+
+
+class ExampleSource(Protocol):
+    """Where labelled recent traffic comes from (ClickHouse in production, a list in the benchmark)."""
+
+    def recent_examples(self, task: str, limit: int) -> list[Example]: ...
+
+
+@dataclass
+class ListSource:
+    """In-memory feedback (scenario, benchmark, tests)."""
+
+    examples: list[Example] = field(default_factory=list)
+
+    def recent_examples(self, task: str, limit: int) -> list[Example]:
+        return self.examples[-limit:]
+
+
+class ClickHouseSource:
+    """Newest feedback labels joined with the text of the event they label (``labels.text``)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def recent_examples(self, task: str, limit: int) -> list[Example]:
+        # 18.16-compatible join: ANY INNER JOIN (subquery) USING, distinct column names on each side.
+        rows = self.client.execute(
+            """
+            SELECT event_id, event_text, label
+            FROM (SELECT event_id, label, feedback_ts_ms FROM feedback FINAL WHERE task = %(task)s)
+            ANY INNER JOIN (SELECT event_id, text AS event_text FROM labels FINAL WHERE task = %(task)s)
+            USING (event_id)
+            ORDER BY feedback_ts_ms DESC
+            LIMIT %(limit)s
+            """,
+            {"task": task, "limit": int(limit)},
+        )
+        return [
+            Example(id=text_id(text), text=text, label=label) for _, text, label in reversed(rows) if text
+        ]
+
+    def count_since(self, task: str, since_ts_ms: int) -> int:
+        rows = self.client.execute(
+            "SELECT count() FROM feedback WHERE task = %(task)s AND joined_ts_ms > %(since)s",
+            {"task": task, "since": int(since_ts_ms)},
+        )
+        return int(rows[0][0])
+
+
+class UpdateTrigger:
+    """When to train: drift seen and enough new labels, or many new labels anyway; never in cooldown."""
+
+    def __init__(self, config: UpdaterConfig, clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self._clock = clock
+        self.new_labels = 0
+        self.drift: DriftEvent | None = None
+        self._last_update = float("-inf")
+
+    def on_feedback(self, n: int = 1) -> None:
+        self.new_labels += n
+
+    def on_drift(self, event: DriftEvent) -> None:
+        if self._clock() - self._last_update >= self.config.cooldown_s:
+            self.drift = event
+
+    def reason(self) -> str | None:
+        """Why an update is due now, or None."""
+        if self._clock() - self._last_update < self.config.cooldown_s:
+            return None
+        if self.drift is not None and self.new_labels >= self.config.min_new_labels:
+            return f"drift ({self.drift.detector}, {self.drift.signal}={self.drift.statistic:.3f})"
+        if self.new_labels >= self.config.retrain_every_labels:
+            return f"{self.new_labels} new feedback labels"
+        return None
+
+    def mark_updated(self) -> None:
+        self.new_labels = 0
+        self.drift = None
+        self._last_update = self._clock()
+
+
+def split_holdout(examples: Sequence[Example], fraction: float) -> tuple[list[Example], list[Example]]:
+    """(train, holdout) by a hash of the text id: stable across runs, no text on both sides."""
+    cut = round(fraction * 1000)
+    train, holdout = [], []
+    for example in examples:
+        (holdout if int(example.id[-6:], 16) % 1000 < cut else train).append(example)
+    return train, holdout
+
+
+def original_labels(parent: Path) -> set[str]:
+    """Labels the serving model was trained on (its training data's label counts)."""
+    from models.artifacts import read_meta
+
+    meta = read_meta(parent)
+    counts = meta.train_config.get("train_label_counts") or {}
+    return set(counts) or set(meta.labels)
+
+
+@dataclass
+class Candidate:
+    artifact: Path
+    meta: Any
+    decision: Decision
+    n_train_recent: int
+    n_replay: int
+    train_seconds: float
+    eval_seconds: float
+
+
+@dataclass
+class UpdateOutcome:
+    task: str
+    trigger: str
+    promoted: bool = False
+    version: int | None = None
+    reason: str = ""
+    candidate: Candidate | None = None
+    record: ModelRecord | None = None
+
+
+class Updater:
+    """Incremental updates for one task."""
+
+    def __init__(
+        self,
+        task: str,
+        *,
+        source: ExampleSource,
+        registry: ModelRegistry | None = None,
+        swapper: Any | None = None,  # online.swap.TritonSwapper (optional: library-level use)
+        publish: Publish | None = None,
+        config: UpdaterConfig | None = None,
+        artifacts_dir: Path | None = None,
+        progress: bool = True,
+        seed: int = 0,
+        original_eval_size: int = 300,
+        log: Callable[[str], None] = print,
+    ) -> None:
+        self.task = task
+        self.task_config: TaskConfig = get_task(task)
+        full = online_config(task)
+        self.config = config or full.updater
+        self.policy = full.promotion
+        self.source = source
+        self.registry = registry
+        self.swapper = swapper
+        self.publish = publish or (lambda alert: None)
+        self.artifacts_dir = artifacts_dir
+        self.progress = progress
+        self.seed = seed
+        self.original_eval_size = original_eval_size
+        self.log = log
+
+    # -- library level ------------------------------------------------------------------------
+
+    def _original_data(self, labels: set[str]) -> tuple[list[Example], list[Example]]:
+        from models.training import training_data
+
+        train, test = training_data(self.task_config)
+        rng = random.Random(self.seed)
+        train = [e for e in train if e.label in labels]
+        test = [e for e in test if e.label in labels]
+        replay = rng.sample(train, min(self.config.replay_size, len(train)))
+        test = rng.sample(test, min(self.original_eval_size, len(test)))
+        return replay, test
+
+    def build_candidate(self, parent: Path, recent: Sequence[Example]) -> Candidate:
+        """Train from ``parent`` on recent + replay, evaluate both models, apply the policy."""
+        from models.training import evaluate, load_classifier, new_artifact_dir, train_classifier
+
+        recent_train, holdout = split_holdout(recent, self.config.holdout_fraction)
+        replay, original_test = self._original_data(original_labels(parent))
+        holdout_ids = {e.id for e in holdout}
+        replay = [e for e in replay if e.id not in holdout_ids]
+        out_dir = new_artifact_dir(self.task, self.artifacts_dir)
+        started = time.perf_counter()
+        meta = train_classifier(
+            self.task_config,
+            list(recent_train) + replay,
+            None,
+            parent=parent,
+            out_dir=out_dir,
+            epochs=self.config.epochs,
+            max_steps=self.config.max_steps,
+            seed=self.seed,
+            progress=self.progress,
+            extra_config={"online_update": True, "n_recent": len(recent_train), "n_replay": len(replay)},
+        )
+        train_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        metric = self.policy.metric
+        scores = {}
+        for name, path in (("candidate", out_dir), ("serving", parent)):
+            model = load_classifier(path)
+            on_recent = evaluate(model, holdout)[metric] if holdout else 0.0
+            on_original = evaluate(model, original_test)[metric] if original_test else 0.0
+            scores[name] = Scores(recent=float(on_recent), original=float(on_original))
+        eval_seconds = time.perf_counter() - started
+        decision = decide(
+            self.policy, scores["candidate"], scores["serving"], len(holdout), len(original_test)
+        )
+        decision.metrics.update(
+            {
+                "train_seconds": round(train_seconds, 1),
+                "eval_seconds": round(eval_seconds, 1),
+                "n_train_recent": len(recent_train),
+                "n_replay": len(replay),
+            }
+        )
+        return Candidate(out_dir, meta, decision, len(recent_train), len(replay), train_seconds, eval_seconds)
+
+    # -- with side effects --------------------------------------------------------------------
+
+    def serving_artifact(self) -> tuple[Path, int]:
+        """The serving version's folder in the Triton repository (it is a full artifact) and number."""
+        if self.swapper is None:
+            raise RuntimeError("no swapper: pass the parent artifact to build_candidate directly")
+        versions = self.swapper.serving_versions(self.task)
+        if not versions:
+            raise RuntimeError(f"{self.task}: nothing is serving (export a first version)")
+        version = max(versions)
+        return Path(self.swapper.repository) / self.task / str(version), version
+
+    def _alert(self, record: ModelRecord, severity: str) -> None:
+        try:
+            self.publish(record.to_alert(severity))
+        except Exception as exc:  # an alert sink outage must not undo a decision
+            self.log(f"alert publish failed: {exc}")
+
+    def _save(self, record: ModelRecord) -> ModelRecord:
+        return self.registry.save(record) if self.registry else record
+
+    def run_update(self, trigger: str) -> UpdateOutcome:
+        """Train, judge and (maybe) hot-swap. Never leaves serving changed on failure."""
+        from models.export import export
+
+        outcome = UpdateOutcome(self.task, trigger)
+        try:
+            parent, serving_version = self.serving_artifact()
+            recent = self.source.recent_examples(self.task, self.config.max_recent_labels)
+            if len(recent) < self.config.min_new_labels:
+                outcome.reason = f"only {len(recent)} labelled recent events (< {self.config.min_new_labels})"
+                return outcome
+            self.log(f"{self.task}: update triggered by {trigger}; {len(recent)} recent labels")
+            candidate = self.build_candidate(parent, recent)
+        except Exception as exc:
+            outcome.reason = (
+                f"update failed before a decision, serving unchanged: {type(exc).__name__}: {exc}"
+            )
+            self.publish_failure(outcome.reason)
+            return outcome
+        outcome.candidate = candidate
+        decision = candidate.decision
+        from models.artifacts import read_meta
+
+        parent_meta = read_meta(parent)
+        record = ModelRecord(
+            task=self.task,
+            adapter_hash=candidate.meta.adapter_hash,
+            parent_hash=parent_meta.adapter_hash,
+            status=ModelStatus.REJECTED if not decision.promote else ModelStatus.PROMOTED,
+            metrics={**decision.metrics, "trigger": trigger, "parent_version": serving_version},
+            reason=decision.reason,
+            artifact_path=str(candidate.artifact),
+        )
+        if not decision.promote:
+            outcome.record = self._save(record)
+            outcome.reason = f"rejected: {decision.reason}"
+            self._alert(outcome.record, "warning")
+            return outcome
+        try:
+            version = export(self.task, candidate.artifact, promote=False, repository=self.swapper.repository)
+            record = self._save(record.model_copy(update={"version": version}))
+            report = self.swapper.swap(self.task, version)
+        except Exception as exc:
+            record = record.model_copy(
+                update={
+                    "status": ModelStatus.REJECTED,
+                    "reason": f"swap failed, version {serving_version} keeps serving: {exc}",
+                }
+            )
+            outcome.record = self._save(record)
+            outcome.reason = record.reason
+            self._alert(outcome.record, "critical")
+            return outcome
+        record = record.model_copy(
+            update={
+                "status": ModelStatus.SERVING,
+                "metrics": {
+                    **record.metrics,
+                    "swap_load_s": round(report.load_s, 2),
+                    "swap_drain_s": round(report.drain_s, 2),
+                },
+            }
+        )
+        outcome.record = self._save(record)
+        if self.registry:
+            old = self.registry.ensure(self.task, serving_version, parent, ModelStatus.SERVING, "exported")
+            self.registry.set_status(old, ModelStatus.RETIRED, f"replaced by version {version}")
+        outcome.promoted, outcome.version = True, version
+        outcome.reason = f"promoted version {version}: {decision.reason}"
+        self._alert(outcome.record, "info")
+        return outcome
+
+    def publish_failure(self, reason: str) -> None:
+        now = int(time.time() * 1000)
+        alert = {
+            "alert_id": f"update-failed-{self.task}-{now}",
+            "kind": "model",
+            "task": self.task,
+            "created_ts_ms": now,
+            "severity": "critical",
+            "subject": f"{self.task} update failed",
+            "message": reason,
+            "evidence": {"reason": reason},
+        }
+        self.log(reason)
+        try:
+            self.publish(alert)
+        except Exception as exc:
+            self.log(f"alert publish failed: {exc}")
+
+
+async def run_updater(
+    tasks: Sequence[str],
+    updaters: dict[str, Updater],
+    *,
+    bootstrap: str,
+    alerts_topic: str,
+    feedback_topic: str,
+    group_id: str = "driftline-updater",
+    poll_s: float = 1.0,
+    stop: asyncio.Event | None = None,
+    consumer_options: dict[str, Any] | None = None,
+) -> None:
+    """Consume drift alerts and feedback; run updates (in a worker thread) when a trigger fires."""
+    from aiokafka import AIOKafkaConsumer
+
+    triggers = {task: UpdateTrigger(updaters[task].config) for task in tasks}
+    consumer = AIOKafkaConsumer(
+        alerts_topic,
+        feedback_topic,
+        bootstrap_servers=bootstrap,
+        group_id=group_id,
+        enable_auto_commit=True,
+        auto_offset_reset="latest",
+        **(consumer_options or {}),
+    )
+    await consumer.start()
+    stop = stop or asyncio.Event()
+    try:
+        while not stop.is_set():
+            batches = await consumer.getmany(timeout_ms=int(poll_s * 1000), max_records=1000)
+            for tp, messages in batches.items():
+                for message in messages:
+                    try:
+                        payload = json.loads(message.value)
+                    except (TypeError, ValueError):
+                        continue  # not ours to dead-letter: the producer's agent validates its topic
+                    task = payload.get("task") if isinstance(payload, dict) else None
+                    if task not in triggers:
+                        continue
+                    if tp.topic == feedback_topic:
+                        triggers[task].on_feedback()
+                    elif payload.get("kind") == "drift":
+                        triggers[task].on_drift(DriftEvent.from_alert(payload))
+            for task, trigger in triggers.items():
+                reason = trigger.reason()
+                if reason:
+                    trigger.mark_updated()
+                    outcome = await asyncio.to_thread(updaters[task].run_update, reason)
+                    updaters[task].log(f"{task}: {outcome.reason}")
+    finally:
+        await consumer.stop()

@@ -1,0 +1,213 @@
+"""Dashboard filters, the SQL behind each panel, and the JSON each panel receives.
+
+Filters arrive as untrusted query-string values: they are validated here (bad values raise
+``FilterError``, answered with HTTP 400) and reach ClickHouse only as clickhouse-driver parameters,
+never spliced into SQL text. Panels read ``labels_minute_agg`` (0004_analytics.sql) with the filters
+in WHERE, rather than the analyst views, because ClickHouse 18.16 does not push a WHERE through a
+view's GROUP BY and would aggregate all history on every refresh. Times travel as epoch seconds
+so the browser formats them in the viewer's time zone, independent of the server's.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+#: named ranges offered by the page (seconds)
+RANGES: dict[str, int] = {"15m": 900, "1h": 3600, "6h": 21600, "24h": 86400, "7d": 604800, "30d": 2592000}
+#: bucket sizes, smallest first; the first giving at most MAX_BUCKETS buckets is used
+STEPS = (60, 300, 900, 1800, 3600, 10800, 21600, 86400)
+MAX_BUCKETS = 120
+MAX_SPAN_S = 366 * 86400
+TASK_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
+
+
+class FilterError(ValueError):
+    """A filter value the API refuses (answered with HTTP 400 and this message)."""
+
+
+@dataclass(frozen=True)
+class Filters:
+    task: str  # '' = all tasks
+    start: int  # epoch seconds, inclusive
+    end: int  # epoch seconds, exclusive
+    step: int  # bucket size in seconds
+
+    def params(self) -> dict[str, Any]:
+        return {"task": self.task, "start": self.start, "end": self.end, "step": self.step}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"task": self.task or None, "start": self.start, "end": self.end, "step_s": self.step}
+
+
+def _int_param(params: Mapping[str, str], name: str) -> int:
+    raw = params[name]
+    if not re.fullmatch(r"\d{1,12}", raw):
+        raise FilterError(f"{name} must be epoch seconds (digits only), got {raw[:40]!r}")
+    return int(raw)
+
+
+def parse_filters(params: Mapping[str, str], now: float) -> Filters:
+    """Validate ``task``, ``range`` (or ``from``/``to`` epoch seconds) into ``Filters``."""
+    unknown = set(params) - {"task", "range", "from", "to"}
+    if unknown:
+        raise FilterError(f"unknown filter(s): {', '.join(sorted(unknown))[:100]}")
+    task = params.get("task", "")
+    if task in ("", "all"):
+        task = ""
+    elif not TASK_RE.fullmatch(task):
+        raise FilterError("task must be 1-128 characters of letters, digits, '_', '.' or '-'")
+    if "from" in params or "to" in params:
+        if "range" in params:
+            raise FilterError("give either range or from/to, not both")
+        start = _int_param(params, "from") if "from" in params else int(now) - RANGES["1h"]
+        end = _int_param(params, "to") if "to" in params else int(now) + 60
+        if end <= start:
+            raise FilterError("to must be after from")
+        if end - start > MAX_SPAN_S:
+            raise FilterError("time range longer than a year")
+    else:
+        name = params.get("range", "1h")
+        if name not in RANGES:
+            raise FilterError(f"range must be one of {', '.join(RANGES)}")
+        end = int(now) + 60  # include the current, still-filling minute
+        start = end - RANGES[name]
+    span = end - start
+    step = next((s for s in STEPS if math.ceil(span / s) <= MAX_BUCKETS), STEPS[-1])
+    start -= start % step  # align buckets to the step so they don't shift between refreshes
+    return Filters(task=task, start=start, end=end, step=step)
+
+
+_BUCKET = "toUInt32(intDiv(toUInt32({col}), %(step)s) * %(step)s)"
+_AGG_WHERE = (
+    "minute >= toDateTime(%(start)s) AND minute < toDateTime(%(end)s) AND (%(task)s = '' OR task = %(task)s)"
+)
+
+TASKS_SQL = "SELECT DISTINCT task FROM labels_minute_agg ORDER BY task LIMIT 500"
+
+LABELS_SQL = f"""
+SELECT {_BUCKET.format(col="minute")} AS t, task, label,
+       uniqMerge(events_state) AS events, countMerge(processed_state) AS processed
+FROM labels_minute_agg
+WHERE {_AGG_WHERE}
+GROUP BY t, task, label
+ORDER BY t, task, label"""
+
+LATENCY_SQL = f"""
+SELECT {_BUCKET.format(col="minute")} AS t, task,
+       quantilesMerge(0.5, 0.9, 0.99)(latency_state) AS q, countMerge(processed_state) AS processed
+FROM labels_minute_agg
+WHERE {_AGG_WHERE}
+GROUP BY t, task
+ORDER BY t, task"""
+
+SENTIMENT_SQL = f"""
+SELECT task, channel,
+       uniqMergeIf(events_state, label = 'positive') AS pos,
+       uniqMergeIf(events_state, label = 'negative') AS neg,
+       uniqMerge(events_state) AS total
+FROM labels_minute_agg
+WHERE {_AGG_WHERE}
+GROUP BY task, channel
+HAVING pos + neg > 0
+ORDER BY total DESC, task, channel
+LIMIT 50"""
+
+# feedback already carries the judged prediction's model_version and correctness (0003), so the
+# accuracy panel needs no join: it is bucketed by when the feedback arrived.
+ACCURACY_SQL = f"""
+SELECT {_BUCKET.format(col="feedback_time")} AS t, task, model_version,
+       count() AS graded, sum(correct) AS n_correct
+FROM feedback FINAL
+WHERE feedback_time >= toDateTime(%(start)s) AND feedback_time < toDateTime(%(end)s)
+  AND (%(task)s = '' OR task = %(task)s)
+GROUP BY t, task, model_version
+ORDER BY t, task, model_version"""
+
+# first minute each model version labelled traffic: when a promotion actually took effect
+SERVING_SQL = """
+SELECT task, model_version, toUInt32(min(minute)) AS first_seen
+FROM labels_minute_agg
+WHERE (%(task)s = '' OR task = %(task)s)
+GROUP BY task, model_version
+HAVING first_seen >= %(start)s AND first_seen < %(end)s
+ORDER BY first_seen"""
+
+TIMELINE_SQL = """
+SELECT toUInt32(time) AS t, task, event_type, kind, severity, subject, message
+FROM drift_alert_timeline
+WHERE time >= toDateTime(%(start)s) AND time < toDateTime(%(end)s) AND (%(task)s = '' OR task = %(task)s)
+ORDER BY time DESC
+LIMIT 500"""
+
+
+def _series(rows, key, value) -> list[dict[str, Any]]:
+    grouped: dict[str, list] = {}
+    for row in rows:
+        grouped.setdefault(key(row), []).append(value(row))
+    return [{"name": name, "points": points} for name, points in sorted(grouped.items())]
+
+
+def shape_labels(rows: list[dict], f: Filters) -> dict[str, Any]:
+    per_min = f.step / 60
+    series = _series(rows, lambda r: f"{r['task']}:{r['label']}", lambda r: [r["t"], r["events"] / per_min])
+    totals: dict[str, int] = {}
+    for r in rows:
+        totals[r["task"]] = totals.get(r["task"], 0) + int(r["events"])
+    return {"filters": f.to_json(), "unit": "events/min", "series": series, "totals": totals}
+
+
+def shape_latency(rows: list[dict], f: Filters) -> dict[str, Any]:
+    series = []
+    for task in sorted({r["task"] for r in rows}):
+        task_rows = [r for r in rows if r["task"] == task]
+        for i, name in enumerate(("p50", "p90", "p99")):
+            points = [[r["t"], round(float(r["q"][i]), 3)] for r in task_rows]
+            series.append({"name": f"{task} {name}", "points": points})
+    return {"filters": f.to_json(), "unit": "ms", "series": series}
+
+
+def shape_sentiment(rows: list[dict], f: Filters) -> dict[str, Any]:
+    channels = [
+        {
+            "task": r["task"],
+            "channel": r["channel"] or "(none)",
+            "positive": int(r["pos"]),
+            "negative": int(r["neg"]),
+            "events": int(r["total"]),
+            "net": (int(r["pos"]) - int(r["neg"])) / int(r["total"]) if r["total"] else 0.0,
+        }
+        for r in rows
+    ]
+    return {"filters": f.to_json(), "channels": channels}
+
+
+def shape_accuracy(rows: list[dict], serving: list[dict], timeline: list[dict], f: Filters) -> dict[str, Any]:
+    series = _series(
+        rows,
+        lambda r: f"{r['task']} v{r['model_version'] or '?'}",
+        lambda r: [r["t"], int(r["n_correct"]) / int(r["graded"]), int(r["graded"])],
+    )
+    markers = [
+        {"t": r["first_seen"], "type": "serving", "task": r["task"], "text": f"v{r['model_version']} serving"}
+        for r in serving
+    ]
+    markers += [
+        {
+            "t": r["t"],
+            "type": "drift" if r["kind"] == "drift" else "model",
+            "task": r["task"],
+            "text": r["subject"],
+        }
+        for r in timeline
+        if r["kind"] in ("drift", "model")
+    ]
+    markers.sort(key=lambda m: m["t"])
+    return {"filters": f.to_json(), "unit": "accuracy", "series": series, "markers": markers}
+
+
+def shape_timeline(rows: list[dict], f: Filters) -> dict[str, Any]:
+    return {"filters": f.to_json(), "events": rows}

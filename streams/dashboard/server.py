@@ -1,0 +1,138 @@
+"""The dashboard's aiohttp app: a static page plus a JSON API over ClickHouse.
+
+Endpoints (all GET; filters ``task``, ``range`` = 15m|1h|6h|24h|7d|30d or ``from``/``to`` epoch s):
+``/api/tasks``, ``/api/labels`` (events/min per task and label), ``/api/sentiment`` (by channel),
+``/api/accuracy`` (per model version, with drift / model / serving markers), ``/api/latency``
+(p50/p90/p99 per task), ``/api/alerts`` (drift and alert timeline), ``/healthz``.
+Bad filters get 400 with a message, an unreachable ClickHouse 502; nothing leaks a stack trace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from streams.dashboard import queries as q
+from streams.dashboard.store import ClickHouseStore, StoreError
+
+log = logging.getLogger("driftline.dashboard")
+STATIC_DIR = Path(str(resources.files("streams.dashboard") / "static"))
+STORE_KEY = web.AppKey("store", ClickHouseStore)
+SECURITY_HEADERS = {
+    # everything the page needs is served from here: no CDN, no inline script
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+@web.middleware
+async def _errors(request: web.Request, handler):
+    try:
+        response = await handler(request)
+    except q.FilterError as exc:
+        response = web.json_response({"error": str(exc)}, status=400)
+    except StoreError as exc:
+        log.warning("%s %s: %s", request.method, request.path, exc)
+        response = web.json_response({"error": str(exc)}, status=502)
+    response.headers.update(SECURITY_HEADERS)
+    return response
+
+
+def _filters(request: web.Request) -> q.Filters:
+    return q.parse_filters(dict(request.query), now=time.time())
+
+
+async def _index(request: web.Request) -> web.StreamResponse:
+    return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+async def _health(request: web.Request) -> web.Response:
+    await request.app[STORE_KEY].query("SELECT 1")
+    return web.json_response({"ok": True})
+
+
+async def _tasks(request: web.Request) -> web.Response:
+    rows = await request.app[STORE_KEY].query(q.TASKS_SQL)
+    return web.json_response({"tasks": [r["task"] for r in rows], "ranges": list(q.RANGES)})
+
+
+async def _labels(request: web.Request) -> web.Response:
+    f = _filters(request)
+    rows = await request.app[STORE_KEY].query(q.LABELS_SQL, f.params())
+    return web.json_response(q.shape_labels(rows, f))
+
+
+async def _latency(request: web.Request) -> web.Response:
+    f = _filters(request)
+    rows = await request.app[STORE_KEY].query(q.LATENCY_SQL, f.params())
+    return web.json_response(q.shape_latency(rows, f))
+
+
+async def _sentiment(request: web.Request) -> web.Response:
+    f = _filters(request)
+    rows = await request.app[STORE_KEY].query(q.SENTIMENT_SQL, f.params())
+    return web.json_response(q.shape_sentiment(rows, f))
+
+
+async def _accuracy(request: web.Request) -> web.Response:
+    f = _filters(request)
+    store = request.app[STORE_KEY]
+    rows, serving, timeline = await asyncio.gather(
+        store.query(q.ACCURACY_SQL, f.params()),
+        store.query(q.SERVING_SQL, f.params()),
+        store.query(q.TIMELINE_SQL, f.params()),
+    )
+    return web.json_response(q.shape_accuracy(rows, serving, timeline, f))
+
+
+async def _alerts(request: web.Request) -> web.Response:
+    f = _filters(request)
+    rows = await request.app[STORE_KEY].query(q.TIMELINE_SQL, f.params())
+    return web.json_response(q.shape_timeline(rows, f))
+
+
+def create_app(store: ClickHouseStore) -> web.Application:
+    app = web.Application(middlewares=[_errors])
+    app[STORE_KEY] = store
+    app.router.add_get("/", _index)
+    app.router.add_get("/healthz", _health)
+    app.router.add_get("/api/tasks", _tasks)
+    app.router.add_get("/api/labels", _labels)
+    app.router.add_get("/api/latency", _latency)
+    app.router.add_get("/api/sentiment", _sentiment)
+    app.router.add_get("/api/accuracy", _accuracy)
+    app.router.add_get("/api/alerts", _alerts)
+    app.router.add_static("/static/", STATIC_DIR, show_index=False)
+
+    async def _close(app: web.Application) -> None:
+        app[STORE_KEY].close()
+
+    app.on_cleanup.append(_close)
+    return app
+
+
+def serve(host: str, port: int, store: ClickHouseStore, ready: Any = None) -> None:
+    """Run until interrupted; ``ready`` (a callable) is told the bound URL once listening."""
+
+    async def _main() -> None:
+        runner = web.AppRunner(create_app(store), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        if ready is not None:
+            ready(f"http://{host}:{port}/")
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_main())

@@ -1,0 +1,75 @@
+"""Read-only ClickHouse access for the dashboard, off the event loop.
+
+clickhouse-driver is synchronous and a ``Client`` is not thread-safe, so each worker thread of a
+small pool keeps its own client and aiohttp handlers await ``run_in_executor``. Queries run with
+``readonly=2`` (no writes or DDL, settings still allowed) and a time limit, so a dashboard can never
+change data or pin the server. The password comes from settings (environment) and is never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from compose.settings import ClickHouseSettings
+
+QUERY_SETTINGS = {"readonly": 2, "max_execution_time": 20}
+
+
+class StoreError(RuntimeError):
+    """ClickHouse could not answer (message is safe to show: no credentials in it)."""
+
+
+class ClickHouseStore:
+    def __init__(self, settings: ClickHouseSettings, workers: int = 4) -> None:
+        self.settings = settings
+        self._local = threading.local()
+        self._clients: list[Any] = []
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dashboard-ch")
+
+    def _client(self):
+        client = getattr(self._local, "client", None)
+        if client is None:
+            from clickhouse_driver import Client
+
+            s = self.settings
+            client = Client(
+                host=s.host,
+                port=s.port,
+                user=s.user,
+                password=s.password.get_secret_value(),
+                database=s.database,
+                connect_timeout=5,
+                send_receive_timeout=30,
+                client_name="driftline-dashboard",
+            )
+            self._local.client = client
+            with self._lock:
+                self._clients.append(client)
+        return client
+
+    def query_sync(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        try:
+            data, columns = self._client().execute(
+                sql, params or {}, with_column_types=True, settings=QUERY_SETTINGS
+            )
+        except Exception as exc:  # driver errors carry server text only, never the password
+            raise StoreError(
+                f"ClickHouse query failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+            ) from exc
+        names = [name for name, _ in columns]
+        return [dict(zip(names, row, strict=True)) for row in data]
+
+    async def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self.query_sync, sql, params)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        with self._lock:
+            for client in self._clients:
+                client.disconnect()
+            self._clients.clear()

@@ -1,0 +1,115 @@
+"""DriftMonitor: predictions and feedback in, DriftEvents out, state survives a restart."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from models.inference.base import Prediction
+from online.config import online_config
+from online.drift import DriftEvent, DriftMonitor, StateMismatchError
+
+LABELS = ["business", "entertainment", "politics", "sport", "tech"]
+
+
+def _prediction(rng: random.Random, shifted: bool, version: str = "1") -> dict:
+    if shifted and rng.random() < 0.5:
+        label, conf = rng.choice(["business", "tech"]), rng.uniform(0.35, 0.7)
+    else:
+        label, conf = rng.choice(["business", "politics", "sport", "tech"]), rng.uniform(0.85, 0.99)
+    return {"label": label, "confidence": conf, "model_version": version, "adapter_hash": f"h{version}"}
+
+
+def test_monitor_raises_events_after_shift_only() -> None:
+    rng = random.Random(0)
+    monitor = DriftMonitor("news_topic")
+    before = [e for _ in range(3000) for e in monitor.update_prediction(_prediction(rng, False))]
+    before += [e for _ in range(600) for e in monitor.update_feedback(rng.random() > 0.03)]
+    assert before == []
+    after = []
+    for i in range(300):
+        after += monitor.update_prediction(_prediction(rng, True))
+        if i % 5 == 0:
+            after += monitor.update_feedback(rng.random() > 0.45)
+    kinds = {event.detector for event in after}
+    assert {"confidence", "label_mix"} <= kinds
+    event = after[0]
+    assert event.task == "news_topic" and event.model_version == "1" and event.adapter_hash == "h1"
+    assert event.event_count > 3000
+
+
+def test_drift_event_alert_round_trip() -> None:
+    event = DriftEvent(
+        detector="error_rate",
+        task="news_topic",
+        statistic=0.31,
+        window=120,
+        model_version="2",
+        adapter_hash="abc",
+        event_count=4000,
+        signal="error_rate",
+        details={"x": 1},
+    )
+    alert = event.to_alert()
+    assert alert["kind"] == "drift" and alert["task"] == "news_topic" and "0.3100" in alert["message"]
+    from streams.schemas import AlertRecord  # the pipeline's alerts-topic schema must accept it
+
+    assert AlertRecord(**alert).evidence["statistic"] == 0.31
+    assert json.loads(json.dumps(alert)) == alert  # topic payload is plain JSON
+    assert DriftEvent.from_alert(alert) == event
+    row = event.to_row()
+    assert row["window_size"] == 120 and json.loads(row["details"]) == {"x": 1}
+    with pytest.raises(ValueError):
+        DriftEvent.from_alert({"kind": "promotion"})
+
+
+def test_monitor_state_survives_restart() -> None:
+    rng = random.Random(1)
+    stream = [_prediction(rng, i > 1500) for i in range(2200)]
+    a = DriftMonitor("news_topic")
+    for p in stream[:1400]:
+        a.update_prediction(p)
+    b = DriftMonitor("news_topic")
+    b.load_state(json.loads(json.dumps(a.state_dict())))
+    events_a = [(e.detector, e.event_count) for p in stream[1400:] for e in a.update_prediction(p)]
+    events_b = [(e.detector, e.event_count) for p in stream[1400:] for e in b.update_prediction(p)]
+    assert events_a == events_b and events_a
+    with pytest.raises(StateMismatchError):
+        DriftMonitor("chat_sentiment").load_state(a.state_dict())
+
+
+def test_new_model_version_resets_baselines() -> None:
+    rng = random.Random(2)
+    monitor = DriftMonitor("news_topic")
+    for _ in range(1000):
+        monitor.update_prediction(_prediction(rng, False, version="1"))
+    assert monitor.detectors["confidence"].n_seen == 1000
+    monitor.update_prediction(
+        Prediction(
+            label="sport",
+            probabilities={"sport": 0.9},
+            explanation=[],
+            model_name="news_topic",
+            model_version="2",
+            adapter_hash="h2",
+        )
+    )
+    assert monitor.model_version == "2"
+    assert monitor.detectors["label_mix"].window == 0 and monitor.detectors["confidence"].window <= 1
+
+
+def test_config_overrides_and_validation(tmp_path) -> None:
+    cfg = online_config("chat_sentiment")
+    assert cfg.drift.confidence.threshold == 10.0 and cfg.drift.confidence.delta == 0.01
+    bad = tmp_path / "online.yaml"
+    bad.write_text("defaults:\n  drift:\n    confidence: {treshold: 3}\n")
+    with pytest.raises(ValueError, match="treshold"):
+        online_config("news_topic", bad)
+    off = tmp_path / "off.yaml"
+    off.write_text("defaults:\n  drift:\n    label_mix: {enabled: false}\n")
+    assert set(DriftMonitor("news_topic", online_config("news_topic", off).drift).detectors) == {
+        "error_rate",
+        "confidence",
+    }

@@ -1,0 +1,142 @@
+"""Registry, feedback view and the updater's training query against the real ClickHouse (18.16).
+
+Each test run applies all migrations into its own database and drops it afterwards, so parallel
+runs and the shared ``driftline`` database are never touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+
+import pytest
+
+from compose.settings import Settings
+from compose.stack.migrations import apply_migrations
+from online.feedback import FeedbackJoiner
+from online.registry import ModelRecord, ModelRegistry, ModelStatus, RegistryError
+from online.updater import ClickHouseSource
+from tests.conftest import unique_suffix
+
+pytestmark = pytest.mark.stack
+
+
+@pytest.fixture
+def db(settings: Settings) -> Iterator[object]:
+    from clickhouse_driver import Client
+
+    c = settings.clickhouse
+    name = unique_suffix("online_")
+
+    def connect(database: str) -> Client:
+        return Client(
+            host=c.host,
+            port=c.port,
+            user=c.user,
+            password=c.password.get_secret_value(),
+            database=database,
+            connect_timeout=5,
+        )
+
+    apply_migrations(connect, name)
+    client = connect(name)
+    try:
+        yield client
+    finally:
+        client.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        client.disconnect()
+
+
+def test_registry_lifecycle(db) -> None:
+    registry = ModelRegistry(db)
+    v1 = registry.save(
+        ModelRecord(task="news_topic", version=1, adapter_hash="h1", status=ModelStatus.SERVING)
+    )
+    rejected = registry.save(
+        ModelRecord(
+            task="news_topic",
+            adapter_hash="h2",
+            parent_hash="h1",
+            status=ModelStatus.REJECTED,
+            metrics={"recent_gain": -0.1},
+            reason="gain below margin",
+        )
+    )
+    v3 = registry.save(
+        ModelRecord(
+            task="news_topic",
+            version=3,
+            adapter_hash="h3",
+            parent_hash="h1",
+            status=ModelStatus.SERVING,
+            metrics={"candidate_recent": 0.9},
+        )
+    )
+    registry.set_status(v1, ModelStatus.RETIRED, "replaced by version 3")
+    rows = registry.list("news_topic")
+    assert [(r.version, r.status) for r in rows] == [
+        (1, ModelStatus.RETIRED),
+        (0, ModelStatus.REJECTED),
+        (3, ModelStatus.SERVING),
+    ]
+    assert rows[1].metrics == {"recent_gain": -0.1} and rows[1].reason == rejected.reason
+    assert registry.serving("news_topic").adapter_hash == "h3"
+    assert registry.rollback_target("news_topic").version == 1
+    registry.set_status(v3, ModelStatus.ROLLED_BACK, "operator rollback")
+    assert registry.serving("news_topic") is None
+    with pytest.raises(RegistryError):
+        registry.get("news_topic", 7)
+
+
+def test_feedback_view_and_training_query(db) -> None:
+    now = datetime(2024, 5, 1, 10, 0, 0)
+    db.execute(
+        "INSERT INTO labels (task, event_id, event_time, processed_time, processed_ts_ms, text, label,"
+        " model_version) VALUES",
+        [("news_topic", f"e{i}", now, now, i, f"article number {i}", "sport", "1") for i in range(4)],
+    )
+    joiner = FeedbackJoiner()
+    for i in range(4):
+        joiner.add_prediction(
+            {
+                "event_id": f"e{i}",
+                "task": "news_topic",
+                "label": "sport",
+                "model_version": "1",
+                "adapter_hash": "h1",
+            }
+        )
+    rows = [
+        joiner.join({"event_id": f"e{i}", "task": "news_topic", "label": lab, "timestamp": 1714557600 + i})
+        for i, lab in enumerate(["sport", "sport", "tech", "sport"])
+    ]
+    rows.append(
+        joiner.join({"event_id": "e2", "task": "news_topic", "label": "sport", "timestamp": 1714557700})
+    )  # correction replaces the earlier label
+    columns = list(rows[0].to_row())
+    db.execute(f"INSERT INTO feedback ({', '.join(columns)}) VALUES", [r.to_row() for r in rows])
+    accuracy = db.execute("SELECT task, model_version, adapter_hash, n, accuracy FROM feedback_accuracy")
+    assert accuracy == [("news_topic", "1", "h1", 4, 1.0)]
+    examples = ClickHouseSource(db).recent_examples("news_topic", limit=3)
+    assert [e.text for e in examples] == ["article number 1", "article number 3", "article number 2"]
+    assert ClickHouseSource(db).count_since("news_topic", 0) == 5
+
+
+def test_drift_events_table_takes_event_rows(db) -> None:
+    from online.drift import DriftEvent
+
+    event = DriftEvent(
+        detector="label_mix",
+        task="news_topic",
+        statistic=0.4,
+        window=200,
+        model_version="1",
+        adapter_hash="h1",
+        event_count=900,
+        signal="psi",
+    )
+    row = event.to_row()
+    db.execute(f"INSERT INTO drift_events ({', '.join(row)}) VALUES", [row])
+    assert db.execute("SELECT detector, window_size, event_count FROM drift_events") == [
+        ("label_mix", 200, 900)
+    ]
