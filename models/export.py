@@ -1,0 +1,257 @@
+"""Export a trained artifact into the Triton model repository as the next numbered version.
+
+Layout written (weights are gitignored: ``triton_repo/*/[0-9]*/``)::
+
+    triton_repo/<model>/
+      config.pbtxt        # backend python, KIND_CPU (or KIND_GPU with --kind gpu); generated
+      config.gpu.pbtxt    # the same with KIND_GPU, for production GPU hosts (copy over config.pbtxt)
+      <n>/
+        model.py          # two lines: re-exports models.serving.triton_model.TritonPythonModel
+        meta.json  adapter/  head.safetensors   # a copy of the artifact
+
+The model name defaults to the task name; ``name=`` (CLI ``--name``) exports the task's artifact under
+another model name (tests use unique names so they never touch the served models) and
+``repository=`` (CLI ``--repository``) targets another repository folder.
+
+Version policy and hot-swapping
+-------------------------------
+The config holds ``version_policy { specific { versions: [...] } }``: the list of versions that
+Triton loads is explicit and lives in config.pbtxt, never "whatever is newest on disk", so a
+restart of Triton serves exactly what was serving before, and an exported-but-not-yet-evaluated
+candidate is never picked up by accident.
+
+- ``export(..., promote=True)`` (CLI default) makes the new version the only serving version.
+- ``export(..., promote=False)`` (the online updater) only adds the folder; serving is unchanged.
+
+Hot swap without dropping a request (Triton in explicit model-control mode), for the updater::
+
+    n = export(task, artifact, promote=False)
+    set_serving_versions(task, [old, n])   # config now lists both
+    load_model(task)                       # Triton loads n; old keeps serving meanwhile
+    ... evaluate n; send traffic with version=str(n) (Prediction.model_version says which) ...
+    set_serving_versions(task, [n])
+    load_model(task)                       # Triton unloads old; n keeps serving
+    # rollback = the same with the versions swapped; old folders can be deleted once unloaded.
+
+A client request with ``version=None`` is served by the highest loaded version, so while both are
+loaded the "default" is already the new one; callers that must stay on the old one pass its number.
+Changing the version list changes the config, and Triton then reloads *every* listed version (one
+python stub start each, ~10-30 s on a busy CPU), but the versions already loaded keep answering
+until the reload has finished (tests/models/test_export.py::test_hot_swap_* checks this under
+traffic); when the new config fails to load, the previous versions keep serving and the load call
+returns the error.
+
+Batching options come from arguments or the environment: ``DRIFTLINE_TRITON_MAX_QUEUE_DELAY_US``
+(default 2000), ``DRIFTLINE_TRITON_PREFERRED_BATCH`` (comma list, default ``8,16,32,64``),
+``DRIFTLINE_TRITON_INSTANCES`` (default 1) and ``DRIFTLINE_TORCH_THREADS`` (default 0 = torch's own
+choice).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from compose.settings import get_settings
+from models.artifacts import ADAPTER_DIR, HEAD_FILE, META_FILE, artifacts_root, content_hash, read_meta
+from models.tasks import TaskConfig, get_task
+
+MAX_BATCH_SIZE = 64
+CONFIG_FILE = "config.pbtxt"
+GPU_CONFIG_FILE = "config.gpu.pbtxt"
+MODEL_PY = (
+    '"""Triton entry point; the implementation lives in models.serving (see models/export.py)."""\n\n'
+    "from models.serving.triton_model import TritonPythonModel  # noqa: F401\n"
+)
+
+
+class ExportError(RuntimeError):
+    """The artifact cannot be exported (missing files, labels differing from the task config)."""
+
+
+@dataclass(frozen=True)
+class ServingOptions:
+    """Knobs of the generated config; defaults come from the environment (see module docstring)."""
+
+    max_queue_delay_us: int = 2000
+    preferred_batch_sizes: tuple[int, ...] = (8, 16, 32, 64)
+    instances: int = 1
+    num_threads: int = 0
+    explain: bool = True
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> ServingOptions:
+        env = os.environ
+        values: dict[str, object] = {
+            "max_queue_delay_us": int(env.get("DRIFTLINE_TRITON_MAX_QUEUE_DELAY_US") or 2000),
+            "preferred_batch_sizes": tuple(
+                int(x) for x in (env.get("DRIFTLINE_TRITON_PREFERRED_BATCH") or "8,16,32,64").split(",") if x
+            ),
+            "instances": int(env.get("DRIFTLINE_TRITON_INSTANCES") or 1),
+            "num_threads": int(env.get("DRIFTLINE_TORCH_THREADS") or 0),
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def build_config(
+    name: str,
+    task: TaskConfig,
+    versions: Sequence[int],
+    kind: str = "cpu",
+    options: ServingOptions | None = None,
+) -> mc.ModelConfig:
+    """The Triton model config for ``task`` served as ``name`` (wire contract: models/inference/base.py)."""
+    options = options or ServingOptions.from_env()
+    if kind not in ("cpu", "gpu"):
+        raise ExportError(f"kind must be 'cpu' or 'gpu', got {kind!r}")
+    bad = [b for b in options.preferred_batch_sizes if not 0 < b <= MAX_BATCH_SIZE]
+    if bad:
+        raise ExportError(f"preferred batch sizes must be in 1..{MAX_BATCH_SIZE}, got {bad}")
+    config = mc.ModelConfig(name=name, backend="python", max_batch_size=MAX_BATCH_SIZE)
+    config.version_policy.specific.versions.extend(sorted(set(versions)))
+    config.input.add(name="TEXT", data_type=mc.TYPE_STRING, dims=[1])
+    config.output.add(name="LABEL", data_type=mc.TYPE_STRING, dims=[1])
+    config.output.add(name="PROBS", data_type=mc.TYPE_FP32, dims=[len(task.labels)])
+    config.output.add(name="EXPLANATION", data_type=mc.TYPE_STRING, dims=[1])
+    config.output.add(name="TRUNCATED", data_type=mc.TYPE_BOOL, dims=[1])
+    config.output.add(name="ADAPTER", data_type=mc.TYPE_STRING, dims=[1])
+    group = mc.ModelInstanceGroup.KIND_GPU if kind == "gpu" else mc.ModelInstanceGroup.KIND_CPU
+    config.instance_group.add(kind=group, count=options.instances)
+    config.dynamic_batching.preferred_batch_size.extend(sorted(set(options.preferred_batch_sizes)))
+    config.dynamic_batching.max_queue_delay_microseconds = options.max_queue_delay_us
+    config.parameters["labels"].string_value = json.dumps(task.labels, ensure_ascii=False)
+    config.parameters["task"].string_value = task.name
+    config.parameters["max_length"].string_value = str(task.max_length)
+    config.parameters["num_threads"].string_value = str(options.num_threads)
+    config.parameters["explain"].string_value = "true" if options.explain else "false"
+    return config
+
+
+def read_config(path: Path) -> mc.ModelConfig:
+    return text_format.Parse(path.read_text(encoding="utf-8"), mc.ModelConfig())
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _write_config(path: Path, config: mc.ModelConfig) -> None:
+    header = "# Generated by `driftline export` (models/export.py); version_policy is managed there too.\n"
+    _write_atomic(path, header + text_format.MessageToString(config))
+
+
+def model_versions(model_dir: Path) -> list[int]:
+    """Version folders present on disk, ascending."""
+    if not model_dir.is_dir():
+        return []
+    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def serving_versions(name: str, repository: Path | None = None) -> list[int]:
+    """The versions config.pbtxt tells Triton to load."""
+    path = (repository or get_settings().triton.repository) / name / CONFIG_FILE
+    if not path.is_file():
+        return []
+    return list(read_config(path).version_policy.specific.versions)
+
+
+def set_serving_versions(name: str, versions: Sequence[int], repository: Path | None = None) -> None:
+    """Rewrite the version list of config.pbtxt and config.gpu.pbtxt (then call Triton's load)."""
+    model_dir = (repository or get_settings().triton.repository) / name
+    missing = sorted(set(versions) - set(model_versions(model_dir)))
+    if not versions or missing:
+        raise ExportError(
+            f"model {name!r}: cannot serve versions {list(versions)}; missing on disk: {missing}"
+        )
+    for file in (CONFIG_FILE, GPU_CONFIG_FILE):
+        path = model_dir / file
+        if path.is_file():
+            config = read_config(path)
+            del config.version_policy.specific.versions[:]
+            config.version_policy.specific.versions.extend(sorted(set(versions)))
+            _write_config(path, config)
+
+
+def latest_artifact(task: str) -> Path:
+    """The most recently created artifact of ``task`` under ``$DRIFTLINE_CACHE/artifacts/<task>/``."""
+    root = artifacts_root(task)
+    candidates = [p for p in root.glob("*") if (p / META_FILE).is_file()] if root.is_dir() else []
+    if not candidates:
+        raise ExportError(f"no trained artifact for task {task!r} under {root}; run `driftline train {task}`")
+    return max(candidates, key=lambda p: (read_meta(p).created_at, p.stat().st_mtime))
+
+
+def _check_artifact(artifact: Path, task: TaskConfig) -> None:
+    for required in (META_FILE, HEAD_FILE, ADAPTER_DIR):
+        if not (artifact / required).exists():
+            raise ExportError(f"artifact {artifact} is missing {required}")
+    meta = read_meta(artifact)
+    if meta.labels != task.labels:
+        raise ExportError(
+            f"artifact {artifact} labels {meta.labels} differ from task {task.name!r} {task.labels}"
+        )
+    if meta.adapter_hash and meta.adapter_hash != content_hash(artifact):
+        raise ExportError(
+            f"artifact {artifact}: files do not match meta.json adapter_hash {meta.adapter_hash}"
+        )
+
+
+def export(
+    task: str,
+    artifact: Path | None = None,
+    *,
+    kind: str = "cpu",
+    name: str | None = None,
+    repository: Path | None = None,
+    promote: bool = True,
+    options: ServingOptions | None = None,
+) -> int:
+    """Copy ``artifact`` (default: the task's latest) to the next version folder; return its number.
+
+    The version folder is assembled under a hidden temporary name and renamed into place, so Triton
+    (or a concurrent export) never sees half-copied weights; a concurrent export that took the same
+    number makes this one move on to the next number.
+    """
+    task_config = get_task(task)
+    artifact = Path(artifact) if artifact is not None else latest_artifact(task)
+    _check_artifact(artifact, task_config)
+    name = name or task
+    model_dir = (repository or get_settings().triton.repository) / name
+    model_dir.mkdir(parents=True, exist_ok=True)
+    options = options or ServingOptions.from_env()
+    build_config(name, task_config, [1], kind, options)  # validate options before copying any weights
+
+    staging = model_dir / f".staging-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        shutil.copytree(artifact / ADAPTER_DIR, staging / ADAPTER_DIR)
+        shutil.copy2(artifact / HEAD_FILE, staging / HEAD_FILE)
+        shutil.copy2(artifact / META_FILE, staging / META_FILE)
+        (staging / "model.py").write_text(MODEL_PY, encoding="utf-8")
+        version = (model_versions(model_dir) or [0])[-1] + 1
+        while True:
+            try:
+                os.rename(staging, model_dir / str(version))
+                break
+            except OSError:
+                if not (model_dir / str(version)).exists():
+                    raise
+                version += 1
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+    current = serving_versions(name, model_dir.parent)
+    versions = [version] if promote or not current else current
+    _write_config(model_dir / CONFIG_FILE, build_config(name, task_config, versions, kind, options))
+    _write_config(model_dir / GPU_CONFIG_FILE, build_config(name, task_config, versions, "gpu", options))
+    return version

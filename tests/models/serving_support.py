@@ -1,0 +1,70 @@
+"""Helpers shared by tests/models/test_export.py and test_clients.py (not a test module).
+
+A tiny artifact per task is trained once (a few optimiser steps on a handful of examples) and kept
+under ``$DRIFTLINE_CACHE/test-artifacts/`` so later runs reuse it; it lives outside
+``artifacts/<task>/`` so ``driftline export`` never mistakes it for the task's latest real model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from compose.settings import get_settings
+from models.artifacts import META_FILE
+
+RECIPE = "tiny-v1"
+
+
+def small_artifact(task_name: str) -> Path:
+    """A few-step LoRA classifier for ``task_name`` (cached; trained on first use, ~10-30 s)."""
+    from models.datasets import limit_per_class, load_dataset
+    from models.tasks import get_task
+    from models.training import train_classifier
+
+    out = get_settings().cache_dir / "test-artifacts" / task_name / RECIPE
+    if (out / META_FILE).is_file():
+        return out
+    task = get_task(task_name)
+    train = limit_per_class(load_dataset(task.dataset).split("train"), 6, seed=0)
+    staging = out.with_name(f".{out.name}.{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    train_classifier(
+        task, train, None, out_dir=staging, max_steps=4, batch_size=8, max_length=64, progress=False
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.rename(staging, out)
+    except OSError:  # a parallel run finished first: use theirs
+        shutil.rmtree(staging, ignore_errors=True)
+    return out
+
+
+def unique_model_name(prefix: str) -> str:
+    return f"test_{prefix}_{uuid.uuid4().hex[:8]}"
+
+
+def require_triton() -> None:
+    """Fail (not skip) a stack test with the fix when Triton is not reachable."""
+    triton = get_settings().triton
+    with socket.socket() as sock:
+        sock.settimeout(2)
+        if sock.connect_ex((triton.host, triton.grpc_port)) != 0:
+            pytest.fail(f"Triton gRPC {triton.grpc_url} is not reachable; start it with `driftline stack up`")
+
+
+@contextlib.contextmanager
+def exported_model_dir(name: str) -> Iterator[Path]:
+    """The model folder ``name`` in the served repository; removed afterwards."""
+    model_dir = get_settings().triton.repository / name
+    try:
+        yield model_dir
+    finally:
+        shutil.rmtree(model_dir, ignore_errors=True)

@@ -1,0 +1,130 @@
+"""InferenceClient behaviour: batching, timeouts/retries, clear errors, a free event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from compose.settings import get_settings
+from models.export import ServingOptions, export
+from models.inference.base import InferenceError, ModelNotReadyError
+from models.inference.local import LocalClient
+from models.inference.triton import TritonClient
+from tests.models.serving_support import exported_model_dir, require_triton, small_artifact, unique_model_name
+
+NEWS_LABELS = ["business", "entertainment", "politics", "sport", "tech"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def news_artifact() -> Path:
+    return small_artifact("news_topic")  # minilm loads fastest; CJK through e5 is exercised by the bench
+
+
+async def test_unreachable_server_retries_with_backoff_then_fails_clearly() -> None:
+    url = f"127.0.0.1:{_free_port()}"  # nothing listens here
+    async with TritonClient(url, timeout_s=1.0, retries=2, backoff_s=0.2) as client:
+        start = time.perf_counter()
+        with pytest.raises(InferenceError, match=r"3 attempt\(s\)") as info:
+            await client.predict("chat_sentiment", ["你好"])
+        elapsed = time.perf_counter() - start
+    assert not isinstance(info.value, ModelNotReadyError)
+    assert "chat_sentiment" in str(info.value)
+    assert elapsed >= 0.2 * 0.5 + 0.4 * 0.5  # two backoff sleeps happened (with jitter >= 0.5x)
+    assert not await TritonClient(url, timeout_s=0.5).is_ready("chat_sentiment")
+
+
+async def test_local_client_keeps_the_event_loop_free(news_artifact: Path) -> None:
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    async with LocalClient({"news_topic": news_artifact}) as client:
+        assert await client.is_ready("news_topic")
+        assert not await client.is_ready("no_such_task")
+        task = asyncio.create_task(ticker())
+        start = time.perf_counter()
+        predictions = await client.predict("news_topic", ["这部电影真的很好看 great film"] * 48)
+        elapsed = time.perf_counter() - start
+        task.cancel()
+        with pytest.raises(ModelNotReadyError, match="no_such_task"):
+            await client.predict("no_such_task", ["x"])
+    assert len(predictions) == 48 and {p.label for p in predictions} <= {
+        "business",
+        "entertainment",
+        "politics",
+        "sport",
+        "tech",
+    }
+    assert predictions[0].model_version == news_artifact.name
+    # the loop kept ticking while the model ran (at least a third of the ideal tick count)
+    assert ticks >= elapsed / 0.01 / 3, (ticks, elapsed)
+
+
+@pytest.fixture(scope="module")
+def triton_news_fast(news_artifact: Path):
+    """The tiny news_topic artifact, unique name, preferred batch 16 so chunks really batch."""
+    import tritonclient.grpc as grpc
+
+    require_triton()
+    name = unique_model_name("clients")
+    client = grpc.InferenceServerClient(get_settings().triton.grpc_url)
+    options = ServingOptions(preferred_batch_sizes=(16, 64), max_queue_delay_us=5000, explain=False)
+    with exported_model_dir(name):
+        version = export("news_topic", news_artifact, name=name, options=options)
+        client.load_model(name)
+        try:
+            yield name, version
+        finally:
+            client.unload_model(name)
+            client.close()
+
+
+@pytest.mark.stack
+async def test_triton_client_splits_large_batches_and_keeps_order(triton_news_fast) -> None:
+    name, version = triton_news_fast
+    texts = [
+        f"Item {i}: {'shares fell' if i % 2 else 'the striker scored'} 第{i}条 {i}" for i in range(150)
+    ]  # 3 chunks of <= 64
+    async with TritonClient(max_batch_size=64) as triton, LocalClient() as local:
+        assert await triton.is_ready(name) and await triton.is_ready(name, str(version))
+        remote = await triton.predict(name, texts)
+        expected = await local.predict(name, texts)
+        labels = await triton.labels(name, str(version))
+    assert len(remote) == 150
+    assert [p.label for p in remote] == [p.label for p in expected]
+    assert all(p.model_version == str(version) and p.model_name == name for p in remote)
+    assert all(p.explanation == [] for p in remote)  # explain=False in this model's config
+    assert labels == NEWS_LABELS
+    assert list(remote[0].probabilities) == labels
+
+
+@pytest.mark.stack
+async def test_triton_client_timeout_is_reported(triton_news_fast) -> None:
+    name, _ = triton_news_fast
+    texts = ["很长的评论 " * 40] * 64
+    async with TritonClient(timeout_s=0.001, retries=1, backoff_s=0.01) as triton:
+        with pytest.raises(InferenceError, match=r"DEADLINE_EXCEEDED|timed out"):
+            await triton.predict(name, texts)
+
+
+@pytest.mark.stack
+async def test_triton_client_missing_version_names_model_and_version(triton_news_fast) -> None:
+    name, version = triton_news_fast
+    async with TritonClient() as triton:
+        assert not await triton.is_ready(name, str(version + 5))
+        with pytest.raises(ModelNotReadyError, match=rf"model '{name}' version {version + 5}"):
+            await triton.predict(name, ["你好"], version=str(version + 5))

@@ -1,0 +1,284 @@
+"""Export writes valid Triton versions; Triton serves them exactly like the in-process runner."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from tritonclient.grpc import model_config_pb2 as mc
+
+from compose.settings import get_settings
+from models.artifacts import content_hash
+from models.export import (
+    CONFIG_FILE,
+    GPU_CONFIG_FILE,
+    ExportError,
+    ServingOptions,
+    export,
+    read_config,
+    serving_versions,
+    set_serving_versions,
+)
+from models.inference.base import ModelNotReadyError
+from models.serving.explain import merge_to_words
+from tests.models.serving_support import exported_model_dir, require_triton, small_artifact, unique_model_name
+
+# --- pure logic ------------------------------------------------------------------------------------
+
+
+def test_merge_to_words_joins_wordpieces_and_skips_special_tokens() -> None:
+    text = "Unbelievable goals"
+    # [CLS] un ##bel ##ievable goals [SEP]
+    word_ids = [None, 0, 0, 0, 1, None]
+    offsets = [(0, 0), (0, 2), (2, 5), (5, 12), (13, 18), (0, 0)]
+    scores = [0.9, 0.1, 0.1, 0.1, 0.2, 0.9]
+    assert merge_to_words(text, word_ids, offsets, scores) == [("Unbelievable", 0.3), ("goals", 0.2)]
+
+
+def test_merge_to_words_keeps_cjk_pieces_and_folds_bare_metaspace() -> None:
+    text = "电影很好看 great"
+    # ▁ 电影 很 好看 ▁great  (the bare ▁ overlaps 电影, like XLM-R's tokenizer)
+    word_ids = [None, 0, 0, 0, 0, 1, None]
+    offsets = [(0, 0), (0, 1), (0, 2), (2, 3), (3, 5), (5, 11), (0, 0)]
+    scores = [0.0, 0.05, 0.1, -0.2, 0.4, 0.3, 0.0]
+    assert merge_to_words(text, word_ids, offsets, scores, top_k=3) == [
+        ("好看", 0.4),
+        ("great", 0.3),
+        ("电影", 0.15),
+    ]
+
+
+# --- export ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def news_artifact() -> Path:
+    return small_artifact("news_topic")
+
+
+def test_export_writes_numbered_versions_and_configs(news_artifact: Path, tmp_path: Path) -> None:
+    options = ServingOptions(max_queue_delay_us=500, preferred_batch_sizes=(4, 64), num_threads=1)
+    first = export("news_topic", news_artifact, name="m", repository=tmp_path, options=options)
+    second = export(
+        "news_topic", news_artifact, name="m", repository=tmp_path, promote=False, options=options
+    )
+    assert (first, second) == (1, 2)
+    model_dir = tmp_path / "m"
+    version_dir = model_dir / "2"
+    assert {p.name for p in version_dir.iterdir()} >= {"model.py", "meta.json", "adapter", "head.safetensors"}
+    assert "models.serving.triton_model import TritonPythonModel" in (version_dir / "model.py").read_text()
+    assert content_hash(version_dir) == content_hash(news_artifact)
+    assert not list(model_dir.glob(".staging*"))
+
+    cpu = read_config(model_dir / CONFIG_FILE)
+    gpu = read_config(model_dir / GPU_CONFIG_FILE)
+    assert cpu.name == "m" and cpu.backend == "python" and cpu.max_batch_size == 64
+    assert cpu.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU
+    assert gpu.instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU
+    assert list(cpu.dynamic_batching.preferred_batch_size) == [4, 64]
+    assert cpu.dynamic_batching.max_queue_delay_microseconds == 500
+    assert json.loads(cpu.parameters["labels"].string_value) == [
+        "business", "entertainment", "politics", "sport", "tech",
+    ]  # fmt: skip
+    assert cpu.parameters["num_threads"].string_value == "1"
+    assert [o.name for o in cpu.output] == ["LABEL", "PROBS", "EXPLANATION", "TRUNCATED", "ADAPTER"]
+    assert list(cpu.output[1].dims) == [5]
+    # promote=False left version 1 serving; the hot-swap helpers move the explicit version list
+    assert serving_versions("m", tmp_path) == [1]
+    set_serving_versions("m", [1, 2], tmp_path)
+    assert serving_versions("m", tmp_path) == [1, 2]
+    assert list(read_config(model_dir / GPU_CONFIG_FILE).version_policy.specific.versions) == [1, 2]
+    with pytest.raises(ExportError, match="missing on disk"):
+        set_serving_versions("m", [7], tmp_path)
+    assert export("news_topic", news_artifact, name="m", repository=tmp_path, kind="gpu") == 3
+    assert serving_versions("m", tmp_path) == [3]
+    assert read_config(model_dir / CONFIG_FILE).instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU
+
+
+def test_export_rejects_broken_or_foreign_artifacts(news_artifact: Path, tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match="labels"):
+        export("chat_sentiment", news_artifact, repository=tmp_path)
+    broken = tmp_path / "broken"
+    shutil.copytree(news_artifact, broken)
+    (broken / "head.safetensors").write_bytes(b"not the trained head")
+    with pytest.raises(ExportError, match="adapter_hash"):
+        export("news_topic", broken, repository=tmp_path)
+    (broken / "head.safetensors").unlink()
+    with pytest.raises(ExportError, match=r"missing head\.safetensors"):
+        export("news_topic", broken, repository=tmp_path)
+    with pytest.raises(ExportError, match="kind"):
+        export("news_topic", news_artifact, repository=tmp_path, kind="tpu")
+    assert not (tmp_path / "news_topic" / "1").exists()
+
+
+def test_runner_defines_empty_and_overlong_results(news_artifact: Path) -> None:
+    from models.serving.runner import ClassifierRunner
+
+    runner = ClassifierRunner(news_artifact)
+    long_text = "Shares in the bank rose after strong quarterly profits. " * 40
+    empty, long, short = runner.predict(["", long_text, "Shares rose"])
+    assert empty.label in runner.labels and empty.explanation == [] and not empty.truncated
+    assert abs(sum(empty.probabilities) - 1.0) < 1e-5
+    assert long.truncated and not short.truncated
+    assert 0 < len(long.explanation) <= 5
+    assert all(word in long_text for word, _ in long.explanation)
+    scores = [score for _, score in long.explanation]
+    assert scores == sorted(scores, reverse=True)
+
+
+# --- through Triton --------------------------------------------------------------------------------
+
+MIXED_TEXTS = [
+    "这部电影真的很好看，我很喜欢",
+    "服务太差了，再也不来了 😡",
+    "Great phone 📱 but 电池 is weak",
+    "😀😀😀",
+    "Ölpreis steigt; résumé naïve café",
+]
+
+
+@pytest.fixture(scope="module")
+def triton_news(news_artifact: Path):
+    """``news_topic``'s tiny artifact exported under a unique name into the served repository, loaded."""
+    import tritonclient.grpc as grpc
+
+    require_triton()
+    name = unique_model_name("news")
+    client = grpc.InferenceServerClient(get_settings().triton.grpc_url)
+    with exported_model_dir(name):
+        version = export("news_topic", news_artifact, name=name)
+        client.load_model(name)
+        try:
+            yield name, version
+        finally:
+            client.unload_model(name)
+            client.close()
+
+
+async def _both(name: str, texts: list[str], version: str | None = None):
+    from models.inference.local import LocalClient
+    from models.inference.triton import TritonClient
+
+    async with TritonClient() as triton, LocalClient() as local:
+        return await triton.predict(name, texts, version), await local.predict(name, texts, version)
+
+
+@pytest.mark.stack
+def test_triton_matches_local_client_on_100_texts(triton_news) -> None:
+    from models.datasets import load_dataset
+
+    name, version = triton_news
+    texts = [example.text for example in load_dataset("bbc_news").split("test")[:100]]
+    remote, local = asyncio.run(_both(name, texts))
+    assert len(remote) == len(local) == 100
+    assert {p.model_version for p in remote} == {str(version)}
+    assert (
+        {p.adapter_hash for p in remote}
+        == {p.adapter_hash for p in local}
+        == {content_hash(small_artifact("news_topic"))}
+    )
+    assert [p.label for p in remote] == [p.label for p in local]
+    worst = max(
+        abs(r.probabilities[k] - o.probabilities[k])
+        for r, o in zip(remote, local, strict=True)
+        for k in r.probabilities
+    )
+    assert worst < 1e-4, f"Triton and in-process probabilities differ by {worst}"
+    assert [r.truncated for r in remote] == [o.truncated for o in local] and any(r.truncated for r in remote)
+    assert all(len(r.explanation) == 5 for r in remote)
+
+
+@pytest.mark.stack
+def test_triton_round_trips_chinese_emoji_mixed_empty_and_long_text(triton_news) -> None:
+    name, _ = triton_news
+    long_text = "The chancellor announced new taxes in the budget. " * 60
+    texts = [*MIXED_TEXTS, "", long_text]
+    remote, local = asyncio.run(_both(name, texts))
+    assert [p.label for p in remote] == [p.label for p in local]
+    assert [p.explanation for p in remote] == [p.explanation for p in local]
+    for text, prediction in zip(texts, remote, strict=True):
+        assert all(word in text for word, _ in prediction.explanation), (text, prediction.explanation)
+    assert any(any("\u4e00" <= ch <= "\u9fff" for ch in w) for p in remote[:3] for w, _ in p.explanation)
+    empty, long = remote[-2], remote[-1]
+    assert (
+        empty.explanation == [] and not empty.truncated and abs(sum(empty.probabilities.values()) - 1) < 1e-5
+    )
+    assert long.truncated and not any(p.truncated for p in remote[:-1])
+
+
+@pytest.mark.stack
+def test_missing_version_is_a_clear_error(triton_news) -> None:
+    name, version = triton_news
+    missing = str(version + 41)
+    with pytest.raises(ModelNotReadyError, match=rf"'{name}' version {missing}"):
+        asyncio.run(_remote_only(name, ["hello"], missing))
+    with pytest.raises(ModelNotReadyError, match="no_such_model"):
+        asyncio.run(_remote_only("no_such_model_" + name, ["hello"], None))
+
+
+async def _remote_only(name: str, texts: list[str], version: str | None):
+    from models.inference.triton import TritonClient
+
+    async with TritonClient(retries=0) as triton:
+        return await triton.predict(name, texts, version)
+
+
+async def _keep_asking(triton, name: str, version: str, stop: asyncio.Event) -> tuple[int, list[str]]:
+    answered, failures = 0, []
+    while not stop.is_set():
+        try:
+            await triton.predict(name, ["Rates rise"], version=version)
+            answered += 1
+        except Exception as exc:
+            failures.append(repr(exc))
+        await asyncio.sleep(0.1)
+    return answered, failures
+
+
+@pytest.mark.stack
+@pytest.mark.slow
+def test_hot_swap_two_versions_then_drop_the_old(news_artifact: Path) -> None:
+    """The documented swap: export a candidate, serve both, pin requests by version, drop the old one."""
+    from models.inference.triton import TritonClient
+
+    require_triton()
+    name = unique_model_name("swap")
+
+    async def scenario() -> None:
+        async with TritonClient(retries=0) as triton:
+            old = export("news_topic", news_artifact, name=name)
+            await triton.load(name)
+            new = export("news_topic", news_artifact, name=name, promote=False)
+            assert serving_versions(name) == [old]
+            set_serving_versions(name, [old, new])
+            # a config change makes Triton reload the model; the old version must keep answering meanwhile
+            stop = asyncio.Event()
+            traffic = asyncio.create_task(_keep_asking(triton, name, str(old), stop))
+            await triton.load(name)
+            stop.set()
+            answered, failures = await traffic
+            assert answered > 0 and failures == [], failures
+            assert await triton.is_ready(name, str(old)) and await triton.is_ready(name, str(new))
+            pinned = await triton.predict(name, ["Rates rise"], version=str(old))
+            default = await triton.predict(name, ["Rates rise"])
+            assert (pinned[0].model_version, default[0].model_version) == (str(old), str(new))
+            set_serving_versions(name, [new])
+            await triton.load(name)
+            assert not await triton.is_ready(name, str(old))
+            assert (await triton.predict(name, ["Rates rise"]))[0].model_version == str(new)
+            with pytest.raises(ModelNotReadyError):
+                await triton.predict(name, ["Rates rise"], version=str(old))
+
+    with exported_model_dir(name):
+        try:
+            asyncio.run(scenario())
+        finally:  # never leave a test model loaded on the shared server, even after a failure
+            import tritonclient.grpc as grpc
+
+            admin = grpc.InferenceServerClient(get_settings().triton.grpc_url)
+            if admin.is_model_ready(name):
+                admin.unload_model(name)
+            admin.close()
