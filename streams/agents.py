@@ -1,0 +1,352 @@
+"""The pipeline's stages as plain async methods, and the Faust agents that drive them.
+
+Data flow (all topics raw bytes, all outputs pydantic JSON)::
+
+    news/chat topics --classify--> predictions --store--> ClickHouse labels
+                          |              '-----surge----> alerts --store--> ClickHouse alerts
+                          '--bad input--> deadletter --store--> ClickHouse dead_letters
+    feedback topic --validate--> (bad input) deadletter
+
+Offsets and delivery: ``stream.take_events(n, within)`` acks the batch's messages only when the agent
+asks for the next batch, i.e. after our body returned. The classify body publishes predictions and
+dead letters before returning, and Faust flushes its producer before every offset commit, so an
+input offset is committed only once its outputs are in Kafka. The store bodies *pin* each message
+(``message.incref()``) before handing rows to a ``BatchingSink``; the take's own ack then only drops
+the extra reference, and the sink's ``on_stored`` callback drops the last one after the insert
+succeeded - only then is the offset committable (flush -> ack -> commit). If the process dies in
+between, nothing was committed and Kafka redelivers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from models.inference.base import InferenceClient, ModelNotReadyError, Prediction
+from streams.alerts import SurgeMonitor, subject_of
+from streams.config import PipelineConfig
+from streams.deadletter import dead_letter
+from streams.metrics import PipelineMetrics
+from streams.routing import Route
+from streams.schemas import (
+    AlertRecord,
+    DeadLetterRecord,
+    PredictionRecord,
+    Rejection,
+    decode_event,
+)
+from streams.sinks.base import BatchingSink
+from streams.sinks.clickhouse import alert_row, dead_letter_row, label_row
+from streams.topics import PipelineTopics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RawMessage:
+    """The parts of a Kafka message the stages need (decoupled from Faust for unit tests)."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes | None
+    timestamp: float | None = None
+
+
+@dataclass
+class ClassifyResult:
+    predictions: list[PredictionRecord] = field(default_factory=list)
+    dead_letters: list[DeadLetterRecord] = field(default_factory=list)
+
+
+@dataclass
+class Health:
+    inference_error: str | None = None
+    started_at: float = field(default_factory=time.time)
+
+
+class Stages:
+    """Pure-ish processing stages; Faust-free so they can be tested with a fake client."""
+
+    def __init__(self, config: PipelineConfig, client: InferenceClient, metrics: PipelineMetrics) -> None:
+        self.config = config
+        self.client = client
+        self.metrics = metrics
+        self.health = Health()
+
+    def reject(self, msg: RawMessage, rejection: Rejection) -> DeadLetterRecord:
+        self.metrics.dead_letters.labels(msg.topic, rejection.code).inc()
+        log.info(
+            "dead letter",
+            extra={"topic": msg.topic, "partition": msg.partition, "offset": msg.offset,
+                   "code": rejection.code, "detail": rejection.detail[:300]},
+        )  # fmt: skip
+        return dead_letter(
+            topic=msg.topic,
+            partition=msg.partition,
+            offset=msg.offset,
+            payload=msg.value,
+            rejection=rejection,
+            max_payload_bytes=self.config.deadletter_payload_bytes,
+        )
+
+    async def classify(self, route: Route, messages: Sequence[RawMessage]) -> ClassifyResult:
+        result = ClassifyResult()
+        good: list[tuple[RawMessage, Any]] = []
+        for msg in messages:
+            self.metrics.events_in.labels(msg.topic).inc()
+            try:
+                event = decode_event(
+                    msg.value,
+                    route.schema_kind,
+                    max_bytes=self.config.max_event_bytes,
+                    max_text_chars=self.config.max_text_chars,
+                )
+            except Rejection as rejection:
+                result.dead_letters.append(self.reject(msg, rejection))
+                continue
+            good.append((msg, event))
+        if not good:
+            return result
+        outcomes = await self.predict(route.model_name, [event.text for _, event in good])
+        processed_ms = int(time.time() * 1000)
+        for (msg, event), outcome in zip(good, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                rejection = Rejection("inference_failed", str(outcome)[:500], type(outcome).__name__)
+                result.dead_letters.append(self.reject(msg, rejection))
+                continue
+            result.predictions.append(self._record(route, msg, event, outcome, processed_ms))
+        self.metrics.events_ok.labels(route.task).inc(len(result.predictions))
+        return result
+
+    def _record(self, route: Route, msg: RawMessage, event: Any, p: Prediction, processed_ms: int):
+        label_names = list(p.probabilities)
+        return PredictionRecord(
+            event_id=event.id,
+            task=route.task,
+            event_kind=route.schema_kind,
+            subject=subject_of(route.schema_kind, p.label, event.channel, self.config.surge),
+            topic=msg.topic,
+            partition=msg.partition,
+            offset=msg.offset,
+            event_ts_ms=event.ts_ms(),
+            processed_ts_ms=processed_ms,
+            text=event.text,
+            source=event.source,
+            channel=event.channel,
+            language=event.language or "",
+            label=p.label,
+            confidence=p.confidence,
+            label_names=label_names,
+            probabilities=[p.probabilities[n] for n in label_names],
+            explanation=[(str(t), float(s)) for t, s in p.explanation],
+            model_name=p.model_name,
+            model_version=str(p.model_version),
+            adapter_hash=p.adapter_hash,
+            truncated=p.truncated,
+            latency_ms=p.latency_ms,
+        )
+
+    async def predict(self, task: str, texts: list[str]) -> list[Prediction | BaseException]:
+        """Classify with retries; a batch that fails while the model is ready is split per event.
+
+        Service trouble (model not loaded, Triton down: ``is_ready`` false) is waited out with
+        backoff - valid events must not be dead-lettered because Triton restarts. A failure while the
+        model *is* ready is blamed on the input: the batch is retried one event at a time and only the
+        events that still fail come back as exceptions (then dead-lettered by the caller).
+        """
+        delay = self.config.inference_backoff_s
+        while True:
+            started = time.perf_counter()
+            try:
+                predictions = await self.client.predict(task, texts)
+            except ModelNotReadyError as exc:
+                error: BaseException = exc
+                input_problem = False
+            except Exception as exc:
+                error = exc
+                input_problem = await self._ready(task)
+            else:
+                self.health.inference_error = None
+                self.metrics.batch_size.labels(task).observe(len(texts))
+                self.metrics.inference_latency.labels(task).observe(time.perf_counter() - started)
+                return list(predictions)
+            if input_problem:
+                if len(texts) == 1:
+                    return [error]
+                outcomes: list[Prediction | BaseException] = []
+                for text in texts:
+                    outcomes.extend(await self.predict(task, [text]))
+                return outcomes
+            self.health.inference_error = f"{type(error).__name__}: {error}"[:500]
+            self.metrics.inference_retries.labels(task).inc()
+            log.warning(
+                "inference unavailable, retrying",
+                extra={
+                    "task": task,
+                    "batch": len(texts),
+                    "error": self.health.inference_error,
+                    "retry_in_s": delay,
+                },
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.config.inference_backoff_max_s)
+
+    async def _ready(self, task: str) -> bool:
+        try:
+            return await self.client.is_ready(task)
+        except Exception:
+            return False
+
+
+def _raw(event: Any) -> RawMessage:
+    m = event.message
+    return RawMessage(
+        topic=m.topic, partition=m.partition, offset=m.offset, value=m.value, timestamp=m.timestamp
+    )
+
+
+def _hold(events: Sequence[Any]) -> None:
+    """Keep the messages' offsets uncommittable: the take's ack then only drops our extra reference."""
+    for event in events:
+        event.message.incref()
+
+
+def _pin(events: Sequence[Any], on_release: Any = None):
+    """Hold the messages' offsets until the returned callback runs (see module docstring)."""
+    _hold(events)
+
+    def release() -> None:
+        for event in events:
+            event.ack()
+        if on_release is not None:
+            on_release()
+
+    return release
+
+
+def register_agents(
+    app: Any,
+    *,
+    config: PipelineConfig,
+    routes: list[Route],
+    topics: PipelineTopics,
+    stages: Stages,
+    sinks: dict[str, BatchingSink],
+    surge: SurgeMonitor,
+) -> None:
+    """Attach the pipeline's agents and timers to ``app``."""
+    metrics = stages.metrics
+
+    async def publish(result: ClassifyResult) -> None:
+        for record in result.predictions:
+            await topics.predictions.send(
+                key=f"{record.task}|{record.subject or record.channel}".encode(),
+                value=record.model_dump_json().encode(),
+                timestamp=record.event_ts_ms / 1000.0,
+            )
+        for letter in result.dead_letters:
+            await topics.deadletter.send(
+                key=f"{letter.topic}:{letter.partition}:{letter.offset}".encode(),
+                value=letter.model_dump_json().encode(),
+            )
+
+    for route in routes:
+
+        async def classify(stream: Any, route: Route = route) -> None:
+            async for events in stream.take_events(config.max_batch, within=config.batch_within_s):
+                try:
+                    result = await stages.classify(route, [_raw(e) for e in events])
+                    await publish(result)
+                except BaseException:
+                    # cancelled or failed before the outputs were sent: take_events would still ack
+                    # the batch on the way out, so hold it back - it is redelivered, never lost
+                    _hold(events)
+                    raise
+
+        app.agent(
+            topics.inputs[route.topic],
+            name=f"classify-{route.schema_kind}",
+            concurrency=config.classify_concurrency,
+        )(classify)
+
+    async def feedback(stream: Any) -> None:
+        async for events in stream.take_events(config.max_batch, within=config.batch_within_s):
+            result = ClassifyResult()
+            for event in events:
+                msg = _raw(event)
+                metrics.events_in.labels(msg.topic).inc()
+                try:
+                    decode_event(
+                        msg.value,
+                        "feedback",
+                        max_bytes=config.max_event_bytes,
+                        max_text_chars=config.max_text_chars,
+                    )
+                except Rejection as rejection:
+                    result.dead_letters.append(stages.reject(msg, rejection))
+            try:
+                await publish(result)
+            except BaseException:
+                _hold(events)
+                raise
+
+    app.agent(topics.feedback, name="validate-feedback")(feedback)
+
+    def store_agent(name: str, sink: BatchingSink, model: type[BaseModel], to_row: Any) -> None:
+        async def store(stream: Any) -> None:
+            async for events in stream.take_events(config.sink_max_rows, within=config.batch_within_s):
+                rows = []
+                event_times: list[tuple[str, float]] = []
+                for event in events:
+                    try:
+                        record = model.model_validate_json(event.message.value or b"")
+                    except ValidationError as exc:
+                        # written by a foreign producer: nothing to store; never loop it back
+                        log.error(
+                            "unreadable record skipped", extra={"sink": sink.name, "error": str(exc)[:300]}
+                        )
+                        continue
+                    rows.append(to_row(record))
+                    if isinstance(record, PredictionRecord):
+                        event_times.append((record.task, record.event_ts_ms / 1000.0))
+
+                def stored(event_times: list[tuple[str, float]] = event_times) -> None:
+                    now = time.time()
+                    for task, ts in event_times:
+                        metrics.end_to_end.labels(task).observe(max(0.0, now - ts))
+
+                await sink.add(rows, on_stored=_pin(events, stored))
+
+        app.agent(getattr(topics, name), name=f"store-{name}")(store)
+
+    store_agent("predictions", sinks["labels"], PredictionRecord, label_row)
+    store_agent("alerts", sinks["alerts"], AlertRecord, alert_row)
+    store_agent("deadletter", sinks["dead_letters"], DeadLetterRecord, dead_letter_row)
+
+    async def watch(stream: Any) -> None:
+        async for event in stream.events():
+            try:
+                record = PredictionRecord.model_validate_json(event.message.value or b"")
+            except ValidationError:
+                continue
+            alert = surge.observe(record, record.event_kind, record.event_ts_ms / 1000.0)
+            if alert is not None:
+                metrics.alerts.labels(alert.kind).inc()
+                log.warning(
+                    "alert", extra={"kind": alert.kind, "subject": alert.subject, "alert": alert.message}
+                )
+                await topics.alerts.send(key=alert.alert_id.encode(), value=alert.model_dump_json().encode())
+
+    app.agent(topics.predictions, name="surge-watch")(watch)
+
+    @app.timer(interval=min(0.25, config.sink_max_age_s / 2))
+    async def flush_sinks() -> None:
+        for sink in sinks.values():
+            await sink.tick()

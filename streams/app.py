@@ -1,0 +1,168 @@
+"""Building a pipeline worker: the Faust app, its topics, sinks, agents and web views.
+
+``build_pipeline()`` is a factory rather than a module-level ``app`` so that tests and the benchmark
+can start workers with their own app id, topics and inference client in one process tree. Web
+endpoints (on ``settings.web_host``, 127.0.0.1 by default; each worker needs its own port):
+
+- ``/metrics``: Prometheus text format (``streams.metrics``),
+- ``/health``: 200 when the Kafka consumer has partitions, the inference client is ready for every
+  routed task and every sink's last write succeeded; 503 with the failing checks otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+
+from compose.settings import Settings, get_settings
+from models.inference.base import InferenceClient
+from streams.agents import Stages, register_agents
+from streams.alerts import SurgeMonitor
+from streams.config import PipelineConfig
+from streams.metrics import PipelineMetrics
+from streams.routing import Route, load_routes
+from streams.sinks.base import BatchingSink
+from streams.sinks.clickhouse import alerts_sink, dead_letters_sink, labels_sink
+from streams.topics import PipelineTopics, declare_topics
+
+
+@dataclass
+class Pipeline:
+    app: faust.App
+    config: PipelineConfig
+    routes: list[Route]
+    topics: PipelineTopics
+    stages: Stages
+    sinks: dict[str, BatchingSink]
+    metrics: PipelineMetrics
+    client: InferenceClient
+
+    async def health(self) -> dict[str, Any]:
+        checks: dict[str, Any] = {}
+        try:
+            assigned = sorted(str(tp) for tp in self.app.consumer.assignment())
+        except Exception:
+            assigned = []
+        checks["kafka_assigned_partitions"] = len(assigned)
+        ready = {}
+        for route in self.routes:
+            try:
+                ready[route.model_name] = bool(await self.client.is_ready(route.model_name))
+            except Exception:
+                ready[route.model_name] = False
+        checks["inference_ready"] = ready
+        checks["sinks"] = {
+            name: {
+                "ok": sink.healthy,
+                "pending": sink.pending,
+                "error": sink.last_error,
+                "stored": sink.stored_rows,
+            }
+            for name, sink in self.sinks.items()
+        }
+        ok = bool(assigned) and all(ready.values()) and all(s.healthy for s in self.sinks.values())
+        uptime = round(time.time() - self.stages.health.started_at)
+        return {"ok": ok, "app_id": self.config.app_id, "uptime_s": uptime, "checks": checks}
+
+
+def broker_url(settings: Settings) -> str:
+    return ";".join(f"kafka://{hp}" for hp in settings.kafka.bootstrap.split(","))
+
+
+def build_pipeline(
+    client: InferenceClient,
+    *,
+    config: PipelineConfig | None = None,
+    settings: Settings | None = None,
+    web_port: int | None = None,
+) -> Pipeline:
+    settings = settings or get_settings()
+    config = config or PipelineConfig.from_env()
+    routes = load_routes(settings.kafka.topics)
+    kafka = settings.kafka
+    credentials = None
+    if kafka.security_protocol.startswith("SASL"):
+        credentials = faust.SASLCredentials(
+            username=kafka.sasl_username or "",
+            password=kafka.sasl_password.get_secret_value() if kafka.sasl_password else "",
+            mechanism=kafka.sasl_mechanism,
+        )
+    app = faust.App(
+        config.app_id,
+        broker=broker_url(settings),
+        broker_credentials=credentials,
+        value_serializer="raw",
+        key_serializer="raw",
+        store="memory://",
+        topic_partitions=config.partitions,
+        topic_replication_factor=1,
+        web_host=settings.web_host,
+        web_port=web_port or settings.web_port,
+        web_enabled=True,
+        consumer_auto_offset_reset="earliest",
+        # big enough for the largest event we accept plus its dead letter
+        producer_max_request_size=max(config.max_event_bytes, config.deadletter_payload_bytes) * 2
+        + (1 << 20),
+        consumer_max_fetch_size=max(config.max_event_bytes * 2, 4 << 20),
+        broker_commit_interval=1.0,
+        broker_session_timeout=config.session_timeout_s,
+        table_cleanup_interval=max(config.surge.window_s, 5.0),
+    )
+    metrics = PipelineMetrics()
+    topics = declare_topics(app, settings.kafka.topics, routes)
+    batching = {
+        "max_rows": config.sink_max_rows,
+        "max_age_s": config.sink_max_age_s,
+        "backoff_s": config.sink_backoff_s,
+        "backoff_max_s": config.sink_backoff_max_s,
+        "metrics": metrics,
+    }
+    sinks: dict[str, BatchingSink] = {
+        "labels": labels_sink(settings=settings.clickhouse, **batching),
+        "alerts": alerts_sink(settings=settings.clickhouse, **batching),
+        "dead_letters": dead_letters_sink(settings=settings.clickhouse, **batching),
+    }
+    stages = Stages(config, client, metrics)
+    surge = SurgeMonitor(app, config.surge, config.partitions)
+    register_agents(app, config=config, routes=routes, topics=topics, stages=stages, sinks=sinks, surge=surge)
+    pipeline = Pipeline(app, config, routes, topics, stages, sinks, metrics, client)
+
+    @app.page("/metrics")
+    async def metrics_view(web: Any, request: Any) -> Any:
+        body, content_type = metrics.render()
+        return web.bytes(body, content_type=content_type.split(";")[0])
+
+    @app.page("/health")
+    async def health_view(web: Any, request: Any) -> Any:
+        report = await pipeline.health()
+        return web.bytes(
+            json.dumps(report).encode(), content_type="application/json", status=200 if report["ok"] else 503
+        )
+
+    @app.on_before_shutdown.connect
+    async def _close(app: Any, **kwargs: Any) -> None:
+        for sink in sinks.values():
+            # shutdown must go on; offsets of rows not flushed were never committed
+            with contextlib.suppress(Exception):
+                await sink.flush()
+        await client.close()
+
+    return pipeline
+
+
+def make_client(kind: str) -> InferenceClient:
+    """``triton`` (gRPC to the configured Triton) or ``local`` (in-process, from triton_repo)."""
+    if kind == "triton":
+        from models.inference.triton import TritonClient
+
+        return TritonClient()
+    if kind == "local":
+        from models.inference.local import LocalClient
+
+        return LocalClient()
+    raise ValueError(f"unknown inference client {kind!r}; expected 'triton' or 'local'")

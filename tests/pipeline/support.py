@@ -1,0 +1,343 @@
+"""Helpers for the pipeline's stack tests and the pipeline benchmark (not a test module).
+
+- ``pipeline_artifact(task)``: a small LoRA classifier per task, trained once (a few dozen steps on
+  a few examples per class, ~1 min) and cached under ``$DRIFTLINE_CACHE/test-artifacts/<task>/``,
+  outside ``artifacts/<task>/`` so ``driftline export`` never takes it for the task's real model.
+- ``served_model(task)``: export that artifact under a unique Triton model name and load it.
+- ``PipelineRun``: unique topics / app id for one run, worker processes (``driftline worker``),
+  a producer that remembers where each message landed, and ClickHouse queries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from compose.settings import REPO_ROOT, Topics, get_settings
+from models.artifacts import META_FILE, read_meta
+
+# Per task: examples per class, optimiser steps, head learning rate. The chat model needs more steps
+# than the news one before it predicts "negative" at all (the surge test plants negative messages).
+RECIPES: dict[str, dict[str, float]] = {
+    "news_topic": {"limit": 16, "max_steps": 24},
+    "chat_sentiment": {"limit": 32, "max_steps": 80, "head_lr": 1e-2},
+}
+
+
+def pipeline_artifact(task_name: str) -> Path:
+    from models.datasets import limit_per_class, load_dataset
+    from models.tasks import get_task
+    from models.training import train_classifier
+
+    recipe = RECIPES.get(task_name, {"limit": 16, "max_steps": 24})
+    name = "pipeline-" + "-".join(f"{k}{v:g}" for k, v in sorted(recipe.items()))
+    out = get_settings().cache_dir / "test-artifacts" / task_name / name
+    if (out / META_FILE).is_file():
+        return out
+    task = get_task(task_name)
+    train = limit_per_class(load_dataset(task.dataset).split("train"), int(recipe["limit"]), seed=0)
+    staging = out.with_name(f".{out.name}.{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    options = {"head_lr": recipe["head_lr"]} if "head_lr" in recipe else {}
+    train_classifier(
+        task, train, None, out_dir=staging, max_steps=int(recipe["max_steps"]), batch_size=8, max_length=64,
+        progress=False, **options,
+    )  # fmt: skip
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.rename(staging, out)
+    except OSError:  # a parallel run finished first: use theirs
+        shutil.rmtree(staging, ignore_errors=True)
+    return out
+
+
+@dataclass
+class ServedModel:
+    task: str
+    name: str
+    version: str
+    adapter_hash: str
+
+
+@contextlib.contextmanager
+def served_model(task: str) -> Iterator[ServedModel]:
+    """Export the task's test artifact as ``test_pipe_<task>_<random>``, load it in Triton, clean up."""
+    from models.export import export
+    from models.inference.triton import TritonClient
+
+    artifact = pipeline_artifact(task)
+    name = f"test_pipe_{task}_{uuid.uuid4().hex[:6]}"
+    repository = get_settings().triton.repository
+    version = export(task, artifact, name=name, repository=repository)
+
+    async def control(action: str) -> None:
+        async with TritonClient(timeout_s=120) as client:
+            await getattr(client, action)(name)
+
+    try:
+        asyncio.run(control("load"))
+        yield ServedModel(task, name, str(version), read_meta(artifact).adapter_hash)
+    finally:
+        with contextlib.suppress(Exception):
+            asyncio.run(control("unload"))
+        shutil.rmtree(repository / name, ignore_errors=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def clickhouse():
+    from clickhouse_driver import Client
+
+    s = get_settings().clickhouse
+    return Client(
+        host=s.host, port=s.port, database=s.database, user=s.user, password=s.password.get_secret_value()
+    )
+
+
+@dataclass
+class Sent:
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass
+class PipelineRun:
+    """One isolated pipeline: its own topics, consumer group (app id) and workers."""
+
+    routes: dict[str, str]  # DRIFTLINE_ROUTE_<NEWS|CHAT> values, e.g. "news_topic@test_pipe_..."
+    extra_env: dict[str, str] = field(default_factory=dict)
+    suffix: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    workers: list[tuple[subprocess.Popen, int, Path]] = field(default_factory=list)
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(**{name: f"test.pipe.{self.suffix}.{name}" for name in Topics.model_fields})
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        for name in Topics.model_fields:
+            env[f"DRIFTLINE_TOPIC_{name.upper()}"] = getattr(self.topics, name)
+        env["DRIFTLINE_APP_ID"] = f"test-pipe-{self.suffix}"
+        for kind, value in self.routes.items():
+            env[f"DRIFTLINE_ROUTE_{kind.upper()}"] = value
+        env.update(self.extra_env)
+        return env
+
+    def create_topics(self, partitions: int = 4) -> None:
+        from streams.topics import ensure_topics
+
+        bootstrap = get_settings().kafka.bootstrap
+        asyncio.run(ensure_topics(bootstrap, self.topics.all(), partitions, max_message_bytes=32 << 20))
+
+    def start_worker(self, log_dir: Path) -> int:
+        port = free_port()
+        log = log_dir / f"worker-{self.suffix}-{port}.log"
+        cmd = [
+            sys.executable,
+            "-c",
+            "from streams.cli import main; main()",
+            "worker",
+            "--web-port",
+            str(port),
+            "--client",
+            "triton",
+        ]
+        proc = subprocess.Popen(
+            cmd, cwd=REPO_ROOT, env=self.env(), stdout=log.open("wb"), stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        self.workers.append((proc, port, log))
+        return port
+
+    def health(self, port: int) -> tuple[int, dict[str, Any]]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"{}")
+        except OSError:
+            return 0, {}
+
+    def metrics(self, port: int) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            return response.read().decode()
+
+    def wait_healthy(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        for proc, port, log in self.workers:
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"worker exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+                status, report = self.health(port)
+                if status == 200:
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"worker on :{port} not healthy: {report}\n{log.read_text()[-3000:]}")
+                time.sleep(1)
+
+    def stop(self) -> None:
+        for proc, _, _ in self.workers:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc, _, _ in self.workers:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self.workers.clear()
+        with contextlib.suppress(Exception):
+            asyncio.run(self._delete_topics())
+
+    async def _delete_topics(self) -> None:
+        """Drop this run's topics and Faust's internal ones (changelogs, leader topic)."""
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=get_settings().kafka.bootstrap, request_timeout_ms=15000
+        )
+        await admin.start()
+        try:
+            mine = (f"test.pipe.{self.suffix}.", f"test-pipe-{self.suffix}-")
+            names = [t for t in await admin.list_topics() if t.startswith(mine)]
+            if names:
+                await admin.delete_topics(names)
+        finally:
+            await admin.close()
+
+    def produce(self, topic: str, messages: list[tuple[bytes | None, bytes]]) -> list[Sent]:
+        async def run() -> list[Sent]:
+            from aiokafka import AIOKafkaProducer
+
+            producer = AIOKafkaProducer(
+                bootstrap_servers=get_settings().kafka.bootstrap, max_request_size=32 << 20, linger_ms=5
+            )
+            await producer.start()
+            try:
+                futures = [await producer.send(topic, value=value, key=key) for key, value in messages]
+                return [Sent(m.topic, m.partition, m.offset) for m in await asyncio.gather(*futures)]
+            finally:
+                await producer.stop()
+
+        return asyncio.run(run())
+
+    def consume_all(self, topic: str, idle_s: float = 3.0) -> list[bytes]:
+        """Every message currently in ``topic`` (reads until ``idle_s`` without new messages)."""
+
+        async def run() -> list[bytes]:
+            from aiokafka import AIOKafkaConsumer
+
+            consumer = AIOKafkaConsumer(
+                topic, bootstrap_servers=get_settings().kafka.bootstrap, auto_offset_reset="earliest",
+                enable_auto_commit=False, group_id=None, max_partition_fetch_bytes=32 << 20,
+                fetch_max_bytes=64 << 20,
+            )  # fmt: skip
+            await consumer.start()
+            values: list[bytes] = []
+            try:
+                while True:
+                    batch = await consumer.getmany(timeout_ms=int(idle_s * 1000))
+                    if not batch:
+                        return values
+                    for records in batch.values():
+                        values.extend(r.value for r in records)
+            finally:
+                await consumer.stop()
+
+        return asyncio.run(run())
+
+
+def wait_for(predicate, timeout: float, interval: float = 1.0):
+    """Poll ``predicate()`` until it returns a truthy value; returns the last value either way."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
+
+
+class TcpProxy:
+    """A TCP forwarder we can take down and bring back, to fake a ClickHouse outage for one worker.
+
+    The shared ClickHouse must never be stopped; pointing a worker at this proxy instead lets a test
+    cut *that worker's* connection (existing connections are closed, new ones refused).
+    """
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        import threading
+
+        self.target = (target_host, target_port)
+        self.port = free_port()
+        self._loop = asyncio.new_event_loop()
+        self._server: asyncio.AbstractServer | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.close()
+            return
+        self._writers |= {writer, up_writer}
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+        self._writers -= {writer, up_writer}
+
+    def _run(self, coro):
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=10)
+
+    def up(self) -> None:
+        async def start() -> None:
+            self._server = await asyncio.start_server(
+                self._handle, "127.0.0.1", self.port, reuse_address=True
+            )
+
+        self._run(start())
+
+    def down(self) -> None:
+        async def stop() -> None:
+            if self._server is not None:
+                self._server.close()
+                await self._server.wait_closed()
+                self._server = None
+            for writer in list(self._writers):
+                writer.close()
+            self._writers.clear()
+
+        self._run(stop())
+
+    def close(self) -> None:
+        self.down()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
