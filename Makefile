@@ -1,5 +1,5 @@
 # The two commands of the README:
-#   make demo   bootstrap, start the local stack, show it working
+#   make demo   bootstrap, start the local stack, run the learning loop end to end, write a report
 #   make test   bootstrap, start the stack, run every test, stop the stack (if this run started it)
 SHELL := /bin/bash
 CACHE ?= $(if $(DRIFTLINE_CACHE),$(DRIFTLINE_CACHE),$(HOME)/.cache/driftline)
@@ -12,10 +12,11 @@ PYTEST_ARGS ?= tests
 setup:
 	@bash compose/setup.sh
 
+# the README's main job: stack up (idempotent), initial adapters, workers + updater, the replayed
+# stream with the emerging class, live progress, report in .run/demo/<timestamp>/ (DEMO_ARGS=--quick)
+DEMO_ARGS ?=
 demo: setup
-	$(BIN)/driftline stack up
-	$(BIN)/driftline stack smoke
-	$(BIN)/driftline stack status
+	$(BIN)/driftline demo $(DEMO_ARGS)
 
 # A stack that was already running (a developer's shared one) is left running; one started here
 # is stopped again even when tests fail, and pytest's exit code is what make returns.

@@ -2,11 +2,52 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 
 def register(app: typer.Typer) -> None:
     """Attach this module's commands to the root app."""
+
+    @app.command("demo")
+    def demo(
+        quick: bool = typer.Option(False, "--quick", help="Small slices: the same story in a few minutes."),
+        run_dir: Path | None = typer.Option(
+            None, "--run-dir", help="Report folder (default: <run dir>/demo/<UTC timestamp>)."
+        ),
+        keep_running: bool = typer.Option(
+            False, "--keep-running", help="Leave the workers and the updater running afterwards."
+        ),
+        dashboard: bool = typer.Option(True, help="Start the dashboard (left running) if it is available."),
+        workers: int = typer.Option(1, min=1, help="Pipeline worker processes."),
+        rate: float = typer.Option(None, min=0.1, help="Events per second (default: the preset's)."),
+        seed: int = typer.Option(0, help="Seed of the stream (which texts, which get feedback)."),
+    ) -> None:
+        """The main job: stack, initial models, workers, updater, a replayed stream with an emerging
+        class, live progress, and a report with plots (report.md) in the run folder."""
+        from rich.console import Console
+
+        from compose.stack.process import StackError
+        from streams.demo.config import DemoConfig
+        from streams.demo.runner import DemoError, default_run_dir, run_demo
+
+        overrides: dict[str, object] = {"keep_running": keep_running, "dashboard": dashboard,
+                                        "workers": workers, "seed": seed}  # fmt: skip
+        if rate is not None:
+            overrides["rate"] = rate
+        config = DemoConfig.preset(quick=quick, run_dir=(run_dir or default_run_dir()).resolve(), **overrides)
+        console = Console()
+        try:
+            result = run_demo(config, console)
+        except (DemoError, StackError) as exc:
+            console.print(f"[bold red]demo failed[/] {exc}", highlight=False)
+            raise typer.Exit(1) from exc
+        except KeyboardInterrupt:
+            console.print("demo interrupted; the processes it started were stopped")
+            raise typer.Exit(130) from None
+        if result.headline.events_labelled.get("news_topic", 0) == 0:
+            raise typer.Exit(1)
 
     @app.command("dashboard")
     def dashboard(

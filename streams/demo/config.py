@@ -1,0 +1,142 @@
+"""How big a demo run is, and the online-learning settings it runs the pipeline with.
+
+Two presets: the default run (the README's ``make demo``: a clear story in <= 10 minutes on two
+cores, warm caches) and ``--quick`` (the same story on small slices, for the test suite). Every
+number that shapes the run lives here and is copied into ``config.json`` of the run folder, so a
+report can always be traced back to the settings that produced it.
+
+The detectors and the updater read ``online/online.yaml``; the demo's stream is much shorter than a
+production one, so it writes a merged copy with a few scale-dependent values reduced (window sizes,
+training steps, label minimums) into the run folder and points its worker and updater at it through
+``DRIFTLINE_ONLINE_CONFIG``. Nothing in the package's own configuration is changed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, Field
+
+NEWS_TASK = "news_topic"
+CHAT_TASK = "chat_sentiment"
+NEW_CLASS = "entertainment"  # the class news_topic's first adapter never saw
+
+
+class TrainPlan(BaseModel):
+    """Options for ``models.training.get_or_train`` of one initial adapter (cached by these)."""
+
+    limit_per_class: int | None = None
+    max_steps: int | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+
+
+class DemoConfig(BaseModel):
+    quick: bool = False
+    run_dir: Path
+    seed: int = 0
+    # stream shape (news): pre-shift events, then the shifted mix until the updater decided (at least
+    # post_min, at most post_max events; the publisher pauses at post_max), then after_events more.
+    news_pre: int = 400
+    news_post_min: int = 150
+    news_post_max: int = 700
+    news_after: int = 300
+    entertainment_share: float = 0.35
+    chat_per_news: float = 0.5  # chat events published per news event
+    feedback_fraction: float = 0.2
+    feedback_delay_s: float = 2.0  # a human labels an event a little after it was classified
+    rate: float = 8.0  # events per second, news + chat
+    # waits
+    decision_timeout_s: float = 300.0  # longest pause at post_max for the updater's decision
+    drain_timeout_s: float = 180.0  # longest wait for the pipeline to label everything published
+    # initial adapters
+    news_train: TrainPlan = Field(default_factory=lambda: TrainPlan(limit_per_class=150, max_steps=160))
+    chat_train: TrainPlan = Field(default_factory=lambda: TrainPlan(limit_per_class=200, max_steps=80))
+    # where the initial adapters are cached: None = the task's own artifacts folder (what `driftline
+    # export` uses); quick runs keep their small adapters apart so they never become "the latest".
+    artifacts_subdir: str | None = None
+    # processes
+    workers: int = 1
+    dashboard: bool = True
+    keep_running: bool = False
+    # overrides merged over online/online.yaml for this run (see module docstring)
+    online_overrides: dict[str, Any] = Field(
+        default_factory=lambda: {
+            "defaults": {
+                "drift": {
+                    "label_mix": {"reference_size": 200, "window_size": 120},
+                    "confidence": {"min_instances": 80},
+                },
+                "updater": {"min_new_labels": 60, "max_steps": 120, "replay_size": 200, "cooldown_s": 20},
+            }
+        }
+    )
+
+    @classmethod
+    def preset(cls, *, quick: bool, run_dir: Path, **overrides: Any) -> DemoConfig:
+        if not quick:
+            return cls(run_dir=run_dir, **overrides)
+        values: dict[str, Any] = {
+            "quick": True,
+            "news_pre": 120,
+            "news_post_min": 60,
+            "news_post_max": 220,
+            "news_after": 90,
+            "entertainment_share": 0.4,
+            "chat_per_news": 0.3,
+            "feedback_fraction": 0.3,
+            "feedback_delay_s": 1.0,
+            "rate": 10.0,
+            "decision_timeout_s": 240.0,
+            "drain_timeout_s": 120.0,
+            "news_train": TrainPlan(limit_per_class=30, max_steps=40),
+            "chat_train": TrainPlan(limit_per_class=30, max_steps=16, batch_size=8),
+            "artifacts_subdir": "demo-quick-artifacts",
+            "online_overrides": {
+                "defaults": {
+                    "drift": {
+                        "error_rate": {"grace_period": 15},
+                        "label_mix": {"reference_size": 60, "window_size": 50, "check_every": 5},
+                        "confidence": {"min_instances": 40},
+                    },
+                    "updater": {
+                        "min_new_labels": 30,
+                        "max_steps": 30,
+                        "replay_size": 60,
+                        "cooldown_s": 10,
+                        "epochs": 1,
+                    },
+                    "promotion": {"min_holdout": 8},
+                }
+            },
+        }
+        values.update(overrides)
+        return cls(run_dir=run_dir, **values)
+
+    def write_online_config(self) -> Path:
+        """Merge the overrides over the active online config; write it into the run folder."""
+        from online.config import DEFAULT_ONLINE_FILE
+
+        base_file = Path(os.environ.get("DRIFTLINE_ONLINE_CONFIG") or DEFAULT_ONLINE_FILE)
+        base = yaml.safe_load(base_file.read_text(encoding="utf-8")) or {}
+        merged = deep_merge(base, self.online_overrides)
+        out = self.run_dir / "online.yaml"
+        out.write_text(
+            f"# driftline demo: {base_file} with the demo's overrides (streams/demo/config.py)\n"
+            + yaml.safe_dump(merged, sort_keys=False),
+            encoding="utf-8",
+        )
+        return out
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in (override or {}).items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged

@@ -1,0 +1,152 @@
+"""The replayed stream: news with an emerging class, chat alongside, ground truth and feedback sample.
+
+Why the demo builds its own stream instead of ``driftline replay``: the story needs phases (news
+without entertainment, then a mix with it, then more of the mix once the updater has decided) and
+it needs to know the true label of every event it sent, so that each number in the report is
+measured (prediction rows in ClickHouse against the truth kept here), never assumed.
+
+Texts are chosen so the story is honest:
+
+- nothing the initial adapters trained on is replayed (their training ids are excluded);
+- news of the old classes never comes from the test split, which the updater keeps for its
+  "no forgetting" check on the original classes;
+- entertainment may come from any split (it is not part of that original-test check);
+- texts are drawn without replacement; only when a pool runs out does it start over, and the
+  number of repeated texts is reported (a repeated text that got feedback could flatter the update).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from models.datasets import Example
+from streams.demo.config import CHAT_TASK, NEW_CLASS, NEWS_TASK, DemoConfig
+
+PHASES = ("pre", "post", "after")  # before the shift, shifted before the decision, after it
+CHANNELS = ("general", "support", "sales", "random")
+
+
+@dataclass
+class DemoEvent:
+    """One event of the run with its truth; ``payload`` is what goes to Kafka."""
+
+    event_id: str
+    task: str
+    kind: str  # news | chat
+    label: str  # ground truth
+    phase: str  # pre | post | after (chat follows the news phase it was sent in)
+    text_id: str
+    feedback: bool
+    index: int = -1  # position in the task's stream, set when published
+    published_ts_ms: int = 0
+
+    def truth_row(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Pool:
+    """Examples drawn without replacement, starting over (and counting repeats) when exhausted."""
+
+    def __init__(self, examples: Iterable[Example], rng: random.Random) -> None:
+        self.items = list(examples)
+        if not self.items:
+            raise ValueError("empty example pool")
+        self.rng = rng
+        self.rng.shuffle(self.items)
+        self.position = 0
+        self.repeats = 0  # times the pool started over
+
+    def draw(self) -> Example:
+        if self.position >= len(self.items):
+            self.rng.shuffle(self.items)
+            self.position = 0
+            self.repeats += 1
+        example = self.items[self.position]
+        self.position += 1
+        return example
+
+
+class StreamBuilder:
+    """Makes the events of a run on demand (the length of the shifted phase is decided live)."""
+
+    def __init__(self, config: DemoConfig, run_id: str, news_seen: set[str], chat_seen: set[str]) -> None:
+        from models.datasets import load_dataset
+        from models.tasks import get_task
+
+        self.config = config
+        self.run_id = run_id
+        rng = random.Random(config.seed)
+        self._rng = random.Random(config.seed + 1)
+        news = load_dataset(get_task(NEWS_TASK).dataset).examples
+        chat = load_dataset(get_task(CHAT_TASK).dataset).examples
+        self.old = Pool(
+            [e for e in news if e.label != NEW_CLASS and e.split != "test" and e.id not in news_seen], rng
+        )
+        self.new = Pool([e for e in news if e.label == NEW_CLASS and e.id not in news_seen], rng)
+        self.chat = Pool([e for e in chat if e.split != "test" and e.id not in chat_seen], rng)
+        self.drawn: dict[str, int] = {"old": 0, "new": 0, "chat": 0}
+        self.counts: dict[str, int] = {NEWS_TASK: 0, CHAT_TASK: 0}
+        self._chat_credit = 0.0
+
+    @property
+    def repeated_texts(self) -> int:
+        """Draws beyond a pool's size (texts sent twice in this run)."""
+        return sum(
+            max(0, self.drawn[name] - len(pool.items))
+            for name, pool in (("old", self.old), ("new", self.new), ("chat", self.chat))
+        )
+
+    def _event(self, example: Example, task: str, kind: str, phase: str) -> tuple[DemoEvent, dict[str, Any]]:
+        index = self.counts[task]
+        self.counts[task] += 1
+        event_id = f"demo-{self.run_id}-{kind}-{index}"
+        feedback = self._rng.random() < self.config.feedback_fraction
+        event = DemoEvent(event_id, task, kind, example.label, phase, example.id, feedback, index)
+        now = datetime.now(UTC).isoformat()
+        if kind == "news":
+            title, sep, body = example.text.partition(". ")
+            if not sep or not body:
+                title, body = "", example.text
+            payload = {"id": event_id, "timestamp": now, "source": "bbc_news_replay", "title": title,
+                       "body": body, "language": "en"}  # fmt: skip
+        else:
+            conversation = f"demo-{self.run_id}-c{index // 5}"
+            payload = {"id": event_id, "timestamp": now, "conversation_id": conversation,
+                       "user": f"u{index % 50}", "channel": CHANNELS[index % len(CHANNELS)],
+                       "text": example.text, "language": "zh"}  # fmt: skip
+        return event, payload
+
+    def next_news(self, phase: str) -> tuple[DemoEvent, dict[str, Any]]:
+        """The next news event of ``phase``: old classes only before the shift, a mix after it."""
+        if phase not in PHASES:
+            raise ValueError(f"unknown phase {phase!r}")
+        emerging = phase != "pre" and self._rng.random() < self.config.entertainment_share
+        pool, name = (self.new, "new") if emerging else (self.old, "old")
+        self.drawn[name] += 1
+        return self._event(pool.draw(), NEWS_TASK, "news", phase)
+
+    def chat_due(self) -> int:
+        """How many chat events to send after one news event (keeps ``chat_per_news`` on average)."""
+        self._chat_credit += self.config.chat_per_news
+        due = int(self._chat_credit)
+        self._chat_credit -= due
+        return due
+
+    def next_chat(self, phase: str) -> tuple[DemoEvent, dict[str, Any]]:
+        self.drawn["chat"] += 1
+        return self._event(self.chat.draw(), CHAT_TASK, "chat", phase)
+
+
+def feedback_payload(event: DemoEvent) -> dict[str, Any]:
+    """The feedback-topic message for ``event`` (``streams.schemas.FeedbackEvent``)."""
+    return {
+        "event_id": event.event_id,
+        "task": event.task,
+        "label": event.label,
+        "source": "demo",
+        "timestamp": datetime.now(UTC).isoformat(),
+    }

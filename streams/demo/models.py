@@ -1,0 +1,157 @@
+"""Initial adapters for the demo: get-or-train, export, and make them Triton's serving versions.
+
+Every demo run starts the story from the same place: news_topic served by an adapter trained
+without entertainment, chat_sentiment by its own first adapter. If Triton already serves exactly
+that adapter (same content hash) it is only (re)loaded; if it serves something else (say, the
+version a previous demo promoted), the initial adapter is exported as a new version and hot-swapped
+in, so a re-run is a fresh story without restarting anything. Training is cached by
+``models.training.get_or_train`` (same task config + data + options = same artifact).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from streams.demo.config import CHAT_TASK, NEW_CLASS, NEWS_TASK, DemoConfig, TrainPlan
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class ServingModel:
+    task: str
+    version: int
+    adapter_hash: str
+    artifact: Path
+    reused_training: bool
+    exported: bool  # False when Triton already served this exact adapter
+    train_seconds: float | None
+    test_accuracy: float | None
+    train_ids: set[str]
+
+
+def _train(task_name: str, plan: TrainPlan, exclude: list[str], config: DemoConfig, log: Log):
+    from compose.settings import get_settings
+    from models.tasks import get_task
+    from models.training import get_or_train, training_data
+
+    task = get_task(task_name)
+    what = f"{task_name} (without {', '.join(exclude)})" if exclude else task_name
+    log(f"initial adapter {what}: training or reusing the cached one")
+    result = get_or_train(
+        task,
+        exclude=exclude,
+        limit=plan.limit_per_class,
+        max_steps=plan.max_steps,
+        epochs=plan.epochs,
+        batch_size=plan.batch_size,
+        seed=config.seed,
+        progress=True,
+        root=(get_settings().cache_dir / config.artifacts_subdir / task_name)
+        if config.artifacts_subdir
+        else None,
+    )
+    train, _ = training_data(task, exclude=exclude, limit=plan.limit_per_class, seed=config.seed)
+    return result, {e.id for e in train}
+
+
+def _serve(task: str, artifact: Path, log: Log) -> tuple[int, bool]:
+    """Make ``artifact`` the only serving version of ``task`` in Triton; returns (version, exported)."""
+    from models.artifacts import read_meta
+    from models.export import export, serving_versions
+    from online.swap import TritonSwapper
+
+    wanted = read_meta(artifact).adapter_hash
+    swapper = TritonSwapper(log=log)
+    try:
+        current = serving_versions(task)
+        repo = Path(swapper.repository) / task
+        same = [
+            v
+            for v in current
+            if (repo / str(v) / "meta.json").is_file() and read_meta(repo / str(v)).adapter_hash == wanted
+        ]
+        if same:
+            version = max(same)
+            if current != [version]:
+                swapper.swap(task, version)
+            else:
+                _load(task)
+            return version, False
+        if not current:
+            version = export(task, artifact, promote=True)
+            _load(task)
+            return version, True
+        version = export(task, artifact, promote=False)
+        swapper.swap(task, version)
+        return version, True
+    finally:
+        swapper.close()
+
+
+def _load(task: str) -> None:
+    from models.inference.triton import TritonClient
+
+    async def load() -> None:
+        async with TritonClient(timeout_s=120) as client:
+            await client.load(task)
+            if not await client.is_ready(task):
+                raise RuntimeError(f"Triton loaded {task!r} but it is not ready")
+
+    asyncio.run(load())
+
+
+def _register(task: str, version: int, artifact: Path) -> None:
+    """Registry rows: this version serving (created from meta.json if new), other serving ones retired."""
+    from online.registry import ModelRegistry, ModelStatus
+
+    registry = ModelRegistry.from_settings()
+    repo_dir = _version_dir(task, version)
+    record = registry.ensure(task, version, repo_dir, ModelStatus.SERVING, "driftline demo: initial adapter")
+    if record.status != ModelStatus.SERVING:
+        registry.set_status(record, ModelStatus.SERVING, "driftline demo: initial adapter serving again")
+    for other in registry.list(task):
+        if other.status == ModelStatus.SERVING and other.version != version:
+            registry.set_status(other, ModelStatus.RETIRED, f"driftline demo reset to version {version}")
+
+
+def _version_dir(task: str, version: int) -> Path:
+    from compose.settings import get_settings
+
+    return get_settings().triton.repository / task / str(version)
+
+
+def prepare_models(config: DemoConfig, log: Log) -> dict[str, ServingModel]:
+    """Train or reuse, export if needed, load in Triton, register; one entry per task."""
+    from models.artifacts import read_meta
+
+    plans = {NEWS_TASK: (config.news_train, [NEW_CLASS]), CHAT_TASK: (config.chat_train, [])}
+    out: dict[str, ServingModel] = {}
+    for task, (plan, exclude) in plans.items():
+        result, train_ids = _train(task, plan, exclude, config, log)
+        meta = read_meta(result.artifact_dir)
+        version, exported = _serve(task, result.artifact_dir, log)
+        _register(task, version, result.artifact_dir)
+        metrics = meta.metrics or {}
+        accuracy = metrics.get("accuracy")
+        train_seconds = meta.train_config.get("train_seconds") if meta.train_config else None
+        out[task] = ServingModel(
+            task=task,
+            version=version,
+            adapter_hash=meta.adapter_hash,
+            artifact=result.artifact_dir,
+            reused_training=result.reused,
+            exported=exported,
+            train_seconds=float(train_seconds) if isinstance(train_seconds, int | float) else None,
+            test_accuracy=float(accuracy) if isinstance(accuracy, int | float) else None,
+            train_ids=train_ids,
+        )
+        log(
+            f"{task}: serving version {version} (adapter {meta.adapter_hash}, "
+            f"{'cached' if result.reused else 'trained now'}, "
+            f"{'exported' if exported else 'already in Triton'})"
+        )
+    return out
