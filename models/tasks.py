@@ -28,6 +28,9 @@ class TrainSettings(BaseModel):
     batch_size: int = 16
     lr: float = 5e-4
     head_lr: float = 3e-3
+    # Sample at most this many training examples per class (None: all). Large corpora are subsampled
+    # so a from-scratch training run fits the few-minutes-on-two-CPU-cores budget.
+    limit_per_class: int | None = None
 
 
 class TaskConfig(BaseModel):
