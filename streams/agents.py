@@ -5,7 +5,7 @@ Data flow (all topics raw bytes, all outputs pydantic JSON)::
     news/chat topics --classify--> predictions --store--> ClickHouse labels
                           |              '-----surge----> alerts --store--> ClickHouse alerts
                           '--bad input--> deadletter --store--> ClickHouse dead_letters
-    feedback topic --validate--> (bad input) deadletter
+    feedback topic: validated, joined and drift-watched by streams.learning (registered by build_pipeline)
 
 Offsets and delivery: ``stream.take_events(n, within)`` acks the batch's messages only when the agent
 asks for the next batch, i.e. after our body returned. The classify body publishes predictions and
@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,6 +79,9 @@ class Stages:
         self.client = client
         self.metrics = metrics
         self.health = Health()
+        # called with each batch's predictions once they are published (streams.learning: feedback
+        # join memory, drift monitors); a hook that raises holds the batch back like a failed send
+        self.prediction_hooks: list[Callable[[list[PredictionRecord]], Awaitable[None]]] = []
 
     def reject(self, msg: RawMessage, rejection: Rejection) -> DeadLetterRecord:
         self.metrics.dead_letters.labels(msg.topic, rejection.code).inc()
@@ -251,6 +254,9 @@ def register_agents(
                 value=record.model_dump_json().encode(),
                 timestamp=record.event_ts_ms / 1000.0,
             )
+        if result.predictions:
+            for hook in stages.prediction_hooks:
+                await hook(result.predictions)
         for letter in result.dead_letters:
             await topics.deadletter.send(
                 key=f"{letter.topic}:{letter.partition}:{letter.offset}".encode(),
@@ -275,29 +281,6 @@ def register_agents(
             name=f"classify-{route.schema_kind}",
             concurrency=config.classify_concurrency,
         )(classify)
-
-    async def feedback(stream: Any) -> None:
-        async for events in stream.take_events(config.max_batch, within=config.batch_within_s):
-            result = ClassifyResult()
-            for event in events:
-                msg = _raw(event)
-                metrics.events_in.labels(msg.topic).inc()
-                try:
-                    decode_event(
-                        msg.value,
-                        "feedback",
-                        max_bytes=config.max_event_bytes,
-                        max_text_chars=config.max_text_chars,
-                    )
-                except Rejection as rejection:
-                    result.dead_letters.append(stages.reject(msg, rejection))
-            try:
-                await publish(result)
-            except BaseException:
-                _hold(events)
-                raise
-
-    app.agent(topics.feedback, name="validate-feedback")(feedback)
 
     def store_agent(name: str, sink: BatchingSink, model: type[BaseModel], to_row: Any) -> None:
         async def store(stream: Any) -> None:

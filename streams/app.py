@@ -24,6 +24,7 @@ from models.inference.base import InferenceClient
 from streams.agents import Stages, register_agents
 from streams.alerts import SurgeMonitor
 from streams.config import PipelineConfig
+from streams.learning.worker import register_learning
 from streams.metrics import PipelineMetrics
 from streams.routing import Route, load_routes
 from streams.sinks.base import BatchingSink
@@ -130,6 +131,8 @@ def build_pipeline(
     stages = Stages(config, client, metrics)
     surge = SurgeMonitor(app, config.surge, config.partitions)
     register_agents(app, config=config, routes=routes, topics=topics, stages=stages, sinks=sinks, surge=surge)
+    # feedback join + drift monitors; adds the feedback and drift_events sinks to ``sinks``
+    register_learning(app, config=config, settings=settings, topics=topics, stages=stages, sinks=sinks)
     pipeline = Pipeline(app, config, routes, topics, stages, sinks, metrics, client)
 
     @app.page("/metrics")

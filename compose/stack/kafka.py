@@ -15,6 +15,7 @@ import uuid
 from pathlib import Path
 from string import Template
 
+from compose.clients import kafka_client_kwargs
 from compose.settings import REPO_ROOT, Settings
 from compose.stack.process import StackError
 from compose.stack.service import Service
@@ -22,6 +23,7 @@ from compose.stack.util import run_coro
 
 KAFKA_DIR = REPO_ROOT / "compose" / "kafka"
 POM = KAFKA_DIR / "pom.xml"
+SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
 JVM_OPTS = [
     "-Xms128m",
     "-Xmx512m",
@@ -83,6 +85,20 @@ def _new_cluster_id() -> str:
             return cid
 
 
+def _scram_user(settings: Settings) -> tuple[str, str]:
+    """The SCRAM user/password the local broker is formatted with (same as its clients use)."""
+    kafka = settings.kafka
+    if not kafka.sasl_username or kafka.sasl_password is None:
+        raise StackError(
+            "kafka: SASL_PLAINTEXT needs DRIFTLINE_KAFKA_SASL_USERNAME and DRIFTLINE_KAFKA_SASL_PASSWORD"
+        )
+    password = kafka.sasl_password.get_secret_value()
+    for label, value in (("username", kafka.sasl_username), ("password", password)):
+        if any(c in value for c in '",=[]\\\n\r'):
+            raise StackError(f'kafka: the SASL {label} may not contain any of  " , = [ ] \\ or newlines')
+    return kafka.sasl_username, password
+
+
 class KafkaService(Service):
     name = "kafka"
     start_timeout_s = 90.0
@@ -120,8 +136,38 @@ class KafkaService(Service):
             main, *args,
         ]  # fmt: skip
 
+    @property
+    def sasl(self) -> bool:
+        """SASL/SCRAM on the client listener (opt-in: DRIFTLINE_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT)."""
+        return self.settings.kafka.security_protocol == "SASL_PLAINTEXT"
+
+    def _security_lines(self) -> str:
+        if not self.sasl:
+            return ""
+        kafka = self.settings.kafka
+        if kafka.sasl_mechanism not in SCRAM_MECHANISMS:
+            raise StackError(
+                f"kafka: the local stack supports SASL mechanisms {SCRAM_MECHANISMS}, "
+                f"not {kafka.sasl_mechanism!r} (DRIFTLINE_KAFKA_SASL_MECHANISM)"
+            )
+        user, password = _scram_user(self.settings)
+        jaas = (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required "
+            f'username="{user}" password="{password}";'
+        )
+        listener = f"listener.name.sasl_plaintext.{kafka.sasl_mechanism.lower()}"
+        return (
+            "# SASL/SCRAM (DRIFTLINE_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT); the controller listener\n"
+            "# stays PLAINTEXT on 127.0.0.1.\n"
+            f"sasl.enabled.mechanisms={kafka.sasl_mechanism}\n"
+            f"sasl.mechanism.inter.broker.protocol={kafka.sasl_mechanism}\n"
+            f"{listener}.sasl.jaas.config={jaas}\n"
+        )
+
     def prepare(self) -> None:
         template = Template((KAFKA_DIR / "server.properties.template").read_text())
+        self.config_file.touch(mode=0o600)
+        self.config_file.chmod(0o600)  # may hold the SCRAM password
         self.config_file.write_text(
             template.substitute(
                 host=self.host,
@@ -129,21 +175,43 @@ class KafkaService(Service):
                 controller_port=self.settings.kafka.controller_port,
                 data_dir=self.data_dir,
                 partitions=self.settings.kafka.partitions,
+                protocol="SASL_PLAINTEXT" if self.sasl else "PLAINTEXT",
+                security=self._security_lines(),
             )
         )
+        scram_file = self.home / "scram-users"
         if (self.data_dir / "meta.properties").is_file():
+            if self.sasl:
+                user, _ = _scram_user(self.settings)
+                known = scram_file.read_text().split() if scram_file.is_file() else []
+                if user not in known:
+                    raise StackError(
+                        f"kafka: storage in {self.data_dir} was formatted without SCRAM user {user!r}; "
+                        "SCRAM users are created when storage is formatted, so use a fresh "
+                        "DRIFTLINE_RUN_DIR (or stop the stack and delete that folder)"
+                    )
             return
         id_file = self.home / "cluster.id"
         if not id_file.is_file():
             id_file.write_text(_new_cluster_id())
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        scram: list[str] = []
+        if self.sasl:
+            user, password = _scram_user(self.settings)
+            # the format tool only takes SCRAM credentials as an argument; the process lives ~2s
+            scram = [f"--add-scram={self.settings.kafka.sasl_mechanism}=[name={user},password={password}]"]
         cmd = self._java(
             "kafka.tools.StorageTool", "format", "--standalone", "--ignore-formatted",
-            f"--cluster-id={id_file.read_text().strip()}", f"--config={self.config_file}",
+            f"--cluster-id={id_file.read_text().strip()}", f"--config={self.config_file}", *scram,
         )  # fmt: skip
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if result.returncode != 0:
-            raise StackError(f"kafka: formatting storage failed\n{(result.stdout + result.stderr)[-3000:]}")
+            out = (result.stdout + result.stderr)[-3000:]
+            if self.sasl:
+                out = out.replace(_scram_user(self.settings)[1], "***")
+            raise StackError(f"kafka: formatting storage failed\n{out}")
+        if self.sasl:
+            scram_file.write_text(_scram_user(self.settings)[0] + "\n")
 
     def command(self) -> list[str]:
         return self._java("kafka.Kafka", str(self.config_file))
@@ -155,7 +223,7 @@ class KafkaService(Service):
         level = aiokafka_log.level
         aiokafka_log.setLevel(logging.CRITICAL)
         try:
-            run_coro(_metadata(f"{self.host}:{self.settings.kafka.port}"), timeout=10)
+            run_coro(_metadata(self.settings, f"{self.host}:{self.settings.kafka.port}"), timeout=10)
         except Exception as exc:  # any failure means "not healthy yet"; the reason is shown
             return f"metadata request failed: {type(exc).__name__}: {exc}"[:200]
         finally:
@@ -163,10 +231,10 @@ class KafkaService(Service):
         return None
 
 
-async def _metadata(bootstrap: str) -> None:
+async def _metadata(settings: Settings, bootstrap: str) -> None:
     from aiokafka import AIOKafkaClient
 
-    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+    client = AIOKafkaClient(**kafka_client_kwargs(settings, bootstrap=bootstrap, request_timeout_ms=5000))
     try:
         await client.bootstrap()
         await client.fetch_all_metadata()
@@ -176,10 +244,12 @@ async def _metadata(bootstrap: str) -> None:
         await client.close()
 
 
-async def _ensure_topics(bootstrap: str, names: list[str], partitions: int) -> list[str]:
+async def _ensure_topics(settings: Settings, bootstrap: str, names: list[str], partitions: int) -> list[str]:
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
+    admin = AIOKafkaAdminClient(
+        **kafka_client_kwargs(settings, bootstrap=bootstrap, request_timeout_ms=15000)
+    )
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -201,6 +271,8 @@ def ensure_topics(settings: Settings, bootstrap: str | None = None) -> list[str]
     """
     bootstrap = bootstrap or f"127.0.0.1:{settings.kafka.port}"
     try:
-        return run_coro(_ensure_topics(bootstrap, settings.kafka.topics.all(), settings.kafka.partitions), 60)
+        return run_coro(
+            _ensure_topics(settings, bootstrap, settings.kafka.topics.all(), settings.kafka.partitions), 60
+        )
     except Exception as exc:
         raise StackError(f"kafka: creating topics failed: {type(exc).__name__}: {exc}") from exc

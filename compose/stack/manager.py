@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from compose.clients import clickhouse_client
 from compose.settings import Settings, get_settings
 from compose.stack import migrations
 from compose.stack.clickhouse import ClickHouseService
@@ -128,15 +129,7 @@ def init_remote(settings: Settings | None = None, report: Reporter = lambda _msg
     ch = settings.clickhouse
 
     def connect(database: str):
-        from clickhouse_driver import Client
-
-        return Client(
-            host=ch.host,
-            port=ch.port,
-            user=ch.user,
-            password=ch.password.get_secret_value(),
-            database=database,
-        )
+        return clickhouse_client(settings, database=database)
 
     try:
         result.migrations = migrations.apply_migrations(connect, ch.database)

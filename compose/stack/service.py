@@ -75,7 +75,11 @@ class Service(abc.ABC):
 
     @abc.abstractmethod
     def probe(self) -> str | None:
-        """One health check: None when healthy, else a short reason."""
+        """One health check: None when healthy, else a short reason.
+
+        Raise ``StackError`` instead when waiting cannot help (wrong credentials): start-up fails
+        at once with that message rather than after the whole start timeout.
+        """
 
     # --- shared behaviour --------------------------------------------------------------------
     @property
@@ -158,7 +162,10 @@ class Service(abc.ABC):
         detail = "stopped"
         rss = 0
         if proc is not None:
-            reason = self.probe()
+            try:
+                reason = self.probe()
+            except StackError as exc:  # a probe may fail fast (e.g. rejected credentials)
+                reason = str(exc)
             healthy = reason is None
             detail = "healthy" if healthy else f"unhealthy: {reason}"
             rss = process.rss_bytes(process.tree(proc))

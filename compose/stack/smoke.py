@@ -8,28 +8,30 @@ from __future__ import annotations
 
 import uuid
 
+from compose.clients import clickhouse_client, explain_clickhouse_error, kafka_client_kwargs
 from compose.settings import Settings, get_settings
 from compose.stack.process import StackError
 from compose.stack.util import run_coro
 
 
-async def _kafka_round_trip(bootstrap: str) -> None:
+async def _kafka_round_trip(settings: Settings, bootstrap: str) -> None:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
     topic = f"driftline.smoke.{uuid.uuid4().hex[:8]}"
     payload = uuid.uuid4().bytes
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    kw = kafka_client_kwargs(settings, bootstrap=bootstrap)
+    admin = AIOKafkaAdminClient(**kw)
     await admin.start()
     try:
         await admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+        producer = AIOKafkaProducer(**kw)
         await producer.start()
         try:
             await producer.send_and_wait(topic, payload)
         finally:
             await producer.stop()
-        consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+        consumer = AIOKafkaConsumer(topic, auto_offset_reset="earliest", **kw)
         await consumer.start()
         try:
             msg = await consumer.getone()
@@ -46,12 +48,11 @@ def run_smoke(settings: Settings | None = None) -> list[str]:
     """Run the three checks; returns one line per passed check, raises StackError on the first failure."""
     import numpy as np
     import tritonclient.grpc as grpcclient
-    from clickhouse_driver import Client
 
     s = settings or get_settings()
     done = []
     try:
-        run_coro(_kafka_round_trip(f"127.0.0.1:{s.kafka.port}"), timeout=60)
+        run_coro(_kafka_round_trip(s, f"127.0.0.1:{s.kafka.port}"), timeout=60)
     except StackError:
         raise
     except Exception as exc:
@@ -59,11 +60,11 @@ def run_smoke(settings: Settings | None = None) -> list[str]:
     done.append("kafka: produce/consume round-trip ok")
 
     ch = s.clickhouse
-    client = Client("127.0.0.1", port=ch.port, user=ch.user, password=ch.password.get_secret_value())
+    client = clickhouse_client(s, database="default", host="127.0.0.1")
     try:
         tables = {r[0] for r in client.execute(f"SHOW TABLES FROM `{ch.database}`")}
     except Exception as exc:
-        raise StackError(f"clickhouse smoke failed: {type(exc).__name__}: {exc}") from exc
+        raise StackError(f"clickhouse smoke failed: {explain_clickhouse_error(exc, s)}") from exc
     finally:
         client.disconnect()
     missing = {"labels", "alerts", "dead_letters"} - tables

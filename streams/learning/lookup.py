@@ -1,0 +1,84 @@
+"""Finding predictions in ClickHouse ``labels`` for feedback this worker cannot join from memory.
+
+With several workers the event behind a feedback label was often classified by another worker, and
+late feedback outlives the in-memory TTL; the ``labels`` table holds every prediction of every
+worker, so it is the join's source of truth. One query per feedback batch (ids chunked to stay far
+below ``max_query_size``) instead of one per event keeps a burst of feedback from turning into a
+burst of round trips. No ``FINAL``: duplicates of a redelivered event are resolved here (newest
+``processed_ts_ms`` wins), which is cheaper than merging on read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+from compose.settings import ClickHouseSettings
+
+Key = tuple[str, str]  # (task, event_id)
+COLUMNS = ("task", "event_id", "label", "model_version", "adapter_hash", "confidence", "processed_ts_ms")
+
+
+class PredictionLookup(Protocol):
+    async def find(self, keys: Iterable[Key]) -> dict[Key, dict[str, Any]]: ...
+
+
+class LabelsLookup:
+    """``find({(task, event_id)}) -> {key: labels row as dict}`` through clickhouse-driver."""
+
+    def __init__(self, settings: ClickHouseSettings, chunk: int = 1000, table: str = "labels") -> None:
+        self._settings = settings
+        self.chunk = chunk
+        self.table = table
+        self._client: Any = None
+        self._lock = threading.Lock()  # one query at a time per connection
+
+    def _connect(self) -> Any:
+        if self._client is None:
+            from clickhouse_driver import Client
+
+            s = self._settings
+            self._client = Client(
+                host=s.host,
+                port=s.port,
+                database=s.database,
+                user=s.user,
+                password=s.password.get_secret_value(),
+                connect_timeout=5,
+                send_receive_timeout=30,
+            )
+        return self._client
+
+    def _query(self, keys: list[Key]) -> dict[Key, dict[str, Any]]:
+        wanted = set(keys)
+        found: dict[Key, dict[str, Any]] = {}
+        with self._lock:
+            client = self._connect()
+            for start in range(0, len(keys), self.chunk):
+                part = keys[start : start + self.chunk]
+                try:
+                    rows = client.execute(
+                        f"SELECT {', '.join(COLUMNS)} FROM {self.table} "
+                        "WHERE task IN %(tasks)s AND event_id IN %(ids)s",
+                        {"tasks": tuple({t for t, _ in part}), "ids": tuple({e for _, e in part})},
+                    )
+                except Exception:
+                    client.disconnect()  # never reuse a half-broken connection
+                    self._client = None
+                    raise
+                for row in rows:
+                    record = dict(zip(COLUMNS, row, strict=True))
+                    key = (record["task"], record["event_id"])
+                    if key not in wanted:
+                        continue
+                    if key not in found or record["processed_ts_ms"] > found[key]["processed_ts_ms"]:
+                        found[key] = record
+        return found
+
+    async def find(self, keys: Iterable[Key]) -> dict[Key, dict[str, Any]]:
+        unique = list(dict.fromkeys(keys))
+        if not unique:
+            return {}
+        return await asyncio.to_thread(self._query, unique)

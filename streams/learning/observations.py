@@ -1,0 +1,159 @@
+"""Drift watching: one ``DriftMonitor`` per task, fed by observation batches, checkpointed per batch.
+
+Why an observations topic: predictions are produced by whichever worker owns an input partition and
+feedback by whichever owns a feedback partition, but a drift detector must see *all* of a task's
+signal in order - ADWIN on a quarter of the feedback needs four times as long to notice anything.
+Workers therefore publish compact ``ObservationBatch`` messages keyed by task; Kafka sends every
+task to one partition, and the worker owning that partition runs the task's only monitor.
+
+Checkpoint: after each step the monitor's ``state_dict`` (JSON, a few KB) is written to ``store`` -
+a Faust table keyed by task in the worker, so its changelog topic restores it on whichever worker
+owns the partition after a restart or rebalance. ``seq`` counts checkpoints; a cached monitor whose
+seq no longer matches the store's (another worker advanced it meanwhile) is reloaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import MutableMapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from online.drift import DriftEvent, DriftMonitor
+
+log = logging.getLogger(__name__)
+
+
+class PredictionObservation(BaseModel):
+    label: str
+    confidence: float
+    model_version: str = ""
+    adapter_hash: str = ""
+
+
+class FeedbackObservation(BaseModel):
+    event_id: str
+    correct: bool
+    model_version: str = ""
+    adapter_hash: str = ""
+
+
+class ObservationBatch(BaseModel):
+    """What the observations topic carries (key: the task): a batch's predictions and/or feedback."""
+
+    task: str
+    predictions: list[PredictionObservation] = Field(default_factory=list)
+    feedback: list[FeedbackObservation] = Field(default_factory=list)
+
+
+@dataclass
+class _Cached:
+    seq: int
+    monitor: DriftMonitor
+    restored: bool  # True when built from a checkpoint rather than fresh
+
+
+class DriftWatch:
+    """Applies observation batches to per-task monitors; returns the drift events they raise."""
+
+    def __init__(self, store: MutableMapping[str, Any]) -> None:
+        self.store = store
+        self._cache: dict[str, _Cached] = {}
+        self.stats = {
+            "batches": 0,
+            "predictions": 0,
+            "feedback": 0,
+            "bad_observations": 0,
+            "drift": 0,
+            "stale_feedback": 0,
+        }
+
+    def monitor(self, task: str) -> _Cached:
+        saved = self.store.get(task)
+        seq = int(saved["seq"]) if saved else 0
+        cached = self._cache.get(task)
+        if cached is not None and cached.seq == seq:
+            return cached
+        monitor = DriftMonitor(task)
+        restored = False
+        if saved:
+            try:
+                monitor.load_state(saved["state"])
+                restored = True
+            except Exception as exc:  # a checkpoint of an older format or config: start afresh
+                monitor = DriftMonitor(task)
+                log.warning(
+                    "drift checkpoint not usable, starting fresh",
+                    extra={"task": task, "error": str(exc)[:300]},
+                )
+        cached = _Cached(seq, monitor, restored)
+        self._cache[task] = cached
+        return cached
+
+    def step(self, batches: Sequence[ObservationBatch]) -> list[DriftEvent]:
+        """Apply ``batches`` in order, checkpoint every task touched once, return the detections."""
+        events: list[DriftEvent] = []
+        touched: set[str] = set()
+        for batch in batches:
+            self.stats["batches"] += 1
+            cached = self.monitor(batch.task)
+            touched.add(batch.task)
+            for p in batch.predictions:
+                events.extend(self._apply(cached.monitor.update_prediction, p.model_dump()))
+                self.stats["predictions"] += 1
+            for f in batch.feedback:
+                events.extend(self._feedback(cached.monitor, f))
+        for task in touched:
+            cached = self._cache[task]
+            cached.seq += 1
+            self.store[task] = {
+                "seq": cached.seq,
+                "saved_ts_ms": int(time.time() * 1000),
+                "state": cached.monitor.state_dict(),
+            }
+        self.stats["drift"] += len(events)
+        return events
+
+    def _feedback(self, monitor: DriftMonitor, f: FeedbackObservation) -> list[DriftEvent]:
+        """Feed one outcome, unless it judges a model the task no longer serves.
+
+        Predictions decide which model is current (``DriftMonitor`` re-baselines on a change).
+        Late feedback on a replaced version must not switch the monitor back - that would reset
+        every detector twice per stale label - nor count against the new version's error rate.
+        """
+        current = (monitor.model_version, monitor.adapter_hash)
+        judged = (f.model_version, f.adapter_hash)
+        if any(current) and any(judged) and judged != current:
+            self.stats["stale_feedback"] += 1
+            return []
+        self.stats["feedback"] += 1
+        return self._apply(monitor.update_feedback, f.correct, f.model_version, f.adapter_hash)
+
+    def _apply(self, update: Any, *args: Any) -> list[DriftEvent]:
+        try:
+            return list(update(*args))
+        except (ValueError, TypeError) as exc:  # e.g. a confidence outside [0, 1]: skip, keep going
+            self.stats["bad_observations"] += 1
+            log.warning("observation skipped", extra={"error": str(exc)[:300]})
+            return []
+
+    def status(self) -> dict[str, Any]:
+        """Monitors this worker currently runs (the tasks whose observations partition it owns)."""
+        tasks = {}
+        for task, cached in self._cache.items():
+            m = cached.monitor
+            tasks[task] = {
+                "seq": cached.seq,
+                "restored": cached.restored,
+                "model_version": m.model_version,
+                "predictions_seen": m.predictions_seen,
+                "feedback_seen": m.feedback_seen,
+                "detectors": {
+                    name: {"n_seen": d.n_seen, "statistic": round(float(d.statistic), 5), "window": d.window}
+                    for name, d in m.detectors.items()
+                },
+            }
+        return {"stats": dict(self.stats), "tasks": tasks}
