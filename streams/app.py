@@ -19,6 +19,7 @@ from typing import Any
 
 import faust
 
+from compose.clients import faust_broker_credentials
 from compose.settings import Settings, get_settings
 from models.inference.base import InferenceClient
 from streams.agents import Stages, register_agents
@@ -85,18 +86,10 @@ def build_pipeline(
     settings = settings or get_settings()
     config = config or PipelineConfig.from_env()
     routes = load_routes(settings.kafka.topics)
-    kafka = settings.kafka
-    credentials = None
-    if kafka.security_protocol.startswith("SASL"):
-        credentials = faust.SASLCredentials(
-            username=kafka.sasl_username or "",
-            password=kafka.sasl_password.get_secret_value() if kafka.sasl_password else "",
-            mechanism=kafka.sasl_mechanism,
-        )
     app = faust.App(
         config.app_id,
         broker=broker_url(settings),
-        broker_credentials=credentials,
+        broker_credentials=faust_broker_credentials(settings),
         value_serializer="raw",
         key_serializer="raw",
         store="memory://",

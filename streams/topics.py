@@ -7,12 +7,12 @@ the dashboard) read plain JSON without Faust.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import faust
 
-from compose.settings import Topics
+from compose.settings import Topics, get_settings
+from compose.stack.kafka import TOPIC_MAX_MESSAGE_BYTES, create_missing_topics
 from streams.routing import Route
 
 
@@ -39,32 +39,16 @@ def declare_topics(app: faust.App, names: Topics, routes: list[Route]) -> Pipeli
 
 
 async def ensure_topics(
-    bootstrap: str, names: list[str], partitions: int, max_message_bytes: int
+    bootstrap: str, names: list[str], partitions: int, max_message_bytes: int = TOPIC_MAX_MESSAGE_BYTES
 ) -> list[str]:
     """Create missing topics (a worker started before its topics exist would get no partitions).
 
-    ``max.message.bytes`` is raised on topics we create so oversized input reaches the worker and is
-    dead-lettered with a reason instead of being refused by the broker with no trace.
+    Delegates to the stack's single topic-creation path, so security settings and the raised
+    ``max.message.bytes`` (oversized input must reach the worker to be dead-lettered) apply here too.
     """
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    from aiokafka.errors import TopicAlreadyExistsError
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        missing = [n for n in dict.fromkeys(names) if n not in existing]
-        if missing:
-            config = {"max.message.bytes": str(max_message_bytes)}
-            new = [
-                NewTopic(n, num_partitions=partitions, replication_factor=1, topic_configs=config)
-                for n in missing
-            ]
-            with contextlib.suppress(TopicAlreadyExistsError):  # another worker won the race
-                await admin.create_topics(new)
-        return missing
-    finally:
-        await admin.close()
+    return await create_missing_topics(
+        get_settings(), names, partitions=partitions, bootstrap=bootstrap, max_message_bytes=max_message_bytes
+    )
 
 
 def pipeline_topic_names(names: Topics, routes: list[Route]) -> list[str]:

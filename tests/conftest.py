@@ -70,17 +70,9 @@ def triton_grpc_url(settings: Settings) -> str:
 @pytest.fixture
 def ch(settings: Settings) -> Iterator[object]:
     """clickhouse-driver Client on the driftline database (migrations already applied by ``stack up``)."""
-    from clickhouse_driver import Client
+    from compose.clients import clickhouse_client
 
-    c = settings.clickhouse
-    client = Client(
-        host=c.host,
-        port=c.port,
-        user=c.user,
-        password=c.password.get_secret_value(),
-        database=c.database,
-        connect_timeout=5,
-    )
+    client = clickhouse_client(settings)
     try:
         yield client
     finally:

@@ -7,6 +7,7 @@ stamped with the pom's hash, so changing the pom refetches and a warm start cost
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import logging
 import shutil
@@ -244,8 +245,27 @@ async def _metadata(settings: Settings, bootstrap: str) -> None:
         await client.close()
 
 
-async def _ensure_topics(settings: Settings, bootstrap: str, names: list[str], partitions: int) -> list[str]:
+#: Topic-level message size limit for the topics driftline creates: large enough that an oversized
+#: event (a 10 MB text) reaches a worker and is dead-lettered with a reason, instead of being refused
+#: by the broker (default 1 MB) with no trace in driftline.
+TOPIC_MAX_MESSAGE_BYTES = 32 << 20
+
+
+async def create_missing_topics(
+    settings: Settings,
+    names: list[str],
+    *,
+    partitions: int,
+    bootstrap: str | None = None,
+    max_message_bytes: int = TOPIC_MAX_MESSAGE_BYTES,
+) -> list[str]:
+    """Create the topics in ``names`` that do not exist yet; returns the ones created.
+
+    The one topic-creation path (stack up, ``stack init``, workers at start-up, tests): it uses the
+    configured Kafka security settings, and tolerates another process creating a topic first.
+    """
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import TopicAlreadyExistsError
 
     admin = AIOKafkaAdminClient(
         **kafka_client_kwargs(settings, bootstrap=bootstrap, request_timeout_ms=15000)
@@ -253,11 +273,15 @@ async def _ensure_topics(settings: Settings, bootstrap: str, names: list[str], p
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        missing = [n for n in names if n not in existing]
+        missing = [n for n in dict.fromkeys(names) if n not in existing]
         if missing:
-            await admin.create_topics(
-                [NewTopic(name=n, num_partitions=partitions, replication_factor=1) for n in missing]
-            )
+            config = {"max.message.bytes": str(max_message_bytes)}
+            new = [
+                NewTopic(name=n, num_partitions=partitions, replication_factor=1, topic_configs=config)
+                for n in missing
+            ]
+            with contextlib.suppress(TopicAlreadyExistsError):  # another worker won the race
+                await admin.create_topics(new)
         return missing
     finally:
         await admin.close()
@@ -272,7 +296,13 @@ def ensure_topics(settings: Settings, bootstrap: str | None = None) -> list[str]
     bootstrap = bootstrap or f"127.0.0.1:{settings.kafka.port}"
     try:
         return run_coro(
-            _ensure_topics(settings, bootstrap, settings.kafka.topics.all(), settings.kafka.partitions), 60
+            create_missing_topics(
+                settings,
+                settings.kafka.topics.all(),
+                partitions=settings.kafka.partitions,
+                bootstrap=bootstrap,
+            ),
+            60,
         )
     except Exception as exc:
         raise StackError(f"kafka: creating topics failed: {type(exc).__name__}: {exc}") from exc

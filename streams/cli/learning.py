@@ -19,22 +19,13 @@ models_app = typer.Typer(
 
 def _alert_publisher(loop: asyncio.AbstractEventLoop | None = None, producer: Any = None):
     """A sync ``publish(alert)``: row in ClickHouse ``alerts`` and, with a producer, the alerts topic."""
-    from clickhouse_driver import Client
-
+    from compose.clients import clickhouse_client
     from compose.settings import get_settings
     from streams.schemas import AlertRecord
     from streams.sinks.clickhouse import ALERT_COLUMNS, alert_row
 
     settings = get_settings()
-    c = settings.clickhouse
-    client = Client(
-        host=c.host,
-        port=c.port,
-        user=c.user,
-        password=c.password.get_secret_value(),
-        database=c.database,
-        connect_timeout=5,
-    )
+    client = clickhouse_client(settings)
 
     def publish(alert: dict[str, Any]) -> None:
         record = AlertRecord(**alert)
@@ -118,6 +109,7 @@ def updater(
     """Run the updater: drift alerts + new feedback -> LoRA update -> evaluate -> hot swap."""
     from aiokafka import AIOKafkaProducer
 
+    from compose.clients import kafka_client_kwargs
     from compose.settings import get_settings
     from online.registry import ModelRegistry
     from online.swap import TritonSwapper
@@ -126,7 +118,7 @@ def updater(
     settings = get_settings()
 
     async def main() -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap)
+        producer = AIOKafkaProducer(**kafka_client_kwargs(settings))
         await producer.start()
         try:
             publish = _alert_publisher(asyncio.get_running_loop(), producer)

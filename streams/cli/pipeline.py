@@ -20,6 +20,7 @@ from typing import Any
 
 import typer
 
+from compose.clients import kafka_client_kwargs
 from compose.settings import Topics, get_settings
 
 LOGLEVELS = ("debug", "info", "warning", "error")
@@ -31,12 +32,7 @@ def resolve_topic(name: str) -> str:
 
 
 def _producer_kwargs() -> dict[str, Any]:
-    return {
-        "bootstrap_servers": get_settings().kafka.bootstrap,
-        "max_request_size": 32 << 20,
-        "linger_ms": 5,
-        "acks": "all",
-    }
+    return kafka_client_kwargs(get_settings(), max_request_size=32 << 20, linger_ms=5, acks="all")
 
 
 async def produce(
@@ -229,7 +225,7 @@ async def _consume(
 
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=get_settings().kafka.bootstrap,
+        **kafka_client_kwargs(get_settings()),
         auto_offset_reset="earliest" if from_beginning else "latest",
         enable_auto_commit=False,
         group_id=None,

@@ -33,19 +33,9 @@ class ClickHouseStore:
     def _client(self):
         client = getattr(self._local, "client", None)
         if client is None:
-            from clickhouse_driver import Client
+            from compose.clients import clickhouse_client
 
-            s = self.settings
-            client = Client(
-                host=s.host,
-                port=s.port,
-                user=s.user,
-                password=s.password.get_secret_value(),
-                database=s.database,
-                connect_timeout=5,
-                send_receive_timeout=30,
-                client_name="driftline-dashboard",
-            )
+            client = clickhouse_client(self.settings, client_name="driftline-dashboard")
             self._local.client = client
             with self._lock:
                 self._clients.append(client)

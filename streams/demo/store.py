@@ -67,17 +67,9 @@ class Counters:
 
 class DemoStore:
     def __init__(self, settings: ClickHouseSettings, run_id: str, started_ms: int) -> None:
-        from clickhouse_driver import Client
+        from compose.clients import clickhouse_client
 
-        self.client = Client(
-            host=settings.host,
-            port=settings.port,
-            user=settings.user,
-            password=settings.password.get_secret_value(),
-            database=settings.database,
-            connect_timeout=5,
-            send_receive_timeout=30,
-        )
+        self.client = clickhouse_client(settings)
         self.run_id = run_id
         self.like = f"demo-{run_id}-%"
         self.started_ms = started_ms

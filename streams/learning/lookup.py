@@ -37,18 +37,9 @@ class LabelsLookup:
 
     def _connect(self) -> Any:
         if self._client is None:
-            from clickhouse_driver import Client
+            from compose.clients import clickhouse_client
 
-            s = self._settings
-            self._client = Client(
-                host=s.host,
-                port=s.port,
-                database=s.database,
-                user=s.user,
-                password=s.password.get_secret_value(),
-                connect_timeout=5,
-                send_receive_timeout=30,
-            )
+            self._client = clickhouse_client(self._settings)
         return self._client
 
     def _query(self, keys: list[Key]) -> dict[Key, dict[str, Any]]:

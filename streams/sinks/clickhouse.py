@@ -24,6 +24,7 @@ from typing import Any
 
 from clickhouse_driver import Client
 
+from compose.clients import clickhouse_client
 from compose.settings import ClickHouseSettings, get_settings
 from streams.metrics import PipelineMetrics
 from streams.schemas import AlertRecord, DeadLetterRecord, PredictionRecord
@@ -98,16 +99,7 @@ class ClickHouseSink(BatchingSink[tuple[Any, ...]]):
     def _connect(self) -> Client:
         if self._client is None:
             s = self._settings
-            self._client = Client(
-                host=s.host,
-                port=s.port,
-                database=s.database,
-                user=s.user,
-                password=s.password.get_secret_value(),
-                connect_timeout=5,
-                send_receive_timeout=30,
-                settings={"insert_block_size": 1_048_576},
-            )
+            self._client = clickhouse_client(s, settings={"insert_block_size": 1_048_576})
         return self._client
 
     def _insert(self, rows: list[tuple[Any, ...]]) -> None:
