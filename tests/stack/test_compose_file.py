@@ -37,11 +37,22 @@ def test_compose_services_and_ports_match_settings(monkeypatch):
 
 def test_compose_triton_has_gpu_and_model_repo():
     triton = _load()["services"]["triton"]
-    assert triton["image"].startswith("nvcr.io/nvidia/tritonserver:") and triton["image"].endswith("-py3")
+    # built FROM the NGC image (plus torch/transformers/peft for the python backend)
+    dockerfile = COMPOSE.parent / triton["build"]["dockerfile"].removeprefix("compose/")
+    base = dockerfile.read_text().split("FROM ", 1)[1].split()[0]
+    assert base.startswith("nvcr.io/nvidia/tritonserver:") and base.endswith("-py3")
+    assert "peft" in dockerfile.read_text()
     devices = triton["deploy"]["resources"]["reservations"]["devices"]
     assert any("gpu" in d.get("capabilities", []) for d in devices)
     assert any("triton_repo" in str(v) for v in triton["volumes"])
     assert "--model-control-mode=explicit" in " ".join(map(str, triton["command"]))
+
+
+def test_compose_grafana_mounts_the_provisioning() -> None:
+    grafana = _load()["services"]["grafana"]
+    mounts = " ".join(map(str, grafana["volumes"]))
+    for folder in ("grafana/provisioning", "grafana/dashboards"):
+        assert folder in mounts and (COMPOSE.parent / folder).is_dir()
 
 
 def test_compose_topics_and_migrations_match():
