@@ -46,6 +46,7 @@ def _kafka_settings(settings: Settings | KafkaSettings | None) -> KafkaSettings:
 
 def clickhouse_client(
     settings: Settings | ClickHouseSettings | None = None,
+    /,
     *,
     database: str | None = None,
     host: str | None = None,
@@ -55,7 +56,8 @@ def clickhouse_client(
 
     ``database`` defaults to the settings' database (pass ``"default"`` to bootstrap it);
     ``host`` overrides the configured host (the local stack always listens on 127.0.0.1);
-    ``options`` go to ``Client`` unchanged (timeouts, ``settings={...}``).
+    ``options`` go to ``Client`` unchanged (timeouts, ``settings={...}``: the driftline settings are
+    positional-only so that ClickHouse's own ``settings`` keyword passes through).
     """
     ch = _clickhouse_settings(settings)
     from clickhouse_driver import Client

@@ -97,6 +97,18 @@ class Learning:
         }
 
 
+async def _load_topic_metadata(app: faust.App, topic: str) -> None:
+    """Make the producer fetch ``topic``'s partitions before the first table write.
+
+    The monitor table uses ``use_partitioner=True``, so Faust picks the changelog partition eagerly
+    from the producer's cached metadata (``key_partition``) without fetching it; aiokafka then fails
+    with ``TypeError: 'NoneType' object is not iterable`` when the producer has never sent to the
+    changelog topic (seen on a fresh worker). One metadata round trip at start-up avoids that.
+    """
+    producer = app.producer._ensure_producer()  # aiokafka producer behind Faust's
+    await producer.client._wait_on_metadata(topic)
+
+
 def register_learning(
     app: faust.App,
     *,
@@ -237,6 +249,7 @@ def register_learning(
             await topics.alerts.send(key=alert.alert_id.encode(), value=alert.model_dump_json().encode())
 
     async def watch_drift(stream: Any) -> None:
+        await _load_topic_metadata(app, table.changelog_topic.get_topic_name())
         async for events in stream.take_events(lc.observe_max, within=lc.observe_within_s):
             batches = []
             for event in events:
