@@ -48,7 +48,7 @@ def artifacts_root(task: str) -> Path:
 def content_hash(artifact_dir: Path) -> str:
     """sha256 over the adapter and head files (names and bytes), first 16 hex digits."""
     digest = hashlib.sha256()
-    files = sorted((artifact_dir / ADAPTER_DIR).rglob("*")) + [artifact_dir / HEAD_FILE]
+    files = [*sorted((artifact_dir / ADAPTER_DIR).rglob("*")), artifact_dir / HEAD_FILE]
     for file in files:
         if file.is_file():
             digest.update(file.relative_to(artifact_dir).as_posix().encode())

@@ -55,6 +55,9 @@ class DriftConfig(_Strict):
 
 
 class UpdaterConfig(_Strict):
+    # Triton model (and registry key) the updater serves; None = the task name. Tests and the demo
+    # point it at their own model so they never swap the shared ``news_topic``.
+    model_name: str | None = None
     retrain_every_labels: int = 500
     min_new_labels: int = 60
     max_recent_labels: int = 2000
@@ -62,6 +65,12 @@ class UpdaterConfig(_Strict):
     holdout_fraction: float = Field(0.2, gt=0, lt=1)
     epochs: int = 2
     max_steps: int | None = 150
+    # Optimiser / cost knobs for the incremental run; None = the task's training settings.
+    lr: float | None = None
+    head_lr: float | None = None
+    batch_size: int | None = None
+    max_length: int | None = None
+    threads: int = 2
     cooldown_s: float = 30.0
 
 

@@ -113,20 +113,10 @@ class ModelRegistry:
 
     @classmethod
     def from_settings(cls) -> ModelRegistry:
-        from clickhouse_driver import Client
-
+        from compose.clients import clickhouse_client
         from compose.settings import get_settings
 
-        c = get_settings().clickhouse
-        client = Client(
-            host=c.host,
-            port=c.port,
-            user=c.user,
-            password=c.password.get_secret_value(),
-            database=c.database,
-            connect_timeout=5,
-        )
-        return cls(client)
+        return cls(clickhouse_client(get_settings()))
 
     def save(self, record: ModelRecord) -> ModelRecord:
         record = record.model_copy(update={"updated_ts_ms": _tick()})

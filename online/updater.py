@@ -6,6 +6,8 @@ adapter on recent feedback + a replay sample of the original training data, eval
 serving on held-out recent feedback and on the original test set, apply the promotion policy);
 ``Updater.run_update`` adds the side effects: registry rows, export + hot swap into Triton, alerts.
 Serving changes only in the last step, so a crash or a worse candidate leaves it untouched.
+The Triton model (and registry key) is ``UpdaterConfig.model_name`` or the ``model_name`` argument,
+defaulting to the task name, so tests and the demo can update a model of their own.
 ``run_updater`` is the ``driftline updater`` process loop over the alerts and feedback topics.
 """
 
@@ -110,6 +112,19 @@ class UpdateTrigger:
         self._last_update = self._clock()
 
 
+def dedupe_latest(examples: Sequence[Example]) -> list[Example]:
+    """One example per text id, the newest label winning, in first-seen order.
+
+    Feedback on a text that re-appears in the stream arrives more than once; counting it twice
+    would weight training towards repeats and let one text decide several holdout points.
+    """
+    latest: dict[str, Example] = {}
+    for example in examples:
+        latest.pop(example.id, None)
+        latest[example.id] = example
+    return list(latest.values())
+
+
 def split_holdout(examples: Sequence[Example], fraction: float) -> tuple[list[Example], list[Example]]:
     """(train, holdout) by a hash of the text id: stable across runs, no text on both sides."""
     cut = round(fraction * 1000)
@@ -137,6 +152,7 @@ class Candidate:
     n_replay: int
     train_seconds: float
     eval_seconds: float
+    trained_ids: frozenset[str] = frozenset()  # recent-feedback text ids the candidate trained on
 
 
 @dataclass
@@ -167,11 +183,14 @@ class Updater:
         seed: int = 0,
         original_eval_size: int = 300,
         log: Callable[[str], None] = print,
+        model_name: str | None = None,
     ) -> None:
         self.task = task
         self.task_config: TaskConfig = get_task(task)
         full = online_config(task)
         self.config = config or full.updater
+        # Triton model name and registry key: versions are numbered per Triton model.
+        self.model_name = model_name or self.config.model_name or task
         self.policy = full.promotion
         self.source = source
         self.registry = registry
@@ -185,13 +204,18 @@ class Updater:
 
     # -- library level ------------------------------------------------------------------------
 
-    def _original_data(self, labels: set[str]) -> tuple[list[Example], list[Example]]:
+    def _original_data(self, labels: set[str], trained_ids: set[str]) -> tuple[list[Example], list[Example]]:
+        """Replay sample of the original training split and the original test set.
+
+        Test texts that came back as feedback and are in the candidate's training data are dropped
+        from the test set: a model must never be scored on a text it trained on.
+        """
         from models.training import training_data
 
         train, test = training_data(self.task_config)
         rng = random.Random(self.seed)
         train = [e for e in train if e.label in labels]
-        test = [e for e in test if e.label in labels]
+        test = [e for e in test if e.label in labels and e.id not in trained_ids]
         replay = rng.sample(train, min(self.config.replay_size, len(train)))
         test = rng.sample(test, min(self.original_eval_size, len(test)))
         return replay, test
@@ -200,8 +224,8 @@ class Updater:
         """Train from ``parent`` on recent + replay, evaluate both models, apply the policy."""
         from models.training import evaluate, load_classifier, new_artifact_dir, train_classifier
 
-        recent_train, holdout = split_holdout(recent, self.config.holdout_fraction)
-        replay, original_test = self._original_data(original_labels(parent))
+        recent_train, holdout = split_holdout(dedupe_latest(recent), self.config.holdout_fraction)
+        replay, original_test = self._original_data(original_labels(parent), {e.id for e in recent_train})
         holdout_ids = {e.id for e in holdout}
         replay = [e for e in replay if e.id not in holdout_ids]
         out_dir = new_artifact_dir(self.task, self.artifacts_dir)
@@ -214,6 +238,11 @@ class Updater:
             out_dir=out_dir,
             epochs=self.config.epochs,
             max_steps=self.config.max_steps,
+            batch_size=self.config.batch_size,
+            max_length=self.config.max_length,
+            lr=self.config.lr,
+            head_lr=self.config.head_lr,
+            threads=self.config.threads,
             seed=self.seed,
             progress=self.progress,
             extra_config={"online_update": True, "n_recent": len(recent_train), "n_replay": len(replay)},
@@ -239,7 +268,16 @@ class Updater:
                 "n_replay": len(replay),
             }
         )
-        return Candidate(out_dir, meta, decision, len(recent_train), len(replay), train_seconds, eval_seconds)
+        return Candidate(
+            out_dir,
+            meta,
+            decision,
+            len(recent_train),
+            len(replay),
+            train_seconds,
+            eval_seconds,
+            frozenset(e.id for e in recent_train),
+        )
 
     # -- with side effects --------------------------------------------------------------------
 
@@ -247,11 +285,11 @@ class Updater:
         """The serving version's folder in the Triton repository (it is a full artifact) and number."""
         if self.swapper is None:
             raise RuntimeError("no swapper: pass the parent artifact to build_candidate directly")
-        versions = self.swapper.serving_versions(self.task)
+        versions = self.swapper.serving_versions(self.model_name)
         if not versions:
-            raise RuntimeError(f"{self.task}: nothing is serving (export a first version)")
+            raise RuntimeError(f"{self.model_name}: nothing is serving (export a first version)")
         version = max(versions)
-        return Path(self.swapper.repository) / self.task / str(version), version
+        return Path(self.swapper.repository) / self.model_name / str(version), version
 
     def _alert(self, record: ModelRecord, severity: str) -> None:
         try:
@@ -263,18 +301,33 @@ class Updater:
         return self.registry.save(record) if self.registry else record
 
     def run_update(self, trigger: str) -> UpdateOutcome:
-        """Train, judge and (maybe) hot-swap. Never leaves serving changed on failure."""
+        """Train, judge and (maybe) hot-swap. Never raises; never leaves serving changed on failure.
+
+        Every outcome is published on the alerts topic: promoted (info), rejected by the policy
+        (warning), failed before a decision or during export/swap (critical, serving unchanged).
+        """
+        outcome = UpdateOutcome(self.task, trigger)
+        try:
+            return self._run_update(trigger, outcome)
+        except Exception as exc:  # a bug or outage after the swap step (registry write): say so
+            serving = f"version {outcome.version} serves" if outcome.promoted else "serving unchanged"
+            outcome.reason = f"update bookkeeping failed ({serving}): {type(exc).__name__}: {exc}"
+            self.publish_failure(outcome.reason)
+            return outcome
+
+    def _run_update(self, trigger: str, outcome: UpdateOutcome) -> UpdateOutcome:
+        from models.artifacts import read_meta
         from models.export import export
 
-        outcome = UpdateOutcome(self.task, trigger)
         try:
             parent, serving_version = self.serving_artifact()
             recent = self.source.recent_examples(self.task, self.config.max_recent_labels)
             if len(recent) < self.config.min_new_labels:
                 outcome.reason = f"only {len(recent)} labelled recent events (< {self.config.min_new_labels})"
                 return outcome
-            self.log(f"{self.task}: update triggered by {trigger}; {len(recent)} recent labels")
+            self.log(f"{self.model_name}: update triggered by {trigger}; {len(recent)} recent labels")
             candidate = self.build_candidate(parent, recent)
+            parent_hash = read_meta(parent).adapter_hash
         except Exception as exc:
             outcome.reason = (
                 f"update failed before a decision, serving unchanged: {type(exc).__name__}: {exc}"
@@ -283,38 +336,50 @@ class Updater:
             return outcome
         outcome.candidate = candidate
         decision = candidate.decision
-        from models.artifacts import read_meta
-
-        parent_meta = read_meta(parent)
         record = ModelRecord(
-            task=self.task,
+            task=self.model_name,
             adapter_hash=candidate.meta.adapter_hash,
-            parent_hash=parent_meta.adapter_hash,
+            parent_hash=parent_hash,
             status=ModelStatus.REJECTED if not decision.promote else ModelStatus.PROMOTED,
-            metrics={**decision.metrics, "trigger": trigger, "parent_version": serving_version},
+            metrics={
+                **decision.metrics,
+                "task": self.task,
+                "trigger": trigger,
+                "parent_version": serving_version,
+            },
             reason=decision.reason,
             artifact_path=str(candidate.artifact),
         )
         if not decision.promote:
-            outcome.record = self._save(record)
+            outcome.record = self._save_quietly(record)
             outcome.reason = f"rejected: {decision.reason}"
             self._alert(outcome.record, "warning")
             return outcome
         try:
-            version = export(self.task, candidate.artifact, promote=False, repository=self.swapper.repository)
+            version = export(
+                self.task,
+                candidate.artifact,
+                name=self.model_name,
+                promote=False,
+                repository=self.swapper.repository,
+            )
             record = self._save(record.model_copy(update={"version": version}))
-            report = self.swapper.swap(self.task, version)
+            report = self.swapper.swap(self.model_name, version)
         except Exception as exc:
             record = record.model_copy(
                 update={
                     "status": ModelStatus.REJECTED,
-                    "reason": f"swap failed, version {serving_version} keeps serving: {exc}",
+                    "reason": f"export/swap failed, version {serving_version} keeps serving: "
+                    f"{type(exc).__name__}: {exc}",
                 }
             )
-            outcome.record = self._save(record)
+            outcome.record = self._save_quietly(record)
             outcome.reason = record.reason
             self._alert(outcome.record, "critical")
             return outcome
+        # From here on the new version serves: report that even if the registry write fails.
+        outcome.promoted, outcome.version = True, version
+        outcome.reason = f"promoted version {version}: {decision.reason}"
         record = record.model_copy(
             update={
                 "status": ModelStatus.SERVING,
@@ -325,26 +390,35 @@ class Updater:
                 },
             }
         )
-        outcome.record = self._save(record)
+        outcome.record = record
+        outcome.record = self._save(record)  # raising here is reported by run_update
         if self.registry:
-            old = self.registry.ensure(self.task, serving_version, parent, ModelStatus.SERVING, "exported")
+            old = self.registry.ensure(
+                self.model_name, serving_version, parent, ModelStatus.SERVING, "exported"
+            )
             self.registry.set_status(old, ModelStatus.RETIRED, f"replaced by version {version}")
-        outcome.promoted, outcome.version = True, version
-        outcome.reason = f"promoted version {version}: {decision.reason}"
         self._alert(outcome.record, "info")
         return outcome
+
+    def _save_quietly(self, record: ModelRecord) -> ModelRecord:
+        """Save, but a registry outage must not hide the decision (the alert still goes out)."""
+        try:
+            return self._save(record)
+        except Exception as exc:
+            self.log(f"registry write failed: {type(exc).__name__}: {exc}")
+            return record
 
     def publish_failure(self, reason: str) -> None:
         now = int(time.time() * 1000)
         alert = {
-            "alert_id": f"update-failed-{self.task}-{now}",
+            "alert_id": f"update-failed-{self.model_name}-{now}",
             "kind": "model",
-            "task": self.task,
+            "task": self.model_name,
             "created_ts_ms": now,
             "severity": "critical",
-            "subject": f"{self.task} update failed",
+            "subject": f"{self.model_name} update failed",
             "message": reason,
-            "evidence": {"reason": reason},
+            "evidence": {"reason": reason, "task": self.task},
         }
         self.log(reason)
         try:
@@ -364,20 +438,19 @@ async def run_updater(
     poll_s: float = 1.0,
     stop: asyncio.Event | None = None,
     consumer_options: dict[str, Any] | None = None,
+    on_outcome: Callable[[UpdateOutcome], None] | None = None,
 ) -> None:
     """Consume drift alerts and feedback; run updates (in a worker thread) when a trigger fires."""
     from aiokafka import AIOKafkaConsumer
 
     triggers = {task: UpdateTrigger(updaters[task].config) for task in tasks}
-    consumer = AIOKafkaConsumer(
-        alerts_topic,
-        feedback_topic,
-        bootstrap_servers=bootstrap,
-        group_id=group_id,
-        enable_auto_commit=True,
-        auto_offset_reset="latest",
+    options: dict[str, Any] = {
+        "group_id": group_id,
+        "enable_auto_commit": True,
+        "auto_offset_reset": "latest",  # a new updater reacts to new drift, not to history
         **(consumer_options or {}),
-    )
+    }
+    consumer = AIOKafkaConsumer(alerts_topic, feedback_topic, bootstrap_servers=bootstrap, **options)
     await consumer.start()
     stop = stop or asyncio.Event()
     try:
@@ -395,12 +468,17 @@ async def run_updater(
                     if tp.topic == feedback_topic:
                         triggers[task].on_feedback()
                     elif payload.get("kind") == "drift":
-                        triggers[task].on_drift(DriftEvent.from_alert(payload))
+                        try:
+                            triggers[task].on_drift(DriftEvent.from_alert(payload))
+                        except (TypeError, ValueError) as exc:  # malformed evidence: skip it
+                            updaters[task].log(f"{task}: ignored a malformed drift alert: {exc}")
             for task, trigger in triggers.items():
                 reason = trigger.reason()
                 if reason:
                     trigger.mark_updated()
                     outcome = await asyncio.to_thread(updaters[task].run_update, reason)
                     updaters[task].log(f"{task}: {outcome.reason}")
+                    if on_outcome is not None:
+                        on_outcome(outcome)
     finally:
         await consumer.stop()

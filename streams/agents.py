@@ -7,14 +7,19 @@ Data flow (all topics raw bytes, all outputs pydantic JSON)::
                           '--bad input--> deadletter --store--> ClickHouse dead_letters
     feedback topic: validated, joined and drift-watched by streams.learning (registered by build_pipeline)
 
-Offsets and delivery: ``stream.take_events(n, within)`` acks the batch's messages only when the agent
-asks for the next batch, i.e. after our body returned. The classify body publishes predictions and
-dead letters before returning, and Faust flushes its producer before every offset commit, so an
-input offset is committed only once its outputs are in Kafka. The store bodies *pin* each message
+Offsets and delivery: Faust's acks alone are not enough - it acks messages it skipped during a
+rebalance or table recovery, and its gap check lets an early commit jump over events still in
+flight (how SIGKILLed workers lost events; see ``streams.offsets``). So every agent here reports to
+the ``CommitGate``: an ack of a gated topic's message only counts once the agent marked that message
+*done*. The classify body registers its batch as in flight (``gate.begin``: nothing at or after it is
+committable), awaits the Kafka acks of every prediction and dead letter it sends, and only then marks
+the batch done; the take's ack (when the next batch is requested) then makes the offsets
+committable. If inference or a send fails or the task is cancelled, the batch is abandoned, never
+done: its offsets stay uncommitted and Kafka redelivers it. The store bodies *pin* each message
 (``message.incref()``) before handing rows to a ``BatchingSink``; the take's own ack then only drops
-the extra reference, and the sink's ``on_stored`` callback drops the last one after the insert
-succeeded - only then is the offset committable (flush -> ack -> commit). If the process dies in
-between, nothing was committed and Kafka redelivers.
+the extra reference, and the sink's ``on_stored`` callback marks the messages done and drops the last
+one after the insert succeeded - only then is the offset committable (flush -> done -> ack ->
+commit). If the process dies in between, nothing was committed and Kafka redelivers.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from streams.alerts import SurgeMonitor, subject_of
 from streams.config import PipelineConfig
 from streams.deadletter import dead_letter
 from streams.metrics import PipelineMetrics
+from streams.offsets import CommitGate
 from streams.routing import Route
 from streams.schemas import (
     AlertRecord,
@@ -215,17 +221,19 @@ def _raw(event: Any) -> RawMessage:
     )
 
 
-def _hold(events: Sequence[Any]) -> None:
-    """Keep the messages' offsets uncommittable: the take's ack then only drops our extra reference."""
+def _pin(events: Sequence[Any], on_release: Any = None, gate: CommitGate | None = None):
+    """Hold the messages' offsets until the returned callback runs (see module docstring).
+
+    ``gate``: the app's commit gate, told the messages are done before they are acked (needed for
+    gated topics; streams.learning pins events of ungated topics and may leave it out).
+    """
     for event in events:
+        # the take's own ack then only drops this extra reference
         event.message.incref()
 
-
-def _pin(events: Sequence[Any], on_release: Any = None):
-    """Hold the messages' offsets until the returned callback runs (see module docstring)."""
-    _hold(events)
-
     def release() -> None:
+        if gate is not None:
+            gate.done(e.message for e in events)
         for event in events:
             event.ack()
         if on_release is not None:
@@ -243,38 +251,57 @@ def register_agents(
     stages: Stages,
     sinks: dict[str, BatchingSink],
     surge: SurgeMonitor,
+    gate: CommitGate | None = None,
 ) -> None:
-    """Attach the pipeline's agents and timers to ``app``."""
+    """Attach the pipeline's agents and timers to ``app``.
+
+    ``gate`` must be the one installed on ``app``'s consumer (``streams.offsets.install``); a fresh one
+    (no topics gated) only suits apps whose offsets nobody relies on.
+    """
     metrics = stages.metrics
+    gate = gate if gate is not None else CommitGate()
 
     async def publish(result: ClassifyResult) -> None:
+        """Send every output and wait for Kafka's acks (``force``: never deferred to commit time)."""
+        pending = []
         for record in result.predictions:
-            await topics.predictions.send(
-                key=f"{record.task}|{record.subject or record.channel}".encode(),
-                value=record.model_dump_json().encode(),
-                timestamp=record.event_ts_ms / 1000.0,
+            pending.append(
+                await topics.predictions.send(
+                    key=f"{record.task}|{record.subject or record.channel}".encode(),
+                    value=record.model_dump_json().encode(),
+                    timestamp=record.event_ts_ms / 1000.0,
+                    force=True,
+                )
             )
+        for letter in result.dead_letters:
+            pending.append(
+                await topics.deadletter.send(
+                    key=f"{letter.topic}:{letter.partition}:{letter.offset}".encode(),
+                    value=letter.model_dump_json().encode(),
+                    force=True,
+                )
+            )
+        await asyncio.gather(*pending)  # raises if a send failed: the batch is then not done
         if result.predictions:
             for hook in stages.prediction_hooks:
                 await hook(result.predictions)
-        for letter in result.dead_letters:
-            await topics.deadletter.send(
-                key=f"{letter.topic}:{letter.partition}:{letter.offset}".encode(),
-                value=letter.model_dump_json().encode(),
-            )
 
     for route in routes:
 
         async def classify(stream: Any, route: Route = route) -> None:
             async for events in stream.take_events(config.max_batch, within=config.batch_within_s):
+                messages = [e.message for e in events]
+                gate.begin(messages)
                 try:
                     result = await stages.classify(route, [_raw(e) for e in events])
                     await publish(result)
                 except BaseException:
-                    # cancelled or failed before the outputs were sent: take_events would still ack
-                    # the batch on the way out, so hold it back - it is redelivered, never lost
-                    _hold(events)
+                    # cancelled or failed before the outputs were acked: take_events still acks the
+                    # batch on the way out, but the gate ignores acks of undone messages - the
+                    # offsets stay uncommitted and the batch is redelivered, never lost
+                    gate.abandon(messages)
                     raise
+                gate.done(messages)
 
         app.agent(
             topics.inputs[route.topic],
@@ -305,7 +332,7 @@ def register_agents(
                     for task, ts in event_times:
                         metrics.end_to_end.labels(task).observe(max(0.0, now - ts))
 
-                await sink.add(rows, on_stored=_pin(events, stored))
+                await sink.add(rows, on_stored=_pin(events, stored, gate=gate))
 
         app.agent(getattr(topics, name), name=f"store-{name}")(store)
 

@@ -27,6 +27,7 @@ from streams.alerts import SurgeMonitor
 from streams.config import PipelineConfig
 from streams.learning.worker import register_learning
 from streams.metrics import PipelineMetrics
+from streams.offsets import CommitGate, install
 from streams.routing import Route, load_routes
 from streams.sinks.base import BatchingSink
 from streams.sinks.clickhouse import alerts_sink, dead_letters_sink, labels_sink
@@ -109,6 +110,12 @@ def build_pipeline(
     )
     metrics = PipelineMetrics()
     topics = declare_topics(app, settings.kafka.topics, routes)
+    # offsets of these topics commit only once our agents marked the message done (streams.offsets)
+    gate = CommitGate(
+        [*topics.inputs, topics.predictions.get_topic_name(), topics.alerts.get_topic_name(),
+         topics.deadletter.get_topic_name()]
+    )  # fmt: skip
+    install(app, gate)
     batching = {
         "max_rows": config.sink_max_rows,
         "max_age_s": config.sink_max_age_s,
@@ -123,7 +130,9 @@ def build_pipeline(
     }
     stages = Stages(config, client, metrics)
     surge = SurgeMonitor(app, config.surge, config.partitions)
-    register_agents(app, config=config, routes=routes, topics=topics, stages=stages, sinks=sinks, surge=surge)
+    register_agents(
+        app, config=config, routes=routes, topics=topics, stages=stages, sinks=sinks, surge=surge, gate=gate
+    )
     # feedback join + drift monitors; adds the feedback and drift_events sinks to ``sinks``
     register_learning(app, config=config, settings=settings, topics=topics, stages=stages, sinks=sinks)
     pipeline = Pipeline(app, config, routes, topics, stages, sinks, metrics, client)

@@ -1,0 +1,108 @@
+"""The commit gate: an input offset becomes committable only when the pipeline says it is done.
+
+WHY this exists (the lost-events bug found by ``tests/reliability/test_faults.py``): Faust decides what
+to commit from *acks*, and Faust acks messages our agents never processed. While flow control is
+suspended (rebalance, table recovery at start-up) or when a message was fetched under an older
+consumer generation, ``Stream.__aiter__`` *skips* the message and acks it anyway
+(``do_ack or value is skipped_value``), trusting a later seek to bring it back. The periodic commit
+can run first: the skipped offsets are committed, the seek goes to the new committed offset and the
+events are gone for good - on a worker that takes over partitions after a SIGKILL these are exactly
+the "early" events produced while the partitions were ownerless. Faust's gap check in
+``Consumer._new_offset`` has two more holes: it is skipped while nothing was ever committed
+(``if committed_offset:`` is false for None and 0) and it is off by one (``min(acked) - committed > 1``
+lets one unacked offset at the committed position slip), so an out-of-order ack (concurrent actors)
+can commit past an event still being classified.
+
+The gate closes all three: ``Consumer.ack`` records an offset of a gated topic only if the
+agent marked that very message *done* (classify: its prediction or dead letter was acked by Kafka;
+store: its rows are in ClickHouse), and ``_new_offset`` refuses to commit while an acked run does
+not start at the committed position or lies beyond a message still in flight in an agent. Acks of
+undone messages still clear Faust's unacked bookkeeping (so rebalances don't wait on them), but
+their offsets stay uncommitted and Kafka redelivers them.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
+
+
+class CommitGate:
+    """Pipeline-side ledger of gated topics: messages in flight and messages done."""
+
+    def __init__(self, topics: Iterable[str] = ()) -> None:
+        self.topics: set[str] = set(topics)
+        self._done: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._inflight: dict[Any, Counter[int]] = defaultdict(Counter)
+
+    def gates(self, topic: str) -> bool:
+        return topic in self.topics
+
+    def begin(self, messages: Iterable[Any]) -> None:
+        """An agent started on these messages: nothing at or after them may be committed yet."""
+        for m in messages:
+            self._inflight[m.tp][m.offset] += 1
+
+    def done(self, messages: Iterable[Any]) -> None:
+        """Their outputs are durable: their offsets may now be committed (once acked)."""
+        for m in messages:
+            self._done.add(m)
+            counts = self._inflight.get(m.tp)
+            if counts is not None:
+                counts.pop(m.offset, None)  # also clears an earlier abandoned delivery of it
+
+    def abandon(self, messages: Iterable[Any]) -> None:
+        """Processing failed: never done. The offsets stay *in flight* on purpose - Faust does not
+        seek back after an agent crash, so later offsets of the partition must not be committed past
+        them until a redelivery (after a rebalance or restart) is done; until then nothing on the
+        partition at or after them commits (duplicates on restart, never a loss)."""
+        for m in messages:
+            self._inflight[m.tp].setdefault(m.offset, 1)
+
+    def is_done(self, message: Any) -> bool:
+        return message in self._done
+
+    def min_inflight(self, tp: Any) -> int | None:
+        counts = self._inflight.get(tp)
+        return min(counts) if counts else None
+
+    def commit_allowed(self, tp: Any, acked: list[int], committed: int | None) -> bool:
+        """Whether Faust may turn ``acked`` (offsets acked on ``tp``) into a commit now."""
+        if not acked:
+            return True
+        lowest = min(acked)
+        # ``committed`` is Kafka's: the next offset to read. An acked run must start right there.
+        if committed is not None and lowest > committed:
+            return False
+        inflight = self.min_inflight(tp)
+        return inflight is None or inflight > lowest
+
+
+def gated_consumer(gate: CommitGate, base: type = AIOKafkaConsumer) -> type:
+    """A Faust consumer class that consults ``gate`` before recording acks and committing."""
+
+    class GatedConsumer(base):  # type: ignore[misc, valid-type]
+        def ack(self, message: Any) -> bool:
+            if gate.gates(message.topic) and not gate.is_done(message):
+                # skipped or failed: forget it as unacked, but never make its offset committable
+                message.acked = True
+                self._unacked_messages.discard(message)
+                return False
+            return super().ack(message)
+
+        def _new_offset(self, tp: Any) -> int | None:
+            if not gate.commit_allowed(tp, self._acked[tp], self._committed_offset[tp]):
+                return None
+            return super()._new_offset(tp)
+
+    return GatedConsumer
+
+
+def install(app: Any, gate: CommitGate) -> None:
+    """Make ``app`` create gated consumers (call before the app starts)."""
+    transport = app.transport
+    transport.Consumer = gated_consumer(gate, transport.Consumer)

@@ -1,0 +1,257 @@
+"""``Updater.run_update`` end to end on the real stack: Kafka loop, training, export, hot swap, registry.
+
+One Triton model under a unique name (``UpdaterConfig.model_name``), its own ClickHouse database
+(all migrations applied) and its own Kafka topics, so nothing shared is touched. A weak first
+version (4 training steps) serves; then, in order:
+
+1. ``run_updater`` consumes a drift alert and feedback from Kafka, trains a candidate on the
+   feedback, the policy promotes it, and it is exported and hot-swapped in (version 2 serves,
+   registry: 2 serving / 1 retired, an ``info`` model alert on the alerts topic);
+2. a candidate the policy cannot accept (impossible margin) is rejected: serving untouched, a
+   ``rejected`` registry row, a ``warning`` alert saying why;
+3. training crashes (injected exception): serving untouched, a ``critical`` alert saying why;
+4. the exported version cannot be loaded (its weights are corrupted after export): the swap is
+   rolled back, version 2 keeps serving and answering, a ``critical`` alert and a ``rejected`` row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from compose.settings import Settings
+from compose.stack.migrations import apply_migrations
+from tests.conftest import unique_suffix
+
+pytestmark = [pytest.mark.stack, pytest.mark.slow]
+
+TASK = "news_topic"
+
+
+@pytest.fixture
+def db(settings: Settings) -> Iterator[object]:
+    from clickhouse_driver import Client
+
+    c = settings.clickhouse
+    name = unique_suffix("updater_")
+
+    def connect(database: str) -> Client:
+        return Client(
+            host=c.host,
+            port=c.port,
+            user=c.user,
+            password=c.password.get_secret_value(),
+            database=database,
+            connect_timeout=5,
+        )
+
+    apply_migrations(connect, name)
+    client = connect(name)
+    try:
+        yield client
+    finally:
+        client.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        client.disconnect()
+
+
+def _weak_artifact() -> Path:
+    """A barely trained adapter (cached; shared with test_hot_swap): easy to beat on feedback."""
+    from models.tasks import get_task
+    from models.training import get_or_train
+
+    return get_or_train(get_task(TASK), limit=16, max_steps=4, progress=False).artifact_dir
+
+
+def _feedback_examples():
+    """Validation-split texts as 'recent feedback' (never in the weak adapter's training data)."""
+    from models.datasets import load_dataset
+    from models.tasks import get_task
+
+    examples = load_dataset(get_task(TASK).dataset).split("validation")
+    return examples[:150]
+
+
+async def _read_topic(bootstrap: str, topic: str, expect: int, timeout_s: float = 30) -> list[dict]:
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    out: list[dict] = []
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while len(out) < expect and loop.time() < deadline:
+            batches = await consumer.getmany(timeout_ms=500)
+            out += [json.loads(m.value) for msgs in batches.values() for m in msgs]
+    finally:
+        await consumer.stop()
+    return out
+
+
+async def test_run_update_promote_reject_crash(
+    settings: Settings, db, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    import models.export
+    import models.training
+    from models.export import export
+    from models.inference.triton import TritonClient
+    from online.config import UpdaterConfig, online_config
+    from online.drift.base import DriftEvent
+    from online.registry import ModelRegistry, ModelStatus
+    from online.swap import TritonSwapper
+    from online.updater import ListSource, Updater, run_updater
+    from streams.schemas import AlertRecord
+
+    bootstrap = settings.kafka.bootstrap
+    name = unique_suffix("updtest_")
+    alerts_topic, feedback_topic = unique_suffix("test.alerts."), unique_suffix("test.feedback.")
+    repo = settings.triton.repository
+    loop = asyncio.get_running_loop()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+
+    def publish(alert: dict) -> None:  # called from the update thread, like the CLI's publisher
+        payload = AlertRecord(**alert).model_dump_json().encode()  # the alerts-topic contract
+        asyncio.run_coroutine_threadsafe(producer.send_and_wait(alerts_topic, payload), loop).result(30)
+
+    config = UpdaterConfig(
+        **{
+            **online_config(TASK).updater.model_dump(),
+            "model_name": name,
+            "min_new_labels": 20,
+            "retrain_every_labels": 10_000,
+            "replay_size": 60,
+            "epochs": 1,
+            "max_steps": 24,
+            "max_length": 64,  # cost: the test checks the plumbing, the scenario checks learning
+            "cooldown_s": 0,
+        }
+    )
+    registry = ModelRegistry(db)
+    swapper = TritonSwapper(drain_quiet_s=0.5, drain_timeout_s=5, ready_timeout_s=90)
+    updater = Updater(
+        TASK,
+        source=ListSource(_feedback_examples()),
+        registry=registry,
+        swapper=swapper,
+        publish=publish,
+        config=config,
+        artifacts_dir=tmp_path / "artifacts",
+        progress=False,
+        original_eval_size=60,
+    )
+    try:
+        weak = await asyncio.to_thread(_weak_artifact)
+        assert export(TASK, weak, name=name, repository=repo, promote=True) == 1
+        await asyncio.to_thread(swapper._client.load_model, name)
+
+        # 1. drift alert + feedback through Kafka -> the loop runs one update -> promoted and swapped.
+        drift = DriftEvent(
+            detector="error_rate",
+            task=TASK,
+            statistic=0.4,
+            window=100,
+            model_version="1",
+            adapter_hash="weak",
+            event_count=100,
+            signal="error_rate",
+        )
+        await producer.send_and_wait(alerts_topic, json.dumps(drift.to_alert()).encode())
+        await producer.send_and_wait(alerts_topic, b'{"kind": "drift", "task": "news_topic", "evidence": 7}')
+        for i in range(25):
+            await producer.send_and_wait(
+                feedback_topic, json.dumps({"event_id": f"e{i}", "task": TASK, "label": "sport"}).encode()
+            )
+        outcomes, stop = [], asyncio.Event()
+
+        def collect(outcome) -> None:
+            outcomes.append(outcome)
+            loop.call_soon_threadsafe(stop.set)
+
+        await asyncio.wait_for(
+            run_updater(
+                [TASK],
+                {TASK: updater},
+                bootstrap=bootstrap,
+                alerts_topic=alerts_topic,
+                feedback_topic=feedback_topic,
+                group_id=unique_suffix("updtest-group-"),
+                poll_s=0.5,
+                stop=stop,
+                consumer_options={"auto_offset_reset": "earliest"},
+                on_outcome=collect,
+            ),
+            timeout=600,
+        )
+        [first] = outcomes
+        assert first.promoted and first.version == 2, first.reason
+        assert first.trigger.startswith("drift (error_rate")
+        assert swapper.serving_versions(name) == [2]
+        async with TritonClient(timeout_s=60) as client:
+            [prediction] = await client.predict(name, ["The striker scored twice in the cup final."])
+        assert prediction.model_version == "2"
+        rows = {r.version: r for r in registry.list(name)}
+        assert rows[2].status == ModelStatus.SERVING and rows[1].status == ModelStatus.RETIRED
+        assert rows[2].metrics["candidate_recent"] >= rows[2].metrics["serving_recent"] + 0.01
+
+        # 2. a candidate the policy cannot accept: serving untouched, rejected row, warning alert.
+        updater.policy = updater.policy.model_copy(update={"margin": 1.01})
+        rejected = await asyncio.to_thread(updater.run_update, "test: impossible margin")
+        assert not rejected.promoted and "below margin" in rejected.reason
+        assert swapper.serving_versions(name) == [2]
+        assert [r.status for r in registry.list(name) if r.version == 0] == [ModelStatus.REJECTED]
+
+        # 3. training crashes: serving untouched, critical alert with the cause.
+        def boom(*args, **kwargs):
+            raise RuntimeError("injected training failure")
+
+        with monkeypatch.context() as patch:
+            patch.setattr(models.training, "train_classifier", boom)
+            crashed = await asyncio.to_thread(updater.run_update, "test: crash")
+        assert not crashed.promoted and "injected training failure" in crashed.reason
+        assert swapper.serving_versions(name) == [2]
+
+        # 4. the exported version cannot load in Triton: swap rolled back, version 2 keeps serving.
+        updater.policy = updater.policy.model_copy(update={"margin": -1.0, "tolerance": 1.0})
+        real_export = models.export.export
+
+        def corrupt_export(*args, **kwargs) -> int:
+            version = real_export(*args, **kwargs)
+            (repo / name / str(version) / "head.safetensors").write_bytes(b"not a safetensors file")
+            return version
+
+        with monkeypatch.context() as patch:
+            patch.setattr(models.export, "export", corrupt_export)
+            broken = await asyncio.to_thread(updater.run_update, "test: unloadable export")
+        assert not broken.promoted and "keeps serving" in broken.reason, broken.reason
+        assert swapper.serving_versions(name) == [2]
+        async with TritonClient(timeout_s=60) as client:
+            [prediction] = await client.predict(name, ["Shares rose after profits beat forecasts."])
+        assert prediction.model_version == "2"
+        statuses = {r.version: r.status for r in registry.list(name)}
+        assert statuses[3] == ModelStatus.REJECTED and statuses[2] == ModelStatus.SERVING
+
+        # Every decision reached the alerts topic, with the why.
+        alerts = [a for a in await _read_topic(bootstrap, alerts_topic, expect=6) if a["kind"] == "model"]
+        by_severity = {}
+        for alert in alerts:
+            by_severity.setdefault(alert["severity"], []).append(alert["message"])
+        assert len(by_severity.get("info", [])) == 1, alerts
+        assert any("below margin" in m for m in by_severity["warning"])
+        assert any("injected training failure" in m for m in by_severity["critical"])
+        assert any("keeps serving" in m for m in by_severity["critical"])
+        assert all(a["task"] == name for a in alerts)
+    finally:
+        await producer.stop()
+        with contextlib.suppress(Exception):
+            swapper._client.unload_model(name)
+        swapper.close()
+        shutil.rmtree(repo / name, ignore_errors=True)

@@ -1,0 +1,115 @@
+"""The commit gate (streams.offsets) on a real Faust consumer object (no broker needed).
+
+Each case is one way Faust alone would commit an input offset whose event never reached Kafka
+downstream; the gate must keep ``_new_offset`` from returning an offset past it.
+"""
+
+from __future__ import annotations
+
+import faust
+from faust.types import TP
+from faust.types.tuples import ConsumerMessage
+
+from streams.offsets import CommitGate, install
+
+TOPIC = "gate-test-chat"
+TP0 = TP(TOPIC, 0)
+
+
+def _consumer(gate: CommitGate):
+    app = faust.App("gate-test", broker="kafka://127.0.0.1:1", store="memory://")
+    install(app, gate)
+    app.topics._acking_topics.add(TOPIC)  # what subscribing an agent to the topic does
+    return app.consumer
+
+
+def _msg(offset: int) -> ConsumerMessage:
+    m = ConsumerMessage(TOPIC, 0, offset, 0.0, 0, None, None, b"{}", None, tp=TP0)
+    m.incref()  # delivered to one stream
+    return m
+
+
+def _ack(consumer, messages: list[ConsumerMessage]) -> None:
+    for m in messages:
+        m.ack(consumer)
+
+
+def test_acks_of_messages_never_done_are_not_committable() -> None:
+    # Faust acks messages it skipped during a rebalance/recovery: they must not become a commit
+    gate = CommitGate([TOPIC])
+    consumer = _consumer(gate)
+    skipped = [_msg(o) for o in range(3)]
+    for m in skipped:
+        consumer.track_message(m)
+    _ack(consumer, skipped)
+    assert all(m.acked for m in skipped)  # Faust's bookkeeping is cleared (rebalances don't wait)
+    assert not consumer._unacked_messages
+    assert consumer._new_offset(TP0) is None
+
+
+def test_done_then_acked_commits_after_the_last_done_offset() -> None:
+    gate = CommitGate([TOPIC])
+    consumer = _consumer(gate)
+    batch = [_msg(o) for o in range(3)]
+    gate.begin(batch)
+    gate.done(batch)  # outputs acked by Kafka
+    _ack(consumer, batch)  # take_events acks when the next batch is requested
+    assert consumer._new_offset(TP0) == 3
+
+
+def test_later_batch_done_first_cannot_commit_past_batch_in_flight() -> None:
+    # concurrent actors, nothing committed yet (Faust skips its gap check then)
+    gate = CommitGate([TOPIC])
+    consumer = _consumer(gate)
+    early, late = [_msg(o) for o in (0, 1)], [_msg(o) for o in (2, 3)]
+    gate.begin(early)
+    gate.begin(late)
+    gate.done(late)
+    _ack(consumer, late)
+    assert consumer._new_offset(TP0) is None
+    gate.done(early)
+    _ack(consumer, early)
+    assert consumer._new_offset(TP0) == 4
+
+
+def test_failed_batch_blocks_later_commits_until_redelivered_and_done() -> None:
+    # nothing committed yet: Faust's own gap check would commit 2..3 past the failed 0..1
+    gate = CommitGate([TOPIC])
+    consumer = _consumer(gate)
+    failed, later = [_msg(o) for o in range(2)], [_msg(o) for o in (2, 3)]
+    gate.begin(failed)
+    gate.abandon(failed)  # inference or the send failed / task cancelled
+    _ack(consumer, failed)
+    gate.begin(later)
+    gate.done(later)
+    _ack(consumer, later)
+    assert consumer._new_offset(TP0) is None
+    assert gate.min_inflight(TP0) == 0
+    again = [_msg(o) for o in range(2)]  # redelivered after a rebalance/restart
+    gate.begin(again)
+    gate.done(again)
+    _ack(consumer, again)
+    assert consumer._new_offset(TP0) == 4
+
+
+def test_acked_run_must_start_at_the_committed_offset() -> None:
+    # Faust's own check is off by one: committed=5 with offset 5 unacked still committed 6..
+    gate = CommitGate([TOPIC])
+    consumer = _consumer(gate)
+    consumer._committed_offset[TP0] = 5
+    later = [_msg(o) for o in (6, 7)]
+    gate.done(later)
+    _ack(consumer, later)
+    assert consumer._new_offset(TP0) is None
+    first = _msg(5)
+    gate.done([first])
+    _ack(consumer, [first])
+    assert consumer._new_offset(TP0) == 8
+
+
+def test_ungated_topics_keep_faust_semantics() -> None:
+    gate = CommitGate([])  # e.g. the feedback topic, owned by streams.learning
+    consumer = _consumer(gate)
+    batch = [_msg(o) for o in range(2)]
+    _ack(consumer, batch)
+    assert consumer._new_offset(TP0) == 2
