@@ -7,6 +7,7 @@ Parallel runs share the stack, so tests name their topics / models / rows with `
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterator
 
@@ -76,4 +77,23 @@ def ch(settings: Settings) -> Iterator[object]:
     try:
         yield client
     finally:
+        client.disconnect()
+
+
+@contextlib.contextmanager
+def migrated_database(settings: Settings, prefix: str) -> Iterator[object]:
+    """A throwaway ClickHouse database with every migration applied, dropped afterwards.
+
+    For tests that need the real schema without touching the shared ``driftline`` database.
+    """
+    from compose.clients import clickhouse_client
+    from compose.stack.migrations import apply_migrations
+
+    name = unique_suffix(prefix)
+    apply_migrations(lambda database: clickhouse_client(settings, database=database), name)
+    client = clickhouse_client(settings, database=name)
+    try:
+        yield client
+    finally:
+        client.execute(f"DROP DATABASE IF EXISTS `{name}`")
         client.disconnect()

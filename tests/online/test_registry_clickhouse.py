@@ -12,39 +12,18 @@ from datetime import datetime
 import pytest
 
 from compose.settings import Settings
-from compose.stack.migrations import apply_migrations
 from online.feedback import FeedbackJoiner
 from online.registry import ModelRecord, ModelRegistry, ModelStatus, RegistryError
 from online.updater import ClickHouseSource
-from tests.conftest import unique_suffix
+from tests.conftest import migrated_database
 
 pytestmark = pytest.mark.stack
 
 
 @pytest.fixture
 def db(settings: Settings) -> Iterator[object]:
-    from clickhouse_driver import Client
-
-    c = settings.clickhouse
-    name = unique_suffix("online_")
-
-    def connect(database: str) -> Client:
-        return Client(
-            host=c.host,
-            port=c.port,
-            user=c.user,
-            password=c.password.get_secret_value(),
-            database=database,
-            connect_timeout=5,
-        )
-
-    apply_migrations(connect, name)
-    client = connect(name)
-    try:
+    with migrated_database(settings, "online_") as client:
         yield client
-    finally:
-        client.execute(f"DROP DATABASE IF EXISTS `{name}`")
-        client.disconnect()
 
 
 def test_registry_lifecycle(db) -> None:

@@ -26,8 +26,7 @@ from pathlib import Path
 import pytest
 
 from compose.settings import Settings
-from compose.stack.migrations import apply_migrations
-from tests.conftest import unique_suffix
+from tests.conftest import migrated_database, unique_suffix
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
@@ -36,28 +35,8 @@ TASK = "news_topic"
 
 @pytest.fixture
 def db(settings: Settings) -> Iterator[object]:
-    from clickhouse_driver import Client
-
-    c = settings.clickhouse
-    name = unique_suffix("updater_")
-
-    def connect(database: str) -> Client:
-        return Client(
-            host=c.host,
-            port=c.port,
-            user=c.user,
-            password=c.password.get_secret_value(),
-            database=database,
-            connect_timeout=5,
-        )
-
-    apply_migrations(connect, name)
-    client = connect(name)
-    try:
+    with migrated_database(settings, "updater_") as client:
         yield client
-    finally:
-        client.execute(f"DROP DATABASE IF EXISTS `{name}`")
-        client.disconnect()
 
 
 def _weak_artifact() -> Path:
