@@ -22,7 +22,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,6 +119,20 @@ class Sent:
     offset: int
 
 
+def worker_env(
+    base: Mapping[str, str], topics: Topics, app_id: str, routes: Mapping[str, str], extra: Mapping[str, str]
+) -> dict[str, str]:
+    """Environment for a ``driftline worker`` subprocess on a test run's own topics, app id and models."""
+    env = dict(base)
+    for name in Topics.model_fields:
+        env[f"DRIFTLINE_TOPIC_{name.upper()}"] = getattr(topics, name)
+    env["DRIFTLINE_APP_ID"] = app_id
+    for kind, value in routes.items():
+        env[f"DRIFTLINE_ROUTE_{kind.upper()}"] = value
+    env.update(extra)
+    return env
+
+
 @dataclass
 class PipelineRun:
     """One isolated pipeline: its own topics, consumer group (app id) and workers."""
@@ -133,14 +147,7 @@ class PipelineRun:
         return Topics(**{name: f"test.pipe.{self.suffix}.{name}" for name in Topics.model_fields})
 
     def env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        for name in Topics.model_fields:
-            env[f"DRIFTLINE_TOPIC_{name.upper()}"] = getattr(self.topics, name)
-        env["DRIFTLINE_APP_ID"] = f"test-pipe-{self.suffix}"
-        for kind, value in self.routes.items():
-            env[f"DRIFTLINE_ROUTE_{kind.upper()}"] = value
-        env.update(self.extra_env)
-        return env
+        return worker_env(os.environ, self.topics, f"test-pipe-{self.suffix}", self.routes, self.extra_env)
 
     def create_topics(self, partitions: int = 4) -> None:
         from streams.topics import ensure_topics

@@ -30,6 +30,7 @@ from unittest import mock
 from compose.clients import clickhouse_client, kafka_client_kwargs
 from compose.settings import REPO_ROOT, Settings, Topics
 from compose.stack.manager import Stack
+from tests.pipeline.support import worker_env
 
 #: password of the ClickHouse user of the private pipeline stack (conftest); tests grep logs for it
 PIPELINE_CH_PASSWORD = "rel-pw-5e1f0c2b"
@@ -214,14 +215,7 @@ class PipelineWorkers:
         return Topics(**{name: f"rel.{self.suffix}.{name}" for name in Topics.model_fields})
 
     def worker_env(self) -> dict[str, str]:
-        env = dict(self.env)
-        for name in Topics.model_fields:
-            env[f"DRIFTLINE_TOPIC_{name.upper()}"] = getattr(self.topics, name)
-        env["DRIFTLINE_APP_ID"] = f"rel-{self.suffix}"
-        for kind, value in self.routes.items():
-            env[f"DRIFTLINE_ROUTE_{kind.upper()}"] = value
-        env.update(self.extra_env)
-        return env
+        return worker_env(self.env, self.topics, f"rel-{self.suffix}", self.routes, self.extra_env)
 
     @property
     def settings(self) -> Settings:
