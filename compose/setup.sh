@@ -49,7 +49,8 @@ if [ ! -f "$stamp" ]; then
   touch "$stamp"
 fi
 # The venv is shared between checkouts (CI clones elsewhere): point the editable install here.
-installed="$("$VENV/bin/python" -c 'import compose, os; print(os.path.dirname(os.path.dirname(os.path.abspath(compose.__file__))))' 2>/dev/null || true)"
+# Ask from / so the answer is the installed location, not this checkout found through the cwd.
+installed="$(cd / && "$VENV/bin/python" -c 'import compose, os; print(os.path.dirname(os.path.dirname(os.path.abspath(compose.__file__))))' 2>/dev/null || true)"
 if [ "$installed" != "$REPO" ] || [ ! -x "$VENV/bin/driftline" ]; then
   log "pointing the editable driftline install at $REPO"
   "${PIP[@]}" install --no-deps --no-build-isolation -e "$REPO"

@@ -8,13 +8,35 @@ Parallel runs share the stack, so tests name their topics / models / rows with `
 from __future__ import annotations
 
 import contextlib
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from compose.settings import Settings, get_settings
 from compose.stack.process import port_open
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Stop at once when the environment's driftline is another checkout than these tests.
+
+    The stack CLI, workers and the demo run from the installed package; the tests import the
+    checkout. If the two differ (a venv shared with another clone), Triton serves one
+    ``triton_repo/`` while tests export into the other and every load fails with "failed to poll
+    from model repository" -- this names the cause instead.
+    """
+    here = Path(__file__).resolve().parent.parent
+    probe = "import compose.settings as s; print(s.REPO_ROOT)"
+    found = subprocess.run([sys.executable, "-c", probe], cwd="/", capture_output=True, text=True)
+    installed = found.stdout.strip()
+    if found.returncode != 0 or Path(installed) != here:
+        raise pytest.UsageError(
+            f"the environment's driftline is installed from {installed or found.stderr.strip()!r}, "
+            f"not from this checkout {here}; run `bash compose/setup.sh` (or `make test`) here first"
+        )
 
 
 def unique_suffix(prefix: str = "") -> str:
