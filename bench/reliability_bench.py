@@ -3,14 +3,14 @@
 ``python -m bench.reliability_bench [--tasks news_topic,chat_sentiment] [--n 150] [--skip-robustness]
 [--run-tests]``
 
-Robustness: for each task, the classifier (the task's latest artifact under
-``$DRIFTLINE_CACHE/artifacts/<task>``, else a small one from ``get_or_train`` cached under
-``$DRIFTLINE_CACHE/robustness-artifacts``) is scored with ``models.training.evaluate`` on a fixed
+Robustness: for each task, the classifier ``driftline train TASK`` makes (``get_or_train`` with
+the task's recipe, cached) is scored with ``models.training.evaluate`` on a fixed
 sample of its test split: clean, and under each noise of ``models.robustness`` (typos, homoglyphs,
 fullwidth, zero-width, control characters, all visual ones together, all mixed with typos), each
 without and with ``normalize()`` applied to the input. The *drop* is clean accuracy minus noisy
 accuracy; normalization should at least halve it for every noise except typos (which no
-normalization can undo; ``models.robustness.augment`` is the tool for those).
+normalization can undo). For those the same small recipe is trained twice, without and with noise
+augmentation (``train.augment_fraction``), and the typo drops are compared.
 
 Faults and hostile input: the stack tests in ``tests/reliability`` (``test_faults.py``,
 ``test_hostile.py``) record what they injected and counted (events produced / labelled / lost /
@@ -69,22 +69,65 @@ def latest_runs(directory: Path = RUNS_DIR) -> dict[str, dict[str, Any]]:
 # --- robustness ---------------------------------------------------------------------------------------
 
 
-def robustness_artifact(task_name: str) -> tuple[Path, str]:
-    """The task's latest real artifact, else a small cached one (trained once, a few minutes)."""
+def robustness_artifact(task_name: str, *, small: bool = False) -> tuple[Path, str]:
+    """The classifier ``driftline train TASK`` makes (the task's full recipe), trained once and cached;
+    ``small``: a quick recipe (48 per class, 48 steps) for tests."""
     from compose.settings import get_settings
-    from models.export import ExportError, latest_artifact
     from models.tasks import get_task
     from models.training import get_or_train
 
-    try:
-        return latest_artifact(task_name), "latest artifact"
-    except ExportError:
-        pass
+    task = get_task(task_name)
+    if small:
+        root = get_settings().cache_dir / "robustness-artifacts" / task_name
+        result = get_or_train(task, limit=48, max_steps=48, max_length=64, batch_size=16, root=root)
+        return result.artifact_dir, "small recipe" + (" (cached)" if result.reused else "")
+    result = get_or_train(task, progress=True)
+    return result.artifact_dir, "driftline train recipe" + (" (cached)" if result.reused else "")
+
+
+#: the small recipe the augmentation comparison trains twice (same data and steps, noise or not)
+AUGMENT_RECIPE = {"limit": 100, "max_steps": 120, "max_length": 96}
+AUGMENT_FRACTION = 0.5
+
+
+def measure_augmentation(task_name: str, *, n: int = 150, seed: int = 0) -> dict[str, Any]:
+    """Typo drop of the same small recipe trained without and with noise augmentation.
+
+    Normalization cannot undo typos; training on noisy copies (``train.augment_fraction``) can teach
+    the model to read through them. Both models normalize their input, as serving does.
+    """
+    from compose.settings import get_settings
+    from models.robustness import perturb
+    from models.tasks import get_task
+    from models.training import evaluate, get_or_train, load_classifier
+
+    task = get_task(task_name)
     root = get_settings().cache_dir / "robustness-artifacts" / task_name
-    result = get_or_train(
-        get_task(task_name), limit=48, max_steps=48, max_length=64, batch_size=16, root=root, progress=True
-    )
-    return result.artifact_dir, "small get_or_train artifact" + (" (cached)" if result.reused else "")
+    examples = sample_test(task_name, n, seed)
+    figures: dict[str, Any] = {"task": task_name, "n": len(examples), "recipe": AUGMENT_RECIPE}
+    for name, fraction in (("plain", 0.0), ("augmented", AUGMENT_FRACTION)):
+        variant = task.model_copy(
+            update={"train": task.train.model_copy(update={"augment_fraction": fraction})}
+        )
+        result = get_or_train(variant, root=root, progress=True, **AUGMENT_RECIPE)  # type: ignore[arg-type]
+        model = load_classifier(result.artifact_dir)
+        model.normalize_input = True
+
+        def accuracy(kind: str | None, model=model) -> float:
+            batch = [e if kind is None else dataclasses.replace(e, text=perturb(e.text, kind, seed=seed))
+                     for e in examples]  # fmt: skip
+            return float(evaluate(model, batch, max_length=AUGMENT_RECIPE["max_length"])["accuracy"])
+
+        clean = accuracy(None)
+        row: dict[str, Any] = {"augment_fraction": fraction, "clean": round(clean, 4)}
+        for kind in ("typos", "mixed"):
+            noisy = accuracy(kind)
+            row[kind] = {"noisy": round(noisy, 4), "drop": round(clean - noisy, 4)}
+        figures[name] = row
+    for kind in ("typos", "mixed"):
+        before, after = figures["plain"][kind]["drop"], figures["augmented"][kind]["drop"]
+        figures[f"{kind}_drop_reduction"] = round(1 - after / before, 3) if before > 0.005 else None
+    return figures
 
 
 def sample_test(task_name: str, n: int, seed: int = 0) -> list[Any]:
@@ -103,16 +146,20 @@ def measure_robustness(
     kinds: tuple[str, ...] = NOISE_KINDS,
     seed: int = 0,
     max_length: int = 128,
+    small: bool = False,
 ) -> dict[str, Any]:
     """Accuracy clean / noisy / noisy+normalized for every noise kind on ``n`` test examples."""
-    from models.robustness import normalize, perturb
+    from models.robustness import perturb
     from models.training import evaluate, load_classifier
 
-    artifact, origin = robustness_artifact(task_name)
+    artifact, origin = robustness_artifact(task_name, small=small)
     model = load_classifier(artifact)
     examples = sample_test(task_name, n, seed)
 
-    def accuracy(texts: list[str]) -> float:
+    def accuracy(texts: list[str], normalized: bool = False) -> float:
+        # the same weights with the input normalization off ("before") and on ("after"), whatever
+        # the artifact was trained with (``normalize_input`` in its meta is what serving applies)
+        model.normalize_input = normalized
         batch = [dataclasses.replace(e, text=t) for e, t in zip(examples, texts, strict=True)]
         return float(evaluate(model, batch, max_length=max_length)["accuracy"])
 
@@ -124,7 +171,7 @@ def measure_robustness(
         bar = progress.add_task(f"robustness {task_name}", total=2 + 2 * len(kinds))
         figures["clean"] = accuracy(clean)
         progress.advance(bar)
-        figures["clean_normalized"] = accuracy([normalize(t) for t in clean])
+        figures["clean_normalized"] = accuracy(clean, normalized=True)
         progress.advance(bar)
         noise: dict[str, Any] = {}
         for kind in kinds:
@@ -132,7 +179,7 @@ def measure_robustness(
             changed = sum(a != b for a, b in zip(clean, noisy, strict=True)) / len(clean)
             acc_noisy = accuracy(noisy)
             progress.advance(bar)
-            acc_fixed = accuracy([normalize(t) for t in noisy])
+            acc_fixed = accuracy(noisy, normalized=True)
             progress.advance(bar)
             drop, drop_after = figures["clean"] - acc_noisy, figures["clean"] - acc_fixed
             noise[kind] = {
@@ -152,7 +199,9 @@ def measure_robustness(
 # --- report -------------------------------------------------------------------------------------------
 
 
-def summarize(robustness: list[dict[str, Any]], runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def summarize(
+    robustness: list[dict[str, Any]], runs: dict[str, dict[str, Any]], augmentation: list[dict[str, Any]] = ()
+) -> dict[str, Any]:
     faults = runs.get("faults", {})
     hostile = runs.get("hostile", {})
     summary: dict[str, Any] = {
@@ -180,6 +229,10 @@ def summarize(robustness: list[dict[str, Any]], runs: dict[str, dict[str, Any]])
         for kind, f in r["noise"].items():
             summary[f"{r['task']}.{kind}.drop"] = f["drop"]
             summary[f"{r['task']}.{kind}.drop_normalized"] = f["drop_normalized"]
+    for a in augmentation:
+        for kind in ("typos", "mixed"):
+            summary[f"{a['task']}.{kind}.drop_plain_training"] = a["plain"][kind]["drop"]
+            summary[f"{a['task']}.{kind}.drop_augmented_training"] = a["augmented"][kind]["drop"]
     return summary
 
 
@@ -212,6 +265,22 @@ def markdown(report: dict[str, Any]) -> str:
                 f"| {kind} | {f['texts_changed']:.0%} | {f['noisy']:.3f} | {f['drop']:+.3f} | "
                 f"{f['noisy_normalized']:.3f} | {f['drop_normalized']:+.3f} | {reduced} |"
             )
+    for a in report.get("augmentation", []):
+        lines += [
+            "",
+            f"## Noise augmentation in training: {a['task']} (n={a['n']}, recipe {a['recipe']})",
+            "",
+            "| training | clean acc | typos acc | typos drop | mixed acc | mixed drop |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name in ("plain", "augmented"):
+            row = a[name]
+            lines.append(
+                f"| {name} (augment {row['augment_fraction']}) | {row['clean']:.3f} | "
+                f"{row['typos']['noisy']:.3f} | {row['typos']['drop']:+.3f} | "
+                f"{row['mixed']['noisy']:.3f} | {row['mixed']['drop']:+.3f} |"
+            )
+        lines.append(f"\ndrop reduced: typos {a['typos_drop_reduction']}, mixed {a['mixed_drop_reduction']}")
     for kind, run in report["runs"].items():
         lines += ["", f"## Run record: {kind} ({run.get('recorded_at')})", "", "```json"]
         lines += [json.dumps(run, indent=2, default=str)[:4000], "```"]
@@ -224,6 +293,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=150, help="test examples per task")
     parser.add_argument("--skip-robustness", action="store_true")
     parser.add_argument(
+        "--skip-augmentation", action="store_true", help="skip training the augmentation comparison"
+    )
+    parser.add_argument(
         "--reuse-robustness", action="store_true", help="take the robustness figures of the latest report"
     )
     parser.add_argument("--run-tests", action="store_true", help="run the fault + hostile stack tests first")
@@ -234,19 +306,23 @@ def main(argv: list[str] | None = None) -> int:
                "tests/reliability/test_hostile.py"]  # fmt: skip
         console.print(f"running {' '.join(cmd[2:])}")
         subprocess.run(cmd, cwd=Path(__file__).resolve().parent.parent, check=False)
-    robustness = []
+    robustness, augmentation = [], []
+    tasks = [t for t in args.tasks.split(",") if t]
     previous = sorted(RESULTS_DIR.glob("reliability_2*.json"))
     if args.reuse_robustness and previous:
-        robustness = json.loads(previous[-1].read_text()).get("robustness", [])
+        last = json.loads(previous[-1].read_text())
+        robustness, augmentation = last.get("robustness", []), last.get("augmentation", [])
     elif not args.skip_robustness:
-        for task in [t for t in args.tasks.split(",") if t]:
-            robustness.append(measure_robustness(task, n=args.n))
+        robustness = [measure_robustness(task, n=args.n) for task in tasks]
+        if not args.skip_augmentation:
+            augmentation = [measure_augmentation(task, n=args.n) for task in tasks]
     runs = latest_runs()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     report = {
         "created_at": stamp,
-        "summary": summarize(robustness, runs),
+        "summary": summarize(robustness, runs, augmentation),
         "robustness": robustness,
+        "augmentation": augmentation,
         "runs": runs,
     }
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)

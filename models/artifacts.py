@@ -33,6 +33,9 @@ class ArtifactMeta(BaseModel):
     labels: list[str]
     encoder: str  # models.encoders registry key
     max_length: int
+    # the texts were models.robustness.normalize'd before tokenizing (serving must do the same);
+    # False for artifacts written before the field existed, which saw raw text
+    normalize_input: bool = False
     adapter_hash: str = ""
     data_hash: str = ""  # hash of the training examples' ids, for reproducibility
     parent: str | None = None  # adapter_hash of the artifact this one was trained from

@@ -54,6 +54,7 @@ from models.artifacts import (
 from models.datasets import Example, data_hash, exclude_labels, label_counts, limit_per_class, load_dataset
 from models.encoders import load_encoder, mean_pool
 from models.metrics import classification_report
+from models.robustness import augment, normalize_all
 from models.tasks import TaskConfig
 
 # Bump when the training recipe changes in a way that should invalidate cached artifacts.
@@ -85,6 +86,7 @@ class Classifier(nn.Module):
         *,
         encoder_name: str,
         max_length: int,
+        normalize_input: bool = False,
     ) -> None:
         super().__init__()
         if head.out_features != len(labels):
@@ -95,6 +97,11 @@ class Classifier(nn.Module):
         self.labels = list(labels)
         self.encoder_name = encoder_name
         self.max_length = max_length
+        self.normalize_input = normalize_input
+
+    def prepare(self, texts: Sequence[str]) -> list[str]:
+        """The texts as the encoder sees them: normalized when the classifier was trained that way."""
+        return normalize_all(texts) if self.normalize_input else list(texts)
 
     def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Mean-pooled sentence vector, ``(batch, hidden)``, before the head."""
@@ -109,7 +116,7 @@ class Classifier(nn.Module):
     def tokenize(self, texts: Sequence[str], max_length: int | None = None) -> dict[str, torch.Tensor]:
         """Padded tensors for ``texts`` (truncated to ``max_length``, default the trained length)."""
         enc = self.tokenizer(
-            list(texts),
+            self.prepare(texts),
             padding=True,
             truncation=True,
             max_length=max_length or self.max_length,
@@ -132,7 +139,7 @@ class Classifier(nn.Module):
         was_training = self.training
         self.eval()
         limit = max_length or self.max_length
-        ids = self.tokenizer(list(texts), truncation=True, max_length=limit)["input_ids"]
+        ids = self.tokenizer(self.prepare(texts), truncation=True, max_length=limit)["input_ids"]
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         out = np.zeros((len(ids), len(self.labels)), dtype=np.float32)
         pad_id = self.tokenizer.pad_token_id or 0
@@ -216,6 +223,7 @@ def build_classifier(
         task.labels,
         encoder_name=task.encoder,
         max_length=max_length or task.max_length,
+        normalize_input=task.normalize_input,
     )
 
 
@@ -236,7 +244,13 @@ def load_classifier(artifact_dir: Path | str, *, merge: bool = True) -> Classifi
     head = nn.Linear(bundle.hidden_size, len(meta.labels))
     head.load_state_dict(load_file(artifact_dir / HEAD_FILE))
     model = Classifier(
-        encoder, head, bundle.tokenizer, meta.labels, encoder_name=meta.encoder, max_length=meta.max_length
+        encoder,
+        head,
+        bundle.tokenizer,
+        meta.labels,
+        encoder_name=meta.encoder,
+        max_length=meta.max_length,
+        normalize_input=meta.normalize_input,
     )
     if merge:
         model.merge_lora()
@@ -279,7 +293,8 @@ class _Encoded:
 
 def _encode(model: Classifier, examples: Sequence[Example], max_length: int) -> _Encoded:
     index = {label: i for i, label in enumerate(model.labels)}
-    ids = model.tokenizer([e.text for e in examples], truncation=True, max_length=max_length)["input_ids"]
+    texts = model.prepare([e.text for e in examples])
+    ids = model.tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
     return _Encoded(ids=list(ids), targets=[index[e.label] for e in examples])
 
 
@@ -367,6 +382,12 @@ def train_classifier(
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     rng = random.Random(seed)
+    n_augmented = 0
+    if task.train.augment_fraction > 0:
+        sample = rng.sample(train, round(len(train) * task.train.augment_fraction))
+        noisy = augment(sample, kinds=("typos", "mixed"), seed=seed)
+        n_augmented = len(noisy)
+        train = list(train) + noisy
     parent_meta = read_meta(parent) if parent is not None else None
     model = build_classifier(task, parent=parent, max_length=max_length)
     encoded = _encode(model, train, max_length)
@@ -432,6 +453,7 @@ def train_classifier(
         "bf16_autocast": bf16,
         "threads": threads,
         "n_train": len(train),
+        "n_augmented": n_augmented,
         "train_label_counts": dict(sorted(label_counts(train).items())),
         "final_loss": round(running if running is not None else last_loss, 5),
         "train_seconds": round(train_seconds, 2),
@@ -444,6 +466,7 @@ def train_classifier(
         labels=list(task.labels),
         encoder=task.encoder,
         max_length=max_length,
+        normalize_input=model.normalize_input,
         data_hash=data_hash(train),
         parent=parent_meta.adapter_hash if parent_meta else None,
         metrics=metrics,

@@ -60,7 +60,11 @@ class UpdaterConfig(_Strict):
     model_name: str | None = None
     retrain_every_labels: int = 500
     min_new_labels: int = 60
+    labels_after_drift: int = 0  # after a drift, wait for this many labels that came after it
     max_recent_labels: int = 2000
+    # Only feedback joined at or after this time (epoch ms) is used; None = all. A run that must not
+    # learn from earlier runs' labels in the same database (the demo) sets its start time here.
+    feedback_since_ts_ms: int | None = None
     replay_size: int = 400
     holdout_fraction: float = Field(0.2, gt=0, lt=1)
     epochs: int = 2

@@ -49,23 +49,30 @@ class ListSource:
 
 
 class ClickHouseSource:
-    """Newest feedback labels joined with the text of the event they label (``labels.text``)."""
+    """Newest feedback labels joined with the text of the event they label (``labels.text``).
 
-    def __init__(self, client: Any) -> None:
+    ``since_ts_ms``: ignore feedback joined before this time (``UpdaterConfig.feedback_since_ts_ms``).
+    """
+
+    def __init__(self, client: Any, since_ts_ms: int | None = None) -> None:
         self.client = client
+        self.since_ts_ms = since_ts_ms or 0
 
     def recent_examples(self, task: str, limit: int) -> list[Example]:
         # 18.16-compatible join: ANY INNER JOIN (subquery) USING, distinct column names on each side.
         rows = self.client.execute(
             """
             SELECT event_id, event_text, label
-            FROM (SELECT event_id, label, feedback_ts_ms FROM feedback FINAL WHERE task = %(task)s)
+            FROM (
+                SELECT event_id, label, feedback_ts_ms FROM feedback FINAL
+                WHERE task = %(task)s AND joined_ts_ms >= %(since)s
+            )
             ANY INNER JOIN (SELECT event_id, text AS event_text FROM labels FINAL WHERE task = %(task)s)
             USING (event_id)
             ORDER BY feedback_ts_ms DESC
             LIMIT %(limit)s
             """,
-            {"task": task, "limit": int(limit)},
+            {"task": task, "limit": int(limit), "since": self.since_ts_ms},
         )
         return [
             Example(id=text_id(text), text=text, label=label) for _, text, label in reversed(rows) if text
@@ -80,27 +87,40 @@ class ClickHouseSource:
 
 
 class UpdateTrigger:
-    """When to train: drift seen and enough new labels, or many new labels anyway; never in cooldown."""
+    """When to train: drift seen and enough new labels, or many new labels anyway; never in cooldown.
+
+    After a drift, the update also waits for ``labels_after_drift`` labels that arrived *after* it:
+    labels from before the change teach the candidate nothing about it, and a candidate trained on a
+    handful of examples of the new distribution is rejected or barely helps.
+    """
 
     def __init__(self, config: UpdaterConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self._clock = clock
         self.new_labels = 0
         self.drift: DriftEvent | None = None
+        self._labels_at_drift = 0
         self._last_update = float("-inf")
 
     def on_feedback(self, n: int = 1) -> None:
         self.new_labels += n
 
     def on_drift(self, event: DriftEvent) -> None:
-        if self._clock() - self._last_update >= self.config.cooldown_s:
-            self.drift = event
+        if self._clock() - self._last_update < self.config.cooldown_s:
+            return
+        if self.drift is None:  # the first detection of a change starts its label count
+            self._labels_at_drift = self.new_labels
+        self.drift = event
 
     def reason(self) -> str | None:
         """Why an update is due now, or None."""
         if self._clock() - self._last_update < self.config.cooldown_s:
             return None
-        if self.drift is not None and self.new_labels >= self.config.min_new_labels:
+        if (
+            self.drift is not None
+            and self.new_labels >= self.config.min_new_labels
+            and self.new_labels - self._labels_at_drift >= self.config.labels_after_drift
+        ):
             return f"drift ({self.drift.detector}, {self.drift.signal}={self.drift.statistic:.3f})"
         if self.new_labels >= self.config.retrain_every_labels:
             return f"{self.new_labels} new feedback labels"
@@ -109,6 +129,7 @@ class UpdateTrigger:
     def mark_updated(self) -> None:
         self.new_labels = 0
         self.drift = None
+        self._labels_at_drift = 0
         self._last_update = self._clock()
 
 

@@ -13,22 +13,32 @@ the "early" events produced while the partitions were ownerless. Faust's gap che
 lets one unacked offset at the committed position slip), so an out-of-order ack (concurrent actors)
 can commit past an event still being classified.
 
-The gate closes all three: ``Consumer.ack`` records an offset of a gated topic only if the
+A fourth hole is aiokafka's: ``seek_to_committed`` moves only partitions whose committed offset is
+> 0. A partition never committed (a new topic, or one whose owner was SIGKILLed before its first
+commit) stays wherever its fetcher is, so messages fetched and dropped while flow was suspended are
+never read again: the fault test's per-event record showed a new owner starting at offset 3 of a
+partition whose offsets 0-2 had arrived while it was ownerless.
+
+The gate closes all four: ``Consumer.ack`` records an offset of a gated topic only if the
 agent marked that very message *done* (classify: its prediction or dead letter was acked by Kafka;
 store: its rows are in ClickHouse), and ``_new_offset`` refuses to commit while an acked run does
-not start at the committed position or lies beyond a message still in flight in an agent. Acks of
+not start at the committed position (before the first commit: at the log start, where the gated
+consumer seeks uncommitted partitions itself) or lies beyond a message still in flight in an agent. Acks of
 undone messages still clear Faust's unacked bookkeeping (so rebalances don't wait on them), but
 their offsets stay uncommitted and Kafka redelivers them.
 """
 
 from __future__ import annotations
 
+import logging
 import weakref
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from typing import Any
 
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
+
+log = logging.getLogger(__name__)
 
 
 class CommitGate:
@@ -38,6 +48,8 @@ class CommitGate:
         self.topics: set[str] = set(topics)
         self._done: weakref.WeakSet[Any] = weakref.WeakSet()
         self._inflight: dict[Any, Counter[int]] = defaultdict(Counter)
+        #: where consumption of a partition without a committed offset started (the log start)
+        self.starts: dict[Any, int] = {}
 
     def gates(self, topic: str) -> bool:
         return topic in self.topics
@@ -75,8 +87,10 @@ class CommitGate:
         if not acked:
             return True
         lowest = min(acked)
-        # ``committed`` is Kafka's: the next offset to read. An acked run must start right there.
-        if committed is not None and lowest > committed:
+        # ``committed`` is Kafka's: the next offset to read. An acked run must start right there -
+        # or, before the first commit, at the log start the consumer was sought to
+        expected = committed if committed is not None else self.starts.get(tp)
+        if expected is not None and lowest > expected:
             return False
         inflight = self.min_inflight(tp)
         return inflight is None or inflight > lowest
@@ -99,7 +113,48 @@ def gated_consumer(gate: CommitGate, base: type = AIOKafkaConsumer) -> type:
                 return None
             return super()._new_offset(tp)
 
+        async def _add_gap(self, tp: Any, offset_from: int, offset_to: int) -> None:
+            # Faust treats offsets it never saw as done (compaction, transaction markers); on our
+            # plain topics that should not happen, so say so loudly when it does
+            log.warning(
+                "offset gap",
+                extra={"tp": f"{tp.topic}:{tp.partition}", "from": offset_from, "to": offset_to,
+                       "read": self._read_offset.get(tp), "committed": self._committed_offset.get(tp)},
+            )  # fmt: skip
+            await super()._add_gap(tp, offset_from, offset_to)
+
+        async def _commit_offsets(self, offsets: Any, start_new_transaction: bool = True) -> bool:
+            log.debug("commit", extra={"offsets": {_name(tp): o for tp, o in offsets.items()}})
+            return await super()._commit_offsets(offsets, start_new_transaction=start_new_transaction)
+
+        async def perform_seek(self) -> None:
+            await super().perform_seek()
+            # aiokafka's seek_to_committed moves only partitions with a committed offset > 0; one with
+            # none (or 0) stays wherever its fetcher is - past messages fetched and dropped while flow
+            # was suspended. Seek those back to the start of the log and remember where that is.
+            fresh = [
+                tp for tp in self.assignment() if gate.gates(tp.topic) and not self._committed_offset.get(tp)
+            ]
+            earliest = await self.earliest_offsets(*fresh) if fresh else {}
+            for tp in fresh:
+                start = int(earliest.get(tp) or 0)
+                gate.starts[tp] = start
+                await self.seek(tp, start)
+            log.info(
+                "seek to committed",
+                extra={
+                    "committed": {
+                        _name(tp): o for tp, o in self._committed_offset.items() if gate.gates(tp.topic)
+                    },
+                    "from_log_start": {_name(tp): gate.starts[tp] for tp in fresh},
+                },
+            )
+
     return GatedConsumer
+
+
+def _name(tp: Any) -> str:
+    return f"{tp.topic}:{tp.partition}"
 
 
 def install(app: Any, gate: CommitGate) -> None:

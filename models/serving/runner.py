@@ -25,6 +25,7 @@ from safetensors.torch import load_file
 
 from models.artifacts import ADAPTER_DIR, HEAD_FILE, ArtifactMeta, read_meta
 from models.encoders import load_encoder, mean_pool
+from models.robustness import normalize_all
 from models.serving.explain import TOP_K, attribution_scores, merge_to_words
 
 THREADS_ENV = "DRIFTLINE_TORCH_THREADS"
@@ -81,6 +82,7 @@ class ClassifierRunner:
         self.meta: ArtifactMeta = read_meta(self.artifact_dir)
         self.labels: list[str] = list(self.meta.labels)
         self.max_length = int(self.meta.max_length)
+        self.normalize_input = self.meta.normalize_input
         self.adapter_hash = self.meta.adapter_hash
         self.device = torch.device(device)
         configure_threads(num_threads)
@@ -106,8 +108,10 @@ class ClassifierRunner:
             raise TypeError("predict() takes a sequence of texts, not a single string")
         if len(texts) == 0:
             return []
+        # as in training (the artifact says): explanations then name words of the normalized text
+        texts = normalize_all(texts) if self.normalize_input else list(texts)
         enc = self.tokenizer(
-            list(texts),
+            texts,
             padding=True,
             truncation=True,
             max_length=self.max_length,

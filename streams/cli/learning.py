@@ -111,6 +111,7 @@ def updater(
 
     from compose.clients import kafka_client_kwargs
     from compose.settings import get_settings
+    from online.config import online_config
     from online.registry import ModelRegistry
     from online.swap import TritonSwapper
     from online.updater import ClickHouseSource, Updater, run_updater
@@ -126,7 +127,9 @@ def updater(
             updaters = {
                 name: Updater(
                     name,
-                    source=ClickHouseSource(registry.client),
+                    source=ClickHouseSource(
+                        registry.client, since_ts_ms=online_config(name).updater.feedback_since_ts_ms
+                    ),
                     registry=registry,
                     swapper=TritonSwapper(log=typer.echo),
                     publish=publish,

@@ -70,7 +70,15 @@ class DemoConfig(BaseModel):
                     "label_mix": {"reference_size": 200, "window_size": 120},
                     "confidence": {"min_instances": 80},
                 },
-                "updater": {"min_new_labels": 60, "max_steps": 120, "replay_size": 200, "cooldown_s": 20},
+                # the library scenario's update (online/scenario.py): replay 400 originals per update
+                # kept the original test set within tolerance where 200 did not (0.953 vs 0.964)
+                "updater": {
+                    "min_new_labels": 60,
+                    "labels_after_drift": 60,
+                    "max_steps": 150,
+                    "replay_size": 400,
+                    "cooldown_s": 20,
+                },
             }
         }
     )
@@ -104,6 +112,7 @@ class DemoConfig(BaseModel):
                     },
                     "updater": {
                         "min_new_labels": 30,
+                        "labels_after_drift": 20,
                         "max_steps": 30,
                         "replay_size": 60,
                         "cooldown_s": 10,
@@ -116,13 +125,22 @@ class DemoConfig(BaseModel):
         values.update(overrides)
         return cls(run_dir=run_dir, **values)
 
-    def write_online_config(self) -> Path:
-        """Merge the overrides over the active online config; write it into the run folder."""
+    def write_online_config(self, since_ts_ms: int | None = None) -> Path:
+        """Merge the overrides over the active online config; write it into the run folder.
+
+        ``since_ts_ms``: the run's start; the updater then learns from this run's feedback only, not
+        from earlier demo runs' labels in the same database (each run tells its own story).
+        """
         from online.config import DEFAULT_ONLINE_FILE
 
         base_file = Path(os.environ.get("DRIFTLINE_ONLINE_CONFIG") or DEFAULT_ONLINE_FILE)
         base = yaml.safe_load(base_file.read_text(encoding="utf-8")) or {}
-        merged = deep_merge(base, self.online_overrides)
+        overrides = self.online_overrides
+        if since_ts_ms is not None:
+            overrides = deep_merge(
+                overrides, {"defaults": {"updater": {"feedback_since_ts_ms": since_ts_ms}}}
+            )
+        merged = deep_merge(base, overrides)
         out = self.run_dir / "online.yaml"
         out.write_text(
             f"# driftline demo: {base_file} with the demo's overrides (streams/demo/config.py)\n"

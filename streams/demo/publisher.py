@@ -43,8 +43,11 @@ class DemoPublisher:
         config: DemoConfig,
         builder: StreamBuilder,
         truth_file: Path,
-        decided: Callable[[], Awaitable[bool]],
+        decided: Callable[[int | None], Awaitable[bool]],
     ) -> None:
+        """``decided(paused_since_ms)``: whether the story can go on to the "after" phase - a new
+        version serves or the updater failed; once the publisher pauses (``paused_since_ms`` set),
+        also a rejection made during the pause (no later update is coming without new labels)."""
         self.config = config
         self.builder = builder
         self.truth_file = truth_file
@@ -114,7 +117,7 @@ class DemoPublisher:
                 while sent_post < cfg.news_post_max:
                     if sent_post >= cfg.news_post_min and time.monotonic() - last_check >= 2.0:
                         last_check = time.monotonic()
-                        decided = await self.decided()
+                        decided = await self.decided(None)
                         if decided:
                             break
                     await self._news_step(producer, "post", truth)
@@ -125,9 +128,10 @@ class DemoPublisher:
                 if not decided:
                     self.state.phase = "waiting for the updater"
                     waited = time.monotonic()
+                    paused_since_ms = int(time.time() * 1000)
                     while time.monotonic() - waited < cfg.decision_timeout_s:
                         await self._flush_feedback(producer)
-                        if await self.decided():
+                        if await self.decided(paused_since_ms):
                             decided = True
                             break
                         await asyncio.sleep(2.0)

@@ -96,7 +96,7 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> DemoResult:
     served = prepare_models(config, log)
     timings["models_s"] = round(time.monotonic() - t, 1)
 
-    online_file = config.write_online_config()
+    online_file = config.write_online_config(since_ts_ms=int(started * 1000))
     env = dict(os.environ, DRIFTLINE_ONLINE_CONFIG=str(online_file), PYTHONUNBUFFERED="1")
     group = ProcessGroup(run_dir / "logs", env)
     started_ms = int(time.time() * 1000)
@@ -129,9 +129,17 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> DemoResult:
         builder = StreamBuilder(config, run_id, served[NEWS_TASK].train_ids, served[CHAT_TASK].train_ids)
         initial = str(served[NEWS_TASK].version)
 
-        async def decided() -> bool:
+        async def decided(paused_since_ms: int | None) -> bool:
+            # a rejection alone does not end the shifted phase: more labels arrive, the updater
+            # tries again (cooldown, next drift); during the pause no new labels come, so then it does
             versions = await asyncio.to_thread(store.versions)
-            if decision_of(versions, initial) is not None:
+            first = decision_of(versions, initial)
+            if first is not None and first.version:
+                return True
+            if paused_since_ms and any(
+                v.task == NEWS_TASK and v.status == "rejected" and v.created_ts_ms >= paused_since_ms
+                for v in versions
+            ):
                 return True
             alerts = await asyncio.to_thread(store.model_alerts)
             return any(task == NEWS_TASK and "failed" in subject for task, _, _, subject, _ in alerts)

@@ -129,6 +129,28 @@ def test_runner_defines_empty_and_overlong_results(news_artifact: Path) -> None:
     assert scores == sorted(scores, reverse=True)
 
 
+def test_runner_normalizes_input_exactly_when_the_artifact_says_so(
+    news_artifact: Path, tmp_path: Path
+) -> None:
+    """Look-alike letters, fullwidth forms and zero-width characters cost nothing once normalized."""
+    from models.robustness import perturb
+    from models.serving.runner import ClassifierRunner
+
+    text = "Shares in the bank rose after strong quarterly profits, the chief executive said on Monday."
+    noisy = perturb(text, "visual", seed=1)
+    assert noisy != text
+    gap = {}
+    for flag in (False, True):
+        folder = tmp_path / f"normalize-{flag}"
+        shutil.copytree(news_artifact, folder)
+        meta = json.loads((folder / "meta.json").read_text())
+        meta["normalize_input"] = flag
+        (folder / "meta.json").write_text(json.dumps(meta))
+        clean, perturbed = ClassifierRunner(folder).predict([text, noisy], explain=False)
+        gap[flag] = max(abs(a - b) for a, b in zip(clean.probabilities, perturbed.probabilities, strict=True))
+    assert gap[True] < 1e-5 < gap[False], gap
+
+
 # --- through Triton --------------------------------------------------------------------------------
 
 MIXED_TEXTS = [

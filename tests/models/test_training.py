@@ -83,6 +83,7 @@ def test_artifact_files_and_meta(task, slices, trained: Path) -> None:
     meta = read_meta(trained)
     assert meta.task == "news_topic" and meta.encoder == "minilm" and meta.labels == task.labels
     assert meta.max_length == MAX_LENGTH and meta.parent is None
+    assert meta.normalize_input is task.normalize_input is True  # serving must normalize like training
     assert meta.adapter_hash == content_hash(trained)
     assert len(meta.data_hash) == 16 and meta.created_at
     assert meta.train_config["n_train"] == len(train) and meta.train_config["steps"] == 3 * 8

@@ -53,6 +53,19 @@ def test_trigger_needs_labels_after_drift_and_respects_cooldown() -> None:
     assert "150 new feedback labels" in (trigger.reason() or "")
 
 
+def test_trigger_waits_for_labels_that_came_after_the_drift() -> None:
+    trigger = UpdateTrigger(
+        UpdaterConfig(min_new_labels=10, labels_after_drift=20, retrain_every_labels=1000)
+    )
+    trigger.on_feedback(50)  # plenty of labels, all from before the change
+    trigger.on_drift(_drift())
+    trigger.on_feedback(19)
+    assert trigger.reason() is None
+    trigger.on_drift(_drift())  # a second detector firing does not restart the count
+    trigger.on_feedback()
+    assert "drift" in (trigger.reason() or "")
+
+
 def test_holdout_split_is_stable_and_disjoint() -> None:
     examples = [Example(text_id(f"text {i}"), f"text {i}", "sport") for i in range(1000)]
     train, holdout = split_holdout(examples, 0.2)

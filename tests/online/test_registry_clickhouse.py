@@ -6,6 +6,7 @@ runs and the shared ``driftline`` database are never touched.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import datetime
 
@@ -99,6 +100,9 @@ def test_feedback_view_and_training_query(db) -> None:
     examples = ClickHouseSource(db).recent_examples("news_topic", limit=3)
     assert [e.text for e in examples] == ["article number 1", "article number 3", "article number 2"]
     assert ClickHouseSource(db).count_since("news_topic", 0) == 5
+    # a run that starts later (the demo) does not learn from these labels
+    later = int(time.time() * 1000) + 3_600_000
+    assert ClickHouseSource(db, since_ts_ms=later).recent_examples("news_topic", limit=3) == []
 
 
 def test_drift_events_table_takes_event_rows(db) -> None:

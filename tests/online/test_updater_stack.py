@@ -106,6 +106,7 @@ async def test_run_update_promote_reject_crash(
             **online_config(TASK).updater.model_dump(),
             "model_name": name,
             "min_new_labels": 20,
+            "labels_after_drift": 0,  # alerts and feedback are separate topics: any read order
             "retrain_every_labels": 10_000,
             "replay_size": 60,
             "epochs": 1,

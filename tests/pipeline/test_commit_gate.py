@@ -113,3 +113,47 @@ def test_ungated_topics_keep_faust_semantics() -> None:
     batch = [_msg(o) for o in range(2)]
     _ack(consumer, batch)
     assert consumer._new_offset(TP0) == 2
+
+
+def test_first_commit_must_start_at_the_log_start() -> None:
+    # never committed, and offsets 0..2 were fetched and dropped while flow was suspended: Faust
+    # alone would commit 5 after 3..4 were done
+    gate = CommitGate([TOPIC])
+    consumer = _consumer(gate)
+    gate.starts[TP0] = 0  # where the gated consumer sought the uncommitted partition
+    later = [_msg(o) for o in (3, 4)]
+    gate.begin(later)
+    gate.done(later)
+    _ack(consumer, later)
+    assert consumer._new_offset(TP0) is None
+    first = [_msg(o) for o in range(3)]
+    gate.begin(first)
+    gate.done(first)
+    _ack(consumer, first)
+    assert consumer._new_offset(TP0) == 5
+
+
+async def test_uncommitted_gated_partitions_are_sought_to_the_log_start(monkeypatch) -> None:
+    # aiokafka's seek_to_committed leaves a partition without a committed offset where its fetcher is
+    gate = CommitGate([TOPIC])
+    consumer = _consumer(gate)
+    other, committed = TP("other-topic", 0), TP(TOPIC, 1)
+    consumer._committed_offset[committed] = 7
+
+    async def faust_seek(self) -> None:  # Faust + aiokafka: only committed partitions move
+        pass
+
+    async def earliest(*tps):
+        return {tp: 2 for tp in tps}  # retention removed offsets 0..1
+
+    sought: dict = {}
+
+    async def seek(tp, offset) -> None:
+        sought[tp] = offset
+
+    monkeypatch.setattr(type(consumer).__mro__[1], "perform_seek", faust_seek)
+    monkeypatch.setattr(consumer, "assignment", lambda: {TP0, other, committed})
+    monkeypatch.setattr(consumer, "earliest_offsets", earliest)
+    monkeypatch.setattr(consumer, "seek", seek)
+    await consumer.perform_seek()
+    assert sought == {TP0: 2} and gate.starts == {TP0: 2}
