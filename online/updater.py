@@ -347,6 +347,12 @@ class Updater:
                 outcome.reason = f"only {len(recent)} labelled recent events (< {self.config.min_new_labels})"
                 return outcome
             self.log(f"{self.model_name}: update triggered by {trigger}; {len(recent)} recent labels")
+            self._notify(
+                "update started",
+                "info",
+                f"training a candidate from version {serving_version} on {len(recent)} "
+                f"recent labels ({trigger})",
+            )
             candidate = self.build_candidate(parent, recent)
             parent_hash = read_meta(parent).adapter_hash
         except Exception as exc:
@@ -430,21 +436,25 @@ class Updater:
             return record
 
     def publish_failure(self, reason: str) -> None:
+        self.log(reason)
+        self._notify("update failed", "critical", reason)
+
+    def _notify(self, what: str, severity: str, message: str) -> None:
+        """A ``model`` alert that is not a registry decision (an update started, an update failed)."""
         now = int(time.time() * 1000)
         alert = {
-            "alert_id": f"update-failed-{self.model_name}-{now}",
+            "alert_id": f"{what.replace(' ', '-')}-{self.model_name}-{now}",
             "kind": "model",
             "task": self.model_name,
             "created_ts_ms": now,
-            "severity": "critical",
-            "subject": f"{self.model_name} update failed",
-            "message": reason,
-            "evidence": {"reason": reason, "task": self.task},
+            "severity": severity,
+            "subject": f"{self.model_name} {what}",
+            "message": message,
+            "evidence": {"message": message, "task": self.task},
         }
-        self.log(reason)
         try:
             self.publish(alert)
-        except Exception as exc:
+        except Exception as exc:  # an alert sink outage must not stop an update
             self.log(f"alert publish failed: {exc}")
 
 

@@ -47,7 +47,7 @@ class DemoPublisher:
     ) -> None:
         """``decided(paused_since_ms)``: whether the story can go on to the "after" phase - a new
         version serves or the updater failed; once the publisher pauses (``paused_since_ms`` set),
-        also a rejection made during the pause (no later update is coming without new labels)."""
+        also a rejection with no update still training (no new labels come during the pause)."""
         self.config = config
         self.builder = builder
         self.truth_file = truth_file

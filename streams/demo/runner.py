@@ -28,7 +28,7 @@ from rich.console import Console
 from rich.live import Live
 
 from compose.settings import get_settings
-from streams.demo.config import CHAT_TASK, NEWS_TASK, DemoConfig
+from streams.demo.config import CHAT_TASK, NEW_CLASS, NEWS_TASK, DemoConfig
 from streams.demo.report import Headline, _fmt, decision_of, write_report
 
 
@@ -130,19 +130,18 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> DemoResult:
         initial = str(served[NEWS_TASK].version)
 
         async def decided(paused_since_ms: int | None) -> bool:
-            # a rejection alone does not end the shifted phase: more labels arrive, the updater
-            # tries again (cooldown, next drift); during the pause no new labels come, so then it does
+            # A rejection alone does not end the shifted phase: more labels arrive and the updater
+            # tries again. Once the publisher pauses no new labels come, so then a rejection ends the
+            # wait - unless an update is still training (its "update started" alert is the newest).
             versions = await asyncio.to_thread(store.versions)
             first = decision_of(versions, initial)
             if first is not None and first.version:
                 return True
-            if paused_since_ms and any(
-                v.task == NEWS_TASK and v.status == "rejected" and v.created_ts_ms >= paused_since_ms
-                for v in versions
-            ):
+            alerts = [a for a in await asyncio.to_thread(store.model_alerts) if a[0] == NEWS_TASK]
+            if any("failed" in subject for _, _, _, subject, _ in alerts):
                 return True
-            alerts = await asyncio.to_thread(store.model_alerts)
-            return any(task == NEWS_TASK and "failed" in subject for task, _, _, subject, _ in alerts)
+            training = bool(alerts) and alerts[-1][3].endswith("update started")
+            return bool(paused_since_ms) and first is not None and not training
 
         publisher = DemoPublisher(config, builder, run_dir / "events.jsonl", decided)
         view = LiveView()
@@ -179,7 +178,9 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> DemoResult:
         "details": {
             "initial adapters": "; ".join(
                 f"{s.task} v{s.version} {s.adapter_hash} ({'cached' if s.reused_training else 'trained'}, "
-                f"test accuracy {_fmt(s.test_accuracy)})"
+                f"test accuracy {_fmt(s.test_accuracy)}"
+                + (f" on all classes, {NEW_CLASS} never trained" if s.task == NEWS_TASK else "")
+                + ")"
                 for s in served.values()
             ),
             "timings": ", ".join(f"{k} {v}" for k, v in timings.items()),

@@ -97,7 +97,10 @@ async def test_run_update_promote_reject_crash(
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
     await producer.start()
 
+    published: list[dict] = []
+
     def publish(alert: dict) -> None:  # called from the update thread, like the CLI's publisher
+        published.append(alert)
         payload = AlertRecord(**alert).model_dump_json().encode()  # the alerts-topic contract
         asyncio.run_coroutine_threadsafe(producer.send_and_wait(alerts_topic, payload), loop).result(30)
 
@@ -174,6 +177,8 @@ async def test_run_update_promote_reject_crash(
         [first] = outcomes
         assert first.promoted and first.version == 2, first.reason
         assert first.trigger.startswith("drift (error_rate")
+        subjects = [a["subject"] for a in published]
+        assert subjects[0] == f"{name} update started" and subjects[-1] == f"{name} v2 serving", subjects
         assert swapper.serving_versions(name) == [2]
         async with TritonClient(timeout_s=60) as client:
             [prediction] = await client.predict(name, ["The striker scored twice in the cup final."])
@@ -220,10 +225,14 @@ async def test_run_update_promote_reject_crash(
         assert statuses[3] == ModelStatus.REJECTED and statuses[2] == ModelStatus.SERVING
 
         # Every decision reached the alerts topic, with the why.
-        alerts = [a for a in await _read_topic(bootstrap, alerts_topic, expect=6) if a["kind"] == "model"]
+        # (2 drift alerts sent above, then per update: "update started" + its outcome)
+        alerts = [a for a in await _read_topic(bootstrap, alerts_topic, expect=10) if a["kind"] == "model"]
+        started = [a for a in alerts if a["subject"] == f"{name} update started"]
+        assert len(started) == 4, alerts
         by_severity = {}
         for alert in alerts:
-            by_severity.setdefault(alert["severity"], []).append(alert["message"])
+            if alert not in started:
+                by_severity.setdefault(alert["severity"], []).append(alert["message"])
         assert len(by_severity.get("info", [])) == 1, alerts
         assert any("below margin" in m for m in by_severity["warning"])
         assert any("injected training failure" in m for m in by_severity["critical"])
