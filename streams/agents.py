@@ -225,7 +225,7 @@ def _pin(events: Sequence[Any], on_release: Any = None, gate: CommitGate | None 
     """Hold the messages' offsets until the returned callback runs (see module docstring).
 
     ``gate``: the app's commit gate, told the messages are done before they are acked (needed for
-    gated topics; streams.learning pins events of ungated topics and may leave it out).
+    gated topics, which every topic the pipeline's agents consume is).
     """
     for event in events:
         # the take's own ack then only drops this extra reference

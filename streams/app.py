@@ -134,7 +134,9 @@ def build_pipeline(
         app, config=config, routes=routes, topics=topics, stages=stages, sinks=sinks, surge=surge, gate=gate
     )
     # feedback join + drift monitors; adds the feedback and drift_events sinks to ``sinks``
-    register_learning(app, config=config, settings=settings, topics=topics, stages=stages, sinks=sinks)
+    register_learning(
+        app, config=config, settings=settings, topics=topics, stages=stages, sinks=sinks, gate=gate
+    )
     pipeline = Pipeline(app, config, routes, topics, stages, sinks, metrics, client)
 
     @app.page("/metrics")

@@ -128,27 +128,31 @@ def gated_consumer(gate: CommitGate, base: type = AIOKafkaConsumer) -> type:
             return await super()._commit_offsets(offsets, start_new_transaction=start_new_transaction)
 
         async def perform_seek(self) -> None:
+            read_before = dict(self._read_offset)
             await super().perform_seek()
             # aiokafka's seek_to_committed moves only partitions with a committed offset > 0; one with
             # none (or 0) stays wherever its fetcher is - past messages fetched and dropped while flow
-            # was suspended. Seek those back to the start of the log and remember where that is.
+            # was suspended. Seek those that have read something back to the start of the log (and
+            # only those: Faust resumes the flow after this returns, and messages fetched meanwhile
+            # are skipped).
             fresh = [
-                tp for tp in self.assignment() if gate.gates(tp.topic) and not self._committed_offset.get(tp)
+                tp
+                for tp in self.assignment()
+                if gate.gates(tp.topic)
+                and not self._committed_offset.get(tp)
+                and read_before.get(tp) is not None
             ]
-            earliest = await self.earliest_offsets(*fresh) if fresh else {}
-            for tp in fresh:
-                start = int(earliest.get(tp) or 0)
-                gate.starts[tp] = start
-                await self.seek(tp, start)
-            log.info(
-                "seek to committed",
-                extra={
-                    "committed": {
-                        _name(tp): o for tp, o in self._committed_offset.items() if gate.gates(tp.topic)
-                    },
-                    "from_log_start": {_name(tp): gate.starts[tp] for tp in fresh},
-                },
-            )
+            unknown = [tp for tp in fresh if tp not in gate.starts]
+            if unknown:
+                earliest = await self.earliest_offsets(*unknown)
+                gate.starts.update({tp: int(earliest.get(tp) or 0) for tp in unknown})
+            if fresh:
+                # in the consumer's own thread, as Faust's seeks (aiokafka's fetcher is not thread-safe)
+                await self.seek_wait({tp: gate.starts[tp] for tp in fresh})
+                log.info(
+                    "rewound never-committed partitions",
+                    extra={"to": {_name(tp): gate.starts[tp] for tp in fresh}},
+                )
 
     return GatedConsumer
 
@@ -158,6 +162,14 @@ def _name(tp: Any) -> str:
 
 
 def install(app: Any, gate: CommitGate) -> None:
-    """Make ``app`` create gated consumers (call before the app starts)."""
+    """Make ``app`` create gated consumers (call before the app starts).
+
+    Also switches Faust's streams to the pure-Python iterator: the Cython ``StreamIterator`` acks
+    messages by writing the consumer's bookkeeping itself (an inlined ``Consumer.ack``), so a
+    skipped message would become committable behind the gate's back.
+    """
+    import faust.streams
+
+    faust.streams._CStreamIterator = None
     transport = app.transport
     transport.Consumer = gated_consumer(gate, transport.Consumer)

@@ -41,6 +41,7 @@ from streams.learning.observations import (
     PredictionObservation,
 )
 from streams.learning.sinks import drift_events_sink, drift_row, feedback_row, feedback_sink
+from streams.offsets import CommitGate
 from streams.schemas import AlertRecord, PredictionRecord
 from streams.sinks.base import BatchingSink
 from streams.topics import PipelineTopics
@@ -118,8 +119,16 @@ def register_learning(
     stages: Stages,
     sinks: dict[str, BatchingSink],
     learning_config: LearningConfig | None = None,
+    gate: CommitGate | None = None,
 ) -> Learning:
-    """Attach the learning loop to a pipeline app; adds the ``feedback`` and ``drift_events`` sinks."""
+    """Attach the learning loop to a pipeline app; adds the ``feedback`` and ``drift_events`` sinks.
+
+    ``gate``: the app's commit gate (``streams.offsets``). The feedback and observation topics join
+    it, so their offsets commit only once a message was really handled - Faust acks messages it
+    skipped during a rebalance or table recovery, which would otherwise lose feedback sent while a
+    replacement worker recovers its drift monitors.
+    """
+    gate = gate if gate is not None else CommitGate()
     lc = learning_config or LearningConfig.from_env()
     metrics = LearningMetrics(stages.metrics.registry)
     batching = {
@@ -153,6 +162,7 @@ def register_learning(
         use_partitioner=True,  # changelog partition from the key, see observation_key
         extra_topic_configs={"segment.ms": str(10 * 60 * 1000)},  # let compaction keep recovery short
     )
+    gate.topics.update({topics.feedback.get_topic_name(), observations.get_topic_name()})
     watch = DriftWatch(table)
     learning = Learning(lc, stage, watch, metrics)
 
@@ -179,10 +189,12 @@ def register_learning(
     async def settle(outcome: FeedbackOutcome) -> None:
         """Send dead letters, store joined rows, feed the drift watch; release offsets when done."""
         for letter, release in outcome.dead_letters:
-            await topics.deadletter.send(
+            sent = await topics.deadletter.send(
                 key=f"{letter.topic}:{letter.partition}:{letter.offset}".encode(),
                 value=letter.model_dump_json().encode(),
+                force=True,
             )
+            await sent  # acked by Kafka before the feedback's offset may commit
             release()
         if outcome.joined:
             batches: dict[str, ObservationBatch] = {}
@@ -213,11 +225,12 @@ def register_learning(
     async def learn_feedback(stream: Any) -> None:
         async for events in stream.take_events(config.max_batch, within=config.batch_within_s):
             items = []
+            gate.begin(e.message for e in events)
             for event in events:
-                event.message.incref()  # released by settle(), possibly after the grace period
                 msg = _raw(event)
                 stages.metrics.events_in.labels(msg.topic).inc()
-                items.append((msg, event.ack))
+                # pinned; settle() releases it once stored or dead-lettered, maybe after the grace period
+                items.append((msg, _pin([event], gate=gate)))
             await settle(await stage.intake(items))
             while stage.pending >= lc.max_pending:  # back-pressure while predictions are missing
                 await asyncio.sleep(lc.retry_s)
@@ -251,16 +264,22 @@ def register_learning(
     async def watch_drift(stream: Any) -> None:
         await _load_topic_metadata(app, table.changelog_topic.get_topic_name())
         async for events in stream.take_events(lc.observe_max, within=lc.observe_within_s):
+            messages = [e.message for e in events]
+            gate.begin(messages)
             batches = []
             for event in events:
                 try:
                     batches.append(ObservationBatch.model_validate_json(event.message.value or b""))
                 except ValidationError as exc:
                     log.error("unreadable observation skipped", extra={"error": str(exc)[:300]})
-            detected = watch.step(batches)
-            if detected:
-                await publish_drift(detected)
-                await sinks["drift_events"].add([drift_row(e) for e in detected], on_stored=_pin(events))
+            detected = watch.step(batches)  # the monitors' new state is in the table (changelogged)
+            if not detected:
+                gate.done(messages)
+                continue
+            await publish_drift(detected)
+            await sinks["drift_events"].add(
+                [drift_row(e) for e in detected], on_stored=_pin(events, gate=gate)
+            )
 
     app.agent(observations, name="drift-watch")(watch_drift)
 

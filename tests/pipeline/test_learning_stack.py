@@ -180,7 +180,10 @@ def test_feedback_is_joined_dead_lettered_and_drift_survives_a_restart(
 
         # phase 2 (replacement worker): wrong feedback only; joins through ClickHouse (empty memory)
         wrong = {i: next(label for label in labels if label != served[i]) for i in ids[N_CORRECT:]}
-        run.produce(run.topics.feedback, _encode([_feedback(i, w) for i, w in wrong.items()], "event_id"))
+        sent2 = run.produce(
+            run.topics.feedback, _encode([_feedback(i, w) for i, w in wrong.items()], "event_id")
+        )
+        where2 = {i: f"{m.partition}@{m.offset}" for i, m in zip(wrong, sent2, strict=True)}
 
         def drift_alerts() -> list[dict]:
             values = [json.loads(v) for v in run.consume_all(run.topics.alerts, idle_s=1.0)]
@@ -196,7 +199,13 @@ def test_feedback_is_joined_dead_lettered_and_drift_survives_a_restart(
         watched = _learning_status(port)["drift"]["tasks"]["news_topic"]
         assert watched["restored"] and watched["predictions_seen"] == len(ids)
         rows = wait_for(lambda: (r := _feedback_rows(f"{s}-e")) and len(r) == len(ids) and r, timeout=30)
-        assert rows and all(rows[i][:3] == (w, served[i], 0) for i, w in wrong.items())
+        rows = rows or _feedback_rows(f"{s}-e")
+        want = {i: (w, served[i], 0) for i, w in wrong.items()}
+        off = {(i, where2[i]): rows.get(i) for i, row in want.items() if (rows.get(i) or ())[:3] != row}
+        assert len(rows) == len(ids) and not off, (
+            f"{len(rows)} of {len(ids)} rows; not as expected: {off}; "
+            f"worker's feedback counters: {_learning_status(port)['feedback']}"
+        )
 
         drift_id = alert["alert_id"]
         ch = clickhouse()
