@@ -19,7 +19,10 @@ commit) stays wherever its fetcher is, so messages fetched and dropped while flo
 never read again: the fault test's per-event record showed a new owner starting at offset 3 of a
 partition whose offsets 0-2 had arrived while it was ownerless.
 
-The gate closes all four: ``Consumer.ack`` records an offset of a gated topic only if the
+A fifth: Faust's Cython ``StreamIterator`` acks by writing the consumer's bookkeeping itself, so an
+overridden ``Consumer.ack`` never sees those acks; ``install`` makes Faust use its Python iterator.
+
+The gate closes all of them: ``Consumer.ack`` records an offset of a gated topic only if the
 agent marked that very message *done* (classify: its prediction or dead letter was acked by Kafka;
 store: its rows are in ClickHouse), and ``_new_offset`` refuses to commit while an acked run does
 not start at the committed position (before the first commit: at the log start, where the gated
