@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from compose.clients import kafka_client_kwargs
 from models.datasets import Example, text_id
 from models.tasks import TaskConfig, get_task
 from online.config import UpdaterConfig, online_config
@@ -417,8 +418,8 @@ class Updater:
                 },
             }
         )
-        outcome.record = record
-        outcome.record = self._save(record)  # raising here is reported by run_update
+        outcome.record = record  # kept even if the registry write below raises (run_update reports it)
+        outcome.record = self._save(record)
         if self.registry:
             old = self.registry.ensure(
                 self.model_name, serving_version, parent, ModelStatus.SERVING, "exported"
@@ -481,7 +482,10 @@ async def run_updater(
         "auto_offset_reset": "latest",  # a new updater reacts to new drift, not to history
         **(consumer_options or {}),
     }
-    consumer = AIOKafkaConsumer(alerts_topic, feedback_topic, bootstrap_servers=bootstrap, **options)
+    # through the one client factory, so a secured cluster's SASL/TLS settings reach the updater too
+    consumer = AIOKafkaConsumer(
+        alerts_topic, feedback_topic, **kafka_client_kwargs(bootstrap=bootstrap, **options)
+    )
     await consumer.start()
     stop = stop or asyncio.Event()
     try:

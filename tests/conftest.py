@@ -8,6 +8,7 @@ Parallel runs share the stack, so tests name their topics / models / rows with `
 from __future__ import annotations
 
 import contextlib
+import socket
 import subprocess
 import sys
 import uuid
@@ -37,6 +38,15 @@ def pytest_sessionstart(session: pytest.Session) -> None:
             f"the environment's driftline is installed from {installed or found.stderr.strip()!r}, "
             f"not from this checkout {here}; run `bash compose/setup.sh` (or `make test`) here first"
         )
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct TCP ports free on 127.0.0.1 right now (all bound at once, then released)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in socks]
 
 
 def unique_suffix(prefix: str = "") -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from pathlib import Path
 
@@ -14,15 +13,10 @@ from models.export import ServingOptions, export
 from models.inference.base import InferenceError, ModelNotReadyError
 from models.inference.local import LocalClient
 from models.inference.triton import TritonClient
+from tests.conftest import free_ports
 from tests.models.serving_support import exported_model_dir, require_triton, small_artifact, unique_model_name
 
 NEWS_LABELS = ["business", "entertainment", "politics", "sport", "tech"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +25,7 @@ def news_artifact() -> Path:
 
 
 async def test_unreachable_server_retries_with_backoff_then_fails_clearly() -> None:
-    url = f"127.0.0.1:{_free_port()}"  # nothing listens here
+    url = f"127.0.0.1:{free_ports(1)[0]}"  # nothing listens here
     async with TritonClient(url, timeout_s=1.0, retries=2, backoff_s=0.2) as client:
         start = time.perf_counter()
         with pytest.raises(InferenceError, match=r"3 attempt\(s\)") as info:

@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,8 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from compose.settings import REPO_ROOT, Topics, get_settings
+from compose.clients import kafka_client_kwargs
+from compose.settings import REPO_ROOT, Settings, Topics, get_settings
 from models.artifacts import META_FILE, read_meta
+from tests.conftest import free_ports
 
 # Per task: examples per class, optimiser steps, head learning rate. The chat model needs more steps
 # than the news one before it predicts "negative" at all (the surge test plants negative messages).
@@ -97,12 +98,6 @@ def served_model(task: str) -> Iterator[ServedModel]:
         shutil.rmtree(repository / name, ignore_errors=True)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def clickhouse():
     from clickhouse_driver import Client
 
@@ -156,7 +151,7 @@ class PipelineRun:
         asyncio.run(ensure_topics(bootstrap, self.topics.all(), partitions, max_message_bytes=32 << 20))
 
     def start_worker(self, log_dir: Path) -> int:
-        port = free_port()
+        port = free_ports(1)[0]
         log = log_dir / f"worker-{self.suffix}-{port}.log"
         cmd = [
             sys.executable,
@@ -249,35 +244,46 @@ class PipelineRun:
 
     def consume_all(self, topic: str, idle_s: float = 3.0) -> list[bytes]:
         """Every message currently in ``topic`` (reads until ``idle_s`` without new messages)."""
-
-        async def run() -> list[bytes]:
-            from aiokafka import AIOKafkaConsumer
-
-            consumer = AIOKafkaConsumer(
-                topic, bootstrap_servers=get_settings().kafka.bootstrap, auto_offset_reset="earliest",
-                enable_auto_commit=False, group_id=None, max_partition_fetch_bytes=32 << 20,
-                fetch_max_bytes=64 << 20,
-            )  # fmt: skip
-            await consumer.start()
-            values: list[bytes] = []
-            try:
-                while True:
-                    batch = await consumer.getmany(timeout_ms=int(idle_s * 1000))
-                    if not batch:
-                        return values
-                    for records in batch.values():
-                        values.extend(r.value for r in records)
-            finally:
-                await consumer.stop()
-
-        return asyncio.run(run())
+        return asyncio.run(consume_all(get_settings(), topic, idle_s))
 
 
-def wait_for(predicate, timeout: float, interval: float = 1.0):
-    """Poll ``predicate()`` until it returns a truthy value; returns the last value either way."""
+async def consume_all(settings: Settings, topic: str, idle_s: float = 3.0) -> list[bytes]:
+    """Every message now in ``topic`` (reads until ``idle_s`` pass without a new one)."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(
+        topic,
+        **kafka_client_kwargs(
+            settings, auto_offset_reset="earliest", enable_auto_commit=False, group_id=None,
+            max_partition_fetch_bytes=32 << 20, fetch_max_bytes=64 << 20,
+        ),
+    )  # fmt: skip
+    await consumer.start()
+    values: list[bytes] = []
+    try:
+        while True:
+            batch = await consumer.getmany(timeout_ms=int(idle_s * 1000))
+            if not batch:
+                return values
+            for records in batch.values():
+                values.extend(r.value for r in records)
+    finally:
+        await consumer.stop()
+
+
+def wait_for(predicate, timeout: float, interval: float = 1.0, *, ignore_errors: bool = False):
+    """Poll ``predicate()`` until it returns a truthy value; returns the last value either way.
+
+    ``ignore_errors``: a predicate that raises counts as "not yet" (a service is restarting).
+    """
     deadline = time.monotonic() + timeout
     while True:
-        value = predicate()
+        try:
+            value = predicate()
+        except Exception:
+            if not ignore_errors:
+                raise
+            value = None
         if value or time.monotonic() > deadline:
             return value
         time.sleep(interval)
@@ -294,7 +300,7 @@ class TcpProxy:
         import threading
 
         self.target = (target_host, target_port)
-        self.port = free_port()
+        self.port = free_ports(1)[0]
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.AbstractServer | None = None
         self._writers: set[asyncio.StreamWriter] = set()

@@ -12,7 +12,6 @@ import html.parser
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import free_ports
 from tests.pipeline.analytics_samples import SampleSet, build_samples, migration_statements
 
 pytestmark = pytest.mark.stack
@@ -40,12 +40,6 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
     "--hide-scrollbars",
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +74,7 @@ def database(samples: SampleSet) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def dashboard(database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = _free_port()
+    port = free_ports(1)[0]
     log = tmp_path_factory.mktemp("dashboard") / "dashboard.log"
     env = {**os.environ, "DRIFTLINE_CLICKHOUSE_DATABASE": database}
     cmd = [sys.executable, "-c", "from streams.cli import main; main()", "dashboard", "--port", str(port)]

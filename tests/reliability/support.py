@@ -14,7 +14,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,8 @@ from unittest import mock
 from compose.clients import clickhouse_client, kafka_client_kwargs
 from compose.settings import REPO_ROOT, Settings, Topics
 from compose.stack.manager import Stack
+from tests.conftest import free_ports
+from tests.pipeline.support import wait_for as pipeline_wait_for
 from tests.pipeline.support import worker_env
 
 #: password of the ClickHouse user of the private pipeline stack (conftest); tests grep logs for it
@@ -39,18 +40,6 @@ PORT_VARS = (
     "KAFKA_PORT", "KAFKA_CONTROLLER_PORT", "CLICKHOUSE_PORT", "CLICKHOUSE_HTTP_PORT",
     "TRITON_HTTP_PORT", "TRITON_GRPC_PORT", "TRITON_METRICS_PORT",
 )  # fmt: skip
-
-
-def free_ports(n: int) -> list[int]:
-    socks, ports = [], []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-        ports.append(s.getsockname()[1])
-    for s in socks:
-        s.close()
-    return ports
 
 
 def private_env(
@@ -136,30 +125,6 @@ async def create_topics(settings: Settings, names: list[str], partitions: int = 
         await admin.close()
 
 
-async def consume_all(settings: Settings, topic: str, idle_s: float = 3.0) -> list[bytes]:
-    """Every message now in ``topic`` (reads until ``idle_s`` pass without a new one)."""
-    from aiokafka import AIOKafkaConsumer
-
-    consumer = AIOKafkaConsumer(
-        topic,
-        **kafka_client_kwargs(
-            settings, auto_offset_reset="earliest", enable_auto_commit=False, group_id=None,
-            max_partition_fetch_bytes=32 << 20, fetch_max_bytes=64 << 20,
-        ),
-    )  # fmt: skip
-    await consumer.start()
-    values: list[bytes] = []
-    try:
-        while True:
-            batch = await consumer.getmany(timeout_ms=int(idle_s * 1000))
-            if not batch:
-                return values
-            for records in batch.values():
-                values.extend(r.value for r in records)
-    finally:
-        await consumer.stop()
-
-
 def query(settings: Settings, sql: str, params: Any = None) -> list[tuple]:
     client = clickhouse_client(settings, connect_timeout=3, send_receive_timeout=60)
     try:
@@ -169,16 +134,8 @@ def query(settings: Settings, sql: str, params: Any = None) -> list[tuple]:
 
 
 def wait_for(predicate, timeout: float, interval: float = 1.0):
-    """Poll ``predicate()`` until it returns a truthy value; returns the last value either way."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = predicate()
-        except Exception:
-            value = None
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
+    """``tests.pipeline.support.wait_for`` for broken stacks: a predicate that raises means "not yet"."""
+    return pipeline_wait_for(predicate, timeout, interval, ignore_errors=True)
 
 
 def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 
 from bench.reliability_bench import record_run
+from tests.pipeline.support import consume_all
 from tests.reliability.hostile import HostileCase, build_corpus, good_events, interleave
 from tests.reliability.support import (
     PIPELINE_CH_PASSWORD,
     PipelineWorkers,
-    consume_all,
     create_topics,
     files_containing,
     log_files,

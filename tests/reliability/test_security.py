@@ -30,9 +30,9 @@ from compose.clients import (
 from compose.settings import REPO_ROOT
 from compose.stack.manager import Stack
 from compose.stack.smoke import _kafka_round_trip
+from tests.conftest import free_ports
 from tests.reliability.support import (
     files_containing,
-    free_ports,
     log_files,
     private_env,
     settings_for,

@@ -16,18 +16,7 @@ import tritonclient.grpc as grpcclient
 from compose.settings import Settings
 from compose.stack.manager import Stack
 from compose.stack.process import StackError, port_open
-
-
-def _free_ports(n: int) -> list[int]:
-    socks, ports = [], []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-        ports.append(s.getsockname()[1])
-    for s in socks:
-        s.close()
-    return ports
+from tests.conftest import free_ports
 
 
 @pytest.fixture
@@ -36,7 +25,7 @@ def alt_settings(tmp_path, monkeypatch) -> Settings:
         "KAFKA_PORT", "KAFKA_CONTROLLER_PORT", "CLICKHOUSE_PORT", "CLICKHOUSE_HTTP_PORT",
         "TRITON_HTTP_PORT", "TRITON_GRPC_PORT", "TRITON_METRICS_PORT",
     ]  # fmt: skip
-    for name, port in zip(names, _free_ports(len(names)), strict=True):
+    for name, port in zip(names, free_ports(len(names)), strict=True):
         monkeypatch.setenv(f"DRIFTLINE_{name}", str(port))
     monkeypatch.delenv("DRIFTLINE_KAFKA_BOOTSTRAP", raising=False)
     monkeypatch.setenv("DRIFTLINE_RUN_DIR", str(tmp_path / "run"))
