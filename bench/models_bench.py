@@ -36,10 +36,10 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from compose.settings import get_settings
-from models.artifacts import META_FILE
-from models.export import ExportError, export, latest_artifact
-from models.tasks import get_task, load_tasks
+from driftline.models.artifacts import META_FILE
+from driftline.models.export import ExportError, export, latest_artifact
+from driftline.models.tasks import get_task, load_tasks
+from driftline.settings import get_settings
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 console = Console()
@@ -74,7 +74,7 @@ def _artifact_for(task: str) -> Path:
 
 
 def _texts(task: str, count: int = 256) -> list[str]:
-    from models.datasets import load_dataset
+    from driftline.models.datasets import load_dataset
 
     examples = load_dataset(get_task(task).dataset).split("test")
     texts = [e.text for e in examples[:count]]
@@ -138,7 +138,7 @@ class RssSampler:
 
 
 def bench_local(task: str, artifact: Path, batches: list[int], budget_s: float, progress, bar) -> list[Cell]:
-    from models.serving.runner import ClassifierRunner
+    from driftline.models.serving.runner import ClassifierRunner
 
     runner = ClassifierRunner(artifact)
     texts = _texts(task)
@@ -155,7 +155,7 @@ def bench_local(task: str, artifact: Path, batches: list[int], budget_s: float, 
 def bench_triton(task: str, artifact: Path, batches: list[int], budget_s: float, progress, bar) -> list[Cell]:
     import tritonclient.grpc as grpc
 
-    from models.inference.triton import TritonClient
+    from driftline.models.inference.triton import TritonClient
 
     settings = get_settings()
     name = f"bench_{task}_{uuid.uuid4().hex[:6]}"
@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from models.serving.runner import configure_threads
+    from driftline.models.serving.runner import configure_threads
 
     configure_threads()
     tasks = [t for t in args.tasks.split(",") if t]

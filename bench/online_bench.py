@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from online.config import online_config
-from online.drift import build_detectors
+from driftline.online.config import online_config
+from driftline.online.drift import build_detectors
 
 STREAMS = {  # detector -> (stationary value, shifted value)
     "error_rate": (lambda r: int(r.random() < 0.05), lambda r: int(r.random() < 0.3)),
@@ -70,9 +70,15 @@ def update_bench(n_examples: int, *, max_length: int | None = None, batch_size: 
     serving on a 20% holdout-sized set), so the report shows where the time goes. The labelled
     examples are drawn from every split: this measures cost, not accuracy.
     """
-    from models.datasets import load_dataset
-    from models.tasks import get_task
-    from models.training import evaluate, get_or_train, load_classifier, new_artifact_dir, train_classifier
+    from driftline.models.datasets import load_dataset
+    from driftline.models.tasks import get_task
+    from driftline.models.training import (
+        evaluate,
+        get_or_train,
+        load_classifier,
+        new_artifact_dir,
+        train_classifier,
+    )
 
     task = get_task("news_topic")
     parent = get_or_train(task, exclude=["entertainment"]).artifact_dir
@@ -132,12 +138,12 @@ def swap_bench(swaps: int = 4, workers: int = 3) -> dict[str, Any]:
     import shutil
     import uuid
 
-    from compose.settings import get_settings
-    from models.export import export
-    from models.inference.triton import TritonClient
-    from models.tasks import get_task
-    from models.training import get_or_train
-    from online.swap import TritonSwapper
+    from driftline.models.export import export
+    from driftline.models.inference.triton import TritonClient
+    from driftline.models.tasks import get_task
+    from driftline.models.training import get_or_train
+    from driftline.online.swap import TritonSwapper
+    from driftline.settings import get_settings
 
     repo = get_settings().triton.repository
     name = f"swapbench_{uuid.uuid4().hex[:8]}"
@@ -296,7 +302,7 @@ def main() -> None:
             report["swap"] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
         save()
     if not args.skip_scenario:
-        from online.scenario import ScenarioConfig, run_emerging_class
+        from driftline.online.scenario import ScenarioConfig, run_emerging_class
 
         cfg = (
             ScenarioConfig(

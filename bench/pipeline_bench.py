@@ -35,21 +35,21 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from compose.settings import get_settings  # noqa: E402
-from tests.pipeline.support import PipelineRun, ServedModel, clickhouse, served_model  # noqa: E402
+from bench.harness import PipelineRun, ServedModel, clickhouse, served_model  # noqa: E402
+from driftline.settings import get_settings  # noqa: E402
 
 RESULTS = REPO_ROOT / "bench" / "results"
 
 
 def _texts(n: int) -> list[str]:
-    from models.datasets import load_dataset
+    from driftline.models.datasets import load_dataset
 
     examples = load_dataset("bbc_news").split("test") + load_dataset("bbc_news").split("validation")
     return [examples[i % len(examples)].text[:1500] for i in range(n)]
 
 
 async def raw_throughput(model: str, texts: list[str], batch: int, concurrency: int) -> dict[str, float]:
-    from models.inference.triton import TritonClient
+    from driftline.models.inference.triton import TritonClient
 
     async with TritonClient(max_batch_size=batch, max_concurrency=concurrency) as client:
         await client.predict(model, texts[:batch])  # warm-up

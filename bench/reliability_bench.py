@@ -4,8 +4,8 @@
 [--run-tests]``
 
 Robustness: for each task, the classifier ``driftline train TASK`` makes (``get_or_train`` with
-the task's recipe, cached) is scored with ``models.training.evaluate`` on a fixed
-sample of its test split: clean, and under each noise of ``models.robustness`` (typos, homoglyphs,
+the task's recipe, cached) is scored with ``driftline.models.training.evaluate`` on a fixed
+sample of its test split: clean, and under each noise of ``driftline.models.robustness`` (typos, homoglyphs,
 fullwidth, zero-width, control characters, all visual ones together, all mixed with typos), each
 without and with ``normalize()`` applied to the input. The *drop* is clean accuracy minus noisy
 accuracy; normalization should at least halve it for every noise except typos (which no
@@ -72,9 +72,9 @@ def latest_runs(directory: Path = RUNS_DIR) -> dict[str, dict[str, Any]]:
 def robustness_artifact(task_name: str, *, small: bool = False) -> tuple[Path, str]:
     """The classifier ``driftline train TASK`` makes (the task's full recipe), trained once and cached;
     ``small``: a quick recipe (48 per class, 48 steps) for tests."""
-    from compose.settings import get_settings
-    from models.tasks import get_task
-    from models.training import get_or_train
+    from driftline.models.tasks import get_task
+    from driftline.models.training import get_or_train
+    from driftline.settings import get_settings
 
     task = get_task(task_name)
     if small:
@@ -96,10 +96,10 @@ def measure_augmentation(task_name: str, *, n: int = 150, seed: int = 0) -> dict
     Normalization cannot undo typos; training on noisy copies (``train.augment_fraction``) can teach
     the model to read through them. Both models normalize their input, as serving does.
     """
-    from compose.settings import get_settings
-    from models.robustness import perturb
-    from models.tasks import get_task
-    from models.training import evaluate, get_or_train, load_classifier
+    from driftline.models.robustness import perturb
+    from driftline.models.tasks import get_task
+    from driftline.models.training import evaluate, get_or_train, load_classifier
+    from driftline.settings import get_settings
 
     task = get_task(task_name)
     root = get_settings().cache_dir / "robustness-artifacts" / task_name
@@ -131,8 +131,8 @@ def measure_augmentation(task_name: str, *, n: int = 150, seed: int = 0) -> dict
 
 
 def sample_test(task_name: str, n: int, seed: int = 0) -> list[Any]:
-    from models.datasets import load_dataset
-    from models.tasks import get_task
+    from driftline.models.datasets import load_dataset
+    from driftline.models.tasks import get_task
 
     examples = list(load_dataset(get_task(task_name).dataset).split("test"))
     random.Random(seed).shuffle(examples)
@@ -149,8 +149,8 @@ def measure_robustness(
     small: bool = False,
 ) -> dict[str, Any]:
     """Accuracy clean / noisy / noisy+normalized for every noise kind on ``n`` test examples."""
-    from models.robustness import perturb
-    from models.training import evaluate, load_classifier
+    from driftline.models.robustness import perturb
+    from driftline.models.training import evaluate, load_classifier
 
     artifact, origin = robustness_artifact(task_name, small=small)
     model = load_classifier(artifact)

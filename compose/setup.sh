@@ -50,7 +50,7 @@ if [ ! -f "$stamp" ]; then
 fi
 # The venv is shared between checkouts (CI clones elsewhere): point the editable install here.
 # Ask from / so the answer is the installed location, not this checkout found through the cwd.
-installed="$(cd / && "$VENV/bin/python" -c 'import compose, os; print(os.path.dirname(os.path.dirname(os.path.abspath(compose.__file__))))' 2>/dev/null || true)"
+installed="$(cd / && "$VENV/bin/python" -c 'import driftline.settings as s; print(s.REPO_ROOT)' 2>/dev/null || true)"
 if [ "$installed" != "$REPO" ] || [ ! -x "$VENV/bin/driftline" ]; then
   log "pointing the editable driftline install at $REPO"
   "${PIP[@]}" install --no-deps --no-build-isolation -e "$REPO"
@@ -69,6 +69,6 @@ if ! command -v mvn >/dev/null; then apt_install maven; fi
 if ! command -v chromium >/dev/null; then apt_install chromium; fi
 
 # 5. Kafka jars from Maven Central, cached in $DRIFTLINE_CACHE/kafka-libs (stamped with the pom hash)
-"$VENV/bin/python" -c 'from compose.settings import get_settings; from compose.stack.kafka import ensure_jars; ensure_jars(get_settings())'
+"$VENV/bin/python" -c 'from driftline.settings import get_settings; from driftline.compose.stack.kafka import ensure_jars; ensure_jars(get_settings())'
 
 log "ready (venv $VENV)"

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from compose.settings import get_settings
+from driftline.settings import get_settings
 
 META_FILE = "meta.json"
 ADAPTER_DIR = "adapter"

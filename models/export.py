@@ -59,16 +59,23 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from compose.settings import get_settings
-from models.artifacts import ADAPTER_DIR, HEAD_FILE, META_FILE, artifacts_root, content_hash, read_meta
-from models.tasks import TaskConfig, get_task
+from driftline.models.artifacts import (
+    ADAPTER_DIR,
+    HEAD_FILE,
+    META_FILE,
+    artifacts_root,
+    content_hash,
+    read_meta,
+)
+from driftline.models.tasks import TaskConfig, get_task
+from driftline.settings import get_settings
 
 MAX_BATCH_SIZE = 64
 CONFIG_FILE = "config.pbtxt"
 GPU_CONFIG_FILE = "config.gpu.pbtxt"
 MODEL_PY = (
     '"""Triton entry point; the implementation lives in models.serving (see models/export.py)."""\n\n'
-    "from models.serving.triton_model import TritonPythonModel  # noqa: F401\n"
+    "from driftline.models.serving.triton_model import TritonPythonModel  # noqa: F401\n"
 )
 
 

@@ -300,7 +300,7 @@ def augment(
 
     Returns ``copies`` noisy variants per example, cycling through ``kinds``. ``make(example, text)``
     builds the copy (default: ``dataclasses.replace(example, text=text)``, which suits
-    ``models.datasets.Example``). The originals are not included; concatenate them yourself.
+    ``driftline.models.datasets.Example``). The originals are not included; concatenate them yourself.
     """
     import dataclasses
 

@@ -42,7 +42,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from models.artifacts import (
+from driftline.models.artifacts import (
     ADAPTER_DIR,
     HEAD_FILE,
     META_FILE,
@@ -51,11 +51,18 @@ from models.artifacts import (
     read_meta,
     write_meta,
 )
-from models.datasets import Example, data_hash, exclude_labels, label_counts, limit_per_class, load_dataset
-from models.encoders import load_encoder, mean_pool
-from models.metrics import classification_report
-from models.robustness import augment, normalize_all
-from models.tasks import TaskConfig
+from driftline.models.datasets import (
+    Example,
+    data_hash,
+    exclude_labels,
+    label_counts,
+    limit_per_class,
+    load_dataset,
+)
+from driftline.models.encoders import load_encoder, mean_pool
+from driftline.models.metrics import classification_report
+from driftline.models.robustness import augment, normalize_all
+from driftline.models.tasks import TaskConfig
 
 # Bump when the training recipe changes in a way that should invalidate cached artifacts.
 RECIPE_VERSION = 1

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from models.tasks import UnknownTaskError, get_task
+from driftline.models.tasks import UnknownTaskError, get_task
 
 
 class FeedbackError(ValueError):

@@ -1,6 +1,6 @@
 """Operator actions on serving versions: promote a given version, roll back to the previous one.
 
-Both are a Triton hot swap (``online.swap``) followed by registry bookkeeping, and both publish an
+Both are a Triton hot swap (``driftline.online.swap``) followed by registry bookkeeping, and both publish an
 alert saying what changed. The swap comes first: if it fails, the registry is not touched and the
 old version is still serving.
 """
@@ -11,8 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from online.registry import ModelRecord, ModelRegistry, ModelStatus, RegistryError
-from online.swap import SwapReport, TritonSwapper
+from driftline.online.registry import ModelRecord, ModelRegistry, ModelStatus, RegistryError
+from driftline.online.swap import SwapReport, TritonSwapper
 
 
 def _version_dir(swapper: TritonSwapper, task: str, version: int) -> Path:

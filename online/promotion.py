@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from online.config import PromotionConfig
+from driftline.online.config import PromotionConfig
 
 
 @dataclass(frozen=True, slots=True)

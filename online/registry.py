@@ -113,8 +113,8 @@ class ModelRegistry:
 
     @classmethod
     def from_settings(cls) -> ModelRegistry:
-        from compose.clients import clickhouse_client
-        from compose.settings import get_settings
+        from driftline.clients import clickhouse_client
+        from driftline.settings import get_settings
 
         return cls(clickhouse_client(get_settings()))
 
@@ -167,7 +167,7 @@ class ModelRegistry:
     ) -> ModelRecord:
         """The registry row of an exported version, created from its ``meta.json`` when missing
         (versions exported by hand with ``driftline export`` have none yet)."""
-        from models.artifacts import read_meta
+        from driftline.models.artifacts import read_meta
 
         try:
             return self.get(task, version)

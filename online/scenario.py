@@ -22,10 +22,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from models.datasets import Example
-from online.config import UpdaterConfig, online_config
-from online.drift import DriftMonitor
-from online.updater import ListSource, Updater
+from driftline.models.datasets import Example
+from driftline.online.config import UpdaterConfig, online_config
+from driftline.online.drift import DriftMonitor
+from driftline.online.updater import ListSource, Updater
 
 NEW_CLASS = "entertainment"
 STREAM_SPLITS = ("validation", "test")
@@ -98,8 +98,8 @@ def _accuracy(pairs: list[tuple[str, str]]) -> float:
 
 def stream_pool(exclude_ids: set[str]) -> list[Example]:
     """Validation + test texts of BBC News, minus ``exclude_ids`` (defensive: the splits are disjoint)."""
-    from models.datasets import load_dataset
-    from models.tasks import get_task
+    from driftline.models.datasets import load_dataset
+    from driftline.models.tasks import get_task
 
     dataset = load_dataset(get_task("news_topic").dataset)
     return [e for e in dataset.examples if e.split in STREAM_SPLITS and e.id not in exclude_ids]
@@ -135,9 +135,9 @@ def run_emerging_class(
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> ScenarioResult:
-    from models.artifacts import read_meta
-    from models.tasks import get_task
-    from models.training import get_or_train, load_classifier, training_data
+    from driftline.models.artifacts import read_meta
+    from driftline.models.tasks import get_task
+    from driftline.models.training import get_or_train, load_classifier, training_data
 
     cfg = cfg or ScenarioConfig()
     task = get_task("news_topic")

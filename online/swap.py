@@ -24,8 +24,8 @@ from pathlib import Path
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from compose.settings import get_settings
-from models.export import serving_versions, set_serving_versions
+from driftline.models.export import serving_versions, set_serving_versions
+from driftline.settings import get_settings
 
 
 class SwapError(RuntimeError):

@@ -22,13 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from compose.clients import kafka_client_kwargs
-from models.datasets import Example, text_id
-from models.tasks import TaskConfig, get_task
-from online.config import UpdaterConfig, online_config
-from online.drift.base import DriftEvent
-from online.promotion import Decision, Scores, decide
-from online.registry import ModelRecord, ModelRegistry, ModelStatus
+from driftline.clients import kafka_client_kwargs
+from driftline.models.datasets import Example, text_id
+from driftline.models.tasks import TaskConfig, get_task
+from driftline.online.config import UpdaterConfig, online_config
+from driftline.online.drift.base import DriftEvent
+from driftline.online.promotion import Decision, Scores, decide
+from driftline.online.registry import ModelRecord, ModelRegistry, ModelStatus
 
 Publish = Callable[[dict[str, Any]], None]
 
@@ -158,7 +158,7 @@ def split_holdout(examples: Sequence[Example], fraction: float) -> tuple[list[Ex
 
 def original_labels(parent: Path) -> set[str]:
     """Labels the serving model was trained on (its training data's label counts)."""
-    from models.artifacts import read_meta
+    from driftline.models.artifacts import read_meta
 
     meta = read_meta(parent)
     counts = meta.train_config.get("train_label_counts") or {}
@@ -232,7 +232,7 @@ class Updater:
         Test texts that came back as feedback and are in the candidate's training data are dropped
         from the test set: a model must never be scored on a text it trained on.
         """
-        from models.training import training_data
+        from driftline.models.training import training_data
 
         train, test = training_data(self.task_config)
         rng = random.Random(self.seed)
@@ -244,7 +244,7 @@ class Updater:
 
     def build_candidate(self, parent: Path, recent: Sequence[Example]) -> Candidate:
         """Train from ``parent`` on recent + replay, evaluate both models, apply the policy."""
-        from models.training import evaluate, load_classifier, new_artifact_dir, train_classifier
+        from driftline.models.training import evaluate, load_classifier, new_artifact_dir, train_classifier
 
         recent_train, holdout = split_holdout(dedupe_latest(recent), self.config.holdout_fraction)
         replay, original_test = self._original_data(original_labels(parent), {e.id for e in recent_train})
@@ -338,8 +338,8 @@ class Updater:
             return outcome
 
     def _run_update(self, trigger: str, outcome: UpdateOutcome) -> UpdateOutcome:
-        from models.artifacts import read_meta
-        from models.export import export
+        from driftline.models.artifacts import read_meta
+        from driftline.models.export import export
 
         try:
             parent, serving_version = self.serving_artifact()

@@ -9,7 +9,7 @@ Data flow (all topics raw bytes, all outputs pydantic JSON)::
 
 Offsets and delivery: Faust's acks alone are not enough - it acks messages it skipped during a
 rebalance or table recovery, and its gap check lets an early commit jump over events still in
-flight (how SIGKILLed workers lost events; see ``streams.offsets``). So every agent here reports to
+flight (how SIGKILLed workers lost events; see ``driftline.streams.offsets``). So every agent here reports to
 the ``CommitGate``: an ack of a gated topic's message only counts once the agent marked that message
 *done*. The classify body registers its batch as in flight (``gate.begin``: nothing at or after it is
 committable), awaits the Kafka acks of every prediction and dead letter it sends, and only then marks
@@ -33,23 +33,23 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from models.inference.base import InferenceClient, ModelNotReadyError, Prediction
-from streams.alerts import SurgeMonitor, subject_of
-from streams.config import PipelineConfig
-from streams.deadletter import dead_letter
-from streams.metrics import PipelineMetrics
-from streams.offsets import CommitGate
-from streams.routing import Route
-from streams.schemas import (
+from driftline.models.inference.base import InferenceClient, ModelNotReadyError, Prediction
+from driftline.streams.alerts import SurgeMonitor, subject_of
+from driftline.streams.config import PipelineConfig
+from driftline.streams.deadletter import dead_letter
+from driftline.streams.metrics import PipelineMetrics
+from driftline.streams.offsets import CommitGate
+from driftline.streams.routing import Route
+from driftline.streams.schemas import (
     AlertRecord,
     DeadLetterRecord,
     PredictionRecord,
     Rejection,
     decode_event,
 )
-from streams.sinks.base import BatchingSink
-from streams.sinks.clickhouse import alert_row, dead_letter_row, label_row
-from streams.topics import PipelineTopics
+from driftline.streams.sinks.base import BatchingSink
+from driftline.streams.sinks.clickhouse import alert_row, dead_letter_row, label_row
+from driftline.streams.topics import PipelineTopics
 
 log = logging.getLogger(__name__)
 
@@ -255,8 +255,8 @@ def register_agents(
 ) -> None:
     """Attach the pipeline's agents and timers to ``app``.
 
-    ``gate`` must be the one installed on ``app``'s consumer (``streams.offsets.install``); a fresh one
-    (no topics gated) only suits apps whose offsets nobody relies on.
+    ``gate`` must be the one installed on ``app``'s consumer (``driftline.streams.offsets.install``);
+    a fresh one (no topics gated) only suits apps whose offsets nobody relies on.
     """
     metrics = stages.metrics
     gate = gate if gate is not None else CommitGate()

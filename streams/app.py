@@ -4,7 +4,7 @@
 can start workers with their own app id, topics and inference client in one process tree. Web
 endpoints (on ``settings.web_host``, 127.0.0.1 by default; each worker needs its own port):
 
-- ``/metrics``: Prometheus text format (``streams.metrics``),
+- ``/metrics``: Prometheus text format (``driftline.streams.metrics``),
 - ``/health``: 200 when the Kafka consumer has partitions, the inference client is ready for every
   routed task and every sink's last write succeeded; 503 with the failing checks otherwise.
 """
@@ -19,19 +19,19 @@ from typing import Any
 
 import faust
 
-from compose.clients import faust_broker_credentials
-from compose.settings import Settings, get_settings
-from models.inference.base import InferenceClient
-from streams.agents import Stages, register_agents
-from streams.alerts import SurgeMonitor
-from streams.config import PipelineConfig
-from streams.learning.worker import register_learning
-from streams.metrics import PipelineMetrics
-from streams.offsets import CommitGate, install
-from streams.routing import Route, load_routes
-from streams.sinks.base import BatchingSink
-from streams.sinks.clickhouse import alerts_sink, dead_letters_sink, labels_sink
-from streams.topics import PipelineTopics, declare_topics
+from driftline.clients import faust_broker_credentials
+from driftline.models.inference.base import InferenceClient
+from driftline.settings import Settings, get_settings
+from driftline.streams.agents import Stages, register_agents
+from driftline.streams.alerts import SurgeMonitor
+from driftline.streams.config import PipelineConfig
+from driftline.streams.learning.worker import register_learning
+from driftline.streams.metrics import PipelineMetrics
+from driftline.streams.offsets import CommitGate, install
+from driftline.streams.routing import Route, load_routes
+from driftline.streams.sinks.base import BatchingSink
+from driftline.streams.sinks.clickhouse import alerts_sink, dead_letters_sink, labels_sink
+from driftline.streams.topics import PipelineTopics, declare_topics
 
 
 @dataclass
@@ -165,11 +165,11 @@ def build_pipeline(
 def make_client(kind: str) -> InferenceClient:
     """``triton`` (gRPC to the configured Triton) or ``local`` (in-process, from triton_repo)."""
     if kind == "triton":
-        from models.inference.triton import TritonClient
+        from driftline.models.inference.triton import TritonClient
 
         return TritonClient()
     if kind == "local":
-        from models.inference.local import LocalClient
+        from driftline.models.inference.local import LocalClient
 
         return LocalClient()
     raise ValueError(f"unknown inference client {kind!r}; expected 'triton' or 'local'")

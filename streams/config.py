@@ -1,6 +1,6 @@
 """Pipeline tuning read from the environment (``DRIFTLINE_PIPELINE_*``), validated once at start-up.
 
-Addresses of Kafka/ClickHouse/Triton live in ``compose.settings``; this module only holds the knobs
+Addresses of Kafka/ClickHouse/Triton live in ``driftline.settings``; this module only holds the knobs
 of the streaming service itself (batching, limits, alert windows), so a worker can be tuned without
 touching code and tests can run with small windows and unique app ids.
 """

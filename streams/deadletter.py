@@ -12,7 +12,7 @@ import base64
 import hashlib
 import time
 
-from streams.schemas import DeadLetterRecord, Rejection
+from driftline.streams.schemas import DeadLetterRecord, Rejection
 
 
 def dead_letter(

@@ -21,8 +21,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel
 
-from compose.settings import Topics
-from models.tasks import get_task
+from driftline.models.tasks import get_task
+from driftline.settings import Topics
 
 
 class Route(BaseModel):

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, ValidationError
 
-from models.tasks import load_tasks
+from driftline.models.tasks import load_tasks
 
 EventKind = Literal["news", "chat", "feedback"]
 

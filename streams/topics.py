@@ -1,6 +1,6 @@
-"""Faust topic objects for the pipeline, named from ``compose.settings`` (``DRIFTLINE_TOPIC_*``).
+"""Faust topic objects for the pipeline, named from ``driftline.settings`` (``DRIFTLINE_TOPIC_*``).
 
-Every topic carries raw bytes: inputs are decoded by ``streams.schemas`` so bad bytes can be
+Every topic carries raw bytes: inputs are decoded by ``driftline.streams.schemas`` so bad bytes can be
 dead-lettered, and outputs are pydantic JSON written by us, so other consumers (drift detectors,
 the dashboard) read plain JSON without Faust.
 """
@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import faust
 
-from compose.settings import Topics, get_settings
-from compose.stack.kafka import TOPIC_MAX_MESSAGE_BYTES, create_missing_topics
-from streams.routing import Route
+from driftline.kafka_admin import TOPIC_MAX_MESSAGE_BYTES, create_missing_topics
+from driftline.settings import Topics, get_settings
+from driftline.streams.routing import Route
 
 
 @dataclass

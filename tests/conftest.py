@@ -8,17 +8,16 @@ Parallel runs share the stack, so tests name their topics / models / rows with `
 from __future__ import annotations
 
 import contextlib
-import socket
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from compose.settings import Settings, get_settings
-from compose.stack.process import port_open
+from bench.harness import free_ports, unique_suffix  # noqa: F401  (re-exported for the tests)
+from driftline.compose.stack.process import port_open
+from driftline.settings import Settings, get_settings
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -30,7 +29,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     from model repository" -- this names the cause instead.
     """
     here = Path(__file__).resolve().parent.parent
-    probe = "import compose.settings as s; print(s.REPO_ROOT)"
+    probe = "import driftline.settings as s; print(s.REPO_ROOT)"
     found = subprocess.run([sys.executable, "-c", probe], cwd="/", capture_output=True, text=True)
     installed = found.stdout.strip()
     if found.returncode != 0 or Path(installed) != here:
@@ -38,20 +37,6 @@ def pytest_sessionstart(session: pytest.Session) -> None:
             f"the environment's driftline is installed from {installed or found.stderr.strip()!r}, "
             f"not from this checkout {here}; run `bash compose/setup.sh` (or `make test`) here first"
         )
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct TCP ports free on 127.0.0.1 right now (all bound at once, then released)."""
-    with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in socks]
-
-
-def unique_suffix(prefix: str = "") -> str:
-    """A short collision-free name part (valid in Kafka topics, ClickHouse and Triton names)."""
-    return f"{prefix}{uuid.uuid4().hex[:10]}"
 
 
 @pytest.fixture(scope="session")
@@ -103,7 +88,7 @@ def triton_grpc_url(settings: Settings) -> str:
 @pytest.fixture
 def ch(settings: Settings) -> Iterator[object]:
     """clickhouse-driver Client on the driftline database (migrations already applied by ``stack up``)."""
-    from compose.clients import clickhouse_client
+    from driftline.clients import clickhouse_client
 
     client = clickhouse_client(settings)
     try:
@@ -118,8 +103,8 @@ def migrated_database(settings: Settings, prefix: str) -> Iterator[object]:
 
     For tests that need the real schema without touching the shared ``driftline`` database.
     """
-    from compose.clients import clickhouse_client
-    from compose.stack.migrations import apply_migrations
+    from driftline.clients import clickhouse_client
+    from driftline.schema.migrate import apply_migrations
 
     name = unique_suffix(prefix)
     apply_migrations(lambda database: clickhouse_client(settings, database=database), name)

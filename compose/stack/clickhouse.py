@@ -13,9 +13,9 @@ import shutil
 from pathlib import Path
 from xml.sax.saxutils import escape
 
-from compose.clients import clickhouse_client, explain_clickhouse_error, is_auth_error
-from compose.stack.process import StackError
-from compose.stack.service import Service
+from driftline.clients import clickhouse_client, explain_clickhouse_error, is_auth_error
+from driftline.compose.stack.process import StackError
+from driftline.compose.stack.service import Service
 
 USER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 CANDIDATES = ("clickhouse-server", "/usr/sbin/clickhouse-server", "/usr/bin/clickhouse-server")

@@ -7,7 +7,6 @@ stamped with the pom's hash, so changing the pom refetches and a warm start cost
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import logging
 import shutil
@@ -16,13 +15,14 @@ import uuid
 from pathlib import Path
 from string import Template
 
-from compose.clients import kafka_client_kwargs
-from compose.settings import REPO_ROOT, Settings
-from compose.stack.process import StackError
-from compose.stack.service import Service
-from compose.stack.util import run_coro
+from driftline.clients import kafka_client_kwargs
+from driftline.compose.stack.process import StackError
+from driftline.compose.stack.service import Service
+from driftline.compose.stack.util import run_coro
+from driftline.kafka_admin import create_missing_topics
+from driftline.settings import Settings
 
-KAFKA_DIR = REPO_ROOT / "compose" / "kafka"
+KAFKA_DIR = Path(__file__).resolve().parent.parent / "kafka"
 POM = KAFKA_DIR / "pom.xml"
 SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
 JVM_OPTS = [
@@ -243,48 +243,6 @@ async def _metadata(settings: Settings, bootstrap: str) -> None:
             raise RuntimeError("no brokers in metadata")
     finally:
         await client.close()
-
-
-#: Topic-level message size limit for the topics driftline creates: large enough that an oversized
-#: event (a 10 MB text) reaches a worker and is dead-lettered with a reason, instead of being refused
-#: by the broker (default 1 MB) with no trace in driftline.
-TOPIC_MAX_MESSAGE_BYTES = 32 << 20
-
-
-async def create_missing_topics(
-    settings: Settings,
-    names: list[str],
-    *,
-    partitions: int,
-    bootstrap: str | None = None,
-    max_message_bytes: int = TOPIC_MAX_MESSAGE_BYTES,
-) -> list[str]:
-    """Create the topics in ``names`` that do not exist yet; returns the ones created.
-
-    The one topic-creation path (stack up, ``stack init``, workers at start-up, tests): it uses the
-    configured Kafka security settings, and tolerates another process creating a topic first.
-    """
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    from aiokafka.errors import TopicAlreadyExistsError
-
-    admin = AIOKafkaAdminClient(
-        **kafka_client_kwargs(settings, bootstrap=bootstrap, request_timeout_ms=15000)
-    )
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        missing = [n for n in dict.fromkeys(names) if n not in existing]
-        if missing:
-            config = {"max.message.bytes": str(max_message_bytes)}
-            new = [
-                NewTopic(name=n, num_partitions=partitions, replication_factor=1, topic_configs=config)
-                for n in missing
-            ]
-            with contextlib.suppress(TopicAlreadyExistsError):  # another worker won the race
-                await admin.create_topics(new)
-        return missing
-    finally:
-        await admin.close()
 
 
 def ensure_topics(settings: Settings, bootstrap: str | None = None) -> list[str]:

@@ -12,14 +12,14 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from compose.clients import clickhouse_client
-from compose.settings import Settings, get_settings
-from compose.stack import migrations
-from compose.stack.clickhouse import ClickHouseService
-from compose.stack.kafka import KafkaService, ensure_topics
-from compose.stack.process import StackError
-from compose.stack.service import Service, ServiceStatus
-from compose.stack.triton import TritonService
+from driftline.clients import clickhouse_client
+from driftline.compose.stack.clickhouse import ClickHouseService
+from driftline.compose.stack.kafka import KafkaService, ensure_topics
+from driftline.compose.stack.process import StackError
+from driftline.compose.stack.service import Service, ServiceStatus
+from driftline.compose.stack.triton import TritonService
+from driftline.schema import migrate as migrations
+from driftline.settings import Settings, get_settings
 
 SERVICE_NAMES = ("kafka", "clickhouse", "triton")
 

@@ -12,9 +12,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from compose.settings import Settings
-from compose.stack import process
-from compose.stack.process import StackError
+from driftline.compose.stack import process
+from driftline.compose.stack.process import StackError
+from driftline.settings import Settings
 
 
 @dataclass

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import uuid
 
-from compose.clients import clickhouse_client, explain_clickhouse_error, kafka_client_kwargs
-from compose.settings import Settings, get_settings
-from compose.stack.process import StackError
-from compose.stack.util import run_coro
+from driftline.clients import clickhouse_client, explain_clickhouse_error, kafka_client_kwargs
+from driftline.compose.stack.process import StackError
+from driftline.compose.stack.util import run_coro
+from driftline.settings import Settings, get_settings
 
 
 async def _kafka_round_trip(settings: Settings, bootstrap: str) -> None:

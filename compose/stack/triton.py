@@ -16,9 +16,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from compose.settings import REPO_ROOT
-from compose.stack.process import StackError
-from compose.stack.service import Service
+from driftline.compose.stack.process import StackError
+from driftline.compose.stack.service import Service
+from driftline.settings import REPO_ROOT
 
 STUB_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 

@@ -10,8 +10,8 @@ Public API (other areas code against exactly this)::
 Registry keys match ``encoder:`` in ``models/tasks.yaml``: ``minilm`` and ``e5_small``.
 """
 
-from models.encoders.pooling import embed, mean_pool
-from models.encoders.registry import (
+from driftline.models.encoders.pooling import embed, mean_pool
+from driftline.models.encoders.registry import (
     REGISTRY,
     EncoderBundle,
     EncoderSpec,

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from compose.settings import get_settings
+from driftline.settings import get_settings
 
 _WRAPPER = """
 #include "{source}"

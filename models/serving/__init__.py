@@ -10,14 +10,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from models.serving.runner import ClassifierRunner, ItemResult
+    from driftline.models.serving.runner import ClassifierRunner, ItemResult
 
 __all__ = ["ClassifierRunner", "ItemResult"]
 
 
 def __getattr__(name: str):  # lazy: the CLI and clients import this package without loading torch
     if name in __all__:
-        from models.serving import runner
+        from driftline.models.serving import runner
 
         return getattr(runner, name)
     raise AttributeError(name)

@@ -1,8 +1,8 @@
 """The classifier runner: one implementation behind both Triton's python backend and ``LocalClient``.
 
 Serving code paths that differ drift apart, and then "Triton says X, the test harness says Y"
-becomes unanswerable. So the Triton model (``models.serving.triton_model``) and the in-process
-client (``models.inference.local``) both construct a ``ClassifierRunner`` from the same exported
+becomes unanswerable. So the Triton model (``driftline.models.serving.triton_model``) and the in-process
+client (``driftline.models.inference.local``) both construct a ``ClassifierRunner`` from the same exported
 folder and call the same ``predict``; any difference between them is then the transport, not the
 maths.
 
@@ -23,10 +23,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from models.artifacts import ADAPTER_DIR, HEAD_FILE, ArtifactMeta, read_meta
-from models.encoders import load_encoder, mean_pool
-from models.robustness import normalize_all
-from models.serving.explain import TOP_K, attribution_scores, merge_to_words
+from driftline.models.artifacts import ADAPTER_DIR, HEAD_FILE, ArtifactMeta, read_meta
+from driftline.models.encoders import load_encoder, mean_pool
+from driftline.models.robustness import normalize_all
+from driftline.models.serving.explain import TOP_K, attribution_scores, merge_to_words
 
 THREADS_ENV = "DRIFTLINE_TORCH_THREADS"
 

@@ -32,7 +32,7 @@ class TritonPythonModel:
     def initialize(self, args: dict) -> None:
         import triton_python_backend_utils as pb_utils
 
-        from models.serving.runner import ClassifierRunner
+        from driftline.models.serving.runner import ClassifierRunner
 
         self._pb = pb_utils
         config = json.loads(args["model_config"])

@@ -1,10 +1,10 @@
 """Drift detection: one protocol (``DriftDetector``), one module per detector, one per-task monitor."""
 
-from online.drift.base import DriftDetector, DriftEvent, StateMismatchError
-from online.drift.confidence import ConfidenceDetector
-from online.drift.error_rate import ErrorRateDetector
-from online.drift.label_mix import LabelMixDetector
-from online.drift.monitor import DriftMonitor, build_detectors
+from driftline.online.drift.base import DriftDetector, DriftEvent, StateMismatchError
+from driftline.online.drift.confidence import ConfidenceDetector
+from driftline.online.drift.error_rate import ErrorRateDetector
+from driftline.online.drift.label_mix import LabelMixDetector
+from driftline.online.drift.monitor import DriftMonitor, build_detectors
 
 __all__ = [
     "ConfidenceDetector",

@@ -161,7 +161,7 @@ class DriftEvent:
         )
 
     def to_alert(self) -> dict[str, Any]:
-        """The alerts-topic payload (``streams.schemas.AlertRecord`` shape; evidence is a dict)."""
+        """The alerts-topic payload (``driftline.streams.schemas.AlertRecord`` shape; evidence is a dict)."""
         return {
             "alert_id": self.drift_id,
             "kind": "drift",

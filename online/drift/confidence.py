@@ -12,7 +12,7 @@ from typing import Any
 
 from river import drift
 
-from online.drift.base import RiverDetector
+from driftline.online.drift.base import RiverDetector
 
 
 class ConfidenceDetector(RiverDetector):

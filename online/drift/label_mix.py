@@ -15,7 +15,7 @@ from typing import Any
 
 from scipy.stats import chi2
 
-from online.drift.base import STATE_VERSION, StateMismatchError
+from driftline.online.drift.base import STATE_VERSION, StateMismatchError
 
 
 def population_stability_index(reference: Counter, current: Counter, smoothing: float = 0.5) -> float:

@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from online.config import DriftConfig, online_config
-from online.drift.base import STATE_VERSION, DriftDetector, DriftEvent, StateMismatchError
-from online.drift.confidence import ConfidenceDetector
-from online.drift.error_rate import ErrorRateDetector
-from online.drift.label_mix import LabelMixDetector
+from driftline.online.config import DriftConfig, online_config
+from driftline.online.drift.base import STATE_VERSION, DriftDetector, DriftEvent, StateMismatchError
+from driftline.online.drift.confidence import ConfidenceDetector
+from driftline.online.drift.error_rate import ErrorRateDetector
+from driftline.online.drift.label_mix import LabelMixDetector
 
 
 def _get(record: Any, name: str, default: Any = None) -> Any:

@@ -1,6 +1,6 @@
 """Tuning of the worker's learning loop, from ``DRIFTLINE_LEARNING_<FIELD>`` environment variables.
 
-Kept apart from ``streams.config`` (the pipeline's own knobs) and from ``online/online.yaml`` (the
+Kept apart from ``driftline.streams.config`` (the pipeline's own knobs) and from ``online/online.yaml`` (the
 detectors' statistics): these are the *streaming* decisions around the detectors - how long feedback
 may wait for the prediction it judges, how much the worker remembers - so tests and the demo can
 shorten the waits without touching detector thresholds.

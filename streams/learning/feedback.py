@@ -1,6 +1,6 @@
 """The feedback stage: validate feedback events and join them to the predictions they judge.
 
-Faust-free (the agent in ``streams.learning.agents`` drives it) so the join rules can be unit
+Faust-free (the agent in ``driftline.streams.learning.agents`` drives it) so the join rules can be unit
 tested. Each consumed message comes with a ``release`` callback that acknowledges its Kafka offset;
 the stage hands every message back exactly once, in one of two lists:
 
@@ -24,11 +24,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from online.feedback import FeedbackJoiner, JoinedFeedback, Unjoined
-from streams.agents import RawMessage
-from streams.learning.config import LearningConfig
-from streams.learning.lookup import Key, PredictionLookup
-from streams.schemas import DeadLetterRecord, FeedbackEvent, PredictionRecord, Rejection, decode_event
+from driftline.online.feedback import FeedbackJoiner, JoinedFeedback, Unjoined
+from driftline.streams.agents import RawMessage
+from driftline.streams.learning.config import LearningConfig
+from driftline.streams.learning.lookup import Key, PredictionLookup
+from driftline.streams.schemas import (
+    DeadLetterRecord,
+    FeedbackEvent,
+    PredictionRecord,
+    Rejection,
+    decode_event,
+)
 
 log = logging.getLogger(__name__)
 

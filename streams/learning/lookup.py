@@ -15,7 +15,7 @@ import threading
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from compose.settings import ClickHouseSettings
+from driftline.settings import ClickHouseSettings
 
 Key = tuple[str, str]  # (task, event_id)
 COLUMNS = ("task", "event_id", "label", "model_version", "adapter_hash", "confidence", "processed_ts_ms")
@@ -37,7 +37,7 @@ class LabelsLookup:
 
     def _connect(self) -> Any:
         if self._client is None:
-            from compose.clients import clickhouse_client
+            from driftline.clients import clickhouse_client
 
             self._client = clickhouse_client(self._settings)
         return self._client

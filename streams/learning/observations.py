@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from online.drift import DriftEvent, DriftMonitor
+from driftline.online.drift import DriftEvent, DriftMonitor
 
 log = logging.getLogger(__name__)
 

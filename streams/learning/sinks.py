@@ -11,9 +11,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from online.drift import DriftEvent
-from online.feedback import JoinedFeedback
-from streams.sinks.clickhouse import ClickHouseSink
+from driftline.online.drift import DriftEvent
+from driftline.online.feedback import JoinedFeedback
+from driftline.streams.sinks.clickhouse import ClickHouseSink
 
 FEEDBACK_COLUMNS = (
     "task",

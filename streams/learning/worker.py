@@ -8,7 +8,7 @@ Data flow (all JSON, topics raw bytes)::
     observations topic --DriftMonitor per task--> alerts topic (kind "drift") + ClickHouse drift_events
                         '--state--> Faust table ``drift-monitors`` (changelog: survives restarts)
 
-Offsets follow the pipeline's *flush, then commit* rule (see ``streams.agents``): a feedback message
+Offsets follow the pipeline's *flush, then commit* rule (see ``driftline.streams.agents``): a feedback message
 is acknowledged only once its joined row is stored or its dead letter sent - pending feedback keeps
 its offset uncommitted, so a crash during the grace period redelivers it. Observation batches that
 raised a drift event are acknowledged once the ``drift_events`` rows are stored.
@@ -27,24 +27,24 @@ import faust
 from prometheus_client import Counter, Gauge
 from pydantic import ValidationError
 
-from compose.settings import Settings
-from online.drift import DriftEvent
-from streams.agents import Stages, _pin, _raw
-from streams.config import PipelineConfig
-from streams.learning.config import LearningConfig
-from streams.learning.feedback import FeedbackOutcome, FeedbackStage, Release
-from streams.learning.lookup import LabelsLookup
-from streams.learning.observations import (
+from driftline.online.drift import DriftEvent
+from driftline.settings import Settings
+from driftline.streams.agents import Stages, _pin, _raw
+from driftline.streams.config import PipelineConfig
+from driftline.streams.learning.config import LearningConfig
+from driftline.streams.learning.feedback import FeedbackOutcome, FeedbackStage, Release
+from driftline.streams.learning.lookup import LabelsLookup
+from driftline.streams.learning.observations import (
     DriftWatch,
     FeedbackObservation,
     ObservationBatch,
     PredictionObservation,
 )
-from streams.learning.sinks import drift_events_sink, drift_row, feedback_row, feedback_sink
-from streams.offsets import CommitGate
-from streams.schemas import AlertRecord, PredictionRecord
-from streams.sinks.base import BatchingSink
-from streams.topics import PipelineTopics
+from driftline.streams.learning.sinks import drift_events_sink, drift_row, feedback_row, feedback_sink
+from driftline.streams.offsets import CommitGate
+from driftline.streams.schemas import AlertRecord, PredictionRecord
+from driftline.streams.sinks.base import BatchingSink
+from driftline.streams.topics import PipelineTopics
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ def register_learning(
 ) -> Learning:
     """Attach the learning loop to a pipeline app; adds the ``feedback`` and ``drift_events`` sinks.
 
-    ``gate``: the app's commit gate (``streams.offsets``). The feedback and observation topics join
+    ``gate``: the app's commit gate (``driftline.streams.offsets``). The feedback and observation topics join
     it, so their offsets commit only once a message was really handled - Faust acks messages it
     skipped during a rebalance or table recovery, which would otherwise lose feedback sent while a
     replacement worker recovers its drift monitors.

@@ -22,7 +22,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
-from streams.metrics import PipelineMetrics
+from driftline.streams.metrics import PipelineMetrics
 
 Row = TypeVar("Row")
 OnStored = Callable[[], Awaitable[None] | None]

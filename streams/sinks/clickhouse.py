@@ -24,11 +24,11 @@ from typing import Any
 
 from clickhouse_driver import Client
 
-from compose.clients import clickhouse_client
-from compose.settings import ClickHouseSettings, get_settings
-from streams.metrics import PipelineMetrics
-from streams.schemas import AlertRecord, DeadLetterRecord, PredictionRecord
-from streams.sinks.base import BatchingSink
+from driftline.clients import clickhouse_client
+from driftline.settings import ClickHouseSettings, get_settings
+from driftline.streams.metrics import PipelineMetrics
+from driftline.streams.schemas import AlertRecord, DeadLetterRecord, PredictionRecord
+from driftline.streams.sinks.base import BatchingSink
 
 
 def _dt(ms: int) -> datetime:

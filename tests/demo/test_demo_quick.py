@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from compose.settings import Topics
-from tests.conftest import unique_suffix
+from bench.harness import unique_suffix
+from driftline.settings import Topics
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
@@ -31,7 +31,14 @@ def test_quick_demo_runs_end_to_end(tmp_path: Path) -> None:
     for name in Topics.model_fields:
         env[f"DRIFTLINE_TOPIC_{name.upper()}"] = f"test.demo.{suffix}.{name}"
     run_dir = tmp_path / "run"
-    cmd = [sys.executable, "-c", "from streams.cli import main; main()", "demo", "--quick", "--no-dashboard"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "driftline.apps.cli",
+        "demo",
+        "--quick",
+        "--no-dashboard",
+    ]
     result = subprocess.run(
         [*cmd, "--run-dir", str(run_dir)], env=env, capture_output=True, text=True, timeout=1500
     )

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import yaml
 
-from streams.demo.config import NEW_CLASS, NEWS_TASK, DemoConfig
-from streams.demo.events import DemoEvent, StreamBuilder
-from streams.demo.report import analyse, render_markdown, rolling, write_report
-from streams.demo.store import DriftRow, LabelRow, VersionRow
+from driftline.apps.demo.config import NEW_CLASS, NEWS_TASK, DemoConfig
+from driftline.apps.demo.events import DemoEvent, StreamBuilder
+from driftline.apps.demo.report import analyse, render_markdown, rolling, write_report
+from driftline.apps.demo.store import DriftRow, LabelRow, VersionRow
 
 
 def test_stream_phases_truth_and_exclusions(tmp_path: Path) -> None:
-    from models.datasets import load_dataset
+    from driftline.models.datasets import load_dataset
 
     config = DemoConfig.preset(quick=True, run_dir=tmp_path, feedback_fraction=0.5)
     news = load_dataset("bbc_news").examples
@@ -47,7 +47,7 @@ def test_chat_share_follows_config(tmp_path: Path) -> None:
 
 
 def test_online_overrides_validate(tmp_path: Path) -> None:
-    from online.config import online_config
+    from driftline.online.config import online_config
 
     for quick in (False, True):
         run_dir = tmp_path / str(quick)  # online_config caches per path

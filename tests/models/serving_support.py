@@ -17,17 +17,17 @@ from pathlib import Path
 
 import pytest
 
-from compose.settings import get_settings
-from models.artifacts import META_FILE
+from driftline.models.artifacts import META_FILE
+from driftline.settings import get_settings
 
 RECIPE = "tiny-v1"
 
 
 def small_artifact(task_name: str) -> Path:
     """A few-step LoRA classifier for ``task_name`` (cached; trained on first use, ~10-30 s)."""
-    from models.datasets import limit_per_class, load_dataset
-    from models.tasks import get_task
-    from models.training import train_classifier
+    from driftline.models.datasets import limit_per_class, load_dataset
+    from driftline.models.tasks import get_task
+    from driftline.models.training import train_classifier
 
     out = get_settings().cache_dir / "test-artifacts" / task_name / RECIPE
     if (out / META_FILE).is_file():

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from compose.settings import get_settings
-from models.export import ServingOptions, export
-from models.inference.base import InferenceError, ModelNotReadyError
-from models.inference.local import LocalClient
-from models.inference.triton import TritonClient
-from tests.conftest import free_ports
+from bench.harness import free_ports
+from driftline.models.export import ServingOptions, export
+from driftline.models.inference.base import InferenceError, ModelNotReadyError
+from driftline.models.inference.local import LocalClient
+from driftline.models.inference.triton import TritonClient
+from driftline.settings import get_settings
 from tests.models.serving_support import exported_model_dir, require_triton, small_artifact, unique_model_name
 
 NEWS_LABELS = ["business", "entertainment", "politics", "sport", "tech"]

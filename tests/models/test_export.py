@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 from tritonclient.grpc import model_config_pb2 as mc
 
-from compose.settings import get_settings
-from models.artifacts import content_hash
-from models.export import (
+from driftline.models.artifacts import content_hash
+from driftline.models.export import (
     CONFIG_FILE,
     GPU_CONFIG_FILE,
     ExportError,
@@ -22,8 +21,9 @@ from models.export import (
     serving_versions,
     set_serving_versions,
 )
-from models.inference.base import ModelNotReadyError
-from models.serving.explain import merge_to_words
+from driftline.models.inference.base import ModelNotReadyError
+from driftline.models.serving.explain import merge_to_words
+from driftline.settings import get_settings
 from tests.models.serving_support import exported_model_dir, require_triton, small_artifact, unique_model_name
 
 # --- pure logic ------------------------------------------------------------------------------------
@@ -115,7 +115,7 @@ def test_export_rejects_broken_or_foreign_artifacts(news_artifact: Path, tmp_pat
 
 
 def test_runner_defines_empty_and_overlong_results(news_artifact: Path) -> None:
-    from models.serving.runner import ClassifierRunner
+    from driftline.models.serving.runner import ClassifierRunner
 
     runner = ClassifierRunner(news_artifact)
     long_text = "Shares in the bank rose after strong quarterly profits. " * 40
@@ -133,8 +133,8 @@ def test_runner_normalizes_input_exactly_when_the_artifact_says_so(
     news_artifact: Path, tmp_path: Path
 ) -> None:
     """Look-alike letters, fullwidth forms and zero-width characters cost nothing once normalized."""
-    from models.robustness import perturb
-    from models.serving.runner import ClassifierRunner
+    from driftline.models.robustness import perturb
+    from driftline.models.serving.runner import ClassifierRunner
 
     text = "Shares in the bank rose after strong quarterly profits, the chief executive said on Monday."
     noisy = perturb(text, "visual", seed=1)
@@ -181,8 +181,8 @@ def triton_news(news_artifact: Path):
 
 
 async def _both(name: str, texts: list[str], version: str | None = None):
-    from models.inference.local import LocalClient
-    from models.inference.triton import TritonClient
+    from driftline.models.inference.local import LocalClient
+    from driftline.models.inference.triton import TritonClient
 
     async with TritonClient() as triton, LocalClient() as local:
         return await triton.predict(name, texts, version), await local.predict(name, texts, version)
@@ -190,7 +190,7 @@ async def _both(name: str, texts: list[str], version: str | None = None):
 
 @pytest.mark.stack
 def test_triton_matches_local_client_on_100_texts(triton_news) -> None:
-    from models.datasets import load_dataset
+    from driftline.models.datasets import load_dataset
 
     name, version = triton_news
     texts = [example.text for example in load_dataset("bbc_news").split("test")[:100]]
@@ -242,7 +242,7 @@ def test_missing_version_is_a_clear_error(triton_news) -> None:
 
 
 async def _remote_only(name: str, texts: list[str], version: str | None):
-    from models.inference.triton import TritonClient
+    from driftline.models.inference.triton import TritonClient
 
     async with TritonClient(retries=0) as triton:
         return await triton.predict(name, texts, version)
@@ -264,7 +264,7 @@ async def _keep_asking(triton, name: str, version: str, stop: asyncio.Event) -> 
 @pytest.mark.slow
 def test_hot_swap_two_versions_then_drop_the_old(news_artifact: Path) -> None:
     """The documented swap: export a candidate, serve both, pin requests by version, drop the old one."""
-    from models.inference.triton import TritonClient
+    from driftline.models.inference.triton import TritonClient
 
     require_triton()
     name = unique_model_name("swap")

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file
 
-from models.artifacts import ADAPTER_DIR, HEAD_FILE, META_FILE, content_hash, read_meta
-from models.datasets import limit_per_class, load_dataset
-from models.tasks import get_task
-from models.training import (
+from driftline.models.artifacts import ADAPTER_DIR, HEAD_FILE, META_FILE, content_hash, read_meta
+from driftline.models.datasets import limit_per_class, load_dataset
+from driftline.models.tasks import get_task
+from driftline.models.training import (
     build_classifier,
     evaluate,
     find_cached,

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from online.drift import ConfidenceDetector, DriftDetector, ErrorRateDetector, LabelMixDetector
-from online.drift.base import StateMismatchError
+from driftline.online.drift import ConfidenceDetector, DriftDetector, ErrorRateDetector, LabelMixDetector
+from driftline.online.drift.base import StateMismatchError
 
 
 @dataclass

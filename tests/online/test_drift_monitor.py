@@ -7,9 +7,9 @@ import random
 
 import pytest
 
-from models.inference.base import Prediction
-from online.config import online_config
-from online.drift import DriftEvent, DriftMonitor, StateMismatchError
+from driftline.models.inference.base import Prediction
+from driftline.online.config import online_config
+from driftline.online.drift import DriftEvent, DriftMonitor, StateMismatchError
 
 LABELS = ["business", "entertainment", "politics", "sport", "tech"]
 
@@ -54,7 +54,7 @@ def test_drift_event_alert_round_trip() -> None:
     )
     alert = event.to_alert()
     assert alert["kind"] == "drift" and alert["task"] == "news_topic" and "0.3100" in alert["message"]
-    from streams.schemas import AlertRecord  # the pipeline's alerts-topic schema must accept it
+    from driftline.streams.schemas import AlertRecord  # the pipeline's alerts-topic schema must accept it
 
     assert AlertRecord(**alert).evidence["statistic"] == 0.31
     assert json.loads(json.dumps(alert)) == alert  # topic payload is plain JSON

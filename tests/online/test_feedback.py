@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from online.feedback import FeedbackJoiner, JoinedFeedback, Unjoined
+from driftline.online.feedback import FeedbackJoiner, JoinedFeedback, Unjoined
 
 
 class Clock:

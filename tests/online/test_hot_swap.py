@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from compose.settings import Settings
-from tests.conftest import unique_suffix
+from bench.harness import unique_suffix
+from driftline.settings import Settings
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
@@ -28,14 +28,14 @@ TEXTS = [
 
 
 def _small_artifact() -> Path:
-    from models.tasks import get_task
-    from models.training import get_or_train
+    from driftline.models.tasks import get_task
+    from driftline.models.training import get_or_train
 
     return get_or_train(get_task("news_topic"), limit=16, max_steps=4, progress=False).artifact_dir
 
 
 async def _drive(task: str, stop: asyncio.Event, log: list[tuple[float, str | None, str]], workers: int = 3):
-    from models.inference.triton import TritonClient
+    from driftline.models.inference.triton import TritonClient
 
     async with TritonClient(timeout_s=60, retries=3) as client:
 
@@ -54,8 +54,8 @@ async def _drive(task: str, stop: asyncio.Event, log: list[tuple[float, str | No
 
 
 async def test_swap_under_load_loses_nothing(settings: Settings) -> None:
-    from models.export import export
-    from online.swap import TritonSwapper
+    from driftline.models.export import export
+    from driftline.online.swap import TritonSwapper
 
     repo = settings.triton.repository
     name = unique_suffix("swaptest_")

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from models.datasets import Example, text_id
-from online.config import PromotionConfig, UpdaterConfig
-from online.drift import DriftEvent
-from online.promotion import Scores, decide
-from online.updater import UpdateTrigger, split_holdout
+from driftline.models.datasets import Example, text_id
+from driftline.online.config import PromotionConfig, UpdaterConfig
+from driftline.online.drift import DriftEvent
+from driftline.online.promotion import Scores, decide
+from driftline.online.updater import UpdateTrigger, split_holdout
 
 POLICY = PromotionConfig(margin=0.02, tolerance=0.01, min_holdout=20)
 

@@ -12,10 +12,10 @@ from datetime import datetime
 
 import pytest
 
-from compose.settings import Settings
-from online.feedback import FeedbackJoiner
-from online.registry import ModelRecord, ModelRegistry, ModelStatus, RegistryError
-from online.updater import ClickHouseSource
+from driftline.online.feedback import FeedbackJoiner
+from driftline.online.registry import ModelRecord, ModelRegistry, ModelStatus, RegistryError
+from driftline.online.updater import ClickHouseSource
+from driftline.settings import Settings
 from tests.conftest import migrated_database
 
 pytestmark = pytest.mark.stack
@@ -106,7 +106,7 @@ def test_feedback_view_and_training_query(db) -> None:
 
 
 def test_drift_events_table_takes_event_rows(db) -> None:
-    from online.drift import DriftEvent
+    from driftline.online.drift import DriftEvent
 
     event = DriftEvent(
         detector="label_mix",

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import pytest
 
-from online.scenario import NEW_CLASS, STREAM_SPLITS, ScenarioConfig, build_stream, stream_pool
-from online.updater import dedupe_latest, split_holdout
+from driftline.online.scenario import NEW_CLASS, STREAM_SPLITS, ScenarioConfig, build_stream, stream_pool
+from driftline.online.updater import dedupe_latest, split_holdout
 
 
 def test_stream_uses_only_unseen_splits_and_shifts_once() -> None:
-    from models.datasets import Example
-    from models.tasks import get_task
-    from models.training import training_data
+    from driftline.models.datasets import Example
+    from driftline.models.tasks import get_task
+    from driftline.models.training import training_data
 
     train, _ = training_data(get_task("news_topic"), exclude=[NEW_CLASS])
     train_ids = {e.id for e in train}
@@ -49,7 +49,7 @@ def test_emerging_class_small() -> None:
         original_eval_size=150,
         feedback_rate=0.25,
     )
-    from online.scenario import run_emerging_class
+    from driftline.online.scenario import run_emerging_class
 
     result = run_emerging_class(cfg, progress=False)
     print(result.to_dict())

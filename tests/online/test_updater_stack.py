@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from compose.settings import Settings
+from driftline.settings import Settings
 from tests.conftest import migrated_database, unique_suffix
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
@@ -41,16 +41,16 @@ def db(settings: Settings) -> Iterator[object]:
 
 def _weak_artifact() -> Path:
     """A barely trained adapter (cached; shared with test_hot_swap): easy to beat on feedback."""
-    from models.tasks import get_task
-    from models.training import get_or_train
+    from driftline.models.tasks import get_task
+    from driftline.models.training import get_or_train
 
     return get_or_train(get_task(TASK), limit=16, max_steps=4, progress=False).artifact_dir
 
 
 def _feedback_examples():
     """Validation-split texts as 'recent feedback' (never in the weak adapter's training data)."""
-    from models.datasets import load_dataset
-    from models.tasks import get_task
+    from driftline.models.datasets import load_dataset
+    from driftline.models.tasks import get_task
 
     examples = load_dataset(get_task(TASK).dataset).split("validation")
     return examples[:150]
@@ -78,16 +78,16 @@ async def test_run_update_promote_reject_crash(
 ) -> None:
     from aiokafka import AIOKafkaProducer
 
-    import models.export
-    import models.training
-    from models.export import export
-    from models.inference.triton import TritonClient
-    from online.config import UpdaterConfig, online_config
-    from online.drift.base import DriftEvent
-    from online.registry import ModelRegistry, ModelStatus
-    from online.swap import TritonSwapper
-    from online.updater import ListSource, Updater, run_updater
-    from streams.schemas import AlertRecord
+    import driftline.models.export
+    import driftline.models.training
+    from driftline.models.export import export
+    from driftline.models.inference.triton import TritonClient
+    from driftline.online.config import UpdaterConfig, online_config
+    from driftline.online.drift.base import DriftEvent
+    from driftline.online.registry import ModelRegistry, ModelStatus
+    from driftline.online.swap import TritonSwapper
+    from driftline.online.updater import ListSource, Updater, run_updater
+    from driftline.streams.schemas import AlertRecord
 
     bootstrap = settings.kafka.bootstrap
     name = unique_suffix("updtest_")
@@ -199,14 +199,14 @@ async def test_run_update_promote_reject_crash(
             raise RuntimeError("injected training failure")
 
         with monkeypatch.context() as patch:
-            patch.setattr(models.training, "train_classifier", boom)
+            patch.setattr(driftline.models.training, "train_classifier", boom)
             crashed = await asyncio.to_thread(updater.run_update, "test: crash")
         assert not crashed.promoted and "injected training failure" in crashed.reason
         assert swapper.serving_versions(name) == [2]
 
         # 4. the exported version cannot load in Triton: swap rolled back, version 2 keeps serving.
         updater.policy = updater.policy.model_copy(update={"margin": -1.0, "tolerance": 1.0})
-        real_export = models.export.export
+        real_export = driftline.models.export.export
 
         def corrupt_export(*args, **kwargs) -> int:
             version = real_export(*args, **kwargs)
@@ -214,7 +214,7 @@ async def test_run_update_promote_reject_crash(
             return version
 
         with monkeypatch.context() as patch:
-            patch.setattr(models.export, "export", corrupt_export)
+            patch.setattr(driftline.models.export, "export", corrupt_export)
             broken = await asyncio.to_thread(updater.run_update, "test: unloadable export")
         assert not broken.promoted and "keeps serving" in broken.reason, broken.reason
         assert swapper.serving_versions(name) == [2]

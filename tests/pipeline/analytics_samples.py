@@ -13,11 +13,8 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
-from compose.stack.migrations import split_statements
-
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "compose" / "sql" / "migrations"
+from driftline.schema.migrate import MIGRATIONS_DIR, split_statements
 
 NEWS_LABELS = ["business", "entertainment", "politics", "sport", "tech"]
 SENTIMENT_LABELS = ["negative", "positive"]

@@ -221,7 +221,7 @@ def chdb_engine(samples: SampleSet) -> Iterator[ChdbEngine]:
 
 @pytest.fixture(scope="module")
 def server_engine(samples: SampleSet) -> Iterator[ServerEngine]:
-    from compose.settings import get_settings
+    from driftline.settings import get_settings
 
     engine = ServerEngine(get_settings())
     try:

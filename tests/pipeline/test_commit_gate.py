@@ -10,7 +10,7 @@ import faust
 from faust.types import TP
 from faust.types.tuples import ConsumerMessage
 
-from streams.offsets import CommitGate, install
+from driftline.streams.offsets import CommitGate, install
 
 TOPIC = "gate-test-chat"
 TP0 = TP(TOPIC, 0)

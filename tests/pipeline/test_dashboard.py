@@ -1,7 +1,7 @@
 """``driftline dashboard`` against the real ClickHouse server, checked through its API and in Chromium.
 
 Sample rows (unique task names) go into a private database on the shared server, migrated from
-compose/sql/migrations, and the dashboard runs as the real CLI subprocess pointed at that database
+driftline/schema/migrations, and the dashboard runs as the real CLI subprocess pointed at that database
 through the environment, exactly as an operator would configure it. The browser test loads the page
 in headless Chromium and reads back what the page's own script drew.
 """
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_ports
+from bench.harness import free_ports
 from tests.pipeline.analytics_samples import SampleSet, build_samples, migration_statements
 
 pytestmark = pytest.mark.stack
@@ -51,7 +51,7 @@ def samples() -> SampleSet:
 def database(samples: SampleSet) -> Iterator[str]:
     from clickhouse_driver import Client
 
-    from compose.settings import get_settings
+    from driftline.settings import get_settings
 
     c = get_settings().clickhouse
     kwargs = dict(
@@ -77,7 +77,14 @@ def dashboard(database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     port = free_ports(1)[0]
     log = tmp_path_factory.mktemp("dashboard") / "dashboard.log"
     env = {**os.environ, "DRIFTLINE_CLICKHOUSE_DATABASE": database}
-    cmd = [sys.executable, "-c", "from streams.cli import main; main()", "dashboard", "--port", str(port)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "driftline.apps.cli",
+        "dashboard",
+        "--port",
+        str(port),
+    ]
     with log.open("w") as out:
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"

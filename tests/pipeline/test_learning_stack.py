@@ -25,10 +25,10 @@ from typing import Any
 
 import pytest
 
-from models.datasets import load_dataset
-from streams.schemas import PredictionRecord
-from streams.sinks.clickhouse import LABEL_COLUMNS, label_row
-from tests.pipeline.support import PipelineRun, ServedModel, clickhouse, served_model, wait_for
+from bench.harness import PipelineRun, ServedModel, clickhouse, served_model, wait_for
+from driftline.models.datasets import load_dataset
+from driftline.streams.schemas import PredictionRecord
+from driftline.streams.sinks.clickhouse import LABEL_COLUMNS, label_row
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 

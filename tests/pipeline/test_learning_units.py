@@ -11,15 +11,15 @@ from typing import Any
 
 import pytest
 
-from online.config import DriftConfig, ErrorRateConfig
-from streams.agents import RawMessage
-from streams.deadletter import dead_letter
-from streams.learning.config import LearningConfig
-from streams.learning.feedback import FeedbackStage
-from streams.learning.lookup import Key
-from streams.learning.observations import DriftWatch, FeedbackObservation, ObservationBatch
-from streams.learning.sinks import FEEDBACK_COLUMNS, feedback_row
-from streams.schemas import PredictionRecord
+from driftline.online.config import DriftConfig, ErrorRateConfig
+from driftline.streams.agents import RawMessage
+from driftline.streams.deadletter import dead_letter
+from driftline.streams.learning.config import LearningConfig
+from driftline.streams.learning.feedback import FeedbackStage
+from driftline.streams.learning.lookup import Key
+from driftline.streams.learning.observations import DriftWatch, FeedbackObservation, ObservationBatch
+from driftline.streams.learning.sinks import FEEDBACK_COLUMNS, feedback_row
+from driftline.streams.schemas import PredictionRecord
 
 
 class FakeLookup:
@@ -133,7 +133,7 @@ def _drift_config() -> DriftConfig:
 
 
 def test_drift_watch_detects_error_shift_and_resumes_from_checkpoint(monkeypatch: pytest.MonkeyPatch) -> None:
-    import streams.learning.observations as obs
+    import driftline.streams.learning.observations as obs
 
     real = obs.DriftMonitor
     monkeypatch.setattr(obs, "DriftMonitor", lambda task: real(task, _drift_config()))
@@ -160,8 +160,8 @@ def test_drift_watch_detects_error_shift_and_resumes_from_checkpoint(monkeypatch
 
 
 def test_late_feedback_on_a_replaced_model_neither_resets_nor_counts(monkeypatch: pytest.MonkeyPatch) -> None:
-    import streams.learning.observations as obs
-    from streams.learning.observations import PredictionObservation
+    import driftline.streams.learning.observations as obs
+    from driftline.streams.learning.observations import PredictionObservation
 
     real = obs.DriftMonitor
     monkeypatch.setattr(obs, "DriftMonitor", lambda task: real(task, _drift_config()))

@@ -15,9 +15,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from compose.settings import get_settings
-from models.datasets import load_dataset
-from tests.pipeline.support import PipelineRun, ServedModel, clickhouse, served_model, wait_for
+from bench.harness import PipelineRun, ServedModel, clickhouse, served_model, wait_for
+from driftline.models.datasets import load_dataset
+from driftline.settings import get_settings
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
@@ -211,7 +211,7 @@ def test_hostile_input_is_dead_lettered_and_the_workers_keep_going(
 
 
 async def _predict(model: str, texts: list[str]) -> list[str]:
-    from models.inference.triton import TritonClient
+    from driftline.models.inference.triton import TritonClient
 
     async with TritonClient() as client:
         return [p.label for p in await client.predict(model, texts)]
@@ -312,7 +312,7 @@ def test_clickhouse_outage_loses_nothing_even_if_the_worker_dies_during_it(
     retries store everything. Phase B: the worker is SIGKILLed during the outage; a fresh worker in the
     same consumer group gets the uncommitted events redelivered and stores them, exactly once (FINAL).
     """
-    from tests.pipeline.support import TcpProxy
+    from bench.harness import TcpProxy
 
     ch = get_settings().clickhouse
     proxy = TcpProxy(ch.host, ch.port)

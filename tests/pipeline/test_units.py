@@ -8,14 +8,14 @@ import json
 
 import pytest
 
-from models.inference.base import InferenceClient, InferenceError, ModelNotReadyError, Prediction
-from streams.agents import RawMessage, Stages
-from streams.alerts import evaluate_surge, ewma, subject_of
-from streams.config import PipelineConfig, SurgeSettings
-from streams.metrics import PipelineMetrics
-from streams.routing import Route, load_routes
-from streams.schemas import ChatEvent, NewsEvent, Rejection, decode_event
-from streams.sinks.base import BatchingSink
+from driftline.models.inference.base import InferenceClient, InferenceError, ModelNotReadyError, Prediction
+from driftline.streams.agents import RawMessage, Stages
+from driftline.streams.alerts import evaluate_surge, ewma, subject_of
+from driftline.streams.config import PipelineConfig, SurgeSettings
+from driftline.streams.metrics import PipelineMetrics
+from driftline.streams.routing import Route, load_routes
+from driftline.streams.schemas import ChatEvent, NewsEvent, Rejection, decode_event
+from driftline.streams.sinks.base import BatchingSink
 
 LIMITS = {"max_bytes": 1 << 20, "max_text_chars": 100_000}
 NEWS = {"id": "n1", "timestamp": "2024-01-02T03:04:05Z", "source": "bbc", "title": "Title", "body": "Body"}
@@ -74,7 +74,7 @@ def test_feedback_task_and_label_are_checked() -> None:
 
 
 def test_routes_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    from compose.settings import Topics
+    from driftline.settings import Topics
 
     monkeypatch.setenv("DRIFTLINE_ROUTE_NEWS", "news_topic@test_model_x")
     monkeypatch.setenv("DRIFTLINE_ROUTE_CHAT", "-")
@@ -231,7 +231,7 @@ async def test_dead_letter_payload_of_huge_message_is_cut() -> None:
 def test_json_logs_carry_extra_fields_and_mask_secret_looking_ones() -> None:
     import logging
 
-    from streams.jsonlog import JsonFormatter
+    from driftline.logs import JsonFormatter
 
     record = logging.makeLogRecord(
         {

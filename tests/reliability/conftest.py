@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from compose.settings import Settings
-from compose.stack.manager import Stack
+from driftline.compose.stack.manager import Stack
+from driftline.settings import Settings
 from tests.reliability.support import PIPELINE_CH_PASSWORD, private_env, settings_for
 
 
@@ -30,7 +30,7 @@ class PrivatePipelineStack:
 
 
 async def _load(url: str, names: list[str]) -> None:
-    from models.inference.triton import TritonClient
+    from driftline.models.inference.triton import TritonClient
 
     async with TritonClient(url, timeout_s=300) as client:
         for name in names:
@@ -39,8 +39,8 @@ async def _load(url: str, names: list[str]) -> None:
 
 @pytest.fixture(scope="package")
 def pipeline_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivatePipelineStack]:
-    from models.export import export
-    from tests.pipeline.support import pipeline_artifact
+    from bench.harness import pipeline_artifact
+    from driftline.models.export import export
 
     root = tmp_path_factory.mktemp("reliability-stack")
     repository = root / "triton_repo"

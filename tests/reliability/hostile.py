@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from models.robustness import perturb
+from driftline.models.robustness import perturb
 
 Outcome = Literal["label", "dead_letter"]
 
@@ -257,7 +257,7 @@ def build_corpus(suffix: str, *, huge_bytes: int = 10 * 1024 * 1024) -> list[Hos
 
 def good_events(suffix: str, n: int) -> list[HostileCase]:
     """Ordinary events sent between the hostile ones (they must all be labelled as usual)."""
-    from models.datasets import load_dataset
+    from driftline.models.datasets import load_dataset
 
     out = []
     news_texts = [e.text[:1500] for e in load_dataset("bbc_news").split("test")[:n]]

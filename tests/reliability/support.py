@@ -26,12 +26,11 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
-from compose.clients import clickhouse_client, kafka_client_kwargs
-from compose.settings import REPO_ROOT, Settings, Topics
-from compose.stack.manager import Stack
-from tests.conftest import free_ports
-from tests.pipeline.support import wait_for as pipeline_wait_for
-from tests.pipeline.support import worker_env
+from bench.harness import free_ports, worker_env
+from bench.harness import wait_for as pipeline_wait_for
+from driftline.clients import clickhouse_client, kafka_client_kwargs
+from driftline.compose.stack.manager import Stack
+from driftline.settings import REPO_ROOT, Settings, Topics
 
 #: password of the ClickHouse user of the private pipeline stack (conftest); tests grep logs for it
 PIPELINE_CH_PASSWORD = "rel-pw-5e1f0c2b"
@@ -181,7 +180,7 @@ class PipelineWorkers:
     def start(self) -> Worker:
         port = free_ports(1)[0]
         log = self.log_dir / f"worker-{self.suffix}-{port}.log"
-        cmd = [sys.executable, "-c", "from streams.cli import main; main()", "worker",
+        cmd = [sys.executable, "-m", "driftline.apps.cli", "worker",
                "--web-port", str(port), "--client", "triton"]  # fmt: skip
         proc = subprocess.Popen(
             cmd, cwd=REPO_ROOT, env=self.worker_env(), stdout=log.open("wb"), stderr=subprocess.STDOUT,

@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 import pytest
 
 from bench.reliability_bench import record_run
-from compose.clients import kafka_client_kwargs
-from compose.settings import Settings
-from compose.stack.manager import Stack
-from models.datasets import load_dataset
+from driftline.clients import kafka_client_kwargs
+from driftline.compose.stack.manager import Stack
+from driftline.models.datasets import load_dataset
+from driftline.settings import Settings
 from tests.reliability.support import PipelineWorkers, create_topics, query, wait_for
 
 pytestmark = pytest.mark.slow
@@ -111,7 +111,7 @@ def _restart(settings: Settings, name: str) -> float:
 
 
 async def _reload(settings: Settings, models: list[str]) -> None:
-    from models.inference.triton import TritonClient
+    from driftline.models.inference.triton import TritonClient
 
     async with TritonClient(settings.triton.grpc_url, timeout_s=300) as client:
         await asyncio.gather(*(client.load(name) for name in models))

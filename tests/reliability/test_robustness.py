@@ -6,8 +6,8 @@ import unicodedata
 
 import pytest
 
-from models.datasets import load_dataset
-from models.robustness import (
+from driftline.models.datasets import load_dataset
+from driftline.models.robustness import (
     CONFUSABLES,
     NOISES,
     ZERO_WIDTH,
@@ -126,7 +126,7 @@ def test_normalization_at_least_halves_the_accuracy_drop_on_news() -> None:
 
 
 def test_augment_makes_noisy_copies_of_examples() -> None:
-    from models.robustness import augment
+    from driftline.models.robustness import augment
 
     examples = load_dataset("bbc_news").split("train")[:10]
     noisy = augment(examples, copies=2)

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from compose.clients import (
+from bench.harness import free_ports
+from driftline.clients import (
     ClickHouseAuthError,
     KafkaAuthError,
     check_clickhouse,
@@ -27,10 +28,9 @@ from compose.clients import (
     clickhouse_client,
     kafka_client_kwargs,
 )
-from compose.settings import REPO_ROOT
-from compose.stack.manager import Stack
-from compose.stack.smoke import _kafka_round_trip
-from tests.conftest import free_ports
+from driftline.compose.stack.manager import Stack
+from driftline.compose.stack.smoke import _kafka_round_trip
+from driftline.settings import REPO_ROOT
 from tests.reliability.support import (
     files_containing,
     log_files,
@@ -42,7 +42,7 @@ pytestmark = pytest.mark.slow
 
 CH_SECRET = "chPw-Zebra-7f3a91"
 KAFKA_SECRET = "kfPw-Quokka-2c88d0"
-CLI = [sys.executable, "-c", "from streams.cli import main; main()"]
+CLI = [sys.executable, "-m", "driftline.apps.cli"]
 
 
 def _cli(env: dict[str, str], *args: str, out: Path, timeout: float = 240) -> subprocess.CompletedProcess:

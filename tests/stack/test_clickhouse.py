@@ -7,8 +7,8 @@ from datetime import datetime
 
 import pytest
 
-from compose.stack.migrations import MIGRATIONS_DIR, apply_migrations, discover, split_statements
-from tests.conftest import unique_suffix
+from bench.harness import unique_suffix
+from driftline.schema.migrate import MIGRATIONS_DIR, apply_migrations, discover, split_statements
 
 
 def test_split_statements_on_line_end_semicolons():

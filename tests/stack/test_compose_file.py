@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import yaml
 
-from compose.settings import REPO_ROOT, Settings
-from compose.stack.migrations import discover
+from driftline.schema.migrate import discover
+from driftline.settings import REPO_ROOT, Settings
 
 COMPOSE = REPO_ROOT / "compose" / "docker-compose.yml"
 
@@ -41,7 +43,7 @@ def test_compose_triton_has_gpu_and_model_repo():
     dockerfile = COMPOSE.parent / triton["build"]["dockerfile"].removeprefix("compose/")
     base = dockerfile.read_text().split("FROM ", 1)[1].split()[0]
     assert base.startswith("nvcr.io/nvidia/tritonserver:") and base.endswith("-py3")
-    assert "peft" in dockerfile.read_text()
+    _assert_installs_driftline(dockerfile)
     devices = triton["deploy"]["resources"]["reservations"]["devices"]
     assert any("gpu" in d.get("capabilities", []) for d in devices)
     assert any("triton_repo" in str(v) for v in triton["volumes"])
@@ -60,8 +62,23 @@ def test_compose_topics_and_migrations_match():
     text = COMPOSE.read_text()
     for topic in Settings.from_env().kafka.topics.all():
         assert topic in text, f"topic {topic} not created by compose"
-    ch_volumes = " ".join(map(str, doc["services"]["clickhouse"].get("volumes", [])))
-    assert "sql/migrations" in ch_volumes or "sql/migrations" in text
+    # the migrations ship inside the package; the one-shot migrate service runs the stack's runner
+    assert doc["services"]["migrate"]["command"] == ["driftline", "stack", "init"]
     assert discover(), "no migration files"
     env = doc["services"]["worker"].get("environment", {})
     assert env.get("DRIFTLINE_KAFKA_BOOTSTRAP") == "kafka:9092"
+
+
+def _assert_installs_driftline(dockerfile: Path) -> None:
+    """The image copies every folder that pyproject maps into ``driftline`` and pip-installs it."""
+    import tomllib
+
+    text = dockerfile.read_text()
+    mapping = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+    for folder in mapping.values():
+        assert f"COPY {folder} {folder}" in text, f"{dockerfile.name} does not copy {folder}/"
+    assert "pip install" in text and " . " in text.replace("\\\n", " ")
+
+
+def test_worker_image_installs_the_package() -> None:
+    _assert_installs_driftline(COMPOSE.parent / "Dockerfile")

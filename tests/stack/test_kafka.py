@@ -12,7 +12,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from tests.conftest import unique_suffix
+from bench.harness import unique_suffix
 
 pytestmark = pytest.mark.stack
 

@@ -13,10 +13,10 @@ import psutil
 import pytest
 import tritonclient.grpc as grpcclient
 
-from compose.settings import Settings
-from compose.stack.manager import Stack
-from compose.stack.process import StackError, port_open
-from tests.conftest import free_ports
+from bench.harness import free_ports
+from driftline.compose.stack.manager import Stack
+from driftline.compose.stack.process import StackError, port_open
+from driftline.settings import Settings
 
 
 @pytest.fixture
@@ -91,7 +91,7 @@ def test_missing_java_is_reported(alt_settings, monkeypatch, tmp_path):
 
 
 def test_kafka_cluster_ids_never_look_like_flags():
-    from compose.stack.kafka import _new_cluster_id
+    from driftline.compose.stack.kafka import _new_cluster_id
 
     ids = {_new_cluster_id() for _ in range(2000)}
     assert len(ids) == 2000

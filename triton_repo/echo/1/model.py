@@ -1,6 +1,6 @@
 """Echo: the stack's smoke model. Returns each TEXT unchanged (ECHO) and its UTF-8 length (LENGTH).
 
-It also imports ``compose.settings`` to prove the server's PYTHONPATH reaches the repo, which the
+It also imports ``driftline.settings`` to prove the server's PYTHONPATH reaches the repo, which the
 real classifiers rely on (their model.py imports ``models``).
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-import compose.settings  # noqa: F401  (import check: repo root is on PYTHONPATH)
+import driftline.settings  # noqa: F401  (import check: repo root is on PYTHONPATH)
 
 
 class TritonPythonModel:

@@ -19,10 +19,10 @@ models_app = typer.Typer(
 
 def _alert_publisher(loop: asyncio.AbstractEventLoop | None = None, producer: Any = None):
     """A sync ``publish(alert)``: row in ClickHouse ``alerts`` and, with a producer, the alerts topic."""
-    from compose.clients import clickhouse_client
-    from compose.settings import get_settings
-    from streams.schemas import AlertRecord
-    from streams.sinks.clickhouse import ALERT_COLUMNS, alert_row
+    from driftline.clients import clickhouse_client
+    from driftline.settings import get_settings
+    from driftline.streams.schemas import AlertRecord
+    from driftline.streams.sinks.clickhouse import ALERT_COLUMNS, alert_row
 
     settings = get_settings()
     client = clickhouse_client(settings)
@@ -43,8 +43,8 @@ def _alert_publisher(loop: asyncio.AbstractEventLoop | None = None, producer: An
 
 
 def _registry_and_swapper():
-    from online.registry import ModelRegistry
-    from online.swap import TritonSwapper
+    from driftline.online.registry import ModelRegistry
+    from driftline.online.swap import TritonSwapper
 
     return ModelRegistry.from_settings(), TritonSwapper(log=typer.echo)
 
@@ -55,7 +55,7 @@ def list_models(task: str = typer.Option(None, help="Only this task.")) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from online.registry import ModelRegistry
+    from driftline.online.registry import ModelRegistry
 
     table = Table(title="model versions")
     for column in ("task", "version", "status", "adapter", "parent", "recent acc", "orig acc", "reason"):
@@ -81,7 +81,7 @@ def promote(
     task: str = typer.Option("news_topic", help="Task (Triton model name)."),
 ) -> None:
     """Hot-swap the task to VERSION (already exported under triton_repo/<task>/VERSION)."""
-    from online.operations import promote_version
+    from driftline.online.operations import promote_version
 
     registry, swapper = _registry_and_swapper()
     record, report = promote_version(task, version, registry, swapper, publish=_alert_publisher())
@@ -94,7 +94,7 @@ def promote(
 @models_app.command("rollback")
 def rollback_cmd(task: str = typer.Option("news_topic", help="Task (Triton model name).")) -> None:
     """Serve the version that served before the current one again."""
-    from online.operations import rollback
+    from driftline.online.operations import rollback
 
     registry, swapper = _registry_and_swapper()
     record, report = rollback(task, registry, swapper, publish=_alert_publisher())
@@ -109,12 +109,12 @@ def updater(
     """Run the updater: drift alerts + new feedback -> LoRA update -> evaluate -> hot swap."""
     from aiokafka import AIOKafkaProducer
 
-    from compose.clients import kafka_client_kwargs
-    from compose.settings import get_settings
-    from online.config import online_config
-    from online.registry import ModelRegistry
-    from online.swap import TritonSwapper
-    from online.updater import ClickHouseSource, Updater, run_updater
+    from driftline.clients import kafka_client_kwargs
+    from driftline.online.config import online_config
+    from driftline.online.registry import ModelRegistry
+    from driftline.online.swap import TritonSwapper
+    from driftline.online.updater import ClickHouseSource, Updater, run_updater
+    from driftline.settings import get_settings
 
     settings = get_settings()
 

@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from streams.demo.config import CHAT_TASK, NEW_CLASS, NEWS_TASK
-from streams.demo.events import DemoEvent
-from streams.demo.store import DriftRow, LabelRow, VersionRow
+from driftline.apps.demo.config import CHAT_TASK, NEW_CLASS, NEWS_TASK
+from driftline.apps.demo.events import DemoEvent
+from driftline.apps.demo.store import DriftRow, LabelRow, VersionRow
 
 
 @dataclass

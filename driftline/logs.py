@@ -1,7 +1,7 @@
 """JSON-lines log formatting for workers: one object per line, ``extra=`` fields included.
 
 Log records never carry settings objects or credentials (secrets are ``SecretStr`` and stay in
-``compose.settings``); as a second guard, keys that look like secrets are masked.
+``driftline.settings``); as a second guard, keys that look like secrets are masked.
 """
 
 from __future__ import annotations

@@ -13,6 +13,6 @@ Modules, in the order a run uses them:
 - ``runner``    : the orchestration that ties these together (``run_demo``).
 """
 
-from streams.demo.config import DemoConfig
+from driftline.apps.demo.config import DemoConfig
 
 __all__ = ["DemoConfig"]

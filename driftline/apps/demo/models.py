@@ -5,7 +5,7 @@ without entertainment, chat_sentiment by its own first adapter. If Triton alread
 that adapter (same content hash) it is only (re)loaded; if it serves something else (say, the
 version a previous demo promoted), the initial adapter is exported as a new version and hot-swapped
 in, so a re-run is a fresh story without restarting anything. Training is cached by
-``models.training.get_or_train`` (same task config + data + options = same artifact).
+``driftline.models.training.get_or_train`` (same task config + data + options = same artifact).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from streams.demo.config import CHAT_TASK, NEW_CLASS, NEWS_TASK, DemoConfig, TrainPlan
+from driftline.apps.demo.config import CHAT_TASK, NEW_CLASS, NEWS_TASK, DemoConfig, TrainPlan
 
 Log = Callable[[str], None]
 
@@ -34,9 +34,9 @@ class ServingModel:
 
 
 def _train(task_name: str, plan: TrainPlan, exclude: list[str], config: DemoConfig, log: Log):
-    from compose.settings import get_settings
-    from models.tasks import get_task
-    from models.training import get_or_train, training_data
+    from driftline.models.tasks import get_task
+    from driftline.models.training import get_or_train, training_data
+    from driftline.settings import get_settings
 
     task = get_task(task_name)
     what = f"{task_name} (without {', '.join(exclude)})" if exclude else task_name
@@ -60,9 +60,9 @@ def _train(task_name: str, plan: TrainPlan, exclude: list[str], config: DemoConf
 
 def _serve(task: str, artifact: Path, log: Log) -> tuple[int, bool]:
     """Make ``artifact`` the only serving version of ``task`` in Triton; returns (version, exported)."""
-    from models.artifacts import read_meta
-    from models.export import export, serving_versions
-    from online.swap import TritonSwapper
+    from driftline.models.artifacts import read_meta
+    from driftline.models.export import export, serving_versions
+    from driftline.online.swap import TritonSwapper
 
     wanted = read_meta(artifact).adapter_hash
     swapper = TritonSwapper(log=log)
@@ -93,7 +93,7 @@ def _serve(task: str, artifact: Path, log: Log) -> tuple[int, bool]:
 
 
 def _load(task: str) -> None:
-    from models.inference.triton import TritonClient
+    from driftline.models.inference.triton import TritonClient
 
     async def load() -> None:
         async with TritonClient(timeout_s=120) as client:
@@ -106,7 +106,7 @@ def _load(task: str) -> None:
 
 def _register(task: str, version: int, artifact: Path) -> None:
     """Registry rows: this version serving (created from meta.json if new), other serving ones retired."""
-    from online.registry import ModelRegistry, ModelStatus
+    from driftline.online.registry import ModelRegistry, ModelStatus
 
     registry = ModelRegistry.from_settings()
     repo_dir = _version_dir(task, version)
@@ -119,14 +119,14 @@ def _register(task: str, version: int, artifact: Path) -> None:
 
 
 def _version_dir(task: str, version: int) -> Path:
-    from compose.settings import get_settings
+    from driftline.settings import get_settings
 
     return get_settings().triton.repository / task / str(version)
 
 
 def prepare_models(config: DemoConfig, log: Log) -> dict[str, ServingModel]:
     """Train or reuse, export if needed, load in Triton, register; one entry per task."""
-    from models.artifacts import read_meta
+    from driftline.models.artifacts import read_meta
 
     plans = {NEWS_TASK: (config.news_train, [NEW_CLASS]), CHAT_TASK: (config.chat_train, [])}
     out: dict[str, ServingModel] = {}

@@ -13,7 +13,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from compose.settings import ClickHouseSettings
+from driftline.settings import ClickHouseSettings
 
 QUERY_SETTINGS = {"readonly": 2, "max_execution_time": 20}
 
@@ -33,7 +33,7 @@ class ClickHouseStore:
     def _client(self):
         client = getattr(self._local, "client", None)
         if client is None:
-            from compose.clients import clickhouse_client
+            from driftline.clients import clickhouse_client
 
             client = clickhouse_client(self.settings, client_name="driftline-dashboard")
             self._local.client = client

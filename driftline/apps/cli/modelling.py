@@ -1,7 +1,7 @@
 """CLI commands: modelling (``driftline data describe``, ``driftline train``; ``export`` sits beside them).
 
-Thin wrappers over ``models.datasets`` and ``models.training``; torch and transformers are imported
-inside the commands so ``driftline --help`` stays fast.
+Thin wrappers over ``driftline.models.datasets`` and ``driftline.models.training``; torch and
+transformers are imported inside the commands so ``driftline --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ console = Console()
 
 def dataset_table(name: str) -> Table:
     """Counts per class and split for one dataset, with totals and what de-duplication dropped."""
-    from models.datasets import SPLITS, load_dataset
+    from driftline.models.datasets import SPLITS, load_dataset
 
     dataset = load_dataset(name)
     counts = dataset.counts()
@@ -76,7 +76,7 @@ def register(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         """Print counts per class and split (train/validation/test)."""
-        from models.datasets import DatasetUnavailableError, UnknownDatasetError, dataset_names
+        from driftline.models.datasets import DatasetUnavailableError, UnknownDatasetError, dataset_names
 
         names = [dataset] if dataset else dataset_names()
         for name in names:
@@ -120,8 +120,8 @@ def register(app: typer.Typer) -> None:
 
         An artifact trained with the same task config, data and options is reused unless --force.
         """
-        from models.tasks import UnknownTaskError, get_task
-        from models.training import get_or_train
+        from driftline.models.tasks import UnknownTaskError, get_task
+        from driftline.models.training import get_or_train
 
         try:
             config = get_task(task)
@@ -172,7 +172,7 @@ def register(app: typer.Typer) -> None:
         threads: int | None = typer.Option(None, help="torch threads per instance (0: torch default)"),
     ) -> None:
         """Copy a trained artifact into the Triton repository as the next version (models/export.py)."""
-        from models.export import ExportError, ServingOptions, export
+        from driftline.models.export import ExportError, ServingOptions, export
 
         options = ServingOptions.from_env(
             max_queue_delay_us=max_queue_delay_us,

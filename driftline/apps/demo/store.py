@@ -15,7 +15,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from compose.settings import ClickHouseSettings
+from driftline.settings import ClickHouseSettings
 
 TASKS_SQL = "('news_topic', 'chat_sentiment')"
 
@@ -67,7 +67,7 @@ class Counters:
 
 class DemoStore:
     def __init__(self, settings: ClickHouseSettings, run_id: str, started_ms: int) -> None:
-        from compose.clients import clickhouse_client
+        from driftline.clients import clickhouse_client
 
         self.client = clickhouse_client(settings)
         self.run_id = run_id

@@ -18,7 +18,7 @@ ServicesOpt = Annotated[
 
 
 def _stack(services: list[str] | None):
-    from compose.stack.manager import Stack
+    from driftline.compose.stack.manager import Stack
 
     return Stack(only=services or None)
 
@@ -30,7 +30,7 @@ def _fail(exc: Exception) -> typer.Exit:
 
 def up(services: ServicesOpt = None) -> None:
     """Start Kafka, ClickHouse and Triton on 127.0.0.1 (idempotent), create topics, apply migrations."""
-    from compose.stack.process import StackError
+    from driftline.compose.stack.process import StackError
 
     try:
         stack = _stack(services)
@@ -46,7 +46,7 @@ def up(services: ServicesOpt = None) -> None:
 
 def down(services: ServicesOpt = None) -> None:
     """Stop the services this run dir started (pid files only), wait until their ports close."""
-    from compose.stack.process import StackError
+    from driftline.compose.stack.process import StackError
 
     try:
         _stack(services).down(report=lambda msg: console.print(msg, highlight=False))
@@ -80,7 +80,7 @@ def logs(
     tail: Annotated[int, typer.Option("--tail", "-n", help="Also print the last N lines of each log.")] = 0,
 ) -> None:
     """Where each service logs; with --tail N, the last N lines too."""
-    from compose.stack import process
+    from driftline.compose.stack import process
 
     for svc in _stack(services).services:
         console.print(f"[bold]{svc.name}[/]: {svc.log_file}  (stdout/stderr: {svc.stdout_file})")
@@ -94,8 +94,8 @@ def logs(
 
 def init() -> None:
     """Create topics and apply migrations on the configured (possibly remote) Kafka and ClickHouse."""
-    from compose.stack.manager import init_remote
-    from compose.stack.process import StackError
+    from driftline.compose.stack.manager import init_remote
+    from driftline.compose.stack.process import StackError
 
     try:
         init_remote(report=lambda msg: console.print(msg, highlight=False))
@@ -105,8 +105,8 @@ def init() -> None:
 
 def smoke() -> None:
     """Prove the running stack works: Kafka round-trip, ClickHouse tables, Triton echo inference."""
-    from compose.stack.process import StackError
-    from compose.stack.smoke import run_smoke
+    from driftline.compose.stack.process import StackError
+    from driftline.compose.stack.smoke import run_smoke
 
     try:
         for line in run_smoke():

@@ -20,8 +20,8 @@ from typing import Any
 
 import typer
 
-from compose.clients import kafka_client_kwargs
-from compose.settings import Topics, get_settings
+from driftline.clients import kafka_client_kwargs
+from driftline.settings import Topics, get_settings
 
 LOGLEVELS = ("debug", "info", "warning", "error")
 
@@ -93,9 +93,9 @@ def dataset_events(
     dataset: str, *, limit: int | None, feedback_fraction: float, seed: int = 0
 ) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]]]:
     """Events (and feedback for a fraction of them) from a packaged dataset; returns (kind, ...)."""
-    from models.datasets import load_dataset
-    from models.tasks import load_tasks
-    from streams.routing import load_routes
+    from driftline.models.datasets import load_dataset
+    from driftline.models.tasks import load_tasks
+    from driftline.streams.routing import load_routes
 
     data = load_dataset(dataset)
     tasks = [t for t in load_tasks().values() if t.dataset == dataset]
@@ -139,9 +139,9 @@ def register(app: typer.Typer) -> None:
         """Run a pipeline worker (Faust): classify news/chat events, store labels, raise alerts."""
         import faust
 
-        from streams.app import build_pipeline, make_client
-        from streams.jsonlog import JsonFormatter
-        from streams.topics import ensure_topics, pipeline_topic_names
+        from driftline.logs import JsonFormatter
+        from driftline.streams.app import build_pipeline, make_client
+        from driftline.streams.topics import ensure_topics, pipeline_topic_names
 
         if loglevel not in LOGLEVELS:
             raise typer.BadParameter(f"loglevel must be one of {LOGLEVELS}")

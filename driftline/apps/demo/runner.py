@@ -3,12 +3,12 @@
 Steps (each prints what it does; any failure stops the processes this run started):
 
 1. the local stack up (idempotent: a running stack is reused, never restarted);
-2. initial adapters trained or reused, exported, serving in Triton (``streams.demo.models``);
+2. initial adapters trained or reused, exported, serving in Triton (``driftline.apps.demo.models``);
 3. worker(s), the updater and the dashboard started as ``driftline`` subprocesses;
 4. events published in phases with feedback for a sample, under a live view of ClickHouse counters;
 5. wait until the pipeline has labelled what was sent; stop what was started (unless
    ``keep_running``); the stack and the dashboard stay up for exploration;
-6. the report (``streams.demo.report``) in ``<run_dir>``, headline printed.
+6. the report (``driftline.apps.demo.report``) in ``<run_dir>``, headline printed.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from typing import Any
 from rich.console import Console
 from rich.live import Live
 
-from compose.settings import get_settings
-from streams.demo.config import CHAT_TASK, NEW_CLASS, NEWS_TASK, DemoConfig
-from streams.demo.report import Headline, _fmt, decision_of, write_report
+from driftline.apps.demo.config import CHAT_TASK, NEW_CLASS, NEWS_TASK, DemoConfig
+from driftline.apps.demo.report import Headline, _fmt, decision_of, write_report
+from driftline.settings import get_settings
 
 
 class DemoError(RuntimeError):
@@ -68,13 +68,13 @@ def _wait_healthy(port: int, managed: Any, timeout_s: float) -> None:
 
 
 def run_demo(config: DemoConfig, console: Console | None = None) -> DemoResult:
-    from compose.stack.manager import Stack
-    from streams.demo.events import StreamBuilder
-    from streams.demo.live import LiveView
-    from streams.demo.models import prepare_models
-    from streams.demo.processes import ProcessGroup, free_port, port_in_use
-    from streams.demo.publisher import DemoPublisher
-    from streams.demo.store import DemoStore
+    from driftline.apps.demo.events import StreamBuilder
+    from driftline.apps.demo.live import LiveView
+    from driftline.apps.demo.models import prepare_models
+    from driftline.apps.demo.processes import ProcessGroup, free_port, port_in_use
+    from driftline.apps.demo.publisher import DemoPublisher
+    from driftline.apps.demo.store import DemoStore
+    from driftline.compose.stack.manager import Stack
 
     console = console or Console()
     log = lambda message: console.print(f"[dim]{datetime.now():%H:%M:%S}[/] {message}", highlight=False)  # noqa: E731
@@ -215,8 +215,8 @@ def _start_dashboard(group: Any, settings: Any, run_dir: Path, log: Any, port_in
     if port_in_use(settings.web_host, settings.dashboard_port):
         log(f"dashboard: something already listens on {url}; reusing it")
         return url
-    if importlib.util.find_spec("streams.dashboard.server") is None:
-        log("dashboard: not available (streams.dashboard.server missing)")
+    if importlib.util.find_spec("driftline.apps.dashboard.server") is None:
+        log("dashboard: not available (driftline.apps.dashboard.server missing)")
         return None
     managed = group.start("dashboard", "dashboard", detach=True)
     (run_dir / "dashboard.pid").write_text(str(managed.pid), encoding="utf-8")

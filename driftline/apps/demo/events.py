@@ -23,8 +23,8 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from models.datasets import Example
-from streams.demo.config import CHAT_TASK, NEW_CLASS, NEWS_TASK, DemoConfig
+from driftline.apps.demo.config import CHAT_TASK, NEW_CLASS, NEWS_TASK, DemoConfig
+from driftline.models.datasets import Example
 
 PHASES = ("pre", "post", "after")  # before the shift, shifted before the decision, after it
 CHANNELS = ("general", "support", "sales", "random")
@@ -74,8 +74,8 @@ class StreamBuilder:
     """Makes the events of a run on demand (the length of the shifted phase is decided live)."""
 
     def __init__(self, config: DemoConfig, run_id: str, news_seen: set[str], chat_seen: set[str]) -> None:
-        from models.datasets import load_dataset
-        from models.tasks import get_task
+        from driftline.models.datasets import load_dataset
+        from driftline.models.tasks import get_task
 
         self.config = config
         self.run_id = run_id
@@ -142,7 +142,7 @@ class StreamBuilder:
 
 
 def feedback_payload(event: DemoEvent) -> dict[str, Any]:
-    """The feedback-topic message for ``event`` (``streams.schemas.FeedbackEvent``)."""
+    """The feedback-topic message for ``event`` (``driftline.streams.schemas.FeedbackEvent``)."""
     return {
         "event_id": event.event_id,
         "task": event.task,

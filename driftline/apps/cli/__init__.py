@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import typer
 
-from streams.cli import demo, learning, modelling, pipeline, stack
+from driftline.apps.cli import demo, learning, modelling, pipeline, stack
 
 app = typer.Typer(
     name="driftline",

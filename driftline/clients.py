@@ -6,7 +6,7 @@ turning on a ClickHouse password or Kafka SASL/SCRAM (``DRIFTLINE_CLICKHOUSE_PAS
 silently missing the one call site that built its own client. Secrets are read from the
 ``SecretStr`` settings only at the moment a client is built and never appear in an error message.
 
-Layering: bottom of the import graph (only ``compose.settings``); the client libraries are imported
+Layering: bottom of the import graph (only ``driftline.settings``); the client libraries are imported
 lazily so importing settings stays cheap.
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from compose.settings import ClickHouseSettings, KafkaSettings, Settings, get_settings
+from driftline.settings import ClickHouseSettings, KafkaSettings, Settings, get_settings
 
 if TYPE_CHECKING:
     from clickhouse_driver import Client

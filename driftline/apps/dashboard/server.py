@@ -19,11 +19,11 @@ from typing import Any
 
 from aiohttp import web
 
-from streams.dashboard import queries as q
-from streams.dashboard.store import ClickHouseStore, StoreError
+from driftline.apps.dashboard import queries as q
+from driftline.apps.dashboard.store import ClickHouseStore, StoreError
 
 log = logging.getLogger("driftline.dashboard")
-STATIC_DIR = Path(str(resources.files("streams.dashboard") / "static"))
+STATIC_DIR = Path(str(resources.files("driftline.apps.dashboard") / "static"))
 STORE_KEY = web.AppKey("store", ClickHouseStore)
 SECURITY_HEADERS = {
     # everything the page needs is served from here: no CDN, no inline script

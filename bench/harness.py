@@ -1,4 +1,4 @@
-"""Helpers for the pipeline's stack tests and the pipeline benchmark (not a test module).
+"""The pipeline harness: real worker processes on private topics, for the stack tests and the benchmark.
 
 - ``pipeline_artifact(task)``: a small LoRA classifier per task, trained once (a few dozen steps on
   a few examples per class, ~1 min) and cached under ``$DRIFTLINE_CACHE/test-artifacts/<task>/``,
@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -26,10 +27,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from compose.clients import kafka_client_kwargs
-from compose.settings import REPO_ROOT, Settings, Topics, get_settings
-from models.artifacts import META_FILE, read_meta
-from tests.conftest import free_ports
+from driftline.clients import kafka_client_kwargs
+from driftline.models.artifacts import META_FILE, read_meta
+from driftline.settings import REPO_ROOT, Settings, Topics, get_settings
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct TCP ports free on 127.0.0.1 right now (all bound at once, then released)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in socks]
+
+
+def unique_suffix(prefix: str = "") -> str:
+    """A short collision-free name part (valid in Kafka topics, ClickHouse and Triton names)."""
+    return f"{prefix}{uuid.uuid4().hex[:10]}"
+
 
 # Per task: examples per class, optimiser steps, head learning rate. The chat model needs more steps
 # than the news one before it predicts "negative" at all (the surge test plants negative messages).
@@ -40,9 +55,9 @@ RECIPES: dict[str, dict[str, float]] = {
 
 
 def pipeline_artifact(task_name: str) -> Path:
-    from models.datasets import limit_per_class, load_dataset
-    from models.tasks import get_task
-    from models.training import train_classifier
+    from driftline.models.datasets import limit_per_class, load_dataset
+    from driftline.models.tasks import get_task
+    from driftline.models.training import train_classifier
 
     recipe = RECIPES.get(task_name, {"limit": 16, "max_steps": 24})
     name = "pipeline-" + "-".join(f"{k}{v:g}" for k, v in sorted(recipe.items()))
@@ -77,8 +92,8 @@ class ServedModel:
 @contextlib.contextmanager
 def served_model(task: str) -> Iterator[ServedModel]:
     """Export the task's test artifact as ``test_pipe_<task>_<random>``, load it in Triton, clean up."""
-    from models.export import export
-    from models.inference.triton import TritonClient
+    from driftline.models.export import export
+    from driftline.models.inference.triton import TritonClient
 
     artifact = pipeline_artifact(task)
     name = f"test_pipe_{task}_{uuid.uuid4().hex[:6]}"
@@ -145,7 +160,7 @@ class PipelineRun:
         return worker_env(os.environ, self.topics, f"test-pipe-{self.suffix}", self.routes, self.extra_env)
 
     def create_topics(self, partitions: int = 4) -> None:
-        from streams.topics import ensure_topics
+        from driftline.streams.topics import ensure_topics
 
         bootstrap = get_settings().kafka.bootstrap
         asyncio.run(ensure_topics(bootstrap, self.topics.all(), partitions, max_message_bytes=32 << 20))
@@ -155,8 +170,8 @@ class PipelineRun:
         log = log_dir / f"worker-{self.suffix}-{port}.log"
         cmd = [
             sys.executable,
-            "-c",
-            "from streams.cli import main; main()",
+            "-m",
+            "driftline.apps.cli",
             "worker",
             "--web-port",
             str(port),

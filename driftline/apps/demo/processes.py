@@ -67,7 +67,7 @@ class ProcessGroup:
         """
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_dir / f"{name}.log"
-        argv = [sys.executable, "-c", "from streams.cli import main; main()", *args]
+        argv = [sys.executable, "-m", "driftline.apps.cli", *args]
         with log.open("ab") as handle:
             process = subprocess.Popen(
                 argv,

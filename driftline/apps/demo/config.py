@@ -26,7 +26,7 @@ NEW_CLASS = "entertainment"  # the class news_topic's first adapter never saw
 
 
 class TrainPlan(BaseModel):
-    """Options for ``models.training.get_or_train`` of one initial adapter (cached by these)."""
+    """Options for ``driftline.models.training.get_or_train`` of one initial adapter (cached by these)."""
 
     limit_per_class: int | None = None
     max_steps: int | None = None
@@ -131,7 +131,7 @@ class DemoConfig(BaseModel):
         ``since_ts_ms``: the run's start; the updater then learns from this run's feedback only, not
         from earlier demo runs' labels in the same database (each run tells its own story).
         """
-        from online.config import DEFAULT_ONLINE_FILE
+        from driftline.online.config import DEFAULT_ONLINE_FILE
 
         base_file = Path(os.environ.get("DRIFTLINE_ONLINE_CONFIG") or DEFAULT_ONLINE_FILE)
         base = yaml.safe_load(base_file.read_text(encoding="utf-8")) or {}

@@ -28,9 +28,9 @@ def register(app: typer.Typer) -> None:
         class, live progress, and a report with plots (report.md) in the run folder."""
         from rich.console import Console
 
-        from compose.stack.process import StackError
-        from streams.demo.config import DemoConfig
-        from streams.demo.runner import DemoError, default_run_dir, run_demo
+        from driftline.apps.demo.config import DemoConfig
+        from driftline.apps.demo.runner import DemoError, default_run_dir, run_demo
+        from driftline.compose.stack.process import StackError
 
         overrides: dict[str, object] = {"keep_running": keep_running, "dashboard": dashboard,
                                         "workers": workers, "seed": seed}  # fmt: skip
@@ -61,9 +61,9 @@ def register(app: typer.Typer) -> None:
 
         from rich.console import Console
 
-        from compose.settings import get_settings
-        from streams.dashboard.server import serve
-        from streams.dashboard.store import ClickHouseStore
+        from driftline.apps.dashboard.server import serve
+        from driftline.apps.dashboard.store import ClickHouseStore
+        from driftline.settings import get_settings
 
         settings = get_settings()
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")

@@ -1,4 +1,4 @@
-"""ClickHouse schema migrations: numbered ``compose/sql/migrations/*.sql`` files applied in order.
+"""ClickHouse schema migrations: numbered ``driftline/schema/migrations/*.sql`` files applied in order.
 
 Each applied file is recorded in ``schema_migrations`` (name, checksum, applied_at), so running
 ``driftline stack up`` again applies only new files. Files are split into statements at a ``;`` that
@@ -15,14 +15,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from compose.settings import REPO_ROOT
-
 
 class MigrationError(RuntimeError):
     """A migration statement was rejected; the message names the file and statement."""
 
 
-MIGRATIONS_DIR = REPO_ROOT / "compose" / "sql" / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 SCHEMA_MIGRATIONS_DDL = """CREATE TABLE IF NOT EXISTS schema_migrations
 (

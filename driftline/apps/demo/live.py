@@ -12,13 +12,13 @@ from rich.console import Group
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from streams.demo.config import CHAT_TASK, NEWS_TASK
-from streams.demo.publisher import PublishState
-from streams.demo.store import Counters
+from driftline.apps.demo.config import CHAT_TASK, NEWS_TASK
+from driftline.apps.demo.publisher import PublishState
+from driftline.apps.demo.store import Counters
 
 
 def serving_version(task: str) -> str:
-    from models.export import serving_versions
+    from driftline.models.export import serving_versions
 
     try:
         versions = serving_versions(task)

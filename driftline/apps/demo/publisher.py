@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from compose.settings import get_settings
-from streams.demo.config import DemoConfig
-from streams.demo.events import DemoEvent, StreamBuilder, feedback_payload
+from driftline.apps.demo.config import DemoConfig
+from driftline.apps.demo.events import DemoEvent, StreamBuilder, feedback_payload
+from driftline.settings import get_settings
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""Applications built on the library: the ``driftline`` CLI, the demo and the dashboard."""
