@@ -135,10 +135,10 @@ def worker_env(
     """Environment for a ``driftline worker`` subprocess on a test run's own topics, app id and models."""
     env = dict(base)
     for name in Topics.model_fields:
-        env[f"DRIFTLINE_TOPIC_{name.upper()}"] = getattr(topics, name)
-    env["DRIFTLINE_APP_ID"] = app_id
+        env[f"DRIFTLINE_KAFKA__TOPICS__{name.upper()}"] = getattr(topics, name)
+    env["DRIFTLINE_PIPELINE__APP_ID"] = app_id
     for kind, value in routes.items():
-        env[f"DRIFTLINE_ROUTE_{kind.upper()}"] = value
+        env[f"DRIFTLINE_ROUTES__{kind.upper()}"] = value
     env.update(extra)
     return env
 
@@ -147,7 +147,7 @@ def worker_env(
 class PipelineRun:
     """One isolated pipeline: its own topics, consumer group (app id) and workers."""
 
-    routes: dict[str, str]  # DRIFTLINE_ROUTE_<NEWS|CHAT> values, e.g. "news_topic@test_pipe_..."
+    routes: dict[str, str]  # DRIFTLINE_ROUTES__<NEWS|CHAT> values, e.g. "news_topic@test_pipe_..."
     extra_env: dict[str, str] = field(default_factory=dict)
     suffix: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     workers: list[tuple[subprocess.Popen, int, Path]] = field(default_factory=list)

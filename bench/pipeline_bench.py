@@ -105,10 +105,10 @@ def pipeline_run(
     run = PipelineRun(
         routes={"news": f"{served.task}@{served.name}", "chat": "-"},
         extra_env={
-            "DRIFTLINE_PIPELINE_MAX_BATCH": str(batch),
-            "DRIFTLINE_PIPELINE_SINK_MAX_ROWS": str(max(batch, 1) if batch == 1 else 2000),
-            "DRIFTLINE_PIPELINE_SINK_MAX_AGE_S": "0.2" if batch > 1 else "0.05",
-            "DRIFTLINE_PIPELINE_BATCH_WITHIN_S": "0.1",
+            "DRIFTLINE_PIPELINE__MAX_BATCH": str(batch),
+            "DRIFTLINE_PIPELINE__SINK_MAX_ROWS": str(max(batch, 1) if batch == 1 else 2000),
+            "DRIFTLINE_PIPELINE__SINK_MAX_AGE_S": "0.2" if batch > 1 else "0.05",
+            "DRIFTLINE_PIPELINE__BATCH_WITHIN_S": "0.1",
         },
     )
     run.create_topics(partitions=4)

@@ -1,8 +1,8 @@
 """The one place that turns settings into authenticated ClickHouse and Kafka clients.
 
 Every component that talks to ClickHouse or Kafka should get its connection from here, so that
-turning on a ClickHouse password or Kafka SASL/SCRAM (``DRIFTLINE_CLICKHOUSE_PASSWORD``,
-``DRIFTLINE_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT`` ...) reaches all of them at once instead of
+turning on a ClickHouse password or Kafka SASL/SCRAM (``DRIFTLINE_CLICKHOUSE__PASSWORD``,
+``DRIFTLINE_KAFKA__SECURITY_PROTOCOL=SASL_PLAINTEXT`` ...) reaches all of them at once instead of
 silently missing the one call site that built its own client. Secrets are read from the
 ``SecretStr`` settings only at the moment a client is built and never appear in an error message.
 
@@ -88,7 +88,7 @@ def explain_clickhouse_error(
     if is_auth_error(exc):
         return (
             f"clickhouse {ch.host}:{ch.port}: authentication failed for user {ch.user!r} "
-            "(check DRIFTLINE_CLICKHOUSE_USER / DRIFTLINE_CLICKHOUSE_PASSWORD)"
+            "(check DRIFTLINE_CLICKHOUSE__USER / DRIFTLINE_CLICKHOUSE__PASSWORD)"
         )
     text = str(exc).split("Stack trace:")[0].strip()
     secret = ch.password.get_secret_value()
@@ -123,8 +123,8 @@ def kafka_security_kwargs(settings: Settings | KafkaSettings | None = None) -> d
     if kafka.security_protocol.startswith("SASL"):
         if not kafka.sasl_username or kafka.sasl_password is None:
             raise KafkaAuthError(
-                f"kafka: security protocol {kafka.security_protocol} needs DRIFTLINE_KAFKA_SASL_USERNAME "
-                "and DRIFTLINE_KAFKA_SASL_PASSWORD"
+                f"kafka: security protocol {kafka.security_protocol} needs DRIFTLINE_KAFKA__SASL_USERNAME "
+                "and DRIFTLINE_KAFKA__SASL_PASSWORD"
             )
         kwargs.update(
             sasl_mechanism=kafka.sasl_mechanism,
@@ -185,7 +185,7 @@ async def check_kafka(settings: Settings | KafkaSettings | None = None, *, timeo
             raise KafkaAuthError(
                 f"kafka {host}:{port}: SASL {kafka.sasl_mechanism} authentication failed for user "
                 f"{kafka.sasl_username!r} "
-                "(check DRIFTLINE_KAFKA_SASL_USERNAME / DRIFTLINE_KAFKA_SASL_PASSWORD)"
+                "(check DRIFTLINE_KAFKA__SASL_USERNAME / DRIFTLINE_KAFKA__SASL_PASSWORD)"
             ) from None
         raise
     conn.close()

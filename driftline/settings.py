@@ -1,33 +1,64 @@
-"""Where every service lives, read once from the environment.
+"""Every knob of driftline, in one pydantic-settings object read once from the environment.
 
 All of driftline (stack scripts, workers, updater, dashboard, tests) asks this module for addresses,
-ports, folders and credentials, so pointing driftline at your own Kafka, ClickHouse or Triton is a
-matter of environment variables (see README, "Configuration"). Defaults describe the local stack on
-127.0.0.1. Secrets (``DRIFTLINE_CLICKHOUSE_PASSWORD``, ``DRIFTLINE_KAFKA_SASL_PASSWORD``) come from
-the environment only and are held as ``SecretStr`` so they never reach a log or a repr.
+ports, folders, credentials, pipeline and learning tuning, and the paths of the YAML files (tasks,
+online learning, routes), so pointing driftline at your own Kafka, ClickHouse or Triton, or tuning a
+worker, is a matter of environment variables (README, "Configuration"; ``driftline config show``).
 
-Layering: ``compose`` is the bottom of the import graph (compose <- models <- online <- streams);
-nothing here imports the other project packages.
+Names: ``DRIFTLINE_`` + the field path joined by ``__``, e.g. ``DRIFTLINE_KAFKA__BOOTSTRAP``,
+``DRIFTLINE_PIPELINE__SURGE__WINDOW_S``. The one exception is ``DRIFTLINE_CACHE`` (``cache_dir``),
+which the Makefile and ``compose/setup.sh`` read too. Each default is written once, as the field's
+default. A ``DRIFTLINE_*`` variable that names no setting is an error (a renamed variable would
+otherwise be ignored silently); ``ALLOWED_ENV`` lists the few that other tools read.
+
+Secrets (``DRIFTLINE_CLICKHOUSE__PASSWORD``, ``DRIFTLINE_KAFKA__SASL_PASSWORD``) are held as
+``SecretStr`` so they never reach a log or a repr.
+
+Layering: this is the ground floor; nothing here imports the other project packages.
 """
 
 from __future__ import annotations
 
+import difflib
+import importlib.util
 import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, BeforeValidator, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+ENV_PREFIX = "DRIFTLINE_"
+NESTED_DELIMITER = "__"
+
+#: ``DRIFTLINE_*`` variables read by other tools, not by these settings.
+ALLOWED_ENV = {
+    "DRIFTLINE_VENV": "the virtual environment of the Makefile and compose/setup.sh",
+    "DRIFTLINE_RELIABILITY_FAULTS": "which faults tests/reliability/test_faults.py injects",
+    "DRIFTLINE_RELIABILITY_RUNS": "where bench/reliability_bench.py keeps its runs",
+}
 
 
-def _env(name: str, default: str) -> str:
-    value = os.environ.get(name)
-    return default if value is None or value == "" else value
+def _comma_list(value: Any) -> Any:
+    """``"a,b"`` -> ``["a", "b"]`` (environment values); lists pass through."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
 
 
-def _env_int(name: str, default: int) -> int:
-    return int(_env(name, str(default)))
+CommaList = Annotated[list[str], NoDecode, BeforeValidator(_comma_list)]
+IntCommaList = Annotated[list[int], NoDecode, BeforeValidator(_comma_list)]
+
+
+def _package_file(package: str, name: str) -> Path:
+    """A data file shipped in ``package``, found without importing that package."""
+    spec = importlib.util.find_spec(package)
+    assert spec is not None and spec.submodule_search_locations, package
+    return Path(next(iter(spec.submodule_search_locations))) / name
 
 
 class Topics(BaseModel):
@@ -41,14 +72,17 @@ class Topics(BaseModel):
     deadletter: str = "driftline.deadletter"
 
     def all(self) -> list[str]:
+        """Every topic name, in field order."""
         return [self.news, self.chat, self.feedback, self.predictions, self.alerts, self.deadletter]
 
 
 class KafkaSettings(BaseModel):
+    """Where the Kafka cluster is and how to authenticate to it."""
+
     host: str = "127.0.0.1"
     port: int = 9092
     controller_port: int = 9093
-    bootstrap: str = "127.0.0.1:9092"
+    bootstrap: str = ""  # empty: host:port
     partitions: int = 4
     security_protocol: str = "PLAINTEXT"  # PLAINTEXT | SASL_PLAINTEXT | SASL_SSL | SSL
     sasl_mechanism: str = "SCRAM-SHA-256"
@@ -56,8 +90,16 @@ class KafkaSettings(BaseModel):
     sasl_password: SecretStr | None = None
     topics: Topics = Field(default_factory=Topics)
 
+    @model_validator(mode="after")
+    def _derive_bootstrap(self) -> KafkaSettings:
+        if not self.bootstrap:
+            self.bootstrap = f"{self.host}:{self.port}"
+        return self
+
 
 class ClickHouseSettings(BaseModel):
+    """ClickHouse endpoints, database and credentials."""
+
     host: str = "127.0.0.1"
     port: int = 9000
     http_port: int = 8123
@@ -67,83 +109,196 @@ class ClickHouseSettings(BaseModel):
 
 
 class TritonSettings(BaseModel):
+    """Triton endpoints, model repository, and the serving options ``export`` writes."""
+
     host: str = "127.0.0.1"
     http_port: int = 8000
     grpc_port: int = 8001
     metrics_port: int = 8002
     repository: Path = REPO_ROOT / "triton_repo"
     exit_timeout_s: int = 15
+    max_queue_delay_us: int = 2000  # dynamic batching delay written by `export`
+    preferred_batch: IntCommaList = Field(default_factory=lambda: [8, 16, 32, 64])
+    instances: int = 1  # model instances per exported model
+    torch_threads: int = 0  # torch threads per model instance; 0 = torch's own choice (all cores)
 
     @property
     def grpc_url(self) -> str:
+        """``host:grpc_port``."""
         return f"{self.host}:{self.grpc_port}"
 
     @property
     def http_url(self) -> str:
+        """``host:http_port``."""
         return f"{self.host}:{self.http_port}"
 
 
-class Settings(BaseModel):
-    """Everything driftline needs to find its services and folders."""
+class SurgeSettings(BaseModel):
+    """Surge detection: a window's count against an EWMA of the previous windows' counts."""
 
-    run_dir: Path
-    cache_dir: Path
-    kafka: KafkaSettings
-    clickhouse: ClickHouseSettings
-    triton: TritonSettings
+    window_s: float = 60.0  # tumbling window length (event time)
+    baseline_windows: int = 6  # how many previous windows feed the baseline
+    ewma_alpha: float = 0.5  # weight of the most recent previous window in the baseline
+    min_count: int = 20  # never alert below this many events in the window
+    ratio: float = 3.0  # alert when count >= ratio * max(baseline, baseline_floor)
+    baseline_floor: float = 1.0  # keeps "0 -> 5 events" from being an infinite surge
+    samples: int = 5  # event ids kept as evidence
+    negative_labels: CommaList = Field(default_factory=lambda: ["negative"])
+
+
+class PipelineConfig(BaseModel):
+    """The streaming service's own knobs (batching, limits, backoff, alert windows)."""
+
+    app_id: str = "driftline-pipeline"
+    max_batch: int = 64  # stream.take() size bound: what one Triton call classifies
+    batch_within_s: float = 0.2  # stream.take() time bound
+    classify_concurrency: int = 1  # agent instances per input topic (overlap Kafka I/O with inference)
+    sink_max_rows: int = 2000  # ClickHouse insert size bound
+    sink_max_age_s: float = 1.0  # ClickHouse insert time bound
+    sink_backoff_s: float = 0.5  # first retry delay of a failed insert (doubles, capped)
+    sink_backoff_max_s: float = 10.0
+    inference_backoff_s: float = 0.5
+    inference_backoff_max_s: float = 10.0
+    max_event_bytes: int = 1 << 20  # raw message size limit; bigger ones are dead-lettered unread
+    max_text_chars: int = 100_000  # text field limit
+    deadletter_payload_bytes: int = 256 << 10  # original bytes kept per dead letter (rest summarised)
+    session_timeout_s: float = 30.0  # how long a dead worker holds its partitions before a rebalance
+    surge: SurgeSettings = Field(default_factory=SurgeSettings)
+
+
+class LearningConfig(BaseModel):
+    """The worker's learning loop: how long feedback waits for its prediction, what it remembers.
+
+    Streaming decisions around the detectors (whose statistics live in ``online/online.yaml``), so
+    tests and the demo can shorten the waits without touching detector thresholds.
+    """
+
+    # Feedback can overtake the label insert it refers to (the demo sends it ~1-2 s after the
+    # event; a backlogged worker labels later still), so an unmatched id is retried this long
+    # before it is dead-lettered as ``unknown_event_id``.
+    grace_s: float = Field(60.0, ge=0)
+    retry_s: float = Field(1.0, gt=0)  # how often unmatched feedback is looked up again
+    max_pending: int = Field(10_000, ge=1)  # feedback waiting for its prediction; above, the agent waits
+    joiner_ttl_s: float = Field(3600.0, gt=0)  # predictions remembered in memory (ClickHouse beyond)
+    joiner_max: int = Field(100_000, ge=1)
+    lookup_chunk: int = Field(1000, ge=1)  # event ids per ClickHouse lookup (query size limit)
+    observe_max: int = Field(500, ge=1)  # observation batches per drift-watch step
+    observe_within_s: float = Field(0.5, gt=0)
+
+
+class RouteSettings(BaseModel):
+    """Task fed by each input topic: ``<task>``, ``<task>@<triton model>``, or ``-`` (no route)."""
+
+    news: str = "news_topic"
+    chat: str = "chat_sentiment"
+
+
+class Settings(BaseSettings):
+    """Everything driftline needs: services, folders, tuning, and where its YAML files are."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=NESTED_DELIMITER,
+        env_ignore_empty=True,
+        populate_by_name=True,
+        extra="forbid",
+    )
+
+    run_dir: Path = REPO_ROOT / ".run"
+    cache_dir: Path = Field(Path.home() / ".cache" / "driftline", validation_alias="DRIFTLINE_CACHE")
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    clickhouse: ClickHouseSettings = Field(default_factory=ClickHouseSettings)
+    triton: TritonSettings = Field(default_factory=TritonSettings)
     web_host: str = "127.0.0.1"
     web_port: int = 6066
     dashboard_port: int = 8088
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+    learning: LearningConfig = Field(default_factory=LearningConfig)
+    tasks_file: Path = Field(default_factory=lambda: _package_file("driftline.models", "tasks.yaml"))
+    online_file: Path = Field(default_factory=lambda: _package_file("driftline.online", "online.yaml"))
+    routes_file: Path | None = None  # a YAML routing table replacing `routes`
+    routes: RouteSettings = Field(default_factory=RouteSettings)
 
+    def __init__(self, **values: Any) -> None:
+        check_environment(os.environ)
+        super().__init__(**values)
+
+    @field_validator("run_dir", "cache_dir")
     @classmethod
-    def from_env(cls) -> Settings:
-        kafka_host = _env("DRIFTLINE_KAFKA_HOST", "127.0.0.1")
-        kafka_port = _env_int("DRIFTLINE_KAFKA_PORT", 9092)
-        sasl_password = os.environ.get("DRIFTLINE_KAFKA_SASL_PASSWORD")
-        return cls(
-            run_dir=Path(_env("DRIFTLINE_RUN_DIR", str(REPO_ROOT / ".run"))).expanduser(),
-            cache_dir=Path(_env("DRIFTLINE_CACHE", str(Path.home() / ".cache" / "driftline"))).expanduser(),
-            kafka=KafkaSettings(
-                host=kafka_host,
-                port=kafka_port,
-                controller_port=_env_int("DRIFTLINE_KAFKA_CONTROLLER_PORT", 9093),
-                bootstrap=_env("DRIFTLINE_KAFKA_BOOTSTRAP", f"{kafka_host}:{kafka_port}"),
-                partitions=_env_int("DRIFTLINE_TOPIC_PARTITIONS", 4),
-                security_protocol=_env("DRIFTLINE_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"),
-                sasl_mechanism=_env("DRIFTLINE_KAFKA_SASL_MECHANISM", "SCRAM-SHA-256"),
-                sasl_username=os.environ.get("DRIFTLINE_KAFKA_SASL_USERNAME") or None,
-                sasl_password=SecretStr(sasl_password) if sasl_password else None,
-                topics=Topics(
-                    **{
-                        name: os.environ[f"DRIFTLINE_TOPIC_{name.upper()}"]
-                        for name in Topics.model_fields
-                        if os.environ.get(f"DRIFTLINE_TOPIC_{name.upper()}")
-                    }
-                ),
-            ),
-            clickhouse=ClickHouseSettings(
-                host=_env("DRIFTLINE_CLICKHOUSE_HOST", "127.0.0.1"),
-                port=_env_int("DRIFTLINE_CLICKHOUSE_PORT", 9000),
-                http_port=_env_int("DRIFTLINE_CLICKHOUSE_HTTP_PORT", 8123),
-                database=_env("DRIFTLINE_CLICKHOUSE_DATABASE", "driftline"),
-                user=_env("DRIFTLINE_CLICKHOUSE_USER", "default"),
-                password=SecretStr(os.environ.get("DRIFTLINE_CLICKHOUSE_PASSWORD", "")),
-            ),
-            triton=TritonSettings(
-                host=_env("DRIFTLINE_TRITON_HOST", "127.0.0.1"),
-                http_port=_env_int("DRIFTLINE_TRITON_HTTP_PORT", 8000),
-                grpc_port=_env_int("DRIFTLINE_TRITON_GRPC_PORT", 8001),
-                metrics_port=_env_int("DRIFTLINE_TRITON_METRICS_PORT", 8002),
-                repository=Path(_env("DRIFTLINE_TRITON_REPOSITORY", str(REPO_ROOT / "triton_repo"))),
-                exit_timeout_s=_env_int("DRIFTLINE_TRITON_EXIT_TIMEOUT", 15),
-            ),
-            web_host=_env("DRIFTLINE_WEB_HOST", "127.0.0.1"),
-            web_port=_env_int("DRIFTLINE_WEB_PORT", 6066),
-            dashboard_port=_env_int("DRIFTLINE_DASHBOARD_PORT", 8088),
+    def _expand_home(cls, path: Path) -> Path:
+        return path.expanduser()
+
+
+@dataclass(frozen=True)
+class SettingField:
+    """One leaf setting: its attribute path, environment variable and default."""
+
+    path: tuple[str, ...]
+    env: str
+    default: Any
+
+    @property
+    def dotted(self) -> str:
+        """``kafka.topics.news``."""
+        return ".".join(self.path)
+
+
+def _env_name(path: tuple[str, ...], alias: str | None) -> str:
+    return alias if alias else ENV_PREFIX + NESTED_DELIMITER.join(path).upper()
+
+
+def _walk(model: type[BaseModel], path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], str, Any]]:
+    """(path, env name, field info) of every field, nested models included, depth first."""
+    for name, info in model.model_fields.items():
+        here = (*path, name)
+        alias = info.validation_alias if isinstance(info.validation_alias, str) else None
+        yield here, _env_name(here, alias), info
+        sub = info.annotation
+        if isinstance(sub, type) and issubclass(sub, BaseModel):
+            yield from _walk(sub, here)
+
+
+def setting_fields() -> list[SettingField]:
+    """Every leaf setting with its environment variable and default (README table, config show)."""
+    return [
+        SettingField(path, env, info.get_default(call_default_factory=True))
+        for path, env, info in _walk(Settings)
+        if not (isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel))
+    ]
+
+
+def _known_env() -> set[str]:
+    return {env for _, env, _ in _walk(Settings)} | set(ALLOWED_ENV)
+
+
+def check_environment(environ: Mapping[str, str]) -> None:
+    """Raise ``ValueError`` naming every ``DRIFTLINE_*`` variable that maps to no setting."""
+    known = _known_env()
+    unknown = sorted(k for k in environ if k.upper().startswith(ENV_PREFIX) and k.upper() not in known)
+    if not unknown:
+        return
+    squashed = {k.replace("_", ""): k for k in known}
+    lines = []
+    for name in unknown:
+        guess = squashed.get(name.upper().replace("_", "")) or next(
+            iter(difflib.get_close_matches(name.upper(), known, n=1, cutoff=0.6)), None
         )
+        lines.append(f"{name}" + (f" (did you mean {guess}?)" if guess else ""))
+    raise ValueError(
+        "unknown driftline environment variable(s): "
+        + "; ".join(lines)
+        + " - settings are DRIFTLINE_<FIELD>[__<FIELD>...] (README, Configuration)"
+    )
+
+
+def env_source(field: SettingField, environ: Mapping[str, str]) -> str:
+    """``environment`` when the field (or a model above it, as JSON) is set there, else ``default``."""
+    names = {k.upper() for k, v in environ.items() if v != ""}
+    prefixes = [_env_name(field.path[:i], None) for i in range(1, len(field.path))]
+    return "environment" if field.env in names or any(p in names for p in prefixes) else "default"
 
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """Process-wide settings; tests that change the environment call ``get_settings.cache_clear()``."""
-    return Settings.from_env()
+    return Settings()

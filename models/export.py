@@ -41,10 +41,9 @@ until the reload has finished (tests/models/test_export.py::test_hot_swap_* chec
 traffic); when the new config fails to load, the previous versions keep serving and the load call
 returns the error.
 
-Batching options come from arguments or the environment: ``DRIFTLINE_TRITON_MAX_QUEUE_DELAY_US``
-(default 2000), ``DRIFTLINE_TRITON_PREFERRED_BATCH`` (comma list, default ``8,16,32,64``),
-``DRIFTLINE_TRITON_INSTANCES`` (default 1) and ``DRIFTLINE_TORCH_THREADS`` (default 0 = torch's own
-choice).
+Batching options come from arguments or the settings (``driftline.settings.TritonSettings``):
+``DRIFTLINE_TRITON__MAX_QUEUE_DELAY_US``, ``DRIFTLINE_TRITON__PREFERRED_BATCH`` (comma list),
+``DRIFTLINE_TRITON__INSTANCES`` and ``DRIFTLINE_TRITON__TORCH_THREADS`` (0 = torch's own choice).
 """
 
 from __future__ import annotations
@@ -85,24 +84,22 @@ class ExportError(RuntimeError):
 
 @dataclass(frozen=True)
 class ServingOptions:
-    """Knobs of the generated config; defaults come from the environment (see module docstring)."""
+    """Knobs of the generated config; ``from_env`` takes them from the settings (module docstring)."""
 
-    max_queue_delay_us: int = 2000
-    preferred_batch_sizes: tuple[int, ...] = (8, 16, 32, 64)
+    max_queue_delay_us: int
+    preferred_batch_sizes: tuple[int, ...]
     instances: int = 1
     num_threads: int = 0
     explain: bool = True
 
     @classmethod
     def from_env(cls, **overrides: object) -> ServingOptions:
-        env = os.environ
+        triton = get_settings().triton
         values: dict[str, object] = {
-            "max_queue_delay_us": int(env.get("DRIFTLINE_TRITON_MAX_QUEUE_DELAY_US") or 2000),
-            "preferred_batch_sizes": tuple(
-                int(x) for x in (env.get("DRIFTLINE_TRITON_PREFERRED_BATCH") or "8,16,32,64").split(",") if x
-            ),
-            "instances": int(env.get("DRIFTLINE_TRITON_INSTANCES") or 1),
-            "num_threads": int(env.get("DRIFTLINE_TORCH_THREADS") or 0),
+            "max_queue_delay_us": triton.max_queue_delay_us,
+            "preferred_batch_sizes": tuple(triton.preferred_batch),
+            "instances": triton.instances,
+            "num_threads": triton.torch_threads,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

@@ -1,6 +1,7 @@
 """Task declarations: which encoder, data, labels and LoRA settings make up each classifier.
 
-Loaded from ``models/tasks.yaml`` (or ``DRIFTLINE_TASKS_FILE``) and validated with pydantic, so a
+Loaded from the file the settings name (``Settings.tasks_file``, ``DRIFTLINE_TASKS_FILE``; the
+package's ``models/tasks.yaml``) and validated with pydantic, so a
 typo in the configuration fails at start-up with the field named, not mid-training.
 """
 
@@ -13,10 +14,12 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, Field, field_validator
 
-DEFAULT_TASKS_FILE = Path(__file__).with_name("tasks.yaml")
+from driftline.settings import get_settings
 
 
 class LoraSettings(BaseModel):
+    """The LoRA adapter of a task."""
+
     r: int = 8
     alpha: int = 16
     dropout: float = 0.05
@@ -24,6 +27,8 @@ class LoraSettings(BaseModel):
 
 
 class TrainSettings(BaseModel):
+    """How a task's initial adapter is trained."""
+
     epochs: int = 3
     batch_size: int = 16
     lr: float = 5e-4
@@ -37,6 +42,8 @@ class TrainSettings(BaseModel):
 
 
 class TaskConfig(BaseModel):
+    """One declared classification task."""
+
     name: str
     language: str
     encoder: str
@@ -61,14 +68,19 @@ class UnknownTaskError(KeyError):
     """Raised for a task name that the configuration does not declare."""
 
 
+def load_tasks(path: str | os.PathLike[str] | None = None) -> dict[str, TaskConfig]:
+    """Every declared task, from ``path`` or the settings' tasks file."""
+    return _load_tasks_file(str(path or get_settings().tasks_file))
+
+
 @lru_cache(maxsize=4)
-def load_tasks(path: str | None = None) -> dict[str, TaskConfig]:
-    file = Path(path or os.environ.get("DRIFTLINE_TASKS_FILE") or DEFAULT_TASKS_FILE)
-    raw = yaml.safe_load(file.read_text(encoding="utf-8"))["tasks"]
+def _load_tasks_file(file: str) -> dict[str, TaskConfig]:
+    raw = yaml.safe_load(Path(file).read_text(encoding="utf-8"))["tasks"]
     return {name: TaskConfig(name=name, **spec) for name, spec in raw.items()}
 
 
 def get_task(name: str) -> TaskConfig:
+    """The declared task ``name``; ``UnknownTaskError`` names the declared ones otherwise."""
     tasks = load_tasks()
     if name not in tasks:
         raise UnknownTaskError(f"unknown task {name!r}; declared tasks: {sorted(tasks)}")

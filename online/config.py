@@ -1,8 +1,10 @@
 """Online-learning configuration per task: detector parameters, updater schedule, promotion policy.
 
-Read from ``online/online.yaml`` (or ``DRIFTLINE_ONLINE_CONFIG``) and validated with pydantic, so
-a misspelt threshold fails at start-up with the field named. Task sections deep-merge over
-``defaults`` so a task only states what differs.
+The defaults are the pydantic field defaults below (written once). The YAML file named by the
+settings (``Settings.online_file``, ``DRIFTLINE_ONLINE_FILE``; the package's ``online/online.yaml``)
+states only what differs: its ``defaults`` section deep-merges over them for every task, and
+``tasks.<name>`` over that. Validated with pydantic, so a misspelt threshold fails at start-up with
+the field named.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-DEFAULT_ONLINE_FILE = Path(__file__).with_name("online.yaml")
+from driftline.settings import get_settings
 
 
 class _Strict(BaseModel):
@@ -23,6 +25,8 @@ class _Strict(BaseModel):
 
 
 class ErrorRateConfig(_Strict):
+    """The error-rate detector (ADWIN or DDM over prediction mistakes)."""
+
     enabled: bool = True
     method: Literal["adwin", "ddm"] = "adwin"
     delta: float = 0.002
@@ -32,14 +36,18 @@ class ErrorRateConfig(_Strict):
 
 
 class ConfidenceConfig(_Strict):
+    """Page-Hinkley on the served confidence."""
+
     enabled: bool = True
     min_instances: int = 100
     delta: float = 0.01
     threshold: float = 8.0
-    alpha: float = 1.0
+    alpha: float = 1.0  # alpha<1 fades the sums into a noisy AR process: false alarms
 
 
 class LabelMixConfig(_Strict):
+    """The predicted-label mix of a recent window against a reference window."""
+
     enabled: bool = True
     reference_size: int = 300
     window_size: int = 200
@@ -48,25 +56,29 @@ class LabelMixConfig(_Strict):
 
 
 class DriftConfig(_Strict):
-    reset_on_model_change: bool = True
+    """The detectors of one task."""
+
+    reset_on_model_change: bool = True  # a new serving version gets fresh baselines
     error_rate: ErrorRateConfig = Field(default_factory=ErrorRateConfig)
     confidence: ConfidenceConfig = Field(default_factory=ConfidenceConfig)
     label_mix: LabelMixConfig = Field(default_factory=LabelMixConfig)
 
 
 class UpdaterConfig(_Strict):
+    """When the updater trains, on what, and with which cost knobs."""
+
     # Triton model (and registry key) the updater serves; None = the task name. Tests and the demo
     # point it at their own model so they never swap the shared ``news_topic``.
     model_name: str | None = None
-    retrain_every_labels: int = 500
-    min_new_labels: int = 60
-    labels_after_drift: int = 0  # after a drift, wait for this many labels that came after it
-    max_recent_labels: int = 2000
+    retrain_every_labels: int = 500  # train even without drift after this many new feedback labels
+    min_new_labels: int = 60  # never train on fewer new labels than this
+    labels_after_drift: int = 50  # after a drift, wait for this many labels that came after it
+    max_recent_labels: int = 2000  # newest feedback labels used per update
     # Only feedback joined at or after this time (epoch ms) is used; None = all. A run that must not
     # learn from earlier runs' labels in the same database (the demo) sets its start time here.
     feedback_since_ts_ms: int | None = None
-    replay_size: int = 400
-    holdout_fraction: float = Field(0.2, gt=0, lt=1)
+    replay_size: int = 400  # original training examples mixed in against forgetting
+    holdout_fraction: float = Field(0.2, gt=0, lt=1)  # recent feedback kept out of training for evaluation
     epochs: int = 2
     max_steps: int | None = 150
     # Optimiser / cost knobs for the incremental run; None = the task's training settings.
@@ -74,18 +86,22 @@ class UpdaterConfig(_Strict):
     head_lr: float | None = None
     batch_size: int | None = None
     max_length: int | None = None
-    threads: int = 2
-    cooldown_s: float = 30.0
+    threads: int = 2  # torch threads for the update (the CPU target is 2 cores)
+    cooldown_s: float = 30.0  # ignore further drift events this long after an update
 
 
 class PromotionConfig(_Strict):
+    """When a candidate adapter replaces the serving one."""
+
     metric: Literal["accuracy", "macro_f1"] = "accuracy"
-    margin: float = 0.01
-    tolerance: float = 0.02
-    min_holdout: int = 20
+    margin: float = 0.01  # candidate must beat serving on recent feedback by this much
+    tolerance: float = 0.02  # and may lose at most this much on the original test set
+    min_holdout: int = 20  # refuse to judge on fewer recent held-out labels
 
 
 class TaskOnlineConfig(_Strict):
+    """Everything online learning needs for one task."""
+
     drift: DriftConfig = Field(default_factory=DriftConfig)
     updater: UpdaterConfig = Field(default_factory=UpdaterConfig)
     promotion: PromotionConfig = Field(default_factory=PromotionConfig)
@@ -106,9 +122,12 @@ def _load_raw(path: str) -> dict[str, Any]:
     return yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
 
 
+def online_file_section(task: str, path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """What the online file says about ``task``: its ``defaults`` deep-merged with ``tasks.<task>``."""
+    raw = _load_raw(str(path or get_settings().online_file))
+    return _deep_merge(raw.get("defaults") or {}, (raw.get("tasks") or {}).get(task) or {})
+
+
 def online_config(task: str, path: str | os.PathLike[str] | None = None) -> TaskOnlineConfig:
-    """Settings for ``task``: defaults deep-merged with the task's section (unknown tasks get defaults)."""
-    file = str(path or os.environ.get("DRIFTLINE_ONLINE_CONFIG") or DEFAULT_ONLINE_FILE)
-    raw = _load_raw(file)
-    merged = _deep_merge(raw.get("defaults") or {}, (raw.get("tasks") or {}).get(task) or {})
-    return TaskOnlineConfig.model_validate(merged)
+    """Settings for ``task``: the field defaults, then the online file (``Settings.online_file``)."""
+    return TaskOnlineConfig.model_validate(online_file_section(task, path))

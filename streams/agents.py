@@ -34,8 +34,8 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from driftline.models.inference.base import InferenceClient, ModelNotReadyError, Prediction
+from driftline.settings import PipelineConfig
 from driftline.streams.alerts import SurgeMonitor, subject_of
-from driftline.streams.config import PipelineConfig
 from driftline.streams.deadletter import dead_letter
 from driftline.streams.metrics import PipelineMetrics
 from driftline.streams.offsets import CommitGate

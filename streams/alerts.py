@@ -29,7 +29,7 @@ from typing import Any
 
 import faust
 
-from driftline.streams.config import SurgeSettings
+from driftline.settings import SurgeSettings
 from driftline.streams.schemas import AlertRecord, PredictionRecord
 
 KIND_BY_EVENT = {"news": "topic_volume_surge", "chat": "negative_sentiment_surge"}

@@ -21,10 +21,9 @@ import faust
 
 from driftline.clients import faust_broker_credentials
 from driftline.models.inference.base import InferenceClient
-from driftline.settings import Settings, get_settings
+from driftline.settings import PipelineConfig, Settings, get_settings
 from driftline.streams.agents import Stages, register_agents
 from driftline.streams.alerts import SurgeMonitor
-from driftline.streams.config import PipelineConfig
 from driftline.streams.learning.worker import register_learning
 from driftline.streams.metrics import PipelineMetrics
 from driftline.streams.offsets import CommitGate, install
@@ -85,8 +84,8 @@ def build_pipeline(
     web_port: int | None = None,
 ) -> Pipeline:
     settings = settings or get_settings()
-    config = config or PipelineConfig.from_env()
-    routes = load_routes(settings.kafka.topics)
+    config = config or settings.pipeline
+    routes = load_routes(settings)
     app = faust.App(
         config.app_id,
         broker=broker_url(settings),
@@ -94,7 +93,7 @@ def build_pipeline(
         value_serializer="raw",
         key_serializer="raw",
         store="memory://",
-        topic_partitions=config.partitions,
+        topic_partitions=settings.kafka.partitions,
         topic_replication_factor=1,
         web_host=settings.web_host,
         web_port=web_port or settings.web_port,
@@ -129,7 +128,7 @@ def build_pipeline(
         "dead_letters": dead_letters_sink(settings=settings.clickhouse, **batching),
     }
     stages = Stages(config, client, metrics)
-    surge = SurgeMonitor(app, config.surge, config.partitions)
+    surge = SurgeMonitor(app, config.surge, settings.kafka.partitions)
     register_agents(
         app, config=config, routes=routes, topics=topics, stages=stages, sinks=sinks, surge=surge, gate=gate
     )

@@ -1,11 +1,11 @@
 """Which Kafka topic feeds which task, and with which event schema.
 
 Routing is configuration, not code: ``models/tasks.yaml`` says what a task *is*; this says where its
-events come from. Defaults: the news topic feeds ``news_topic`` and the chat topic feeds
-``chat_sentiment``. Override per topic with ``DRIFTLINE_ROUTE_NEWS=<task>`` /
-``DRIFTLINE_ROUTE_CHAT=<task>`` (``-`` disables the route; ``<task>@<model>`` serves the task from
-another Triton model name, e.g. a test export), or replace the whole table
-with a YAML file named by ``DRIFTLINE_ROUTES_FILE``::
+events come from. Both come from the settings (``Settings.routes``, ``Settings.routes_file``):
+the news topic feeds ``news_topic`` and the chat topic feeds ``chat_sentiment`` unless
+``DRIFTLINE_ROUTES__NEWS=<task>`` / ``DRIFTLINE_ROUTES__CHAT=<task>`` say otherwise (``-`` disables
+the route; ``<task>@<model>`` serves the task from another Triton model name, e.g. a test export),
+or a YAML file named by ``DRIFTLINE_ROUTES_FILE`` replaces the whole table::
 
     routes:
       - {topic: news, schema: news, task: news_topic}      # topic: a Topics field or a literal name
@@ -14,18 +14,18 @@ with a YAML file named by ``DRIFTLINE_ROUTES_FILE``::
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Literal
 
 import yaml
 from pydantic import BaseModel
 
 from driftline.models.tasks import get_task
-from driftline.settings import Topics
+from driftline.settings import RouteSettings, Settings, Topics
 
 
 class Route(BaseModel):
+    """One input topic: the task it feeds and the Triton model serving it."""
+
     topic: str  # resolved Kafka topic name
     schema_kind: Literal["news", "chat"]
     task: str
@@ -33,30 +33,32 @@ class Route(BaseModel):
 
     @property
     def model_name(self) -> str:
+        """The Triton model to call."""
         return self.model or self.task
 
 
-DEFAULT_ROUTES = [("news", "news", "news_topic"), ("chat", "chat", "chat_sentiment")]
+#: topic (a ``RouteSettings`` field) -> event schema of the default table
+DEFAULT_SCHEMAS = {"news": "news", "chat": "chat"}
 
 
 def _resolve_topic(name: str, topics: Topics) -> str:
     return getattr(topics, name) if name in Topics.model_fields else name
 
 
-def load_routes(topics: Topics) -> list[Route]:
+def load_routes(settings: Settings) -> list[Route]:
     """The routing table; every task named must be declared in tasks.yaml (fails fast otherwise)."""
-    file = os.environ.get("DRIFTLINE_ROUTES_FILE")
-    if file:
-        raw = yaml.safe_load(Path(file).read_text(encoding="utf-8"))["routes"]
+    topics = settings.kafka.topics
+    if settings.routes_file:
+        raw = yaml.safe_load(settings.routes_file.read_text(encoding="utf-8"))["routes"]
         specs = [(r["topic"], r.get("schema", r["topic"]), r["task"], r.get("model", "")) for r in raw]
     else:
         specs = []
-        for topic, schema, task in DEFAULT_ROUTES:
-            override = os.environ.get(f"DRIFTLINE_ROUTE_{topic.upper()}")
-            if override == "-":
+        for topic in RouteSettings.model_fields:
+            value = getattr(settings.routes, topic)
+            if value == "-":
                 continue
-            name, _, model = (override or task).partition("@")
-            specs.append((topic, schema, name, model))
+            name, _, model = value.partition("@")
+            specs.append((topic, DEFAULT_SCHEMAS[topic], name, model))
     routes = [Route(topic=_resolve_topic(t, topics), schema_kind=s, task=k, model=m) for t, s, k, m in specs]
     for route in routes:
         get_task(route.task)  # raises UnknownTaskError naming the declared tasks

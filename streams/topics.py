@@ -1,4 +1,4 @@
-"""Faust topic objects for the pipeline, named from ``driftline.settings`` (``DRIFTLINE_TOPIC_*``).
+"""Faust topic objects for the pipeline, named from ``driftline.settings`` (``DRIFTLINE_KAFKA__TOPICS__*``).
 
 Every topic carries raw bytes: inputs are decoded by ``driftline.streams.schemas`` so bad bytes can be
 dead-lettered, and outputs are pydantic JSON written by us, so other consumers (drift detectors,

@@ -91,7 +91,7 @@ def _scram_user(settings: Settings) -> tuple[str, str]:
     kafka = settings.kafka
     if not kafka.sasl_username or kafka.sasl_password is None:
         raise StackError(
-            "kafka: SASL_PLAINTEXT needs DRIFTLINE_KAFKA_SASL_USERNAME and DRIFTLINE_KAFKA_SASL_PASSWORD"
+            "kafka: SASL_PLAINTEXT needs DRIFTLINE_KAFKA__SASL_USERNAME and DRIFTLINE_KAFKA__SASL_PASSWORD"
         )
     password = kafka.sasl_password.get_secret_value()
     for label, value in (("username", kafka.sasl_username), ("password", password)):
@@ -139,7 +139,7 @@ class KafkaService(Service):
 
     @property
     def sasl(self) -> bool:
-        """SASL/SCRAM on the client listener (opt-in: DRIFTLINE_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT)."""
+        """SASL/SCRAM on the client listener (opt-in: DRIFTLINE_KAFKA__SECURITY_PROTOCOL=SASL_PLAINTEXT)."""
         return self.settings.kafka.security_protocol == "SASL_PLAINTEXT"
 
     def _security_lines(self) -> str:
@@ -149,7 +149,7 @@ class KafkaService(Service):
         if kafka.sasl_mechanism not in SCRAM_MECHANISMS:
             raise StackError(
                 f"kafka: the local stack supports SASL mechanisms {SCRAM_MECHANISMS}, "
-                f"not {kafka.sasl_mechanism!r} (DRIFTLINE_KAFKA_SASL_MECHANISM)"
+                f"not {kafka.sasl_mechanism!r} (DRIFTLINE_KAFKA__SASL_MECHANISM)"
             )
         user, password = _scram_user(self.settings)
         jaas = (
@@ -158,7 +158,7 @@ class KafkaService(Service):
         )
         listener = f"listener.name.sasl_plaintext.{kafka.sasl_mechanism.lower()}"
         return (
-            "# SASL/SCRAM (DRIFTLINE_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT); the controller listener\n"
+            "# SASL/SCRAM (DRIFTLINE_KAFKA__SECURITY_PROTOCOL=SASL_PLAINTEXT); the controller listener\n"
             "# stays PLAINTEXT on 127.0.0.1.\n"
             f"sasl.enabled.mechanisms={kafka.sasl_mechanism}\n"
             f"sasl.mechanism.inter.broker.protocol={kafka.sasl_mechanism}\n"

@@ -15,7 +15,6 @@ per forward pass, so serving costs the same as the base encoder), and the Linear
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,8 +26,7 @@ from driftline.models.artifacts import ADAPTER_DIR, HEAD_FILE, ArtifactMeta, rea
 from driftline.models.encoders import load_encoder, mean_pool
 from driftline.models.robustness import normalize_all
 from driftline.models.serving.explain import TOP_K, attribution_scores, merge_to_words
-
-THREADS_ENV = "DRIFTLINE_TORCH_THREADS"
+from driftline.settings import get_settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,14 +41,13 @@ class ItemResult:
 
 
 def configure_threads(num_threads: int | None = None) -> int:
-    """Set torch's intra-op thread count from the argument, ``$DRIFTLINE_TORCH_THREADS`` or leave it.
+    """Set torch's intra-op thread count from the argument, ``triton.torch_threads`` or leave it.
 
     A Triton CPU instance shares the machine with other instances and services; by default torch
     grabs every core per instance, which oversubscribes the CPU as soon as there are two instances.
     """
     if num_threads is None:
-        env = os.environ.get(THREADS_ENV, "").strip()
-        num_threads = int(env) if env else 0
+        num_threads = get_settings().triton.torch_threads
     if num_threads and num_threads > 0:
         torch.set_num_threads(num_threads)
     return torch.get_num_threads()

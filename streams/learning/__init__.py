@@ -1,6 +1,6 @@
 """The online-learning loop inside a pipeline worker: feedback join, drift monitors, drift alerts.
 
-- ``config``: ``LearningConfig`` (``DRIFTLINE_LEARNING_*``: grace period, memory bounds),
+- ``LearningConfig`` lives in ``driftline.settings`` (``DRIFTLINE_LEARNING__*``: grace period, memory bounds),
 - ``lookup``: batched ClickHouse ``labels`` lookup for feedback the worker cannot join from memory,
 - ``feedback``: ``FeedbackStage`` (validate, join, pending-with-grace, dead letters), Faust-free,
 - ``observations``: ``ObservationBatch`` + ``DriftWatch`` (one ``DriftMonitor`` per task, checkpointed),

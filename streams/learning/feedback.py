@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from driftline.online.feedback import FeedbackJoiner, JoinedFeedback, Unjoined
+from driftline.settings import LearningConfig
 from driftline.streams.agents import RawMessage
-from driftline.streams.learning.config import LearningConfig
 from driftline.streams.learning.lookup import Key, PredictionLookup
 from driftline.streams.schemas import (
     DeadLetterRecord,

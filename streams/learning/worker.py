@@ -28,10 +28,8 @@ from prometheus_client import Counter, Gauge
 from pydantic import ValidationError
 
 from driftline.online.drift import DriftEvent
-from driftline.settings import Settings
+from driftline.settings import LearningConfig, PipelineConfig, Settings
 from driftline.streams.agents import Stages, _pin, _raw
-from driftline.streams.config import PipelineConfig
-from driftline.streams.learning.config import LearningConfig
 from driftline.streams.learning.feedback import FeedbackOutcome, FeedbackStage, Release
 from driftline.streams.learning.lookup import LabelsLookup
 from driftline.streams.learning.observations import (
@@ -129,7 +127,7 @@ def register_learning(
     replacement worker recovers its drift monitors.
     """
     gate = gate if gate is not None else CommitGate()
-    lc = learning_config or LearningConfig.from_env()
+    lc = learning_config or settings.learning
     metrics = LearningMetrics(stages.metrics.registry)
     batching = {
         "max_rows": config.sink_max_rows,
@@ -152,12 +150,12 @@ def register_learning(
         f"{config.app_id}-drift-observations",
         key_serializer="raw",
         value_serializer="raw",
-        partitions=config.partitions,
+        partitions=settings.kafka.partitions,
         internal=True,
     )
     table = app.Table(
         "drift-monitors",
-        partitions=config.partitions,
+        partitions=settings.kafka.partitions,
         schema=faust.Schema(key_serializer="json", value_serializer="json"),
         use_partitioner=True,  # changelog partition from the key, see observation_key
         extra_topic_configs={"segment.ms": str(10 * 60 * 1000)},  # let compaction keep recovery short

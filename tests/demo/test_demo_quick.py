@@ -27,9 +27,9 @@ pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
 def test_quick_demo_runs_end_to_end(tmp_path: Path) -> None:
     suffix = unique_suffix()
-    env = dict(os.environ, DRIFTLINE_APP_ID=f"test-demo-{suffix}", COLUMNS="120")
+    env = dict(os.environ, DRIFTLINE_PIPELINE__APP_ID=f"test-demo-{suffix}", COLUMNS="120")
     for name in Topics.model_fields:
-        env[f"DRIFTLINE_TOPIC_{name.upper()}"] = f"test.demo.{suffix}.{name}"
+        env[f"DRIFTLINE_KAFKA__TOPICS__{name.upper()}"] = f"test.demo.{suffix}.{name}"
     run_dir = tmp_path / "run"
     cmd = [
         sys.executable,

@@ -38,7 +38,8 @@ def _drift() -> DriftEvent:
 def test_trigger_needs_labels_after_drift_and_respects_cooldown() -> None:
     now = [0.0]
     trigger = UpdateTrigger(
-        UpdaterConfig(min_new_labels=10, retrain_every_labels=100, cooldown_s=60), clock=lambda: now[0]
+        UpdaterConfig(min_new_labels=10, labels_after_drift=0, retrain_every_labels=100, cooldown_s=60),
+        clock=lambda: now[0],
     )
     trigger.on_drift(_drift())
     trigger.on_feedback(9)

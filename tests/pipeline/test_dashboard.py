@@ -76,7 +76,7 @@ def database(samples: SampleSet) -> Iterator[str]:
 def dashboard(database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_ports(1)[0]
     log = tmp_path_factory.mktemp("dashboard") / "dashboard.log"
-    env = {**os.environ, "DRIFTLINE_CLICKHOUSE_DATABASE": database}
+    env = {**os.environ, "DRIFTLINE_CLICKHOUSE__DATABASE": database}
     cmd = [
         sys.executable,
         "-m",

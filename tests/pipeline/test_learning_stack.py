@@ -89,7 +89,7 @@ def test_feedback_is_joined_dead_lettered_and_drift_survives_a_restart(
 ) -> None:
     run = PipelineRun(
         routes={"news": f"news_topic@{news_model.name}", "chat": "-"},
-        extra_env={"DRIFTLINE_LEARNING_GRACE_S": "8", "DRIFTLINE_LEARNING_RETRY_S": "0.5"},
+        extra_env={"DRIFTLINE_LEARNING__GRACE_S": "8", "DRIFTLINE_LEARNING__RETRY_S": "0.5"},
     )
     s = run.suffix
     logs = tmp_path_factory.mktemp("learning")

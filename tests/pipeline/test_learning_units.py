@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from driftline.online.config import DriftConfig, ErrorRateConfig
+from driftline.settings import LearningConfig
 from driftline.streams.agents import RawMessage
 from driftline.streams.deadletter import dead_letter
-from driftline.streams.learning.config import LearningConfig
 from driftline.streams.learning.feedback import FeedbackStage
 from driftline.streams.learning.lookup import Key
 from driftline.streams.learning.observations import DriftWatch, FeedbackObservation, ObservationBatch

@@ -224,10 +224,10 @@ def test_planted_surges_raise_alerts_and_steady_traffic_does_not(
     run = PipelineRun(
         routes=_routes(models),
         extra_env={
-            "DRIFTLINE_SURGE_WINDOW_S": str(window),
-            "DRIFTLINE_SURGE_BASELINE_WINDOWS": str(history),
-            "DRIFTLINE_SURGE_MIN_COUNT": "15",
-            "DRIFTLINE_SURGE_RATIO": "3",
+            "DRIFTLINE_PIPELINE__SURGE__WINDOW_S": str(window),
+            "DRIFTLINE_PIPELINE__SURGE__BASELINE_WINDOWS": str(history),
+            "DRIFTLINE_PIPELINE__SURGE__MIN_COUNT": "15",
+            "DRIFTLINE_PIPELINE__SURGE__RATIO": "3",
         },
     )
     s = run.suffix
@@ -320,9 +320,9 @@ def test_clickhouse_outage_loses_nothing_even_if_the_worker_dies_during_it(
     run = PipelineRun(
         routes={"news": _routes(models)["news"], "chat": "-"},
         extra_env={
-            "DRIFTLINE_CLICKHOUSE_PORT": str(proxy.port),
-            "DRIFTLINE_PIPELINE_SINK_BACKOFF_MAX_S": "1",
-            "DRIFTLINE_PIPELINE_SESSION_TIMEOUT_S": "10",
+            "DRIFTLINE_CLICKHOUSE__PORT": str(proxy.port),
+            "DRIFTLINE_PIPELINE__SINK_BACKOFF_MAX_S": "1",
+            "DRIFTLINE_PIPELINE__SESSION_TIMEOUT_S": "10",
         },
     )
     logs = tmp_path_factory.mktemp("outage")

@@ -9,9 +9,9 @@ import json
 import pytest
 
 from driftline.models.inference.base import InferenceClient, InferenceError, ModelNotReadyError, Prediction
+from driftline.settings import PipelineConfig, Settings, SurgeSettings
 from driftline.streams.agents import RawMessage, Stages
 from driftline.streams.alerts import evaluate_surge, ewma, subject_of
-from driftline.streams.config import PipelineConfig, SurgeSettings
 from driftline.streams.metrics import PipelineMetrics
 from driftline.streams.routing import Route, load_routes
 from driftline.streams.schemas import ChatEvent, NewsEvent, Rejection, decode_event
@@ -74,17 +74,15 @@ def test_feedback_task_and_label_are_checked() -> None:
 
 
 def test_routes_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    from driftline.settings import Topics
-
-    monkeypatch.setenv("DRIFTLINE_ROUTE_NEWS", "news_topic@test_model_x")
-    monkeypatch.setenv("DRIFTLINE_ROUTE_CHAT", "-")
-    routes = load_routes(Topics())
+    monkeypatch.setenv("DRIFTLINE_ROUTES__NEWS", "news_topic@test_model_x")
+    monkeypatch.setenv("DRIFTLINE_ROUTES__CHAT", "-")
+    routes = load_routes(Settings())
     assert [(r.topic, r.task, r.model_name) for r in routes] == [
         ("driftline.news.events", "news_topic", "test_model_x")
     ]
-    monkeypatch.setenv("DRIFTLINE_ROUTE_NEWS", "no_such_task")
+    monkeypatch.setenv("DRIFTLINE_ROUTES__NEWS", "no_such_task")
     with pytest.raises(KeyError):
-        load_routes(Topics())
+        load_routes(Settings())
 
 
 # --- surge rule ---------------------------------------------------------------------------------

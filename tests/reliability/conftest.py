@@ -25,7 +25,7 @@ class PrivatePipelineStack:
     env: dict[str, str]
     settings: Settings
     stack: Stack
-    routes: dict[str, str]  # DRIFTLINE_ROUTE_<KIND> values
+    routes: dict[str, str]  # DRIFTLINE_ROUTES__<KIND> values
     log_dir: Path
 
 

@@ -36,8 +36,8 @@ from driftline.settings import REPO_ROOT, Settings, Topics
 PIPELINE_CH_PASSWORD = "rel-pw-5e1f0c2b"
 
 PORT_VARS = (
-    "KAFKA_PORT", "KAFKA_CONTROLLER_PORT", "CLICKHOUSE_PORT", "CLICKHOUSE_HTTP_PORT",
-    "TRITON_HTTP_PORT", "TRITON_GRPC_PORT", "TRITON_METRICS_PORT",
+    "KAFKA__PORT", "KAFKA__CONTROLLER_PORT", "CLICKHOUSE__PORT", "CLICKHOUSE__HTTP_PORT",
+    "TRITON__HTTP_PORT", "TRITON__GRPC_PORT", "TRITON__METRICS_PORT",
 )  # fmt: skip
 
 
@@ -57,23 +57,23 @@ def private_env(
     for name, port in zip(PORT_VARS, free_ports(len(PORT_VARS)), strict=True):
         env[f"DRIFTLINE_{name}"] = str(port)
     env["DRIFTLINE_RUN_DIR"] = str(run_dir)
-    env["DRIFTLINE_TRITON_EXIT_TIMEOUT"] = "5"
+    env["DRIFTLINE_TRITON__EXIT_TIMEOUT_S"] = "5"
     if clickhouse_user:
-        env["DRIFTLINE_CLICKHOUSE_USER"] = clickhouse_user
+        env["DRIFTLINE_CLICKHOUSE__USER"] = clickhouse_user
     if clickhouse_password:
-        env["DRIFTLINE_CLICKHOUSE_PASSWORD"] = clickhouse_password
+        env["DRIFTLINE_CLICKHOUSE__PASSWORD"] = clickhouse_password
     if sasl:
-        env["DRIFTLINE_KAFKA_SECURITY_PROTOCOL"] = "SASL_PLAINTEXT"
-        env["DRIFTLINE_KAFKA_SASL_USERNAME"], env["DRIFTLINE_KAFKA_SASL_PASSWORD"] = sasl
+        env["DRIFTLINE_KAFKA__SECURITY_PROTOCOL"] = "SASL_PLAINTEXT"
+        env["DRIFTLINE_KAFKA__SASL_USERNAME"], env["DRIFTLINE_KAFKA__SASL_PASSWORD"] = sasl
     if repository:
-        env["DRIFTLINE_TRITON_REPOSITORY"] = str(repository)
+        env["DRIFTLINE_TRITON__REPOSITORY"] = str(repository)
     return env
 
 
 def settings_for(env: dict[str, str]) -> Settings:
-    """``Settings.from_env`` evaluated against ``env`` without touching the process environment."""
+    """``Settings()`` evaluated against ``env`` without touching the process environment."""
     with mock.patch.dict(os.environ, env, clear=True):
-        return Settings.from_env()
+        return Settings()
 
 
 @contextlib.contextmanager

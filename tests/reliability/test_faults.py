@@ -122,7 +122,7 @@ def test_every_event_labelled_exactly_once_through_faults(pipeline_stack) -> Non
         pipeline_stack.env,
         pipeline_stack.routes,
         pipeline_stack.log_dir,
-        extra_env={"DRIFTLINE_PIPELINE_SESSION_TIMEOUT_S": "10"},
+        extra_env={"DRIFTLINE_PIPELINE__SESSION_TIMEOUT_S": "10"},
     )
     settings = run.settings
     topics = run.topics

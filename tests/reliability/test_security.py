@@ -111,25 +111,25 @@ def test_secrets_are_not_stored_in_clear_text_and_configs_are_private(secured) -
 
 def test_wrong_clickhouse_password_is_a_clear_error(secured) -> None:
     env, _ = secured
-    wrong = settings_for({**env, "DRIFTLINE_CLICKHOUSE_PASSWORD": "not-the-password"})
+    wrong = settings_for({**env, "DRIFTLINE_CLICKHOUSE__PASSWORD": "not-the-password"})
     with pytest.raises(ClickHouseAuthError) as info:
         check_clickhouse(wrong)
     message = str(info.value)
     assert "authentication failed for user 'driftline_rw'" in message
-    assert "DRIFTLINE_CLICKHOUSE_PASSWORD" in message and "not-the-password" not in message
+    assert "DRIFTLINE_CLICKHOUSE__PASSWORD" in message and "not-the-password" not in message
     # the stack's own health check says the same instead of "unhealthy" after a long wait
     (status,) = Stack(wrong, only=["clickhouse"]).status()
     assert status.running and not status.healthy and "authentication failed" in status.detail
     # and no password at all is rejected too (the default user does not exist on this server)
     with pytest.raises(ClickHouseAuthError):
-        check_clickhouse(settings_for({**env, "DRIFTLINE_CLICKHOUSE_PASSWORD": ""}))
+        check_clickhouse(settings_for({**env, "DRIFTLINE_CLICKHOUSE__PASSWORD": ""}))
 
 
 @pytest.mark.parametrize(
     "override",
     [
-        {"DRIFTLINE_KAFKA_SASL_PASSWORD": "wrong-password"},
-        {"DRIFTLINE_KAFKA_SECURITY_PROTOCOL": "PLAINTEXT"},
+        {"DRIFTLINE_KAFKA__SASL_PASSWORD": "wrong-password"},
+        {"DRIFTLINE_KAFKA__SECURITY_PROTOCOL": "PLAINTEXT"},
     ],
     ids=["wrong-scram-password", "no-sasl"],
 )
@@ -151,13 +151,13 @@ def test_kafka_rejects_clients_without_valid_scram_credentials(secured, override
 
     with pytest.raises((KafkaError, TimeoutError)):
         asyncio.run(connect())
-    if override.get("DRIFTLINE_KAFKA_SASL_PASSWORD"):
+    if override.get("DRIFTLINE_KAFKA__SASL_PASSWORD"):
         # the clear error: who was rejected and which env vars to check, never the password
         with pytest.raises(KafkaAuthError) as info:
             asyncio.run(check_kafka(bad))
         message = str(info.value)
         assert "authentication failed for user 'driftline'" in message
-        assert "DRIFTLINE_KAFKA_SASL_PASSWORD" in message and "wrong-password" not in message
+        assert "DRIFTLINE_KAFKA__SASL_PASSWORD" in message and "wrong-password" not in message
         asyncio.run(check_kafka(settings_for(env)))  # the right password passes the same check
 
 
@@ -169,7 +169,11 @@ def test_no_secret_in_any_log_or_captured_output(secured, tmp_path: Path) -> Non
     _cli(env, "stack", "logs", "--tail", "200", out=captured)
     # a pipeline worker with the secrets in its environment, at debug level, for a few seconds
     worker_log = tmp_path / "worker.log"
-    worker_env = {**env, "DRIFTLINE_APP_ID": "rel-secret-scan", "DRIFTLINE_TOPIC_NEWS": "rel.secret.news"}
+    worker_env = {
+        **env,
+        "DRIFTLINE_PIPELINE__APP_ID": "rel-secret-scan",
+        "DRIFTLINE_KAFKA__TOPICS__NEWS": "rel.secret.news",
+    }
     proc = subprocess.Popen(
         [*CLI, "worker", "--web-port", str(free_ports(1)[0]), "--loglevel", "debug", "--client", "triton"],
         env=worker_env, cwd=REPO_ROOT, stdout=worker_log.open("wb"), stderr=subprocess.STDOUT,

@@ -28,7 +28,7 @@ def test_compose_services_and_ports_match_settings(monkeypatch):
     for key in list(__import__("os").environ):
         if key.startswith("DRIFTLINE_"):
             monkeypatch.delenv(key)
-    s = Settings.from_env()  # defaults, as the local stack uses them
+    s = Settings()  # defaults, as the local stack uses them
     services = _load()["services"]
     assert {"kafka", "clickhouse", "triton", "worker", "updater", "dashboard"} <= set(services)
     assert s.kafka.port in _published(services["kafka"])
@@ -60,13 +60,13 @@ def test_compose_grafana_mounts_the_provisioning() -> None:
 def test_compose_topics_and_migrations_match():
     doc = _load()
     text = COMPOSE.read_text()
-    for topic in Settings.from_env().kafka.topics.all():
+    for topic in Settings().kafka.topics.all():
         assert topic in text, f"topic {topic} not created by compose"
     # the migrations ship inside the package; the one-shot migrate service runs the stack's runner
     assert doc["services"]["migrate"]["command"] == ["driftline", "stack", "init"]
     assert discover(), "no migration files"
     env = doc["services"]["worker"].get("environment", {})
-    assert env.get("DRIFTLINE_KAFKA_BOOTSTRAP") == "kafka:9092"
+    assert env.get("DRIFTLINE_KAFKA__BOOTSTRAP") == "kafka:9092"
 
 
 def _assert_installs_driftline(dockerfile: Path) -> None:

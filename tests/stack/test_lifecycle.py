@@ -22,15 +22,15 @@ from driftline.settings import Settings
 @pytest.fixture
 def alt_settings(tmp_path, monkeypatch) -> Settings:
     names = [
-        "KAFKA_PORT", "KAFKA_CONTROLLER_PORT", "CLICKHOUSE_PORT", "CLICKHOUSE_HTTP_PORT",
-        "TRITON_HTTP_PORT", "TRITON_GRPC_PORT", "TRITON_METRICS_PORT",
+        "KAFKA__PORT", "KAFKA__CONTROLLER_PORT", "CLICKHOUSE__PORT", "CLICKHOUSE__HTTP_PORT",
+        "TRITON__HTTP_PORT", "TRITON__GRPC_PORT", "TRITON__METRICS_PORT",
     ]  # fmt: skip
     for name, port in zip(names, free_ports(len(names)), strict=True):
         monkeypatch.setenv(f"DRIFTLINE_{name}", str(port))
-    monkeypatch.delenv("DRIFTLINE_KAFKA_BOOTSTRAP", raising=False)
+    monkeypatch.delenv("DRIFTLINE_KAFKA__BOOTSTRAP", raising=False)
     monkeypatch.setenv("DRIFTLINE_RUN_DIR", str(tmp_path / "run"))
-    monkeypatch.setenv("DRIFTLINE_TRITON_EXIT_TIMEOUT", "5")
-    return Settings.from_env()
+    monkeypatch.setenv("DRIFTLINE_TRITON__EXIT_TIMEOUT_S", "5")
+    return Settings()
 
 
 def _all_ports(stack: Stack) -> list[int]:

@@ -8,13 +8,14 @@ over library code (heavy imports such as torch happen inside commands, keeping `
 - ``pipeline`` : ``driftline worker``, ``publish``, ``replay``, ``tail`` (streams/cli/pipeline.py)
 - ``learning`` : ``driftline updater``, ``models list|promote|rollback`` (streams/cli/learning.py)
 - ``demo``     : ``driftline demo``, ``dashboard``                   (streams/cli/demo.py)
+- ``config``   : ``driftline config show``                          (driftline/apps/cli/config.py)
 """
 
 from __future__ import annotations
 
 import typer
 
-from driftline.apps.cli import demo, learning, modelling, pipeline, stack
+from driftline.apps.cli import config, demo, learning, modelling, pipeline, stack
 
 app = typer.Typer(
     name="driftline",
@@ -23,7 +24,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,  # locals may hold secrets
 )
 
-for module in (stack, modelling, pipeline, learning, demo):
+for module in (stack, modelling, pipeline, learning, demo, config):
     module.register(app)
 
 

@@ -99,7 +99,7 @@ def dataset_events(
 
     data = load_dataset(dataset)
     tasks = [t for t in load_tasks().values() if t.dataset == dataset]
-    routes = {r.task: r for r in load_routes(get_settings().kafka.topics)}
+    routes = {r.task: r for r in load_routes(get_settings())}
     task = next((t.name for t in tasks if t.name in routes), None)
     if task is None:
         raise typer.BadParameter(f"no routed task uses dataset {dataset!r}")
@@ -151,7 +151,7 @@ def register(app: typer.Typer) -> None:
             ensure_topics(
                 settings.kafka.bootstrap,
                 pipeline_topic_names(settings.kafka.topics, pipeline.routes),
-                pipeline.config.partitions,
+                settings.kafka.partitions,
                 max_message_bytes=32 << 20,
             )
         )

@@ -8,12 +8,11 @@ report can always be traced back to the settings that produced it.
 The detectors and the updater read ``online/online.yaml``; the demo's stream is much shorter than a
 production one, so it writes a merged copy with a few scale-dependent values reduced (window sizes,
 training steps, label minimums) into the run folder and points its worker and updater at it through
-``DRIFTLINE_ONLINE_CONFIG``. Nothing in the package's own configuration is changed.
+``DRIFTLINE_ONLINE_FILE``. Nothing in the package's own configuration is changed.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -131,9 +130,9 @@ class DemoConfig(BaseModel):
         ``since_ts_ms``: the run's start; the updater then learns from this run's feedback only, not
         from earlier demo runs' labels in the same database (each run tells its own story).
         """
-        from driftline.online.config import DEFAULT_ONLINE_FILE
+        from driftline.settings import get_settings
 
-        base_file = Path(os.environ.get("DRIFTLINE_ONLINE_CONFIG") or DEFAULT_ONLINE_FILE)
+        base_file = get_settings().online_file
         base = yaml.safe_load(base_file.read_text(encoding="utf-8")) or {}
         overrides = self.online_overrides
         if since_ts_ms is not None:

@@ -97,7 +97,7 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> DemoResult:
     timings["models_s"] = round(time.monotonic() - t, 1)
 
     online_file = config.write_online_config(since_ts_ms=int(started * 1000))
-    env = dict(os.environ, DRIFTLINE_ONLINE_CONFIG=str(online_file), PYTHONUNBUFFERED="1")
+    env = dict(os.environ, DRIFTLINE_ONLINE_FILE=str(online_file), PYTHONUNBUFFERED="1")
     group = ProcessGroup(run_dir / "logs", env)
     started_ms = int(time.time() * 1000)
     store = DemoStore(settings.clickhouse, run_id, started_ms)
