@@ -169,7 +169,7 @@ class PipelineConfig(BaseModel):
 class LearningConfig(BaseModel):
     """The worker's learning loop: how long feedback waits for its prediction, what it remembers.
 
-    Streaming decisions around the detectors (whose statistics live in ``online/online.yaml``), so
+    Streaming decisions around the detectors (whose statistics live in ``driftline.online.config``), so
     tests and the demo can shorten the waits without touching detector thresholds.
     """
 

@@ -118,3 +118,18 @@ def test_yaml_files_come_from_the_settings(clean_env: pytest.MonkeyPatch, tmp_pa
     assert online_config("only_news").updater.labels_after_drift == 7
     routes = load_routes(get_settings())
     assert [(r.topic, r.task) for r in routes] == [("driftline.chat.events", "only_news")]
+
+
+def test_compose_and_scripts_set_only_known_variables() -> None:
+    """Every DRIFTLINE_* name docker-compose sets or interpolates is a setting (or allow-listed)."""
+    import re
+
+    from driftline.settings import REPO_ROOT
+
+    names: set[str] = set()
+    for path in ("compose/docker-compose.yml", "compose/setup.sh", "Makefile", ".ci/run"):
+        file = REPO_ROOT / path
+        if file.exists():
+            names |= set(re.findall(r"DRIFTLINE_[A-Z0-9_]*[A-Z0-9]", file.read_text(encoding="utf-8")))
+    assert names, "no DRIFTLINE_ names found"
+    check_environment(dict.fromkeys(names, "x"))
