@@ -153,13 +153,12 @@ def bench_local(task: str, artifact: Path, batches: list[int], budget_s: float, 
 
 
 def bench_triton(task: str, artifact: Path, batches: list[int], budget_s: float, progress, bar) -> list[Cell]:
-    import tritonclient.grpc as grpc
-
+    from driftline.clients import triton_client
     from driftline.models.inference.triton import TritonClient
 
     settings = get_settings()
     name = f"bench_{task}_{uuid.uuid4().hex[:6]}"
-    admin = grpc.InferenceServerClient(settings.triton.grpc_url)
+    admin = triton_client(settings)
     texts = _texts(task)
     model_dir = settings.triton.repository / name
     loop = asyncio.new_event_loop()
