@@ -56,6 +56,7 @@ def record_run(kind: str, figures: dict[str, Any], directory: Path | None = None
 
 
 def latest_runs(directory: Path = RUNS_DIR) -> dict[str, dict[str, Any]]:
+    """The newest record of each run kind (faults, hostile ...) found in ``directory``."""
     latest: dict[str, dict[str, Any]] = {}
     for path in sorted(directory.glob("*.json")):
         try:
@@ -133,6 +134,7 @@ def measure_augmentation(task_name: str, *, n: int = 150, seed: int = 0) -> dict
 
 
 def sample_test(task_name: str, n: int, seed: int = 0) -> list[Any]:
+    """A seeded random sample of ``n`` test-split examples of a task's dataset."""
     from driftline.models.datasets import load_dataset
     from driftline.models.tasks import get_task
 
@@ -205,6 +207,7 @@ def measure_robustness(
 def summarize(
     robustness: list[dict[str, Any]], runs: dict[str, dict[str, Any]], augmentation: list[dict[str, Any]] = ()
 ) -> dict[str, Any]:
+    """The headline figures of a report: faults survived, inputs tried, accuracy under noise."""
     faults = runs.get("faults", {})
     hostile = runs.get("hostile", {})
     summary: dict[str, Any] = {
@@ -240,6 +243,7 @@ def summarize(
 
 
 def markdown(report: dict[str, Any]) -> str:
+    """The reliability report as Markdown."""
     lines = [f"# Reliability ({report['created_at']})", ""]
     s = report["summary"]
     lines += ["## Faults and hostile input", "", "| figure | value |", "|---|---|"]
@@ -291,6 +295,7 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Command line entry point: measure, merge the latest runs, write the report."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", default="news_topic,chat_sentiment")
     parser.add_argument("--n", type=int, default=150, help="test examples per task")

@@ -95,6 +95,7 @@ class ServingOptions:
 
     @classmethod
     def from_env(cls, **overrides: object) -> ServingOptions:
+        """Options from ``DRIFTLINE_TRITON_*`` environment variables, then ``overrides``."""
         env = os.environ
         values: dict[str, object] = {
             "max_queue_delay_us": int(env.get("DRIFTLINE_TRITON_MAX_QUEUE_DELAY_US") or 2000),
@@ -143,6 +144,7 @@ def build_config(
 
 
 def read_config(path: Path) -> mc.ModelConfig:
+    """Parse a ``config.pbtxt`` into a ``ModelConfig``."""
     return text_format.Parse(path.read_text(encoding="utf-8"), mc.ModelConfig())
 
 

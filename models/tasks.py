@@ -17,6 +17,8 @@ DEFAULT_TASKS_FILE = Path(__file__).with_name("tasks.yaml")
 
 
 class LoraSettings(BaseModel):
+    """LoRA rank, scaling, dropout and target modules of a task."""
+
     r: int = 8
     alpha: int = 16
     dropout: float = 0.05
@@ -24,6 +26,8 @@ class LoraSettings(BaseModel):
 
 
 class TrainSettings(BaseModel):
+    """Optimiser and data settings of a task's training recipe."""
+
     epochs: int = 3
     batch_size: int = 16
     lr: float = 5e-4
@@ -37,6 +41,8 @@ class TrainSettings(BaseModel):
 
 
 class TaskConfig(BaseModel):
+    """One task from ``models/tasks.yaml``: encoder, dataset, labels and recipe."""
+
     name: str
     language: str
     encoder: str
@@ -63,12 +69,14 @@ class UnknownTaskError(KeyError):
 
 @lru_cache(maxsize=4)
 def load_tasks(path: str | None = None) -> dict[str, TaskConfig]:
+    """All tasks of the tasks file (``DRIFTLINE_TASKS_FILE`` or the packaged one)."""
     file = Path(path or os.environ.get("DRIFTLINE_TASKS_FILE") or DEFAULT_TASKS_FILE)
     raw = yaml.safe_load(file.read_text(encoding="utf-8"))["tasks"]
     return {name: TaskConfig(name=name, **spec) for name, spec in raw.items()}
 
 
 def get_task(name: str) -> TaskConfig:
+    """The task ``name``; ``UnknownTaskError`` lists the declared ones."""
     tasks = load_tasks()
     if name not in tasks:
         raise UnknownTaskError(f"unknown task {name!r}; declared tasks: {sorted(tasks)}")

