@@ -47,6 +47,8 @@ console = Console()
 
 @dataclass
 class Cell:
+    """One benchmark cell: throughput and latency of one path at one batch size."""
+
     task: str
     path: str  # local | triton
     batch: int
@@ -138,6 +140,7 @@ class RssSampler:
 
 
 def bench_local(task: str, artifact: Path, batches: list[int], budget_s: float, progress, bar) -> list[Cell]:
+    """Cells for in-process inference (``ClassifierRunner``) at each batch size."""
     from driftline.models.serving.runner import ClassifierRunner
 
     runner = ClassifierRunner(artifact)
@@ -153,13 +156,13 @@ def bench_local(task: str, artifact: Path, batches: list[int], budget_s: float, 
 
 
 def bench_triton(task: str, artifact: Path, batches: list[int], budget_s: float, progress, bar) -> list[Cell]:
-    import tritonclient.grpc as grpc
-
+    """Cells for ``TritonClient`` against the artifact exported under a unique model name."""
+    from driftline.clients import triton_client
     from driftline.models.inference.triton import TritonClient
 
     settings = get_settings()
     name = f"bench_{task}_{uuid.uuid4().hex[:6]}"
-    admin = grpc.InferenceServerClient(settings.triton.grpc_url)
+    admin = triton_client(settings)
     texts = _texts(task)
     model_dir = settings.triton.repository / name
     loop = asyncio.new_event_loop()
@@ -188,6 +191,7 @@ def bench_triton(task: str, artifact: Path, batches: list[int], budget_s: float,
 
 
 def markdown(cells: list[Cell], peak_rss: int | None, meta: dict[str, object]) -> str:
+    """The benchmark report as a Markdown table."""
     lines = [
         f"# Model benchmark ({meta['started']})",
         "",
@@ -207,6 +211,7 @@ def markdown(cells: list[Cell], peak_rss: int | None, meta: dict[str, object]) -
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Command line entry point: run the benchmark, write JSON and Markdown results."""
     parser = argparse.ArgumentParser(prog="python -m bench.models_bench", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="short budgets, batch 1 and 8 only")
     parser.add_argument("--tasks", default=",".join(load_tasks()), help="comma list of tasks")

@@ -70,15 +70,12 @@ def update_bench(n_examples: int, *, max_length: int | None = None, batch_size: 
     serving on a 20% holdout-sized set), so the report shows where the time goes. The labelled
     examples are drawn from every split: this measures cost, not accuracy.
     """
+    from driftline.models.artifacts import new_artifact_dir
+    from driftline.models.cache import get_or_train
+    from driftline.models.classifier import load_classifier
     from driftline.models.datasets import load_dataset
     from driftline.models.tasks import get_task
-    from driftline.models.training import (
-        evaluate,
-        get_or_train,
-        load_classifier,
-        new_artifact_dir,
-        train_classifier,
-    )
+    from driftline.models.training import evaluate, train_classifier
 
     task = get_task("news_topic")
     parent = get_or_train(task, exclude=["entertainment"]).artifact_dir
@@ -138,10 +135,10 @@ def swap_bench(swaps: int = 4, workers: int = 3) -> dict[str, Any]:
     import shutil
     import uuid
 
+    from driftline.models.cache import get_or_train
     from driftline.models.export import export
     from driftline.models.inference.triton import TritonClient
     from driftline.models.tasks import get_task
-    from driftline.models.training import get_or_train
     from driftline.online.swap import TritonSwapper
     from driftline.settings import get_settings
 

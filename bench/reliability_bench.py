@@ -5,7 +5,7 @@
 
 Robustness: for each task, the classifier ``driftline train TASK`` makes (``get_or_train`` with
 the task's recipe, cached) is scored with ``driftline.models.training.evaluate`` on a fixed
-sample of its test split: clean, and under each noise of ``driftline.models.robustness`` (typos, homoglyphs,
+sample of its test split: clean, and under each noise of ``driftline.models.noise`` (typos, homoglyphs,
 fullwidth, zero-width, control characters, all visual ones together, all mixed with typos), each
 without and with ``normalize()`` applied to the input. The *drop* is clean accuracy minus noisy
 accuracy; normalization should at least halve it for every noise except typos (which no
@@ -56,6 +56,7 @@ def record_run(kind: str, figures: dict[str, Any], directory: Path | None = None
 
 
 def latest_runs(directory: Path = RUNS_DIR) -> dict[str, dict[str, Any]]:
+    """The newest record of each run kind (faults, hostile ...) found in ``directory``."""
     latest: dict[str, dict[str, Any]] = {}
     for path in sorted(directory.glob("*.json")):
         try:
@@ -72,8 +73,8 @@ def latest_runs(directory: Path = RUNS_DIR) -> dict[str, dict[str, Any]]:
 def robustness_artifact(task_name: str, *, small: bool = False) -> tuple[Path, str]:
     """The classifier ``driftline train TASK`` makes (the task's full recipe), trained once and cached;
     ``small``: a quick recipe (48 per class, 48 steps) for tests."""
+    from driftline.models.cache import get_or_train
     from driftline.models.tasks import get_task
-    from driftline.models.training import get_or_train
     from driftline.settings import get_settings
 
     task = get_task(task_name)
@@ -96,9 +97,11 @@ def measure_augmentation(task_name: str, *, n: int = 150, seed: int = 0) -> dict
     Normalization cannot undo typos; training on noisy copies (``train.augment_fraction``) can teach
     the model to read through them. Both models normalize their input, as serving does.
     """
-    from driftline.models.robustness import perturb
+    from driftline.models.cache import get_or_train
+    from driftline.models.classifier import load_classifier
+    from driftline.models.noise import perturb
     from driftline.models.tasks import get_task
-    from driftline.models.training import evaluate, get_or_train, load_classifier
+    from driftline.models.training import evaluate
     from driftline.settings import get_settings
 
     task = get_task(task_name)
@@ -131,6 +134,7 @@ def measure_augmentation(task_name: str, *, n: int = 150, seed: int = 0) -> dict
 
 
 def sample_test(task_name: str, n: int, seed: int = 0) -> list[Any]:
+    """A seeded random sample of ``n`` test-split examples of a task's dataset."""
     from driftline.models.datasets import load_dataset
     from driftline.models.tasks import get_task
 
@@ -149,8 +153,9 @@ def measure_robustness(
     small: bool = False,
 ) -> dict[str, Any]:
     """Accuracy clean / noisy / noisy+normalized for every noise kind on ``n`` test examples."""
-    from driftline.models.robustness import perturb
-    from driftline.models.training import evaluate, load_classifier
+    from driftline.models.classifier import load_classifier
+    from driftline.models.noise import perturb
+    from driftline.models.training import evaluate
 
     artifact, origin = robustness_artifact(task_name, small=small)
     model = load_classifier(artifact)
@@ -202,6 +207,7 @@ def measure_robustness(
 def summarize(
     robustness: list[dict[str, Any]], runs: dict[str, dict[str, Any]], augmentation: list[dict[str, Any]] = ()
 ) -> dict[str, Any]:
+    """The headline figures of a report: faults survived, inputs tried, accuracy under noise."""
     faults = runs.get("faults", {})
     hostile = runs.get("hostile", {})
     summary: dict[str, Any] = {
@@ -237,6 +243,7 @@ def summarize(
 
 
 def markdown(report: dict[str, Any]) -> str:
+    """The reliability report as Markdown."""
     lines = [f"# Reliability ({report['created_at']})", ""]
     s = report["summary"]
     lines += ["## Faults and hostile input", "", "| figure | value |", "|---|---|"]
@@ -288,6 +295,7 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Command line entry point: measure, merge the latest runs, write the report."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", default="news_topic,chat_sentiment")
     parser.add_argument("--n", type=int, default=150, help="test examples per task")

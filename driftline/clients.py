@@ -1,9 +1,10 @@
-"""The one place that turns settings into authenticated ClickHouse and Kafka clients.
+"""The one place that turns settings into authenticated ClickHouse and Kafka clients and Triton clients.
 
-Every component that talks to ClickHouse or Kafka should get its connection from here, so that
-turning on a ClickHouse password or Kafka SASL/SCRAM (``DRIFTLINE_CLICKHOUSE__PASSWORD``,
+Every component that talks to ClickHouse, Kafka or Triton should get its connection from here, so
+that turning on a ClickHouse password or Kafka SASL/SCRAM (``DRIFTLINE_CLICKHOUSE__PASSWORD``,
 ``DRIFTLINE_KAFKA__SECURITY_PROTOCOL=SASL_PLAINTEXT`` ...) reaches all of them at once instead of
-silently missing the one call site that built its own client. Secrets are read from the
+silently missing the one call site that built its own client (and a Triton address setting reaches
+the serving client, the hot-swapper and the stack smoke test alike). Secrets are read from the
 ``SecretStr`` settings only at the moment a client is built and never appear in an error message.
 
 Layering: bottom of the import graph (only ``driftline.settings``); the client libraries are imported
@@ -12,11 +13,13 @@ lazily so importing settings stays cheap.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
-from driftline.settings import ClickHouseSettings, KafkaSettings, Settings, get_settings
+from driftline.settings import ClickHouseSettings, KafkaSettings, Settings, TritonSettings, get_settings
 
 if TYPE_CHECKING:
+    import tritonclient.grpc
+    import tritonclient.grpc.aio
     from clickhouse_driver import Client
 
 #: ClickHouse error codes that mean "who you are" was rejected (18.16: 192 unknown user, 193 wrong
@@ -189,3 +192,64 @@ async def check_kafka(settings: Settings | KafkaSettings | None = None, *, timeo
             ) from None
         raise
     conn.close()
+
+
+def _triton_settings(settings: Settings | TritonSettings | None) -> TritonSettings:
+    if settings is None:
+        return get_settings().triton
+    return settings.triton if isinstance(settings, Settings) else settings
+
+
+def triton_url(settings: Settings | TritonSettings | None = None, *, host: str | None = None) -> str:
+    """The configured Triton gRPC address ``host:port`` (``host`` overrides the configured host)."""
+    triton = _triton_settings(settings)
+    return f"{host}:{triton.grpc_port}" if host else triton.grpc_url
+
+
+@overload
+def triton_client(
+    settings: Settings | TritonSettings | None = None,
+    /,
+    *,
+    url: str | None = None,
+    host: str | None = None,
+    aio: Literal[False] = False,
+    **options: Any,
+) -> tritonclient.grpc.InferenceServerClient: ...
+
+
+@overload
+def triton_client(
+    settings: Settings | TritonSettings | None = None,
+    /,
+    *,
+    url: str | None = None,
+    host: str | None = None,
+    aio: Literal[True],
+    **options: Any,
+) -> tritonclient.grpc.aio.InferenceServerClient: ...
+
+
+def triton_client(
+    settings: Settings | TritonSettings | None = None,
+    /,
+    *,
+    url: str | None = None,
+    host: str | None = None,
+    aio: bool = False,
+    **options: Any,
+) -> tritonclient.grpc.InferenceServerClient | tritonclient.grpc.aio.InferenceServerClient:
+    """A tritonclient gRPC ``InferenceServerClient`` for the configured (or the given) address.
+
+    ``aio=True`` gives the asyncio client (create it inside the event loop that will use it: its
+    channel belongs to that loop); ``url`` replaces the configured address, ``host`` only its host;
+    ``options`` go to ``InferenceServerClient`` unchanged (``verbose``, ``ssl`` ...).
+    """
+    address = url or triton_url(settings, host=host)
+    if aio:
+        import tritonclient.grpc.aio as grpc_aio
+
+        return grpc_aio.InferenceServerClient(url=address, **options)
+    import tritonclient.grpc as grpc
+
+    return grpc.InferenceServerClient(url=address, **options)

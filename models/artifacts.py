@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -29,11 +31,13 @@ HEAD_FILE = "head.safetensors"
 
 
 class ArtifactMeta(BaseModel):
+    """``meta.json``: what an artifact was trained for, on, and how; stamped with its content hash."""
+
     task: str
     labels: list[str]
     encoder: str  # models.encoders registry key
     max_length: int
-    # the texts were models.robustness.normalize'd before tokenizing (serving must do the same);
+    # the texts were models.normalize.normalize'd before tokenizing (serving must do the same);
     # False for artifacts written before the field existed, which saw raw text
     normalize_input: bool = False
     adapter_hash: str = ""
@@ -45,7 +49,14 @@ class ArtifactMeta(BaseModel):
 
 
 def artifacts_root(task: str) -> Path:
+    """``$DRIFTLINE_CACHE/artifacts/<task>``: where a task's artifacts live."""
     return get_settings().cache_dir / "artifacts" / task
+
+
+def new_artifact_dir(task_name: str, root: Path | None = None) -> Path:
+    """A fresh, sortable artifact folder name: ``<UTC timestamp>-<random>``."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    return (root or artifacts_root(task_name)) / f"{stamp}-{os.urandom(3).hex()}"
 
 
 def content_hash(artifact_dir: Path) -> str:
@@ -67,4 +78,5 @@ def write_meta(artifact_dir: Path, meta: ArtifactMeta) -> ArtifactMeta:
 
 
 def read_meta(artifact_dir: Path) -> ArtifactMeta:
+    """The validated ``meta.json`` of an artifact folder."""
     return ArtifactMeta.model_validate(json.loads((artifact_dir / META_FILE).read_text(encoding="utf-8")))

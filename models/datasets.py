@@ -51,6 +51,7 @@ class Example:
 
     @property
     def split(self) -> str:
+        """The split this example belongs to (fixed by its id)."""
         return split_of_id(self.id)
 
 
@@ -69,6 +70,7 @@ def text_id(text: str) -> str:
 
 
 def split_of_id(example_id: str) -> str:
+    """The split (train/validation/test) a stable example id falls into."""
     bucket = int(example_id, 16) % 100
     for bound, name in _SPLIT_BOUNDS:
         if bucket < bound:
@@ -99,6 +101,7 @@ class LabelledDataset:
     label_map: dict[str, str] = field(default_factory=dict)  # source label -> label
 
     def split(self, name: str) -> list[Example]:
+        """The examples of one split."""
         if name not in SPLITS:
             raise ValueError(f"unknown split {name!r}; expected one of {SPLITS}")
         return [e for e in self.examples if e.split == name]
@@ -113,6 +116,8 @@ class LabelledDataset:
 
 @dataclass(frozen=True)
 class DatasetSpec:
+    """How to read one dataset: its labels, the source label map and the reader."""
+
     name: str
     description: str
     labels: tuple[str, ...]
@@ -206,6 +211,7 @@ REGISTRY: dict[str, DatasetSpec] = {
 
 
 def dataset_names() -> list[str]:
+    """The registered dataset names."""
     return sorted(REGISTRY)
 
 
@@ -253,6 +259,7 @@ def load_dataset(name: str) -> LabelledDataset:
 
 
 def exclude_labels(examples: Iterable[Example], labels: Iterable[str]) -> list[Example]:
+    """The examples whose label is not in ``labels``."""
     drop = set(labels)
     return [e for e in examples if e.label not in drop]
 
@@ -279,6 +286,7 @@ def limit_per_class(examples: Iterable[Example], limit: int | None, seed: int = 
 
 
 def label_counts(examples: Iterable[Example]) -> Counter[str]:
+    """How many examples carry each label."""
     return Counter(e.label for e in examples)
 
 

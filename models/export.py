@@ -94,6 +94,7 @@ class ServingOptions:
 
     @classmethod
     def from_env(cls, **overrides: object) -> ServingOptions:
+        """Options from the Triton settings (``DRIFTLINE_TRITON__*``), then ``overrides``."""
         triton = get_settings().triton
         values: dict[str, object] = {
             "max_queue_delay_us": triton.max_queue_delay_us,
@@ -140,6 +141,7 @@ def build_config(
 
 
 def read_config(path: Path) -> mc.ModelConfig:
+    """Parse a ``config.pbtxt`` into a ``ModelConfig``."""
     return text_format.Parse(path.read_text(encoding="utf-8"), mc.ModelConfig())
 
 

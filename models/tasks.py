@@ -37,7 +37,7 @@ class TrainSettings(BaseModel):
     # so a from-scratch training run fits the few-minutes-on-two-CPU-cores budget.
     limit_per_class: int | None = None
     # Add this share of the training examples once more with character noise (typos, look-alikes,
-    # zero-width: models.robustness.augment), so the model learns misspellings normalization cannot undo.
+    # zero-width: models.noise.augment), so the model learns misspellings normalization cannot undo.
     augment_fraction: float = Field(0.0, ge=0.0, le=1.0)
 
 
@@ -50,7 +50,7 @@ class TaskConfig(BaseModel):
     dataset: str
     labels: list[str]
     max_length: int = 256
-    # models.robustness.normalize before tokenizing, in training and serving alike: folds look-alike
+    # models.normalize.normalize before tokenizing, in training and serving alike: folds look-alike
     # letters and fullwidth forms, drops zero-width/control characters (cheap evasions of a classifier)
     normalize_input: bool = True
     lora: LoraSettings = Field(default_factory=LoraSettings)

@@ -1,67 +1,39 @@
-"""LoRA fine-tuning of a sentence encoder + linear head, evaluation, and loading trained artifacts.
-
-The classifier is ``encoder (peft LoRA on query/value) -> mean_pool -> Linear(hidden, n_labels)``.
-Training, serving (Triton python backend) and the online-learning updater all go through this module:
+"""The training loop: LoRA fine-tuning of a :class:`~driftline.models.classifier.Classifier`, and evaluation.
 
 * :func:`train_classifier` trains from scratch or, with ``parent=``, continues from an existing
-  artifact's adapter and head (the incremental update path), and writes an artifact folder
-  (``models/artifacts.py`` format) atomically;
-* :func:`load_classifier` loads an artifact into a :class:`Classifier` (eval mode, LoRA optionally
-  merged into the encoder weights for faster inference) with :meth:`Classifier.predict_proba`;
-* :func:`evaluate` scores an artifact or a loaded classifier (accuracy, macro-F1, confusion);
-* :func:`get_or_train` reuses an artifact trained with the same task config, data and options, so the
-  demo and CI do not retrain on every run.
+  artifact's adapter and head (the incremental update path of the online-learning updater), and
+  writes the result as an artifact folder (``models/artifacts.py`` format);
+* :func:`evaluate` scores an artifact or a loaded classifier (accuracy, macro-F1, confusion).
 
 CPU speed matters (the targets are a few minutes on two cores), hence: texts are tokenised once,
 batches are length-bucketed with dynamic padding (short reviews are not padded to 128 tokens), and on
 CPUs with native bfloat16 (AVX512-BF16/AMX) the forward/backward pass runs under bf16 autocast while
 weights, optimiser state and the saved artifact stay fp32.
-
-Head file format (``head.safetensors``): tensors ``weight`` ``(n_labels, hidden)`` and ``bias``
-``(n_labels,)``; row ``i`` scores ``meta.labels[i]``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import os
 import random
-import shutil
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from driftline.models.artifacts import (
-    ADAPTER_DIR,
-    HEAD_FILE,
-    META_FILE,
-    ArtifactMeta,
-    artifacts_root,
-    read_meta,
-    write_meta,
+from driftline.models.artifacts import ArtifactMeta, read_meta
+from driftline.models.classifier import (
+    Classifier,
+    build_classifier,
+    load_classifier,
+    pad_batch,
+    save_artifact,
 )
-from driftline.models.datasets import (
-    Example,
-    data_hash,
-    exclude_labels,
-    label_counts,
-    limit_per_class,
-    load_dataset,
-)
-from driftline.models.encoders import load_encoder, mean_pool
+from driftline.models.datasets import Example, data_hash, label_counts
 from driftline.models.metrics import classification_report
-from driftline.models.robustness import augment, normalize_all
+from driftline.models.noise import augment
 from driftline.models.tasks import TaskConfig
 
 # Bump when the training recipe changes in a way that should invalidate cached artifacts.
@@ -81,106 +53,6 @@ def _cpu_has_native_bf16() -> bool:
         return False
 
 
-class Classifier(nn.Module):
-    """Encoder + mean pooling + linear head, with the tokenizer and label names it was trained with."""
-
-    def __init__(
-        self,
-        encoder: nn.Module,
-        head: nn.Linear,
-        tokenizer: Any,
-        labels: Sequence[str],
-        *,
-        encoder_name: str,
-        max_length: int,
-        normalize_input: bool = False,
-    ) -> None:
-        super().__init__()
-        if head.out_features != len(labels):
-            raise ValueError(f"head has {head.out_features} outputs but there are {len(labels)} labels")
-        self.encoder = encoder
-        self.head = head
-        self.tokenizer = tokenizer
-        self.labels = list(labels)
-        self.encoder_name = encoder_name
-        self.max_length = max_length
-        self.normalize_input = normalize_input
-
-    def prepare(self, texts: Sequence[str]) -> list[str]:
-        """The texts as the encoder sees them: normalized when the classifier was trained that way."""
-        return normalize_all(texts) if self.normalize_input else list(texts)
-
-    def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Mean-pooled sentence vector, ``(batch, hidden)``, before the head."""
-        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
-        return mean_pool(out.last_hidden_state, attention_mask)
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Logits ``(batch, n_labels)``; the head runs in fp32 even under autocast."""
-        pooled = self.pooled(input_ids, attention_mask)
-        return self.head(pooled.float())
-
-    def tokenize(self, texts: Sequence[str], max_length: int | None = None) -> dict[str, torch.Tensor]:
-        """Padded tensors for ``texts`` (truncated to ``max_length``, default the trained length)."""
-        enc = self.tokenizer(
-            self.prepare(texts),
-            padding=True,
-            truncation=True,
-            max_length=max_length or self.max_length,
-            return_tensors="pt",
-        )
-        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
-
-    @torch.inference_mode()
-    def predict_proba(
-        self, texts: Sequence[str], max_length: int | None = None, batch_size: int = 32
-    ) -> np.ndarray:
-        """Class probabilities ``(len(texts), n_labels)`` float32, columns in ``self.labels`` order.
-
-        Texts are processed in length-sorted batches (little padding) and returned in input order.
-        """
-        if isinstance(texts, str):
-            raise TypeError("predict_proba() takes a sequence of texts, not a single string")
-        if len(texts) == 0:
-            return np.zeros((0, len(self.labels)), dtype=np.float32)
-        was_training = self.training
-        self.eval()
-        limit = max_length or self.max_length
-        ids = self.tokenizer(self.prepare(texts), truncation=True, max_length=limit)["input_ids"]
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-        out = np.zeros((len(ids), len(self.labels)), dtype=np.float32)
-        pad_id = self.tokenizer.pad_token_id or 0
-        try:
-            for start in range(0, len(order), batch_size):
-                chunk = order[start : start + batch_size]
-                input_ids, mask = _pad([ids[i] for i in chunk], pad_id)
-                probs = torch.softmax(self(input_ids, mask), dim=-1)
-                out[chunk] = probs.numpy()
-        finally:
-            self.train(was_training)
-        return out
-
-    def predict(self, texts: Sequence[str], max_length: int | None = None) -> list[str]:
-        probs = self.predict_proba(texts, max_length=max_length)
-        return [self.labels[i] for i in probs.argmax(axis=1)]
-
-    def merge_lora(self) -> Classifier:
-        """Fold the LoRA deltas into the encoder weights (inference only: no more adapter switching)."""
-        if isinstance(self.encoder, PeftModel):
-            self.encoder = self.encoder.merge_and_unload()
-        return self
-
-
-def _pad(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in sequences)
-    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        input_ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        mask[row, : len(seq)] = 1
-    return input_ids, mask
-
-
 def _bucketed_batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> list[list[int]]:
     """One epoch of index batches: shuffled, then length-sorted within buckets, batches shuffled.
 
@@ -196,72 +68,6 @@ def _bucketed_batches(lengths: Sequence[int], batch_size: int, rng: random.Rando
         batches.extend(part[j : j + batch_size] for j in range(0, len(part), batch_size))
     rng.shuffle(batches)
     return batches
-
-
-def _lora_config(task: TaskConfig) -> LoraConfig:
-    return LoraConfig(
-        r=task.lora.r,
-        lora_alpha=task.lora.alpha,
-        lora_dropout=task.lora.dropout,
-        target_modules=list(task.lora.target_modules),
-        bias="none",
-    )
-
-
-def build_classifier(
-    task: TaskConfig, parent: Path | None = None, max_length: int | None = None
-) -> Classifier:
-    """A trainable classifier for ``task``: fresh LoRA + zero-mean head, or continued from ``parent``."""
-    bundle = load_encoder(task.encoder, fresh=True)  # private copy: peft injects layers in place
-    head = nn.Linear(bundle.hidden_size, len(task.labels))
-    if parent is None:
-        encoder = get_peft_model(bundle.model, _lora_config(task))
-        nn.init.normal_(head.weight, std=0.02)
-        nn.init.zeros_(head.bias)
-    else:
-        parent_meta = read_meta(parent)
-        _check_parent(task, parent_meta)
-        encoder = PeftModel.from_pretrained(bundle.model, parent / ADAPTER_DIR, is_trainable=True)
-        head.load_state_dict(load_file(parent / HEAD_FILE))
-    return Classifier(
-        encoder,
-        head,
-        bundle.tokenizer,
-        task.labels,
-        encoder_name=task.encoder,
-        max_length=max_length or task.max_length,
-        normalize_input=task.normalize_input,
-    )
-
-
-def _check_parent(task: TaskConfig, meta: ArtifactMeta) -> None:
-    if meta.task != task.name or meta.encoder != task.encoder or list(meta.labels) != list(task.labels):
-        raise ValueError(
-            f"parent artifact ({meta.task}, {meta.encoder}, {meta.labels}) does not match task "
-            f"({task.name}, {task.encoder}, {task.labels})"
-        )
-
-
-def load_classifier(artifact_dir: Path | str, *, merge: bool = True) -> Classifier:
-    """The classifier stored in ``artifact_dir``, in eval mode (LoRA merged unless ``merge=False``)."""
-    artifact_dir = Path(artifact_dir)
-    meta = read_meta(artifact_dir)
-    bundle = load_encoder(meta.encoder, fresh=True)
-    encoder = PeftModel.from_pretrained(bundle.model, artifact_dir / ADAPTER_DIR, is_trainable=False)
-    head = nn.Linear(bundle.hidden_size, len(meta.labels))
-    head.load_state_dict(load_file(artifact_dir / HEAD_FILE))
-    model = Classifier(
-        encoder,
-        head,
-        bundle.tokenizer,
-        meta.labels,
-        encoder_name=meta.encoder,
-        max_length=meta.max_length,
-        normalize_input=meta.normalize_input,
-    )
-    if merge:
-        model.merge_lora()
-    return model.eval()
 
 
 def evaluate(
@@ -424,7 +230,7 @@ def train_classifier(
             for batch in _bucketed_batches(lengths, batch_size, rng):
                 if step >= total_steps:
                     break
-                input_ids, mask = _pad([encoded.ids[i] for i in batch], pad_id)
+                input_ids, mask = pad_batch([encoded.ids[i] for i in batch], pad_id)
                 targets = torch.tensor([encoded.targets[i] for i in batch], dtype=torch.long)
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                     logits = model(input_ids, mask)
@@ -480,148 +286,3 @@ def train_classifier(
         train_config=train_config,
     )
     return save_artifact(model, meta, out_dir)
-
-
-def save_artifact(model: Classifier, meta: ArtifactMeta, out_dir: Path) -> ArtifactMeta:
-    """Write adapter, head and meta to ``out_dir`` via a temporary sibling and an atomic rename."""
-    if not isinstance(model.encoder, PeftModel):
-        raise TypeError("save_artifact() needs an unmerged (PeftModel) encoder")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        # Record the registry key, not this machine's path, so the adapter (and its hash) is portable.
-        for config in model.encoder.peft_config.values():
-            config.base_model_name_or_path = model.encoder_name
-        with warnings.catch_warnings():
-            # peft looks for the base model's config.json under the (now symbolic) name to detect a
-            # resized vocabulary; ours never is, so its "could not find a config file" is noise.
-            warnings.filterwarnings("ignore", message="Could not find a config file")
-            model.encoder.save_pretrained(tmp / ADAPTER_DIR)
-        head = {k: v.detach().contiguous().cpu() for k, v in model.head.state_dict().items()}
-        save_file(head, tmp / HEAD_FILE, metadata={"labels": json.dumps(model.labels)})
-        meta = write_meta(tmp, meta)
-        os.rename(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return meta
-
-
-# --- cached "get or train" ------------------------------------------------------------------------
-
-
-@dataclass
-class TrainResult:
-    artifact_dir: Path
-    meta: ArtifactMeta
-    reused: bool
-
-
-def training_data(
-    task: TaskConfig, *, exclude: Sequence[str] = (), limit: int | None = None, seed: int = 0
-) -> tuple[list[Example], list[Example]]:
-    """(train, test) examples for a task's dataset: train split filtered/limited, full test split."""
-    dataset = load_dataset(task.dataset)
-    undeclared = sorted(set(dataset.labels) - set(task.labels))
-    if undeclared:
-        raise ValueError(
-            f"dataset {dataset.name!r} has labels {undeclared} not declared by task {task.name!r}"
-        )
-    bad = sorted(set(exclude) - set(task.labels))
-    if bad:
-        raise ValueError(f"cannot exclude unknown labels {bad}; task labels: {task.labels}")
-    train = limit_per_class(exclude_labels(dataset.split("train"), exclude), limit, seed=seed)
-    return train, dataset.split("test")
-
-
-def cache_key(task: TaskConfig, train: Sequence[Example], options: dict[str, object]) -> str:
-    payload = json.dumps(
-        {
-            "recipe": RECIPE_VERSION,
-            "task": task.model_dump(mode="json"),
-            "data": data_hash(train),
-            "options": options,
-        },
-        sort_keys=True,
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-def find_cached(task_name: str, key: str, root: Path | None = None) -> Path | None:
-    """Newest complete artifact under ``root`` whose ``train_config.cache_key`` equals ``key``."""
-    root = root or artifacts_root(task_name)
-    if not root.is_dir():
-        return None
-    hits = []
-    for meta_file in root.glob(f"*/{META_FILE}"):
-        try:
-            meta = read_meta(meta_file.parent)
-        except (OSError, ValueError):
-            continue  # unreadable or foreign folder: not a cache hit
-        if meta.train_config.get("cache_key") == key and meta.task == task_name:
-            hits.append((meta.created_at, meta_file.parent))
-    return max(hits)[1] if hits else None
-
-
-def new_artifact_dir(task_name: str, root: Path | None = None) -> Path:
-    """A fresh, sortable artifact folder name: ``<UTC timestamp>-<random>``."""
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    return (root or artifacts_root(task_name)) / f"{stamp}-{os.urandom(3).hex()}"
-
-
-def get_or_train(
-    task: TaskConfig,
-    *,
-    exclude: Sequence[str] = (),
-    limit: int | None = None,
-    max_length: int | None = None,
-    epochs: int | None = None,
-    max_steps: int | None = None,
-    batch_size: int | None = None,
-    seed: int = 0,
-    force: bool = False,
-    progress: bool = True,
-    root: Path | None = None,
-) -> TrainResult:
-    """Reuse the artifact trained with identical task config, data and options, or train one.
-
-    ``limit`` defaults to the task's ``train.limit_per_class``. The key covers the whole task config
-    (encoder, labels, LoRA and optimiser settings), the hash of the exact training examples, the
-    options below and :data:`RECIPE_VERSION`; ``force`` retrains.
-    """
-    limit = limit if limit is not None else task.train.limit_per_class
-    train, test = training_data(task, exclude=exclude, limit=limit, seed=seed)
-    options: dict[str, object] = {
-        "exclude_labels": sorted(exclude),
-        "limit_per_class": limit,
-        "max_length": max_length or task.max_length,
-        "epochs": epochs if epochs is not None else task.train.epochs,
-        "max_steps": max_steps,
-        "batch_size": batch_size or task.train.batch_size,
-        "seed": seed,
-    }
-    key = cache_key(task, train, options)
-    if not force:
-        hit = find_cached(task.name, key, root)
-        if hit is not None:
-            return TrainResult(hit, read_meta(hit), reused=True)
-    out_dir = new_artifact_dir(task.name, root)
-    meta = train_classifier(
-        task,
-        train,
-        test,
-        out_dir=out_dir,
-        epochs=epochs,
-        max_steps=max_steps,
-        batch_size=batch_size,
-        seed=seed,
-        progress=progress,
-        max_length=max_length,
-        extra_config={
-            "cache_key": key,
-            "exclude_labels": options["exclude_labels"],
-            "limit_per_class": limit,
-        },
-    )
-    return TrainResult(out_dir, meta, reused=False)

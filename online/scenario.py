@@ -136,8 +136,9 @@ def run_emerging_class(
     log: Callable[[str], None] = print,
 ) -> ScenarioResult:
     from driftline.models.artifacts import read_meta
+    from driftline.models.cache import get_or_train, training_data
+    from driftline.models.classifier import load_classifier
     from driftline.models.tasks import get_task
-    from driftline.models.training import get_or_train, load_classifier, training_data
 
     cfg = cfg or ScenarioConfig()
     task = get_task("news_topic")

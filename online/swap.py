@@ -21,9 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from driftline.clients import triton_client
 from driftline.models.export import serving_versions, set_serving_versions
 from driftline.settings import get_settings
 
@@ -63,7 +63,7 @@ class TritonSwapper:
         self.drain_quiet_s = drain_quiet_s
         self.drain_timeout_s = drain_timeout_s
         self._log = log or (lambda message: None)
-        self._client = grpcclient.InferenceServerClient(self.url)
+        self._client = triton_client(url=self.url)
 
     def close(self) -> None:
         self._client.close()

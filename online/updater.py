@@ -232,7 +232,7 @@ class Updater:
         Test texts that came back as feedback and are in the candidate's training data are dropped
         from the test set: a model must never be scored on a text it trained on.
         """
-        from driftline.models.training import training_data
+        from driftline.models.cache import training_data
 
         train, test = training_data(self.task_config)
         rng = random.Random(self.seed)
@@ -244,7 +244,9 @@ class Updater:
 
     def build_candidate(self, parent: Path, recent: Sequence[Example]) -> Candidate:
         """Train from ``parent`` on recent + replay, evaluate both models, apply the policy."""
-        from driftline.models.training import evaluate, load_classifier, new_artifact_dir, train_classifier
+        from driftline.models.artifacts import new_artifact_dir
+        from driftline.models.classifier import load_classifier
+        from driftline.models.training import evaluate, train_classifier
 
         recent_train, holdout = split_holdout(dedupe_latest(recent), self.config.holdout_fraction)
         replay, original_test = self._original_data(original_labels(parent), {e.id for e in recent_train})

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 
-from driftline.clients import clickhouse_client, explain_clickhouse_error, kafka_client_kwargs
+from driftline.clients import clickhouse_client, explain_clickhouse_error, kafka_client_kwargs, triton_client
 from driftline.compose.stack.process import StackError
 from driftline.compose.stack.util import run_coro
 from driftline.settings import Settings, get_settings
@@ -73,7 +73,7 @@ def run_smoke(settings: Settings | None = None) -> list[str]:
     done.append(f"clickhouse: {len(tables)} tables in {ch.database}")
 
     try:
-        triton = grpcclient.InferenceServerClient(f"127.0.0.1:{s.triton.grpc_port}")
+        triton = triton_client(s, host="127.0.0.1")
         triton.load_model("echo")
         inp = grpcclient.InferInput("TEXT", [1, 1], "BYTES")
         inp.set_data_from_numpy(np.array([[b"driftline"]], dtype=np.object_))

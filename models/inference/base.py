@@ -47,6 +47,7 @@ class Prediction:
 
     @property
     def confidence(self) -> float:
+        """Probability of the predicted label."""
         return self.probabilities.get(self.label, 0.0)
 
 

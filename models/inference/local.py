@@ -93,6 +93,7 @@ class LocalClient(InferenceClient):
         ]
 
     async def predict(self, task: str, texts: Sequence[str], version: str | None = None) -> list[Prediction]:
+        """Predictions for ``texts`` from the task's artifact, run off the event loop."""
         if isinstance(texts, str):
             raise TypeError("predict() takes a sequence of texts, not a single string")
         if not texts:
@@ -101,6 +102,7 @@ class LocalClient(InferenceClient):
         return await loop.run_in_executor(self._executor, self._predict_sync, task, list(texts), version)
 
     async def is_ready(self, task: str, version: str | None = None) -> bool:
+        """True if the task (version) has an artifact that loads."""
         try:
             folder, _ = self._resolve(task, version)
         except ModelNotReadyError:
@@ -113,5 +115,6 @@ class LocalClient(InferenceClient):
         return True
 
     async def close(self) -> None:
+        """Shut the worker threads down."""
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._runners.clear()

@@ -5,13 +5,16 @@ Behaviour a streaming caller relies on:
 - *Batching*: a call with more texts than the model's ``max_batch_size`` (64) is split into chunks
   sent concurrently; Triton's dynamic batcher may merge them again with other callers' requests.
 - *Timeouts and retries*: each gRPC request has a deadline (``timeout_s``); UNAVAILABLE,
-  DEADLINE_EXCEEDED and RESOURCE_EXHAUSTED are retried with exponential backoff and jitter
-  (``retries`` extra attempts), because those are what a restarting or overloaded server returns.
-  After the last attempt an ``InferenceError`` says what happened.
+  DEADLINE_EXCEEDED and RESOURCE_EXHAUSTED are retried (tenacity) with exponential backoff from
+  ``backoff_s`` plus up to ``backoff_s`` of jitter (``retries`` extra attempts), because those are
+  what a restarting or overloaded server returns. After the last attempt an ``InferenceError`` says
+  what happened.
 - *Missing models*: NOT_FOUND (unknown model or version) and "not at ready state" (a version that is
   unloaded or still loading, which Triton reports as UNAVAILABLE) are not retried;
   it raises ``ModelNotReadyError`` naming the model and version, because waiting will not load a
   model in explicit model-control mode.
+- *Connection*: the gRPC channel comes from ``driftline.clients.triton_client`` (the one place that
+  turns settings into a Triton client), created on first use inside the running event loop.
 - *Labels*: read from the model config parameter ``labels`` (the order of ``PROBS``), cached per
   (model, version) so each version is asked once; ``Prediction.model_version`` is the version that
   actually answered (from the response), which matters while two versions are loaded during a swap.
@@ -21,16 +24,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 import numpy as np
 import tritonclient.grpc.aio as grpcclient
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 from tritonclient.utils import InferenceServerException
 
+from driftline.clients import triton_client, triton_url
 from driftline.models.inference.base import InferenceClient, InferenceError, ModelNotReadyError, Prediction
-from driftline.settings import get_settings
+
+T = TypeVar("T")
 
 OUTPUTS = ("LABEL", "PROBS", "EXPLANATION", "TRUNCATED", "ADAPTER")
 RETRYABLE = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED")
@@ -42,12 +48,32 @@ def _status(exc: InferenceServerException) -> str:
     return str(exc.status() or "").rsplit(".", 1)[-1]
 
 
+def _not_ready(exc: InferenceServerException) -> bool:
+    """NOT_FOUND, or Triton's UNAVAILABLE for a known version that is unloaded or still loading."""
+    message = exc.message() or ""
+    return _status(exc) == "NOT_FOUND" or any(hint in message for hint in NOT_READY_HINTS)
+
+
+def _transient(exc: BaseException) -> bool:
+    """Worth another attempt: a client-side timeout or a retryable status of a model that exists."""
+    if isinstance(exc, TimeoutError):
+        return True
+    return isinstance(exc, InferenceServerException) and _status(exc) in RETRYABLE and not _not_ready(exc)
+
+
 def _describe(task: str, version: str | None) -> str:
     return f"model {task!r} version {version}" if version else f"model {task!r} (serving version)"
 
 
+def _attempts(retrying: AsyncRetrying) -> int:
+    return int(retrying.statistics.get("attempt_number", 1))
+
+
 class TritonClient(InferenceClient):
-    """Classify through Triton over gRPC (``url`` defaults to the settings' Triton gRPC address)."""
+    """Classify through Triton over gRPC (``url`` defaults to the settings' Triton gRPC address).
+
+    ``grpc_options`` go to ``driftline.clients.triton_client`` (``ssl``, ``channel_args`` ...).
+    """
 
     def __init__(
         self,
@@ -58,13 +84,15 @@ class TritonClient(InferenceClient):
         backoff_s: float = 0.2,
         max_batch_size: int = 64,
         max_concurrency: int = 8,
+        **grpc_options: object,
     ) -> None:
-        self.url = url or get_settings().triton.grpc_url
+        self.url = url or triton_url()
         self.timeout_s = timeout_s
         self.retries = retries
         self.backoff_s = backoff_s
         self.max_batch_size = max_batch_size
         self._max_concurrency = max_concurrency
+        self._grpc_options = grpc_options
         self._grpc: grpcclient.InferenceServerClient | None = None
         self._labels: dict[tuple[str, str], list[str]] = {}
         self._semaphore: asyncio.Semaphore | None = None
@@ -73,37 +101,39 @@ class TritonClient(InferenceClient):
     def _client(self) -> grpcclient.InferenceServerClient:
         """Created on first use, inside the running event loop the gRPC aio channel must belong to."""
         if self._grpc is None:
-            self._grpc = grpcclient.InferenceServerClient(url=self.url)
+            self._grpc = triton_client(url=self.url, aio=True, **self._grpc_options)
             self._semaphore = asyncio.Semaphore(self._max_concurrency)
         return self._grpc
 
-    async def _call(self, what: str, task: str, version: str | None, factory):
+    async def _call(
+        self, what: str, task: str, version: str | None, factory: Callable[[], Awaitable[T]]
+    ) -> T:
         """Run ``factory()`` with retries on transient errors; map NOT_FOUND to ModelNotReadyError."""
-        attempt = 0
-        while True:
-            try:
-                return await factory()
-            except InferenceServerException as exc:
-                status = _status(exc)
-                message = exc.message() or ""
-                if status == "NOT_FOUND" or any(hint in message for hint in NOT_READY_HINTS):
-                    raise ModelNotReadyError(
-                        f"{_describe(task, version)} is missing or not loaded on Triton {self.url}: "
-                        f"{exc.message()}"
-                    ) from exc
-                if status not in RETRYABLE or attempt >= self.retries:
-                    raise InferenceError(
-                        f"{what} for {_describe(task, version)} failed after {attempt + 1} attempt(s) "
-                        f"[{status or 'error'}]: {exc.message()}"
-                    ) from exc
-            except TimeoutError as exc:
-                if attempt >= self.retries:
-                    raise InferenceError(
-                        f"{what} for {_describe(task, version)} timed out after {attempt + 1} attempt(s)"
-                    ) from exc
-            delay = self.backoff_s * (2**attempt) * (0.5 + random.random())
-            attempt += 1
-            await asyncio.sleep(delay)
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.retries + 1),
+            wait=wait_exponential_jitter(multiplier=self.backoff_s, jitter=self.backoff_s),
+            retry=retry_if_exception(_transient),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    return await factory()
+        except InferenceServerException as exc:
+            if _not_ready(exc):
+                raise ModelNotReadyError(
+                    f"{_describe(task, version)} is missing or not loaded on Triton {self.url}: "
+                    f"{exc.message()}"
+                ) from exc
+            raise InferenceError(
+                f"{what} for {_describe(task, version)} failed after {_attempts(retrying)} attempt(s) "
+                f"[{_status(exc) or 'error'}]: {exc.message()}"
+            ) from exc
+        except TimeoutError as exc:
+            raise InferenceError(
+                f"{what} for {_describe(task, version)} timed out after {_attempts(retrying)} attempt(s)"
+            ) from exc
+        raise AssertionError("unreachable: tenacity either returns or reraises")
 
     async def labels(self, task: str, version: str = "") -> list[str]:
         """The ``labels`` parameter of the model config, cached per (model, version)."""
@@ -164,6 +194,7 @@ class TritonClient(InferenceClient):
         ]
 
     async def predict(self, task: str, texts: Sequence[str], version: str | None = None) -> list[Prediction]:
+        """Predictions for ``texts``, split into ``max_batch_size`` chunks sent concurrently."""
         if isinstance(texts, str):
             raise TypeError("predict() takes a sequence of texts, not a single string")
         if not texts:
@@ -173,6 +204,7 @@ class TritonClient(InferenceClient):
         return [prediction for chunk in results for prediction in chunk]
 
     async def is_ready(self, task: str, version: str | None = None) -> bool:
+        """True if Triton reports the model (version) ready; False on any error."""
         try:
             return bool(await self._client.is_model_ready(task, version or "", client_timeout=self.timeout_s))
         except InferenceServerException:
@@ -188,6 +220,7 @@ class TritonClient(InferenceClient):
             ) from exc
 
     async def unload(self, task: str) -> None:
+        """Ask Triton to unload ``task``."""
         try:
             await self._client.unload_model(task, client_timeout=self.timeout_s)
         except InferenceServerException as exc:
@@ -196,6 +229,7 @@ class TritonClient(InferenceClient):
             ) from exc
 
     async def close(self) -> None:
+        """Close the gRPC channel."""
         if self._grpc is not None:
             await self._grpc.close()
             self._grpc = None

@@ -24,7 +24,7 @@ from safetensors.torch import load_file
 
 from driftline.models.artifacts import ADAPTER_DIR, HEAD_FILE, ArtifactMeta, read_meta
 from driftline.models.encoders import load_encoder, mean_pool
-from driftline.models.robustness import normalize_all
+from driftline.models.normalize import normalize_all
 from driftline.models.serving.explain import TOP_K, attribution_scores, merge_to_words
 from driftline.settings import get_settings
 

@@ -30,6 +30,7 @@ class TritonPythonModel:
     """Loads the version folder's artifact once per instance; serves TEXT -> the wire contract."""
 
     def initialize(self, args: dict) -> None:
+        """Load this version folder's artifact and check its labels against the model config."""
         import triton_python_backend_utils as pb_utils
 
         from driftline.models.serving.runner import ClassifierRunner
@@ -52,6 +53,7 @@ class TritonPythonModel:
             )
 
     def execute(self, requests: list) -> list:
+        """Classify each request's ``TEXT`` batch (Triton's entry point per batch)."""
         pb = self._pb
         counts: list[int] = []
         texts: list[str] = []
@@ -90,4 +92,5 @@ class TritonPythonModel:
         return responses
 
     def finalize(self) -> None:
+        """Release the runner when Triton unloads the instance."""
         self.runner = None

@@ -48,6 +48,7 @@ def small_artifact(task_name: str) -> Path:
 
 
 def unique_model_name(prefix: str) -> str:
+    """A model name no other test run uses."""
     return f"test_{prefix}_{uuid.uuid4().hex[:8]}"
 
 

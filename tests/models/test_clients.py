@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from bench.harness import free_ports
+from driftline.clients import triton_client
 from driftline.models.export import ServingOptions, export
 from driftline.models.inference.base import InferenceError, ModelNotReadyError
 from driftline.models.inference.local import LocalClient
 from driftline.models.inference.triton import TritonClient
-from driftline.settings import get_settings
 from tests.models.serving_support import exported_model_dir, require_triton, small_artifact, unique_model_name
 
 NEWS_LABELS = ["business", "entertainment", "politics", "sport", "tech"]
@@ -71,11 +71,9 @@ async def test_local_client_keeps_the_event_loop_free(news_artifact: Path) -> No
 @pytest.fixture(scope="module")
 def triton_news_fast(news_artifact: Path):
     """The tiny news_topic artifact, unique name, preferred batch 16 so chunks really batch."""
-    import tritonclient.grpc as grpc
-
     require_triton()
     name = unique_model_name("clients")
-    client = grpc.InferenceServerClient(get_settings().triton.grpc_url)
+    client = triton_client()
     options = ServingOptions(preferred_batch_sizes=(16, 64), max_queue_delay_us=5000, explain=False)
     with exported_model_dir(name):
         version = export("news_topic", news_artifact, name=name, options=options)

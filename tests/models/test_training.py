@@ -14,16 +14,11 @@ import pytest
 from safetensors.torch import load_file
 
 from driftline.models.artifacts import ADAPTER_DIR, HEAD_FILE, META_FILE, content_hash, read_meta
+from driftline.models.cache import find_cached, get_or_train
+from driftline.models.classifier import build_classifier, load_classifier
 from driftline.models.datasets import limit_per_class, load_dataset
 from driftline.models.tasks import get_task
-from driftline.models.training import (
-    build_classifier,
-    evaluate,
-    find_cached,
-    get_or_train,
-    load_classifier,
-    train_classifier,
-)
+from driftline.models.training import evaluate, train_classifier
 
 pytestmark = pytest.mark.slow
 

@@ -28,8 +28,8 @@ TEXTS = [
 
 
 def _small_artifact() -> Path:
+    from driftline.models.cache import get_or_train
     from driftline.models.tasks import get_task
-    from driftline.models.training import get_or_train
 
     return get_or_train(get_task("news_topic"), limit=16, max_steps=4, progress=False).artifact_dir
 

@@ -13,9 +13,9 @@ from driftline.online.updater import dedupe_latest, split_holdout
 
 
 def test_stream_uses_only_unseen_splits_and_shifts_once() -> None:
+    from driftline.models.cache import training_data
     from driftline.models.datasets import Example
     from driftline.models.tasks import get_task
-    from driftline.models.training import training_data
 
     train, _ = training_data(get_task("news_topic"), exclude=[NEW_CLASS])
     train_ids = {e.id for e in train}

@@ -41,8 +41,8 @@ def db(settings: Settings) -> Iterator[object]:
 
 def _weak_artifact() -> Path:
     """A barely trained adapter (cached; shared with test_hot_swap): easy to beat on feedback."""
+    from driftline.models.cache import get_or_train
     from driftline.models.tasks import get_task
-    from driftline.models.training import get_or_train
 
     return get_or_train(get_task(TASK), limit=16, max_steps=4, progress=False).artifact_dir
 

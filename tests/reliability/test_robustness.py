@@ -1,4 +1,4 @@
-"""Noise generators and input normalization (models/robustness.py): pure logic, real dataset texts."""
+"""Noise generators and input normalization (models/noise.py, models/normalize.py) on real dataset texts."""
 
 from __future__ import annotations
 
@@ -7,14 +7,8 @@ import unicodedata
 import pytest
 
 from driftline.models.datasets import load_dataset
-from driftline.models.robustness import (
-    CONFUSABLES,
-    NOISES,
-    ZERO_WIDTH,
-    fold_homoglyphs,
-    normalize,
-    perturb,
-)
+from driftline.models.noise import NOISES, ZERO_WIDTH, perturb
+from driftline.models.normalize import CONFUSABLES, fold_homoglyphs, normalize
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +120,7 @@ def test_normalization_at_least_halves_the_accuracy_drop_on_news() -> None:
 
 
 def test_augment_makes_noisy_copies_of_examples() -> None:
-    from driftline.models.robustness import augment
+    from driftline.models.noise import augment
 
     examples = load_dataset("bbc_news").split("train")[:10]
     noisy = augment(examples, copies=2)

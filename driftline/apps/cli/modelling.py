@@ -1,6 +1,6 @@
 """CLI commands: modelling (``driftline data describe``, ``driftline train``; ``export`` sits beside them).
 
-Thin wrappers over ``driftline.models.datasets`` and ``driftline.models.training``; torch and
+Thin wrappers over ``driftline.models.datasets`` and ``driftline.models.cache``; torch and
 transformers are imported inside the commands so ``driftline --help`` stays fast.
 """
 
@@ -120,8 +120,8 @@ def register(app: typer.Typer) -> None:
 
         An artifact trained with the same task config, data and options is reused unless --force.
         """
+        from driftline.models.cache import get_or_train
         from driftline.models.tasks import UnknownTaskError, get_task
-        from driftline.models.training import get_or_train
 
         try:
             config = get_task(task)

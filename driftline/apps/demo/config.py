@@ -25,7 +25,7 @@ NEW_CLASS = "entertainment"  # the class news_topic's first adapter never saw
 
 
 class TrainPlan(BaseModel):
-    """Options for ``driftline.models.training.get_or_train`` of one initial adapter (cached by these)."""
+    """Options for ``driftline.models.cache.get_or_train`` of one initial adapter (cached by these)."""
 
     limit_per_class: int | None = None
     max_steps: int | None = None

