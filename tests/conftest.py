@@ -19,6 +19,20 @@ from bench.harness import free_ports, unique_suffix  # noqa: F401  (re-exported 
 from driftline.compose.stack.process import port_open
 from driftline.settings import Settings, get_settings
 
+#: test folder -> the floor it tests (``pytest -m streams`` runs one floor); the root's own tests
+#: and tests/schema test the ground floor (settings, clients, schema, packaging, layering)
+FLOORS = {"compose": "compose", "models": "models", "online": "online", "streams": "streams",
+          "apps": "apps", "schema": "ground", "reliability": "reliability"}  # fmt: skip
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test with its floor, taken from the folder it sits in (tests mirror the packages)."""
+    root = Path(__file__).resolve().parent
+    for item in items:
+        parts = item.path.resolve().relative_to(root).parts
+        floor = FLOORS.get(parts[0], "ground") if len(parts) > 1 else "ground"
+        item.add_marker(floor)
+
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Stop at once when the environment's driftline is another checkout than these tests.

@@ -133,7 +133,7 @@ def query(settings: Settings, sql: str, params: Any = None) -> list[tuple]:
 
 
 def wait_for(predicate, timeout: float, interval: float = 1.0):
-    """``tests.pipeline.support.wait_for`` for broken stacks: a predicate that raises means "not yet"."""
+    """``bench.harness.wait_for`` for broken stacks: a predicate that raises means "not yet"."""
     return pipeline_wait_for(predicate, timeout, interval, ignore_errors=True)
 
 

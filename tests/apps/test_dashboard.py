@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from bench.harness import free_ports
-from tests.pipeline.analytics_samples import SampleSet, build_samples, migration_statements
+from tests.schema.analytics_samples import SampleSet, build_samples, migration_statements
 
 pytestmark = pytest.mark.stack
 
