@@ -299,7 +299,7 @@ def main() -> None:
             report["swap"] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
         save()
     if not args.skip_scenario:
-        from driftline.online.scenario import ScenarioConfig, run_emerging_class
+        from bench.scenario import ScenarioConfig, run_emerging_class
 
         cfg = (
             ScenarioConfig(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from driftline.online.scenario import NEW_CLASS, STREAM_SPLITS, ScenarioConfig, build_stream, stream_pool
+from bench.scenario import NEW_CLASS, STREAM_SPLITS, ScenarioConfig, build_stream, stream_pool
 from driftline.online.updater import dedupe_latest, split_holdout
 
 
@@ -49,7 +49,7 @@ def test_emerging_class_small() -> None:
         original_eval_size=150,
         feedback_rate=0.25,
     )
-    from driftline.online.scenario import run_emerging_class
+    from bench.scenario import run_emerging_class
 
     result = run_emerging_class(cfg, progress=False)
     print(result.to_dict())

@@ -1,11 +1,14 @@
 """The emerging-class scenario: news_topic's first adapter never saw entertainment; then it arrives.
 
-Library level (detectors + trainer + evaluation, the classifier in-process): the benchmark runs it
-full size, tests run it small, the demo drives the same story through the full stack. The stream is
-``pre_events`` stationary events without entertainment, then ``post_events`` where a share
-``entertainment_share`` is entertainment; ``feedback_rate`` of events get a feedback label. After
-the first drift alert and ``labels_after_drift`` further labels, the updater builds a candidate
-from the serving adapter; if the promotion policy accepts it, the stream continues on it.
+A harness over the production parts (drift monitor, ``UpdateTrigger``, ``Updater`` and the
+promotion policy, the classifier in-process): the benchmark runs it full size, tests run it small,
+the demo drives the same story through the full stack. The stream is ``pre_events`` stationary events
+without entertainment, then ``post_events`` where a share ``entertainment_share`` is entertainment;
+``feedback_rate`` of events get a feedback label. Every prediction and label goes to the monitor and
+the trigger exactly as the worker and the updater feed them in production; when the production
+trigger says an update is due, the updater builds a candidate from the serving adapter, and if the
+promotion policy accepts it the stream continues on it. Trigger settings (``labels_after_drift``,
+``min_new_labels`` ...) are the task's online configuration unless the scenario overrides them.
 
 Honesty rules: stream texts come only from the validation and test splits, which no initial adapter
 trains on (the train split feeds the first adapter and the replay sample). BBC News has ~430 such
@@ -25,7 +28,7 @@ from typing import Any
 from driftline.models.datasets import Example
 from driftline.online.config import UpdaterConfig, online_config
 from driftline.online.drift import DriftMonitor
-from driftline.online.updater import ListSource, Updater
+from driftline.online.updater import ListSource, Updater, UpdateTrigger
 
 NEW_CLASS = "entertainment"
 STREAM_SPLITS = ("validation", "test")
@@ -37,7 +40,7 @@ class ScenarioConfig:
     post_events: int = 1500
     entertainment_share: float = 0.4
     feedback_rate: float = 0.2
-    labels_after_drift: int = 80
+    labels_after_drift: int | None = None  # None = the task's online configuration
     initial_limit: int | None = None  # per-class cap for the first adapter (None = whole train split)
     initial_max_steps: int | None = None
     update_max_steps: int | None = 150
@@ -160,6 +163,7 @@ def run_emerging_class(
             "lr": cfg.update_lr,
             "head_lr": cfg.update_head_lr,
             "batch_size": cfg.update_batch_size,
+            **({"labels_after_drift": cfg.labels_after_drift} if cfg.labels_after_drift is not None else {}),
         }
     )
     source = ListSource()
@@ -179,7 +183,7 @@ def run_emerging_class(
     result = ScenarioResult(events=len(stream), stream_texts=len({e.id for e in stream}))
     outcomes: list[tuple[int, str, str, str]] = []  # (index, predicted, true, text id)
     trained_ids: frozenset[str] = frozenset()
-    labels_since_drift = 0
+    trigger = UpdateTrigger(updater_cfg)
     i = 0
     while i < len(stream):
         chunk = stream[i : i + cfg.batch]
@@ -198,10 +202,10 @@ def run_emerging_class(
             if rng.random() < cfg.feedback_rate:
                 source.examples.append(example)
                 result.feedback_labels += 1
+                trigger.on_feedback()
                 events += monitor.update_feedback(label == example.label)
-                if result.detection_delay is not None:
-                    labels_since_drift += 1
             for event in events:
+                trigger.on_drift(event)
                 result.alerts.append(
                     {"event": index, "detector": event.detector, "statistic": event.statistic}
                 )
@@ -213,8 +217,9 @@ def run_emerging_class(
                     result.first_detector = event.detector
                     log(f"drift detected {result.detection_delay} events after the shift ({event.detector})")
         i += len(chunk)
-        due = result.detection_delay is not None and result.update_at_event is None
-        if due and labels_since_drift >= cfg.labels_after_drift:
+        reason = trigger.reason() if result.update_at_event is None else None
+        if reason is not None:
+            log(f"update due at event {i}: {reason}")
             started = time.perf_counter()
             recent = source.recent_examples("news_topic", updater_cfg.max_recent_labels)
             candidate = updater.build_candidate(artifact, recent)
@@ -223,6 +228,7 @@ def run_emerging_class(
             result.promoted = candidate.decision.promote
             result.decision = candidate.decision.reason
             result.decision_metrics = candidate.decision.metrics
+            trigger.mark_updated()
             log(f"update at event {i}: {'PROMOTED' if result.promoted else 'rejected'} - {result.decision}")
             if result.promoted:
                 artifact, version = candidate.artifact, version + 1
