@@ -36,6 +36,8 @@ STREAM_SPLITS = ("validation", "test")
 
 @dataclass
 class ScenarioConfig:
+    """The stream's shape and the update's cost knobs (None = the task's own settings)."""
+
     pre_events: int = 1000
     post_events: int = 1500
     entertainment_share: float = 0.4
@@ -56,6 +58,8 @@ class ScenarioConfig:
 
 @dataclass
 class ScenarioResult:
+    """What one scenario run measured: accuracies per phase, detection delay, the update decision."""
+
     pre_accuracy: float = 0.0
     shifted_accuracy: float = 0.0  # after the shift, before any update
     updated_accuracy: float = 0.0  # after the promoted update, all events
@@ -80,11 +84,13 @@ class ScenarioResult:
 
     @property
     def recovery_ratio(self) -> float:
+        """Accuracy after the update on unseen texts, relative to the accuracy before the shift."""
         """Accuracy on unseen texts after the update over pre-shift accuracy (target >= 0.95)."""
         return self.updated_accuracy_unseen / self.pre_accuracy if self.pre_accuracy else 0.0
 
     @property
     def recovery_ratio_all(self) -> float:
+        """Like ``recovery_ratio`` but over every event after the update."""
         return self.updated_accuracy / self.pre_accuracy if self.pre_accuracy else 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -138,6 +144,7 @@ def run_emerging_class(
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> ScenarioResult:
+    """Run the scenario end to end in-process (initial adapter cached) and return what it measured."""
     from driftline.models.artifacts import read_meta
     from driftline.models.cache import get_or_train, training_data
     from driftline.models.classifier import load_classifier

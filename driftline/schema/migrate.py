@@ -34,20 +34,26 @@ ORDER BY name"""
 
 @dataclass(frozen=True)
 class Migration:
+    """One numbered ``.sql`` file of the migrations folder."""
+
     name: str
     path: Path
     sql: str
 
     @property
     def checksum(self) -> str:
+        """SHA-256 of the file's text: an applied file edited later is reported as changed."""
         return hashlib.sha256(self.sql.encode()).hexdigest()
 
     def statements(self) -> list[str]:
+        """The file's statements, in order."""
         return split_statements(self.sql)
 
 
 @dataclass
 class MigrationReport:
+    """What one run of ``apply_migrations`` did, by file name."""
+
     applied: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)  # applied earlier, file edited since
