@@ -135,20 +135,24 @@ def gated_consumer(gate: CommitGate, base: type = AIOKafkaConsumer) -> type:
             await super().perform_seek()
             # aiokafka's seek_to_committed moves only partitions with a committed offset > 0; one with
             # none (or 0) stays wherever its fetcher is - past messages fetched and dropped while flow
-            # was suspended. Seek those that have read something back to the start of the log (and
-            # only those: Faust resumes the flow after this returns, and messages fetched meanwhile
-            # are skipped).
-            fresh = [
-                tp
-                for tp in self.assignment()
-                if gate.gates(tp.topic)
-                and not self._committed_offset.get(tp)
-                and read_before.get(tp) is not None
+            # was suspended. Every such partition gets its log start recorded (the gate then refuses
+            # a first commit that does not start there), and those that delivered something - read
+            # by a stream, or only fetched past the log start and dropped - are sought back to it.
+            never = [
+                tp for tp in self.assignment() if gate.gates(tp.topic) and not self._committed_offset.get(tp)
             ]
-            unknown = [tp for tp in fresh if tp not in gate.starts]
+            unknown = [tp for tp in never if tp not in gate.starts]
             if unknown:
                 earliest = await self.earliest_offsets(*unknown)
                 gate.starts.update({tp: int(earliest.get(tp) or 0) for tp in unknown})
+            fresh = []
+            for tp in never:
+                if read_before.get(tp) is not None:
+                    fresh.append(tp)
+                    continue
+                position = await self.position(tp)
+                if position is not None and position > gate.starts[tp]:
+                    fresh.append(tp)
             if fresh:
                 # in the consumer's own thread, as Faust's seeks (aiokafka's fetcher is not thread-safe)
                 await self.seek_wait({tp: gate.starts[tp] for tp in fresh})

@@ -138,6 +138,7 @@ async def test_uncommitted_gated_partitions_are_sought_to_the_log_start(monkeypa
     gate = CommitGate([TOPIC])
     consumer = _consumer(gate)
     other, committed, untouched = TP("other-topic", 0), TP(TOPIC, 1), TP(TOPIC, 2)
+    dropped = TP(TOPIC, 3)  # nothing read by a stream, but fetched past the log start and dropped
     consumer._committed_offset[committed] = 7
     consumer._read_offset[TP0] = 3  # offsets 0..3 were fetched and dropped while flow was paused
 
@@ -153,11 +154,19 @@ async def test_uncommitted_gated_partitions_are_sought_to_the_log_start(monkeypa
         sought.update(partitions)
 
     monkeypatch.setattr(type(consumer).__mro__[1], "perform_seek", faust_seek)
-    monkeypatch.setattr(consumer, "assignment", lambda: {TP0, other, committed, untouched})
+
+    async def position(tp):
+        return {untouched: 2, dropped: 4}[tp]
+
+    monkeypatch.setattr(consumer, "assignment", lambda: {TP0, other, committed, untouched, dropped})
     monkeypatch.setattr(consumer, "earliest_offsets", earliest)
+    monkeypatch.setattr(consumer, "position", position)
     monkeypatch.setattr(consumer, "seek_wait", seek_wait)
     await consumer.perform_seek()
-    assert sought == {TP0: 2} and gate.starts == {TP0: 2}  # nothing read on `untouched`: left alone
+    assert sought == {TP0: 2, dropped: 2}  # nothing fetched on `untouched`: left alone
+    # every never-committed gated partition knows its log start: a first commit must begin there
+    assert gate.starts == {TP0: 2, untouched: 2, dropped: 2}
+    assert not gate.commit_allowed(untouched, [3], None) and gate.commit_allowed(untouched, [2, 3], None)
 
 
 def test_install_routes_every_ack_through_the_gated_consumer() -> None:
