@@ -55,6 +55,7 @@ RECIPES: dict[str, dict[str, float]] = {
 
 
 def pipeline_artifact(task_name: str) -> Path:
+    """The task's small test classifier, trained on first use and cached; returns its folder."""
     from driftline.models.datasets import limit_per_class, load_dataset
     from driftline.models.tasks import get_task
     from driftline.models.training import train_classifier
@@ -83,6 +84,8 @@ def pipeline_artifact(task_name: str) -> Path:
 
 @dataclass
 class ServedModel:
+    """A test model loaded in Triton under its own name, with the version and adapter hash exported."""
+
     task: str
     name: str
     version: str
@@ -114,6 +117,7 @@ def served_model(task: str) -> Iterator[ServedModel]:
 
 
 def clickhouse():
+    """A clickhouse-driver client on the configured database."""
     from clickhouse_driver import Client
 
     s = get_settings().clickhouse
@@ -124,6 +128,8 @@ def clickhouse():
 
 @dataclass
 class Sent:
+    """Where a produced message landed (topic, partition, offset)."""
+
     topic: str
     partition: int
     offset: int
@@ -154,18 +160,22 @@ class PipelineRun:
 
     @property
     def topics(self) -> Topics:
+        """This run's own topic names (``test.pipe.<suffix>.<kind>``)."""
         return Topics(**{name: f"test.pipe.{self.suffix}.{name}" for name in Topics.model_fields})
 
     def env(self) -> dict[str, str]:
+        """Environment for this run's worker subprocesses."""
         return worker_env(os.environ, self.topics, f"test-pipe-{self.suffix}", self.routes, self.extra_env)
 
     def create_topics(self, partitions: int = 4) -> None:
+        """Create this run's topics (32 MiB max message size)."""
         from driftline.streams.topics import ensure_topics
 
         bootstrap = get_settings().kafka.bootstrap
         asyncio.run(ensure_topics(bootstrap, self.topics.all(), partitions, max_message_bytes=32 << 20))
 
     def start_worker(self, log_dir: Path) -> int:
+        """Start a ``driftline worker`` on a free web port, logging to ``log_dir``; returns the port."""
         port = free_ports(1)[0]
         log = log_dir / f"worker-{self.suffix}-{port}.log"
         cmd = [
@@ -186,6 +196,7 @@ class PipelineRun:
         return port
 
     def health(self, port: int) -> tuple[int, dict[str, Any]]:
+        """HTTP status and JSON body of a worker's /health (0 and {} if unreachable)."""
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
                 return response.status, json.loads(response.read())
@@ -195,10 +206,12 @@ class PipelineRun:
             return 0, {}
 
     def metrics(self, port: int) -> str:
+        """A worker's Prometheus /metrics text."""
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
             return response.read().decode()
 
     def wait_healthy(self, timeout: float = 120.0) -> None:
+        """Wait until every worker's /health answers 200; raise with its log if one exits or times out."""
         deadline = time.monotonic() + timeout
         for proc, port, log in self.workers:
             while True:
@@ -212,6 +225,7 @@ class PipelineRun:
                 time.sleep(1)
 
     def stop(self) -> None:
+        """Stop the workers (TERM, then KILL after 30 s) and delete this run's topics."""
         for proc, _, _ in self.workers:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
@@ -242,6 +256,8 @@ class PipelineRun:
             await admin.close()
 
     def produce(self, topic: str, messages: list[tuple[bytes | None, bytes]]) -> list[Sent]:
+        """Send ``(key, value)`` messages to ``topic``; returns where each landed, in order."""
+
         async def run() -> list[Sent]:
             from aiokafka import AIOKafkaProducer
 
@@ -346,6 +362,8 @@ class TcpProxy:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=10)
 
     def up(self) -> None:
+        """Start accepting and forwarding connections on ``self.port``."""
+
         async def start() -> None:
             self._server = await asyncio.start_server(
                 self._handle, "127.0.0.1", self.port, reuse_address=True
@@ -354,6 +372,8 @@ class TcpProxy:
         self._run(start())
 
     def down(self) -> None:
+        """Stop listening and close every forwarded connection (the outage)."""
+
         async def stop() -> None:
             if self._server is not None:
                 self._server.close()
@@ -366,6 +386,7 @@ class TcpProxy:
         self._run(stop())
 
     def close(self) -> None:
+        """Take the proxy down for good and stop its event-loop thread."""
         self.down()
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)

@@ -49,6 +49,7 @@ def _texts(n: int) -> list[str]:
 
 
 async def raw_throughput(model: str, texts: list[str], batch: int, concurrency: int) -> dict[str, float]:
+    """Triton alone: texts/s for ``texts`` in batches of ``batch``, ``concurrency`` calls in flight."""
     from driftline.models.inference.triton import TritonClient
 
     async with TritonClient(max_batch_size=batch, max_concurrency=concurrency) as client:
@@ -102,6 +103,7 @@ def pipeline_run(
     log_dir: Path,
     rate: float | None = None,
 ) -> dict[str, Any]:
+    """One isolated worker run over ``texts``: events/s, send-to-row latency (s) and worker RSS."""
     run = PipelineRun(
         routes={"news": f"{served.task}@{served.name}", "chat": "-"},
         extra_env={
@@ -167,6 +169,7 @@ def pipeline_run(
 
 
 def stack_rss() -> dict[str, float]:
+    """RSS in MiB of Kafka, ClickHouse and Triton (with children) and of this process."""
     s = get_settings()
     ports = {s.kafka.port: "kafka", s.clickhouse.port: "clickhouse", s.triton.grpc_port: "triton"}
     found: dict[str, float] = {}
@@ -185,6 +188,7 @@ def stack_rss() -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run the benchmark, write pipeline_bench.json and .md under ``--out``; returns the result."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=600, help="events for the batched run")
     parser.add_argument("--per-event-events", type=int, default=60, help="events for the batch-size-1 run")
@@ -248,6 +252,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 def markdown(r: dict[str, Any]) -> str:
+    """The results table and figures of merit as Markdown."""
     b, s, raw, pc = r["pipeline_batched"], r["pipeline_per_event"], r["raw_model"], r["pipeline_paced"]
     lines = [
         f"# Pipeline benchmark ({r['when']})",

@@ -22,6 +22,7 @@ CANDIDATES = ("clickhouse-server", "/usr/sbin/clickhouse-server", "/usr/bin/clic
 
 
 def server_binary() -> str | None:
+    """Path of the clickhouse-server binary on PATH or in the Debian locations, or None."""
     for candidate in CANDIDATES:
         found = shutil.which(candidate)
         if found:
@@ -30,23 +31,29 @@ def server_binary() -> str | None:
 
 
 class ClickHouseService(Service):
+    """The ClickHouse server of the local stack, with config and users generated under the run dir."""
+
     name = "clickhouse"
     start_timeout_s = 60.0
     stop_grace_s = 20.0
 
     @property
     def ports(self) -> dict[str, int]:
+        """The native (clickhouse-driver) and HTTP ports from settings."""
         return {"native": self.settings.clickhouse.port, "http": self.settings.clickhouse.http_port}
 
     @property
     def log_file(self) -> Path:
+        """The server's own log (``logs/server.log``)."""
         return self.log_dir / "server.log"
 
     @property
     def config_file(self) -> Path:
+        """The generated ``config.xml`` the server is started with."""
         return self.home / "config.xml"
 
     def check_requirements(self) -> None:
+        """Raise StackError if clickhouse-server is not installed."""
         if server_binary() is None:
             raise StackError(
                 "clickhouse: clickhouse-server not found "
@@ -54,6 +61,7 @@ class ClickHouseService(Service):
             )
 
     def prepare(self) -> None:
+        """Create the storage folders and (re)write config.xml and users.xml (password stored hashed)."""
         for sub in ("data", "tmp", "user_files", "format_schemas"):
             (self.home / sub).mkdir(parents=True, exist_ok=True)
         self.config_file.write_text(self._config_xml())
@@ -134,12 +142,15 @@ class ClickHouseService(Service):
 """
 
     def command(self) -> list[str]:
+        """clickhouse-server pointed at the generated config file."""
         return [server_binary() or "clickhouse-server", f"--config-file={self.config_file}"]
 
     def client(self, database: str = "default"):
+        """A clickhouse-driver client for ``database`` on the local server (3 s connect timeout)."""
         return clickhouse_client(self.settings, database=database, host=self.host, connect_timeout=3)
 
     def probe(self) -> str | None:
+        """Healthy when ``SELECT 1`` answers; rejected credentials raise StackError at once."""
         try:
             client = self.client()
             try:

@@ -35,6 +35,7 @@ JVM_OPTS = [
 
 
 def jars_dir(settings: Settings) -> Path:
+    """Where the broker's jars are cached (``$DRIFTLINE_CACHE/kafka-libs``)."""
     return settings.cache_dir / "kafka-libs"
 
 
@@ -43,6 +44,7 @@ def _pom_hash() -> str:
 
 
 def jars_ready(settings: Settings) -> bool:
+    """True if the cached jars exist and were fetched for the current pom.xml."""
     stamp = jars_dir(settings) / ".pom-hash"
     return (
         stamp.is_file() and stamp.read_text().strip() == _pom_hash() and any(jars_dir(settings).glob("*.jar"))
@@ -101,27 +103,34 @@ def _scram_user(settings: Settings) -> tuple[str, str]:
 
 
 class KafkaService(Service):
+    """The Kafka broker+controller JVM of the local stack (KRaft, optional SASL/SCRAM)."""
+
     name = "kafka"
     start_timeout_s = 90.0
     stop_grace_s = 30.0
 
     @property
     def ports(self) -> dict[str, int]:
+        """The broker and KRaft controller ports from settings."""
         return {"broker": self.settings.kafka.port, "controller": self.settings.kafka.controller_port}
 
     @property
     def log_file(self) -> Path:
+        """The broker's own log (``logs/server.log``)."""
         return self.log_dir / "server.log"
 
     @property
     def data_dir(self) -> Path:
+        """The KRaft log directory (formatted once, kept across restarts)."""
         return self.home / "data"
 
     @property
     def config_file(self) -> Path:
+        """The generated ``server.properties`` (mode 0600: it may hold the SCRAM password)."""
         return self.home / "server.properties"
 
     def check_requirements(self) -> None:
+        """Raise StackError without Java; fetch the jars with Maven if the cache is stale."""
         if shutil.which("java") is None:
             raise StackError(
                 "kafka: `java` not found (Java 17+ needed; apt-get install openjdk-17-jre-headless)"
@@ -166,6 +175,7 @@ class KafkaService(Service):
         )
 
     def prepare(self) -> None:
+        """Write server.properties and format the storage on first use (idempotent)."""
         template = Template((KAFKA_DIR / "server.properties.template").read_text())
         self.config_file.touch(mode=0o600)
         self.config_file.chmod(0o600)  # may hold the SCRAM password
@@ -215,9 +225,11 @@ class KafkaService(Service):
             scram_file.write_text(_scram_user(self.settings)[0] + "\n")
 
     def command(self) -> list[str]:
+        """The JVM command line running ``kafka.Kafka`` with the generated config."""
         return self._java("kafka.Kafka", str(self.config_file))
 
     def probe(self) -> str | None:
+        """Healthy when a metadata request lists at least one broker."""
         # aiokafka logs every refused connection at ERROR; while polling a starting broker that is
         # expected noise, so it is muted for the probe and the reason is returned instead.
         aiokafka_log = logging.getLogger("aiokafka")

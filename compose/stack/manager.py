@@ -28,6 +28,8 @@ Reporter = Callable[[str], None]
 
 @dataclass
 class UpReport:
+    """What ``Stack.up`` or ``init_remote`` did: services started or already running, topics, migrations."""
+
     started: list[str] = field(default_factory=list)
     already_running: list[str] = field(default_factory=list)
     topics_created: list[str] = field(default_factory=list)
@@ -50,12 +52,14 @@ class Stack:
         ]
 
     def service(self, name: str) -> Service:
+        """The service called ``name``; KeyError if this stack does not manage it."""
         for svc in self.services:
             if svc.name == name:
                 return svc
         raise KeyError(name)
 
     def up(self, report: Reporter = lambda _msg: None) -> UpReport:
+        """Start what is stopped, wait until all are healthy, create topics, apply migrations (idempotent)."""
         t0 = time.monotonic()
         result = UpReport()
         self.settings.run_dir.mkdir(parents=True, exist_ok=True)
@@ -110,9 +114,11 @@ class Stack:
         return stopped
 
     def status(self) -> list[ServiceStatus]:
+        """A ServiceStatus per service (runs each health check)."""
         return [svc.status() for svc in self.services]
 
     def healthy(self) -> bool:
+        """True if every service runs and passes its health check."""
         return all(s.healthy for s in self.status())
 
 

@@ -27,6 +27,8 @@ class StackError(RuntimeError):
 
 @dataclass(frozen=True)
 class PidRecord:
+    """A pid plus the process start time, so a reused pid is never mistaken for ours."""
+
     pid: int
     create_time: float
 
@@ -51,6 +53,7 @@ def _reap(pid: int) -> None:
 
 
 def read_pid(pid_file: Path) -> PidRecord | None:
+    """The record in ``pid_file``, or None if the file is missing or unreadable."""
     try:
         data = json.loads(pid_file.read_text())
         return PidRecord(pid=int(data["pid"]), create_time=float(data["create_time"]))
@@ -59,6 +62,7 @@ def read_pid(pid_file: Path) -> PidRecord | None:
 
 
 def write_pid(pid_file: Path, pid: int) -> PidRecord:
+    """Record the live process ``pid`` (with its start time) in ``pid_file``."""
     record = PidRecord(pid=pid, create_time=psutil.Process(pid).create_time())
     pid_file.parent.mkdir(parents=True, exist_ok=True)
     pid_file.write_text(json.dumps({"pid": record.pid, "create_time": record.create_time}))
@@ -117,6 +121,7 @@ def tree(proc: psutil.Process) -> list[psutil.Process]:
 
 
 def rss_bytes(procs: Iterable[psutil.Process]) -> int:
+    """Total resident memory of ``procs`` in bytes (processes that vanished count 0)."""
     total = 0
     for proc in procs:
         with contextlib.suppress(psutil.Error):

@@ -19,6 +19,8 @@ from driftline.settings import Settings
 
 @dataclass
 class ServiceStatus:
+    """A service's state as ``driftline stack status`` reports it."""
+
     name: str
     running: bool
     healthy: bool
@@ -57,6 +59,7 @@ class Service(abc.ABC):
 
     @property
     def stdout_file(self) -> Path:
+        """Where the process's stdout/stderr go (start-up errors before its own log opens)."""
         return self.log_dir / "stdout.log"
 
     @abc.abstractmethod
@@ -68,9 +71,11 @@ class Service(abc.ABC):
         """Write configuration and initialise storage under ``self.home`` (idempotent)."""
 
     @abc.abstractmethod
-    def command(self) -> list[str]: ...
+    def command(self) -> list[str]:
+        """The command line that runs the service in the foreground (its pid is recorded)."""
 
     def environment(self) -> dict[str, str]:
+        """Environment of the launched process (default: this process's environment)."""
         return dict(os.environ)
 
     @abc.abstractmethod
@@ -84,12 +89,15 @@ class Service(abc.ABC):
     # --- shared behaviour --------------------------------------------------------------------
     @property
     def host(self) -> str:
+        """The address every service binds to and is probed on (loopback only)."""
         return "127.0.0.1"
 
     def record(self) -> process.PidRecord | None:
+        """The pid record of this service, or None if there is none."""
         return process.read_pid(self.pid_file)
 
     def running_process(self):
+        """The live psutil process recorded in the pid file, or None."""
         record = self.record()
         return record.process() if record else None
 
@@ -133,6 +141,7 @@ class Service(abc.ABC):
             time.sleep(0.5)
 
     def failure(self, cause: str) -> StackError:
+        """A StackError with ``cause`` and the last lines of the service's logs."""
         logs = []
         for path in dict.fromkeys([self.log_file, self.stdout_file]):
             text = process.tail(path, 15)
@@ -157,6 +166,7 @@ class Service(abc.ABC):
         return was_running
 
     def status(self) -> ServiceStatus:
+        """Running, healthy, pid, ports and memory of the service (probes it if running)."""
         proc = self.running_process()
         healthy = False
         detail = "stopped"

@@ -3,7 +3,7 @@
 The wheel ships ``tritonserver``, the python backend and per-Python-version stubs, but not laid out
 the way the server expects; we assemble a backend directory under the run dir with the 3.11 stub
 inside the python backend folder. The stub locates Python through PATH and needs libpython on
-LD_LIBRARY_PATH, and model.py files import ``models`` from the repo, hence the environment below.
+LD_LIBRARY_PATH, and model.py files import ``driftline.models``, hence the environment below.
 Models load on demand (explicit control mode) so one broken model never blocks the server.
 """
 
@@ -24,6 +24,7 @@ STUB_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
 def pytriton_root() -> Path | None:
+    """The ``tritonserver`` folder inside the installed nvidia-pytriton wheel, or None."""
     try:
         import pytriton
     except ImportError:
@@ -40,6 +41,8 @@ def _link(src: Path, dst: Path) -> None:
 
 
 class TritonService(Service):
+    """Triton Inference Server of the local stack, in explicit model-control mode."""
+
     name = "triton"
     start_timeout_s = 120.0
 
@@ -49,15 +52,18 @@ class TritonService(Service):
 
     @property
     def ports(self) -> dict[str, int]:
+        """The HTTP, gRPC and metrics ports from settings."""
         t = self.settings.triton
         return {"http": t.http_port, "grpc": t.grpc_port, "metrics": t.metrics_port}
 
     @property
     def log_file(self) -> Path:
+        """The server's own log (``logs/tritonserver.log``)."""
         return self.log_dir / "tritonserver.log"
 
     @property
     def backend_dir(self) -> Path:
+        """The backend folder assembled under the run dir (python backend + stub)."""
         return self.home / "backends"
 
     def _paths(self) -> tuple[Path, Path, Path]:
@@ -75,11 +81,13 @@ class TritonService(Service):
         return binary, backend, stub
 
     def check_requirements(self) -> None:
+        """Raise StackError if the wheel's files or the model repository are missing."""
         self._paths()
         if not self.settings.triton.repository.is_dir():
             raise StackError(f"triton: model repository {self.settings.triton.repository} does not exist")
 
     def prepare(self) -> None:
+        """Link the wheel's python backend and this Python's stub into the backend folder."""
         _, backend, stub = self._paths()
         python_backend = self.backend_dir / "python"
         python_backend.mkdir(parents=True, exist_ok=True)
@@ -89,6 +97,7 @@ class TritonService(Service):
         _link(stub, python_backend / "triton_python_backend_stub")
 
     def command(self) -> list[str]:
+        """The tritonserver command line (loopback addresses, ports and log from settings)."""
         binary, _, _ = self._paths()
         t = self.settings.triton
         return [
@@ -110,6 +119,7 @@ class TritonService(Service):
         ]
 
     def environment(self) -> dict[str, str]:
+        """PATH, LD_LIBRARY_PATH and PYTHONPATH so the python-backend stub finds Python and driftline."""
         env = dict(os.environ)
         venv_bin = str(Path(sys.executable).parent)
         env["PATH"] = os.pathsep.join([venv_bin, env.get("PATH", "")])
@@ -126,6 +136,7 @@ class TritonService(Service):
         return env
 
     def probe(self) -> str | None:
+        """Healthy when ``/v2/health/ready`` answers 200."""
         url = f"http://{self.host}:{self.settings.triton.http_port}/v2/health/ready"
         try:
             with urllib.request.urlopen(url, timeout=3) as response:

@@ -1,14 +1,15 @@
 """The ``driftline`` command line.
 
 One typer app; each area registers its commands from its own module so the CLI stays a thin layer
-over library code (heavy imports such as torch happen inside commands, keeping ``--help`` fast):
+over library code (heavy imports such as torch happen inside commands, keeping ``--help`` fast).
+Modules, all in ``driftline.apps.cli``:
 
-- ``stack``    : ``driftline stack up|down|status|logs``            (streams/cli/stack.py)
-- ``modelling``: ``driftline data describe``, ``train``, ``export``  (streams/cli/modelling.py)
-- ``pipeline`` : ``driftline worker``, ``publish``, ``replay``, ``tail`` (streams/cli/pipeline.py)
-- ``learning`` : ``driftline updater``, ``models list|promote|rollback`` (streams/cli/learning.py)
-- ``demo``     : ``driftline demo``, ``dashboard``                   (streams/cli/demo.py)
-- ``config``   : ``driftline config show``                          (driftline/apps/cli/config.py)
+- ``stack``    : ``driftline stack up|down|status|logs``
+- ``modelling``: ``driftline data describe``, ``train``, ``export``
+- ``pipeline`` : ``driftline worker``, ``publish``, ``replay``, ``tail``
+- ``learning`` : ``driftline updater``, ``models list|promote|rollback``
+- ``demo``     : ``driftline demo``, ``dashboard``
+- ``config``   : ``driftline config show``
 """
 
 from __future__ import annotations
@@ -29,4 +30,5 @@ for module in (stack, modelling, pipeline, learning, demo, config):
 
 
 def main() -> None:
+    """Entry point of the ``driftline`` console script."""
     app()

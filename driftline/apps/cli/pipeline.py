@@ -27,6 +27,7 @@ LOGLEVELS = ("debug", "info", "warning", "error")
 
 
 def resolve_topic(name: str) -> str:
+    """The Kafka topic for a ``Topics`` field name; any other name is taken literally."""
     topics = get_settings().kafka.topics
     return getattr(topics, name) if name in Topics.model_fields else name
 

@@ -1,4 +1,4 @@
-"""CLI commands: ``driftline stack up|down|status|logs`` (thin layer over compose.stack.manager)."""
+"""CLI commands: ``driftline stack up|down|status|logs`` (over ``driftline.compose.stack.manager``)."""
 
 from __future__ import annotations
 

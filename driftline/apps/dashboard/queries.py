@@ -31,15 +31,19 @@ class FilterError(ValueError):
 
 @dataclass(frozen=True)
 class Filters:
+    """Validated panel filters: a task ('' = all) and a half-open epoch-second range in ``step`` buckets."""
+
     task: str  # '' = all tasks
     start: int  # epoch seconds, inclusive
     end: int  # epoch seconds, exclusive
     step: int  # bucket size in seconds
 
     def params(self) -> dict[str, Any]:
+        """The filters as clickhouse-driver query parameters."""
         return {"task": self.task, "start": self.start, "end": self.end, "step": self.step}
 
     def to_json(self) -> dict[str, Any]:
+        """The filters as echoed back to the browser (``task`` None for all tasks)."""
         return {"task": self.task or None, "start": self.start, "end": self.end, "step_s": self.step}
 
 
@@ -152,6 +156,7 @@ def _series(rows, key, value) -> list[dict[str, Any]]:
 
 
 def shape_labels(rows: list[dict], f: Filters) -> dict[str, Any]:
+    """Events per minute per task:label series, plus total events per task."""
     per_min = f.step / 60
     series = _series(rows, lambda r: f"{r['task']}:{r['label']}", lambda r: [r["t"], r["events"] / per_min])
     totals: dict[str, int] = {}
@@ -161,6 +166,7 @@ def shape_labels(rows: list[dict], f: Filters) -> dict[str, Any]:
 
 
 def shape_latency(rows: list[dict], f: Filters) -> dict[str, Any]:
+    """p50/p90/p99 inference latency series (ms) per task."""
     series = []
     for task in sorted({r["task"] for r in rows}):
         task_rows = [r for r in rows if r["task"] == task]
@@ -171,6 +177,7 @@ def shape_latency(rows: list[dict], f: Filters) -> dict[str, Any]:
 
 
 def shape_sentiment(rows: list[dict], f: Filters) -> dict[str, Any]:
+    """Positive/negative counts and net sentiment per task and channel."""
     channels = [
         {
             "task": r["task"],
@@ -186,6 +193,7 @@ def shape_sentiment(rows: list[dict], f: Filters) -> dict[str, Any]:
 
 
 def shape_accuracy(rows: list[dict], serving: list[dict], timeline: list[dict], f: Filters) -> dict[str, Any]:
+    """Accuracy per model version over time, with serving, drift and model markers."""
     series = _series(
         rows,
         lambda r: f"{r['task']} v{r['model_version'] or '?'}",
@@ -210,4 +218,5 @@ def shape_accuracy(rows: list[dict], serving: list[dict], timeline: list[dict], 
 
 
 def shape_timeline(rows: list[dict], f: Filters) -> dict[str, Any]:
+    """The drift and alert timeline rows as they came from ClickHouse."""
     return {"filters": f.to_json(), "events": rows}

@@ -100,6 +100,7 @@ async def _alerts(request: web.Request) -> web.Response:
 
 
 def create_app(store: ClickHouseStore) -> web.Application:
+    """The aiohttp application: JSON API routes, the page and static files over ``store``."""
     app = web.Application(middlewares=[_errors])
     app[STORE_KEY] = store
     app.router.add_get("/", _index)

@@ -34,6 +34,8 @@ class TrainPlan(BaseModel):
 
 
 class DemoConfig(BaseModel):
+    """Every number that shapes one demo run (copied into the run folder's config.json)."""
+
     quick: bool = False
     run_dir: Path
     seed: int = 0
@@ -69,8 +71,8 @@ class DemoConfig(BaseModel):
                     "label_mix": {"reference_size": 200, "window_size": 120},
                     "confidence": {"min_instances": 80},
                 },
-                # the library scenario's update (online/scenario.py): replay 400 originals per update
-                # kept the original test set within tolerance where 200 did not (0.953 vs 0.964)
+                # as in the library scenario (online/scenario.py): 400 replayed originals per update
+                # keep the original test set within tolerance (docs/history.md)
                 "updater": {
                     "min_new_labels": 60,
                     "labels_after_drift": 60,
@@ -84,6 +86,7 @@ class DemoConfig(BaseModel):
 
     @classmethod
     def preset(cls, *, quick: bool, run_dir: Path, **overrides: Any) -> DemoConfig:
+        """The default run, or with ``quick`` the small-slice preset; ``overrides`` win over both."""
         if not quick:
             return cls(run_dir=run_dir, **overrides)
         values: dict[str, Any] = {
@@ -150,6 +153,7 @@ class DemoConfig(BaseModel):
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``override`` merged into a copy of ``base``, nested dicts merged key by key."""
     merged = dict(base)
     for key, value in (override or {}).items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):

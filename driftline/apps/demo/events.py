@@ -45,6 +45,7 @@ class DemoEvent:
     published_ts_ms: int = 0
 
     def truth_row(self) -> dict[str, Any]:
+        """The event as one line of ``events.jsonl`` (the run's ground truth)."""
         return asdict(self)
 
 
@@ -61,6 +62,7 @@ class Pool:
         self.repeats = 0  # times the pool started over
 
     def draw(self) -> Example:
+        """The next example; reshuffles and starts over (counting a repeat) when the pool is used up."""
         if self.position >= len(self.items):
             self.rng.shuffle(self.items)
             self.position = 0
@@ -137,6 +139,7 @@ class StreamBuilder:
         return due
 
     def next_chat(self, phase: str) -> tuple[DemoEvent, dict[str, Any]]:
+        """The next chat event, tagged with the news ``phase`` it accompanies."""
         self.drawn["chat"] += 1
         return self._event(self.chat.draw(), CHAT_TASK, "chat", phase)
 

@@ -18,6 +18,7 @@ from driftline.apps.demo.store import Counters
 
 
 def serving_version(task: str) -> str:
+    """The versions Triton serves for ``task`` ('-' for none, '?' while its config is unreadable)."""
     from driftline.models.export import serving_versions
 
     try:
@@ -28,6 +29,8 @@ def serving_version(task: str) -> str:
 
 
 class LiveView:
+    """The rich screen shown while the demo publishes: progress, pipeline counters, process health."""
+
     def __init__(self) -> None:
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
@@ -41,6 +44,7 @@ class LiveView:
         self.processes: str = ""
 
     def render(self, state: PublishState) -> Group:
+        """The screen for the publisher's current ``state`` and the last counters read."""
         self.progress.update(
             self.bar,
             completed=state.news_sent,

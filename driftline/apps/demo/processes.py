@@ -20,12 +20,14 @@ from pathlib import Path
 
 
 def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now (the OS picks it)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
 def port_in_use(host: str, port: int) -> bool:
+    """True if something accepts connections on host:port."""
     with socket.socket() as sock:
         sock.settimeout(0.5)
         return sock.connect_ex((host, port)) == 0
@@ -33,6 +35,8 @@ def port_in_use(host: str, port: int) -> bool:
 
 @dataclass
 class Managed:
+    """One started ``driftline`` subprocess with its command line and log file."""
+
     name: str
     argv: list[str]
     log: Path
@@ -40,12 +44,15 @@ class Managed:
 
     @property
     def pid(self) -> int:
+        """The subprocess's pid (also its process-group id: it runs in its own session)."""
         return self.process.pid
 
     def alive(self) -> bool:
+        """True while the subprocess has not exited."""
         return self.process.poll() is None
 
     def tail(self, lines: int = 20) -> str:
+        """The last ``lines`` lines of its log ('' if unreadable)."""
         try:
             return "\n".join(self.log.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
         except OSError:
@@ -83,6 +90,7 @@ class ProcessGroup:
         return managed
 
     def dead(self) -> list[Managed]:
+        """The started (non-detached) processes that have exited."""
         return [p for p in self.processes if not p.alive()]
 
     def stop_all(self, grace_s: float = 20.0) -> dict[str, int | None]:

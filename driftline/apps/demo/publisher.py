@@ -38,6 +38,8 @@ class PublishState:
 
 
 class DemoPublisher:
+    """Publishes the run's events in phases at ``config.rate`` and their feedback after a delay."""
+
     def __init__(
         self,
         config: DemoConfig,
@@ -101,6 +103,7 @@ class DemoPublisher:
             await self._send(producer, chat, chat_payload, truth)
 
     async def run(self) -> PublishState:
+        """Publish every phase, then the remaining feedback; returns the final state."""
         from aiokafka import AIOKafkaProducer
 
         producer = AIOKafkaProducer(bootstrap_servers=get_settings().kafka.bootstrap, linger_ms=5, acks="all")

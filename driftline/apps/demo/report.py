@@ -34,6 +34,8 @@ from driftline.apps.demo.store import DriftRow, LabelRow, VersionRow
 
 @dataclass
 class Graded:
+    """One published event the pipeline labelled: its truth, prediction and the model version used."""
+
     index: int
     event_id: str
     phase: str
@@ -45,11 +47,14 @@ class Graded:
 
     @property
     def correct(self) -> bool:
+        """True if the prediction matches the ground truth."""
         return self.truth == self.predicted
 
 
 @dataclass
 class Headline:
+    """The run's headline numbers (accuracies are fractions, delays in events, latencies in ms)."""
+
     events_published: dict[str, int] = field(default_factory=dict)
     events_labelled: dict[str, int] = field(default_factory=dict)
     feedback_sent: int = 0
@@ -77,6 +82,7 @@ class Headline:
     end_to_end_ms: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        """The headline as a JSON-ready dict (``headline.json``)."""
         return asdict(self)
 
 
@@ -136,6 +142,7 @@ def analyse(
     initial_version: str,
     feedback_joined: int = 0,
 ) -> tuple[Headline, list[Graded]]:
+    """Grade the run against the truth and compute the headline; pure, no I/O."""
     h = Headline(initial_version=initial_version, feedback_joined_by_pipeline=feedback_joined)
     for task in (NEWS_TASK, CHAT_TASK):
         h.events_published[task] = sum(e.task == task for e in events)
@@ -212,6 +219,7 @@ def _fmt(value: float | None, pct: bool = True) -> str:
 def plot_accuracy(
     news: Sequence[Graded], h: Headline, drift: Sequence[DriftRow], out: Path, window: int
 ) -> None:
+    """Write the rolling news accuracy plot (with shift, drift and promotion marks) to ``out``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -259,6 +267,7 @@ def plot_accuracy(
 
 
 def plot_throughput(labels: Sequence[LabelRow], out: Path, bucket_s: float = 5.0) -> None:
+    """Write labelled events per second over time, per task, to ``out``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -287,6 +296,7 @@ def plot_throughput(labels: Sequence[LabelRow], out: Path, bucket_s: float = 5.0
 
 
 def plot_latency(labels: Sequence[LabelRow], out: Path, bucket_s: float = 15.0) -> None:
+    """Write inference and end-to-end latency percentiles over time, per task, to ``out``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -325,6 +335,7 @@ def plot_latency(labels: Sequence[LabelRow], out: Path, bucket_s: float = 15.0) 
 
 
 def render_markdown(h: Headline, context: dict[str, Any]) -> str:
+    """The text of report.md for headline ``h`` and the run's ``context``."""
     delay = (
         "not detected"
         if h.detection_delay_events is None
@@ -416,6 +427,7 @@ def write_report(
     window: int,
     context: dict[str, Any],
 ) -> Headline:
+    """Analyse the run and write the plots, headline.json and report.md into ``run_dir``."""
     h, news = analyse(
         events, labels, drift, versions, initial_version=initial_version, feedback_joined=feedback_joined
     )

@@ -38,6 +38,8 @@ class DemoError(RuntimeError):
 
 @dataclass
 class DemoResult:
+    """What a demo run leaves: its folder, the headline, the dashboard URL and any missing tables."""
+
     run_dir: Path
     headline: Headline
     dashboard_url: str | None
@@ -45,6 +47,7 @@ class DemoResult:
 
 
 def default_run_dir() -> Path:
+    """A fresh ``<run_dir>/demo/<UTC timestamp>`` folder path (not created)."""
     return get_settings().run_dir / "demo" / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
@@ -68,6 +71,7 @@ def _wait_healthy(port: int, managed: Any, timeout_s: float) -> None:
 
 
 def run_demo(config: DemoConfig, console: Console | None = None) -> DemoResult:
+    """Run the whole demo (steps in the module docstring); stops what it started on failure."""
     from driftline.apps.demo.events import StreamBuilder
     from driftline.apps.demo.live import LiveView
     from driftline.apps.demo.models import prepare_models
