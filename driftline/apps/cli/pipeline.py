@@ -179,7 +179,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def replay(
-        dataset: str = typer.Argument(..., help="packaged dataset (see models.datasets), e.g. bbc_news"),
+        dataset: str = typer.Argument(..., help="a packaged dataset, e.g. bbc_news"),
         rate: float = typer.Option(20.0, help="events per second"),
         feedback_fraction: float = typer.Option(0.0, min=0.0, max=1.0, help="share of events with feedback"),
         limit: int = typer.Option(None, help="at most this many events"),

@@ -145,7 +145,7 @@ class DemoConfig(BaseModel):
         merged = deep_merge(base, overrides)
         out = self.run_dir / "online.yaml"
         out.write_text(
-            f"# driftline demo: {base_file} with the demo's overrides (streams/demo/config.py)\n"
+            f"# driftline demo: {base_file} with the demo's overrides (driftline/apps/demo/config.py)\n"
             + yaml.safe_dump(merged, sort_keys=False),
             encoding="utf-8",
         )
