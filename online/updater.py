@@ -29,6 +29,7 @@ from driftline.online.config import UpdaterConfig, online_config
 from driftline.online.drift.base import DriftEvent
 from driftline.online.promotion import Decision, Scores, decide
 from driftline.online.registry import ModelRecord, ModelRegistry, ModelStatus
+from driftline.online.serving import ServedButNotRecorded, serve_version
 
 Publish = Callable[[dict[str, Any]], None]
 
@@ -394,7 +395,15 @@ class Updater:
                 repository=self.swapper.repository,
             )
             record = self._save(record.model_copy(update={"version": version}))
-            report = self.swapper.swap(self.model_name, version)
+            served, _ = serve_version(
+                self.model_name, version, self.swapper, self.registry, reason=decision.reason, record=record
+            )
+        except ServedButNotRecorded as exc:
+            # the new version serves: report that even though the registry write failed
+            outcome.promoted, outcome.version = True, exc.version
+            outcome.reason = f"promoted version {exc.version}: {decision.reason}"
+            outcome.record = exc.record or record
+            raise
         except Exception as exc:
             record = record.model_copy(
                 update={
@@ -407,26 +416,9 @@ class Updater:
             outcome.reason = record.reason
             self._alert(outcome.record, "critical")
             return outcome
-        # From here on the new version serves: report that even if the registry write fails.
         outcome.promoted, outcome.version = True, version
         outcome.reason = f"promoted version {version}: {decision.reason}"
-        record = record.model_copy(
-            update={
-                "status": ModelStatus.SERVING,
-                "metrics": {
-                    **record.metrics,
-                    "swap_load_s": round(report.load_s, 2),
-                    "swap_drain_s": round(report.drain_s, 2),
-                },
-            }
-        )
-        outcome.record = record  # kept even if the registry write below raises (run_update reports it)
-        outcome.record = self._save(record)
-        if self.registry:
-            old = self.registry.ensure(
-                self.model_name, serving_version, parent, ModelStatus.SERVING, "exported"
-            )
-            self.registry.set_status(old, ModelStatus.RETIRED, f"replaced by version {version}")
+        outcome.record = served or record
         self._alert(outcome.record, "info")
         return outcome
 

@@ -1,6 +1,6 @@
 """CLI commands: learning — ``driftline updater`` and ``driftline models list|promote|rollback``.
 
-Thin wrappers: the logic lives in ``online`` (updater, registry, swap, operations). Heavy imports
+Thin wrappers: the logic lives in ``online`` (updater, registry, swap, serving). Heavy imports
 happen inside the commands so ``driftline --help`` stays fast.
 """
 
@@ -81,12 +81,14 @@ def promote(
     task: str = typer.Option("news_topic", help="Task (Triton model name)."),
 ) -> None:
     """Hot-swap the task to VERSION (already exported under triton_repo/<task>/VERSION)."""
-    from driftline.online.operations import promote_version
+    from driftline.online.serving import serve_version
 
     registry, swapper = _registry_and_swapper()
-    record, report = promote_version(task, version, registry, swapper, publish=_alert_publisher())
+    _, report = serve_version(
+        task, version, swapper, registry, reason="promoted by operator", publish=_alert_publisher()
+    )
     typer.echo(
-        f"{task}: serving version {record.version} (was {report.old_versions}; "
+        f"{task}: serving version {version} (was {report.old_versions}; "
         f"load {report.load_s:.1f}s, drain {report.drain_s:.1f}s)"
     )
 
@@ -94,11 +96,11 @@ def promote(
 @models_app.command("rollback")
 def rollback_cmd(task: str = typer.Option("news_topic", help="Task (Triton model name).")) -> None:
     """Serve the version that served before the current one again."""
-    from driftline.online.operations import rollback
+    from driftline.online.serving import rollback
 
     registry, swapper = _registry_and_swapper()
-    record, report = rollback(task, registry, swapper, publish=_alert_publisher())
-    typer.echo(f"{task}: rolled back to version {record.version} (from {report.old_versions})")
+    _, report = rollback(task, registry, swapper, publish=_alert_publisher())
+    typer.echo(f"{task}: rolled back to version {report.new_version} (from {report.old_versions})")
 
 
 def updater(

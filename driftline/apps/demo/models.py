@@ -10,7 +10,6 @@ in, so a re-run is a fresh story without restarting anything. Training is cached
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,69 +58,38 @@ def _train(task_name: str, plan: TrainPlan, exclude: list[str], config: DemoConf
 
 
 def _serve(task: str, artifact: Path, log: Log) -> tuple[int, bool]:
-    """Make ``artifact`` the only serving version of ``task`` in Triton; returns (version, exported)."""
+    """Make ``artifact`` the only serving version of ``task``; returns (version, exported).
+
+    The version already in the repository with the same adapter hash is reused; otherwise the
+    artifact is exported as a new version. Either way ``serve_version`` (the one serving operation)
+    loads it, retires what served before and records it; registry rows that still say serving for
+    other versions (left by an earlier run) are retired too, so a re-run is a fresh story.
+    """
     from driftline.models.artifacts import read_meta
     from driftline.models.export import export, serving_versions
+    from driftline.online.registry import ModelRegistry, ModelStatus
+    from driftline.online.serving import serve_version
     from driftline.online.swap import TritonSwapper
 
     wanted = read_meta(artifact).adapter_hash
     swapper = TritonSwapper(log=log)
     try:
-        current = serving_versions(task)
         repo = Path(swapper.repository) / task
         same = [
             v
-            for v in current
+            for v in serving_versions(task)
             if (repo / str(v) / "meta.json").is_file() and read_meta(repo / str(v)).adapter_hash == wanted
         ]
-        if same:
-            version = max(same)
-            if current != [version]:
-                swapper.swap(task, version)
-            else:
-                _load(task)
-            return version, False
-        if not current:
-            version = export(task, artifact, promote=True)
-            _load(task)
-            return version, True
-        version = export(task, artifact, promote=False)
-        swapper.swap(task, version)
-        return version, True
+        exported = not same
+        version = max(same) if same else export(task, artifact, promote=False)
+        registry = ModelRegistry.from_settings()
+        serve_version(task, version, swapper, registry, reason="driftline demo: initial adapter")
+        for other in registry.list(task):
+            if other.status == ModelStatus.SERVING and other.version != version:
+                registry.set_status(other, ModelStatus.RETIRED, f"driftline demo reset to version {version}")
+        return version, exported
     finally:
         swapper.close()
-
-
-def _load(task: str) -> None:
-    from driftline.models.inference.triton import TritonClient
-
-    async def load() -> None:
-        async with TritonClient(timeout_s=120) as client:
-            await client.load(task)
-            if not await client.is_ready(task):
-                raise RuntimeError(f"Triton loaded {task!r} but it is not ready")
-
-    asyncio.run(load())
-
-
-def _register(task: str, version: int, artifact: Path) -> None:
-    """Registry rows: this version serving (created from meta.json if new), other serving ones retired."""
-    from driftline.online.registry import ModelRegistry, ModelStatus
-
-    registry = ModelRegistry.from_settings()
-    repo_dir = _version_dir(task, version)
-    record = registry.ensure(task, version, repo_dir, ModelStatus.SERVING, "driftline demo: initial adapter")
-    if record.status != ModelStatus.SERVING:
-        registry.set_status(record, ModelStatus.SERVING, "driftline demo: initial adapter serving again")
-    for other in registry.list(task):
-        if other.status == ModelStatus.SERVING and other.version != version:
-            registry.set_status(other, ModelStatus.RETIRED, f"driftline demo reset to version {version}")
-
-
-def _version_dir(task: str, version: int) -> Path:
-    from driftline.settings import get_settings
-
-    return get_settings().triton.repository / task / str(version)
 
 
 def prepare_models(config: DemoConfig, log: Log) -> dict[str, ServingModel]:
@@ -134,7 +102,6 @@ def prepare_models(config: DemoConfig, log: Log) -> dict[str, ServingModel]:
         result, train_ids = _train(task, plan, exclude, config, log)
         meta = read_meta(result.artifact_dir)
         version, exported = _serve(task, result.artifact_dir, log)
-        _register(task, version, result.artifact_dir)
         metrics = meta.metrics or {}
         accuracy = metrics.get("accuracy")
         train_seconds = meta.train_config.get("train_seconds") if meta.train_config else None
