@@ -11,8 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from driftline.online.registry import ModelRecord, ModelRegistry, ModelStatus, RegistryError
+from driftline.online.registry import ModelRegistry, RegistryError
 from driftline.online.swap import SwapReport, TritonSwapper
+from driftline.schema.records import ModelRecord, ModelStatus
 
 
 def _version_dir(swapper: TritonSwapper, task: str, version: int) -> Path:

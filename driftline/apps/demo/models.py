@@ -106,7 +106,8 @@ def _load(task: str) -> None:
 
 def _register(task: str, version: int, artifact: Path) -> None:
     """Registry rows: this version serving (created from meta.json if new), other serving ones retired."""
-    from driftline.online.registry import ModelRegistry, ModelStatus
+    from driftline.online.registry import ModelRegistry
+    from driftline.schema.records import ModelStatus
 
     registry = ModelRegistry.from_settings()
     repo_dir = _version_dir(task, version)
