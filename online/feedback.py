@@ -6,6 +6,10 @@ recent predictions in memory for ``ttl_s``; older ones can still be found throug
 ``fallback`` lookup (ClickHouse ``labels``), so late feedback joins as long as the prediction is
 kept anywhere. What cannot be joined comes back as ``Unjoined`` with a reason the caller sends to
 the dead-letter topic; nothing here raises on bad input.
+
+``parse_feedback`` / ``check_feedback`` are the one feedback validation: the stream's decoder
+(``driftline.streams.decode``) and the joiner both use them, and a joined label is stored as a
+``driftline.schema.records.FeedbackRecord``.
 """
 
 from __future__ import annotations
@@ -14,76 +18,62 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
-from driftline.models.tasks import UnknownTaskError, get_task
+from pydantic import ValidationError
+
+from driftline.models.tasks import load_tasks
+from driftline.schema.events import FeedbackEvent
+from driftline.schema.records import FeedbackRecord
 
 
 class FeedbackError(ValueError):
     """A feedback record that cannot be used; ``reason`` is the dead-letter reason code."""
 
-    def __init__(self, reason: str, detail: str) -> None:
+    def __init__(self, reason: str, detail: str, error_type: str = "FeedbackError") -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+        self.error_type = error_type
 
 
-def _to_ms(value: Any) -> int:
-    """Milliseconds since the epoch from ms / seconds numbers or an ISO-8601 string."""
-    if value is None or value == "":
-        return int(time.time() * 1000)
-    if isinstance(value, int | float):
-        return int(value if value > 1e11 else value * 1000)
-    if isinstance(value, datetime):
-        return int(value.timestamp() * 1000)
+def check_feedback(event: FeedbackEvent) -> FeedbackEvent:
+    """The one task/label check of feedback: both must be in the task catalogue (``FeedbackError``)."""
+    tasks = load_tasks()
+    if event.task not in tasks:
+        raise FeedbackError(
+            "unknown_task", f"task {event.task!r} is not one of {sorted(tasks)}", "UnknownTask"
+        )
+    if event.label not in tasks[event.task].labels:
+        raise FeedbackError(
+            "unknown_label",
+            f"label {event.label!r} is not one of {tasks[event.task].labels} for task {event.task!r}",
+            "UnknownLabel",
+        )
+    return event
+
+
+def parse_feedback(record: Any) -> FeedbackEvent:
+    """Validate a feedback payload: ``FeedbackEvent`` shape, then ``check_feedback`` (``FeedbackError``)."""
+    if isinstance(record, FeedbackEvent):
+        return record  # validated when it was decoded
+    if not isinstance(record, Mapping):
+        raise FeedbackError("invalid_feedback", f"expected an object, got {type(record).__name__}")
     try:
-        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise FeedbackError("invalid_feedback", f"unreadable timestamp {value!r}") from exc
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return int(parsed.timestamp() * 1000)
+        event = FeedbackEvent.model_validate(record)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '<feedback>'}: {e['msg']}"
+            for e in exc.errors(include_url=False)[:5]
+        )
+        raise FeedbackError("invalid_feedback", problems, "ValidationError") from exc
+    return check_feedback(event)
 
 
 def _get(record: Any, name: str, default: Any = None) -> Any:
     if isinstance(record, Mapping):
         return record.get(name, default)
     return getattr(record, name, default)
-
-
-@dataclass(frozen=True, slots=True)
-class Feedback:
-    """A ground-truth label for one event (payload of the feedback topic)."""
-
-    event_id: str
-    task: str
-    label: str
-    source: str = "unknown"
-    ts_ms: int = 0
-
-    @classmethod
-    def parse(cls, record: Any) -> Feedback:
-        """Validate a feedback payload; raises ``FeedbackError`` with a dead-letter reason."""
-        if not isinstance(record, Mapping):
-            raise FeedbackError("invalid_feedback", f"expected an object, got {type(record).__name__}")
-        missing = [key for key in ("event_id", "task", "label") if not record.get(key)]
-        if missing:
-            raise FeedbackError("invalid_feedback", f"missing field(s) {', '.join(missing)}")
-        task, label = str(record["task"]), str(record["label"])
-        try:
-            labels = get_task(task).labels
-        except UnknownTaskError as exc:
-            raise FeedbackError("unknown_task", str(exc)) from exc
-        if label not in labels:
-            raise FeedbackError("unknown_label", f"{label!r} is not one of {labels} for {task}")
-        return cls(
-            event_id=str(record["event_id"]),
-            task=task,
-            label=label,
-            source=str(record.get("source") or "unknown"),
-            ts_ms=_to_ms(record.get("timestamp", record.get("ts_ms"))),
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,31 +111,29 @@ class StoredPrediction:
 class JoinedFeedback:
     """Feedback matched with its prediction. ``first`` is False for a repeated label on one event."""
 
-    feedback: Feedback
+    feedback: FeedbackEvent
     prediction: StoredPrediction
     first: bool = True
 
     @property
     def correct(self) -> bool:
+        """Whether the prediction got the feedback's label."""
         return self.feedback.label == self.prediction.label
 
-    def to_row(self) -> dict[str, Any]:
-        """A row for ClickHouse ``feedback`` (0003_online.sql)."""
-        now_ms = int(time.time() * 1000)
-        return {
-            "task": self.feedback.task,
-            "event_id": self.feedback.event_id,
-            "label": self.feedback.label,
-            "source": self.feedback.source,
-            "feedback_time": datetime.fromtimestamp(self.feedback.ts_ms / 1000, UTC).replace(tzinfo=None),
-            "feedback_ts_ms": self.feedback.ts_ms,
-            "joined_ts_ms": now_ms,
-            "predicted_label": self.prediction.label,
-            "correct": int(self.correct),
-            "confidence": float(self.prediction.confidence),
-            "model_version": self.prediction.model_version,
-            "adapter_hash": self.prediction.adapter_hash,
-        }
+    def record(self) -> FeedbackRecord:
+        """The ``feedback`` table record of this join (joined now)."""
+        return FeedbackRecord(
+            task=self.feedback.task,
+            event_id=self.feedback.event_id,
+            label=self.feedback.label,
+            source=self.feedback.source,
+            feedback_ts_ms=self.feedback.ts_ms(),
+            predicted_label=self.prediction.label,
+            correct=self.correct,
+            confidence=self.prediction.confidence,
+            model_version=self.prediction.model_version,
+            adapter_hash=self.prediction.adapter_hash,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +145,7 @@ class Unjoined:
     record: Any = field(default=None, compare=False)
 
     def to_dead_letter(self) -> dict[str, Any]:
+        """Reason, error type and detail for the dead-letter record."""
         return {"reason": self.reason, "error_type": "FeedbackJoinError", "detail": self.detail}
 
 
@@ -192,6 +181,7 @@ class FeedbackJoiner:
         return len(self._store)
 
     def add_prediction(self, record: Any) -> StoredPrediction:
+        """Remember a prediction (predictions-topic payload or ``labels`` row) for later joins."""
         prediction = StoredPrediction.from_record(record, now_ms=self._now_ms())
         key = (prediction.task, prediction.event_id)
         self._store.pop(key, None)  # a reprocessed event moves to the back with its new prediction
@@ -223,10 +213,10 @@ class FeedbackJoiner:
         return first
 
     def join(self, record: Any) -> JoinedFeedback | Unjoined:
-        """Match one feedback payload; never raises for bad input."""
+        """Match one feedback event (or raw payload, validated here); never raises for bad input."""
         self.expire()
         try:
-            feedback = Feedback.parse(record)
+            feedback = parse_feedback(record)
         except FeedbackError as exc:
             self.stats["unjoined"] += 1
             return Unjoined(exc.reason, exc.detail, record)

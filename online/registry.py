@@ -1,103 +1,18 @@
 """The model registry: every candidate adapter, its Triton version, status and metrics.
 
-Backed by ClickHouse ``model_versions`` (0003_online.sql), a ReplacingMergeTree keyed by
-(task, version, adapter_hash): a status change inserts a newer row and reads use FINAL, so the
-registry needs no UPDATE (which 18.16 does not have in a usable form) and keeps working when two
-processes write. ``updated_ts_ms`` is forced strictly increasing per process so two changes in the
-same millisecond still order correctly.
+Entries are ``driftline.schema.records.ModelRecord``, kept in ClickHouse ``model_versions``
+(0003_online.sql), a ReplacingMergeTree keyed by (task, version, adapter_hash): a status change
+inserts a newer row and reads use FINAL, so the registry needs no UPDATE (which 18.16 does not have
+in a usable form) and keeps working when two processes write. ``updated_ts_ms`` is forced strictly
+increasing per process so two changes in the same millisecond still order correctly.
 """
 
 from __future__ import annotations
 
-import json
-import time
-import uuid
-from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, Field
-
-COLUMNS = (
-    "task",
-    "version",
-    "adapter_hash",
-    "parent_hash",
-    "status",
-    "metrics",
-    "reason",
-    "artifact_path",
-    "created_time",
-    "created_ts_ms",
-    "updated_ts_ms",
-)
-
-
-class ModelStatus(StrEnum):
-    CANDIDATE = "candidate"  # trained, being evaluated
-    PROMOTED = "promoted"  # passed evaluation, being swapped in
-    SERVING = "serving"
-    RETIRED = "retired"  # replaced by a newer serving version
-    REJECTED = "rejected"  # failed evaluation or the swap failed
-    ROLLED_BACK = "rolled_back"  # was serving, an operator rolled it back
-
-
-_last_ts = [0]
-
-
-def _tick() -> int:
-    now = int(time.time() * 1000)
-    _last_ts[0] = max(now, _last_ts[0] + 1)
-    return _last_ts[0]
-
-
-class ModelRecord(BaseModel):
-    task: str
-    version: int = 0  # Triton version number; 0 = never exported
-    adapter_hash: str
-    parent_hash: str = ""
-    status: ModelStatus
-    metrics: dict[str, Any] = Field(default_factory=dict)
-    reason: str = ""
-    artifact_path: str = ""
-    created_ts_ms: int = Field(default_factory=lambda: int(time.time() * 1000))
-    updated_ts_ms: int = 0
-
-    def to_row(self) -> tuple:
-        return (
-            self.task,
-            str(self.version) if self.version else "",
-            self.adapter_hash,
-            self.parent_hash,
-            self.status.value,
-            json.dumps(self.metrics, sort_keys=True, default=str),
-            self.reason,
-            self.artifact_path,
-            datetime.fromtimestamp(self.created_ts_ms / 1000, UTC).replace(tzinfo=None, microsecond=0),
-            self.created_ts_ms,
-            self.updated_ts_ms,
-        )
-
-    @classmethod
-    def from_row(cls, row: tuple) -> ModelRecord:
-        data = dict(zip(COLUMNS, row, strict=True))
-        data.pop("created_time")
-        data["version"] = int(data["version"] or 0)
-        data["metrics"] = json.loads(data["metrics"] or "{}")
-        return cls(**data)
-
-    def to_alert(self, severity: str = "info") -> dict[str, Any]:
-        """The decision as an alerts-topic payload (kind ``model``, ``AlertRecord`` shape)."""
-        return {
-            "alert_id": uuid.uuid4().hex,
-            "kind": "model",
-            "task": self.task,
-            "created_ts_ms": _tick(),
-            "severity": severity,
-            "subject": f"{self.task} v{self.version or '-'} {self.status.value}",
-            "message": self.reason or self.status.value,
-            "evidence": self.model_dump(mode="json"),
-        }
+from driftline.schema.records import ModelRecord, ModelStatus, insert_sql
+from driftline.schema.timestamps import tick_ms
 
 
 class RegistryError(RuntimeError):
@@ -119,8 +34,8 @@ class ModelRegistry:
         return cls(clickhouse_client(get_settings()))
 
     def save(self, record: ModelRecord) -> ModelRecord:
-        record = record.model_copy(update={"updated_ts_ms": _tick()})
-        self.client.execute(f"INSERT INTO {self.table} ({', '.join(COLUMNS)}) VALUES", [record.to_row()])
+        record = record.model_copy(update={"updated_ts_ms": tick_ms()})
+        self.client.execute(insert_sql(self.table, ModelRecord.COLUMNS), [record.to_row()])
         return record
 
     def set_status(self, record: ModelRecord, status: ModelStatus, reason: str | None = None) -> ModelRecord:
@@ -132,7 +47,7 @@ class ModelRegistry:
     def list(self, task: str | None = None) -> list[ModelRecord]:
         where, params = ("WHERE task = %(task)s", {"task": task}) if task else ("", {})
         rows = self.client.execute(
-            f"SELECT {', '.join(COLUMNS)} FROM {self.table} FINAL {where} "
+            f"SELECT {', '.join(ModelRecord.COLUMNS)} FROM {self.table} FINAL {where} "
             "ORDER BY task, created_ts_ms, toUInt32OrZero(version)",
             params,
         )

@@ -21,8 +21,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from driftline.online.registry import ModelRecord, ModelRegistry, ModelStatus, RegistryError
+from driftline.online.registry import ModelRegistry, RegistryError
 from driftline.online.swap import SwapReport, TritonSwapper
+from driftline.schema.records import ModelRecord, ModelStatus
 
 Publish = Callable[[dict[str, Any]], None]
 

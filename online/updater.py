@@ -26,10 +26,10 @@ from driftline.clients import kafka_client_kwargs
 from driftline.models.datasets import Example, text_id
 from driftline.models.tasks import TaskConfig, get_task
 from driftline.online.config import UpdaterConfig, online_config
-from driftline.online.drift.base import DriftEvent
 from driftline.online.promotion import Decision, Scores, decide
-from driftline.online.registry import ModelRecord, ModelRegistry, ModelStatus
+from driftline.online.registry import ModelRegistry
 from driftline.online.serving import ServedButNotRecorded, serve_version
+from driftline.schema.records import DriftEvent, ModelRecord, ModelStatus
 
 Publish = Callable[[dict[str, Any]], None]
 

@@ -34,21 +34,15 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from driftline.models.inference.base import InferenceClient, ModelNotReadyError, Prediction
+from driftline.schema.records import AlertRecord, DeadLetterRecord, PredictionRecord
 from driftline.settings import PipelineConfig
 from driftline.streams.alerts import SurgeMonitor, subject_of
 from driftline.streams.deadletter import dead_letter
+from driftline.streams.decode import Rejection, decode_event
 from driftline.streams.metrics import PipelineMetrics
 from driftline.streams.offsets import CommitGate
 from driftline.streams.routing import Route
-from driftline.streams.schemas import (
-    AlertRecord,
-    DeadLetterRecord,
-    PredictionRecord,
-    Rejection,
-    decode_event,
-)
 from driftline.streams.sinks.base import BatchingSink
-from driftline.streams.sinks.clickhouse import alert_row, dead_letter_row, label_row
 from driftline.streams.topics import PipelineTopics
 
 log = logging.getLogger(__name__)
@@ -336,9 +330,9 @@ def register_agents(
 
         app.agent(getattr(topics, name), name=f"store-{name}")(store)
 
-    store_agent("predictions", sinks["labels"], PredictionRecord, label_row)
-    store_agent("alerts", sinks["alerts"], AlertRecord, alert_row)
-    store_agent("deadletter", sinks["dead_letters"], DeadLetterRecord, dead_letter_row)
+    store_agent("predictions", sinks["labels"], PredictionRecord, PredictionRecord.to_row)
+    store_agent("alerts", sinks["alerts"], AlertRecord, AlertRecord.to_row)
+    store_agent("deadletter", sinks["dead_letters"], DeadLetterRecord, DeadLetterRecord.to_row)
 
     async def watch(stream: Any) -> None:
         async for event in stream.events():

@@ -29,8 +29,8 @@ from typing import Any
 
 import faust
 
+from driftline.schema.records import AlertRecord, PredictionRecord
 from driftline.settings import SurgeSettings
-from driftline.streams.schemas import AlertRecord, PredictionRecord
 
 KIND_BY_EVENT = {"news": "topic_volume_surge", "chat": "negative_sentiment_surge"}
 MIN_HISTORY = 2

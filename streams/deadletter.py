@@ -12,7 +12,8 @@ import base64
 import hashlib
 import time
 
-from driftline.streams.schemas import DeadLetterRecord, Rejection
+from driftline.schema.records import DeadLetterRecord
+from driftline.streams.decode import Rejection
 
 
 def dead_letter(

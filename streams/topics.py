@@ -1,6 +1,6 @@
 """Faust topic objects for the pipeline, named from ``driftline.settings`` (``DRIFTLINE_KAFKA__TOPICS__*``).
 
-Every topic carries raw bytes: inputs are decoded by ``driftline.streams.schemas`` so bad bytes can be
+Every topic carries raw bytes: inputs are decoded by ``driftline.streams.decode`` so bad bytes can be
 dead-lettered, and outputs are pydantic JSON written by us, so other consumers (drift detectors,
 the dashboard) read plain JSON without Faust.
 """

@@ -1,6 +1,6 @@
 """Drift detection: one protocol (``DriftDetector``), one module per detector, one per-task monitor."""
 
-from driftline.online.drift.base import DriftDetector, DriftEvent, StateMismatchError
+from driftline.online.drift.base import DriftDetector, StateMismatchError
 from driftline.online.drift.confidence import ConfidenceDetector
 from driftline.online.drift.error_rate import ErrorRateDetector
 from driftline.online.drift.label_mix import LabelMixDetector
@@ -9,7 +9,6 @@ from driftline.online.drift.monitor import DriftMonitor, build_detectors
 __all__ = [
     "ConfidenceDetector",
     "DriftDetector",
-    "DriftEvent",
     "DriftMonitor",
     "ErrorRateDetector",
     "LabelMixDetector",

@@ -1,4 +1,7 @@
-"""The one drift-detector protocol, the River adapter behind every detector, and ``DriftEvent``.
+"""The one drift-detector protocol and the River adapter behind every detector.
+
+A detection is a ``driftline.schema.records.DriftEvent`` (the record the alerts topic and the
+``drift_events`` table share).
 
 Why a protocol of our own on top of River: the streams layer keeps detector state in a Faust table
 (or a ClickHouse/Kafka checkpoint) so a worker restart does not forget a half-built window. That
@@ -10,12 +13,7 @@ base64 pickles; scalar bookkeeping sits beside them as plain JSON.
 from __future__ import annotations
 
 import base64
-import json
 import pickle
-import time
-import uuid
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
 
 STATE_VERSION = 1
@@ -126,77 +124,3 @@ class RiverDetector:
         self._detector = unpickle_b64(state["river"])
         for key, value in state.get("extra", {}).items():
             setattr(self, key, value)
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-@dataclass(slots=True)
-class DriftEvent:
-    """One detection: what fired, on which task and model, and the evidence behind it.
-
-    Goes to the alerts topic (``to_alert``) and to ClickHouse ``drift_events`` (``to_row``); the
-    updater reads it back from the alerts topic (``from_alert``) to decide on a retrain.
-    """
-
-    detector: str
-    task: str
-    statistic: float
-    window: int
-    model_version: str
-    adapter_hash: str
-    event_count: int  # observations this detector has seen since the monitor started
-    signal: str = ""  # error_rate | confidence | label_mix
-    severity: str = "warning"
-    details: dict[str, Any] = field(default_factory=dict)
-    detected_ts_ms: int = field(default_factory=_now_ms)
-    drift_id: str = field(default_factory=lambda: uuid.uuid4().hex)
-
-    @property
-    def message(self) -> str:
-        return (
-            f"{self.detector} detected drift on {self.task} (model {self.model_version or '?'}): "
-            f"{self.signal or 'statistic'}={self.statistic:.4f} over {self.window} observations"
-        )
-
-    def to_alert(self) -> dict[str, Any]:
-        """The alerts-topic payload (``driftline.streams.schemas.AlertRecord`` shape; evidence is a dict)."""
-        return {
-            "alert_id": self.drift_id,
-            "kind": "drift",
-            "task": self.task,
-            "created_ts_ms": self.detected_ts_ms,
-            "severity": self.severity,
-            "subject": self.detector,
-            "message": self.message,
-            "evidence": asdict(self),
-        }
-
-    def to_row(self) -> dict[str, Any]:
-        """A row for ClickHouse ``drift_events`` (0003_online.sql)."""
-        return {
-            "drift_id": self.drift_id,
-            "task": self.task,
-            "detector": self.detector,
-            "signal": self.signal,
-            "detected_time": datetime.fromtimestamp(self.detected_ts_ms / 1000, UTC).replace(tzinfo=None),
-            "detected_ts_ms": self.detected_ts_ms,
-            "statistic": float(self.statistic),
-            "window_size": int(self.window),
-            "event_count": int(self.event_count),
-            "model_version": self.model_version,
-            "adapter_hash": self.adapter_hash,
-            "severity": self.severity,
-            "details": json.dumps(self.details, sort_keys=True),
-        }
-
-    @classmethod
-    def from_alert(cls, alert: dict[str, Any]) -> DriftEvent:
-        """Rebuild the event from an alerts-topic record; raises ValueError for non-drift alerts."""
-        if alert.get("kind") != "drift":
-            raise ValueError(f"not a drift alert: kind={alert.get('kind')!r}")
-        evidence = alert.get("evidence")
-        data = json.loads(evidence) if isinstance(evidence, str) else dict(evidence or {})
-        known = {name for name in cls.__dataclass_fields__}
-        return cls(**{key: value for key, value in data.items() if key in known})

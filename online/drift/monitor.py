@@ -12,10 +12,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from driftline.online.config import DriftConfig, online_config
-from driftline.online.drift.base import STATE_VERSION, DriftDetector, DriftEvent, StateMismatchError
+from driftline.online.drift.base import STATE_VERSION, DriftDetector, StateMismatchError
 from driftline.online.drift.confidence import ConfidenceDetector
 from driftline.online.drift.error_rate import ErrorRateDetector
 from driftline.online.drift.label_mix import LabelMixDetector
+from driftline.schema.records import DriftEvent
 
 
 def _get(record: Any, name: str, default: Any = None) -> Any:

@@ -22,19 +22,14 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from driftline.online.feedback import FeedbackJoiner, JoinedFeedback, Unjoined
+from driftline.schema.events import FeedbackEvent
+from driftline.schema.records import DeadLetterRecord, PredictionRecord
 from driftline.settings import LearningConfig
 from driftline.streams.agents import RawMessage
+from driftline.streams.decode import Rejection, decode_event
 from driftline.streams.learning.lookup import Key, PredictionLookup
-from driftline.streams.schemas import (
-    DeadLetterRecord,
-    FeedbackEvent,
-    PredictionRecord,
-    Rejection,
-    decode_event,
-)
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +41,13 @@ Reject = Callable[[RawMessage, Rejection], DeadLetterRecord]
 class _Pending:
     seq: int
     msg: RawMessage
-    payload: dict[str, Any]
+    event: FeedbackEvent
     release: Release
     first_seen: float
 
     @property
     def key(self) -> Key:
-        return (self.payload["task"], self.payload["event_id"])
+        return (self.event.task, self.event.event_id)
 
 
 @dataclass
@@ -124,15 +119,8 @@ class FeedbackStage:
                 outcome.dead_letters.append((self.reject(msg, rejection), release))
                 continue
             assert isinstance(event, FeedbackEvent)
-            payload = {
-                "event_id": event.event_id,
-                "task": event.task,
-                "label": event.label,
-                "source": event.source,
-                "timestamp": event.ts_ms(),
-            }
             self._seq += 1
-            fresh.append(_Pending(self._seq, msg, payload, release, now))
+            fresh.append(_Pending(self._seq, msg, event, release, now))
         async with self._lock:
             self._pending.update((p.seq, p) for p in fresh)
             await self._resolve(fresh, outcome)
@@ -182,7 +170,7 @@ class FeedbackStage:
             self.stats["unknown"] += 1
             rejection = Rejection(
                 "unknown_event_id",
-                f"no prediction for {p.payload['task']}/{p.payload['event_id']} after "
+                f"no prediction for {p.event.task}/{p.event.event_id} after "
                 f"{self.config.grace_s:g}s (worker memory and ClickHouse labels searched)",
                 "UnknownEventId",
             )
@@ -190,7 +178,7 @@ class FeedbackStage:
 
     def _join_local(self, p: _Pending, outcome: FeedbackOutcome, stat: str) -> bool:
         """Join from the joiner's memory; False when it holds no prediction for the event (yet)."""
-        result = self.joiner.join(p.payload)
+        result = self.joiner.join(p.event)
         if isinstance(result, Unjoined):
             if result.reason == "unknown_event_id":
                 return False

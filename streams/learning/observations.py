@@ -22,7 +22,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from driftline.online.drift import DriftEvent, DriftMonitor
+from driftline.online.drift import DriftMonitor
+from driftline.schema.records import DriftEvent
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ import faust
 from prometheus_client import Counter, Gauge
 from pydantic import ValidationError
 
-from driftline.online.drift import DriftEvent
+from driftline.schema.records import AlertRecord, DriftEvent, PredictionRecord
 from driftline.settings import LearningConfig, PipelineConfig, Settings
 from driftline.streams.agents import Stages, _pin, _raw
 from driftline.streams.learning.feedback import FeedbackOutcome, FeedbackStage, Release
@@ -38,10 +38,9 @@ from driftline.streams.learning.observations import (
     ObservationBatch,
     PredictionObservation,
 )
-from driftline.streams.learning.sinks import drift_events_sink, drift_row, feedback_row, feedback_sink
 from driftline.streams.offsets import CommitGate
-from driftline.streams.schemas import AlertRecord, PredictionRecord
 from driftline.streams.sinks.base import BatchingSink
+from driftline.streams.sinks.clickhouse import drift_events_sink, feedback_sink
 from driftline.streams.topics import PipelineTopics
 
 log = logging.getLogger(__name__)
@@ -217,7 +216,7 @@ def register_learning(
                 for release in releases:
                     release()
 
-            await sinks["feedback"].add([feedback_row(j) for j, _ in outcome.joined], on_stored=stored)
+            await sinks["feedback"].add([j.record().to_row() for j, _ in outcome.joined], on_stored=stored)
         metrics.feedback_pending.set(stage.pending)
 
     async def learn_feedback(stream: Any) -> None:
@@ -275,9 +274,7 @@ def register_learning(
                 gate.done(messages)
                 continue
             await publish_drift(detected)
-            await sinks["drift_events"].add(
-                [drift_row(e) for e in detected], on_stored=_pin(events, gate=gate)
-            )
+            await sinks["drift_events"].add([e.to_row() for e in detected], on_stored=_pin(events, gate=gate))
 
     app.agent(observations, name="drift-watch")(watch_drift)
 

@@ -1,4 +1,6 @@
-"""ClickHouse sinks for ``labels``, ``alerts`` and ``dead_letters`` (tables from migration 0001).
+"""Batched ClickHouse sinks, one per record of ``driftline.schema.records`` (its ``TABLE`` and ``COLUMNS``).
+
+Rows are the records' own ``to_row()`` tuples, so a table's columns are declared once, on its record.
 
 Idempotence: a redelivered event (worker crash after the insert but before the offset commit, or a
 retried insert whose first attempt did land) is written again. We rely on the tables, not on insert
@@ -17,64 +19,23 @@ event loop (Kafka heartbeats, the web server) responsive during slow inserts.
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Sequence
 from typing import Any
 
 from clickhouse_driver import Client
 
 from driftline.clients import clickhouse_client
+from driftline.schema.records import (
+    AlertRecord,
+    DeadLetterRecord,
+    DriftEvent,
+    FeedbackRecord,
+    PredictionRecord,
+    insert_sql,
+)
 from driftline.settings import ClickHouseSettings, get_settings
 from driftline.streams.metrics import PipelineMetrics
-from driftline.streams.schemas import AlertRecord, DeadLetterRecord, PredictionRecord
 from driftline.streams.sinks.base import BatchingSink
-
-
-def _dt(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000.0, tz=UTC)
-
-
-LABEL_COLUMNS = (
-    "task", "event_id", "topic", "partition", "kafka_offset", "event_time", "processed_time",
-    "event_ts_ms", "processed_ts_ms", "text", "source", "channel", "language", "label", "confidence",
-    "label_names", "probabilities", "explanation", "model_name", "model_version", "adapter_hash",
-    "truncated", "latency_ms",
-)  # fmt: skip
-
-
-def label_row(p: PredictionRecord) -> tuple[Any, ...]:
-    return (
-        p.task, p.event_id, p.topic, p.partition, p.offset, _dt(p.event_ts_ms), _dt(p.processed_ts_ms),
-        p.event_ts_ms, p.processed_ts_ms, p.text, p.source, p.channel, p.language, p.label, p.confidence,
-        p.label_names, p.probabilities, [token for token, _ in p.explanation], p.model_name,
-        p.model_version, p.adapter_hash, int(p.truncated), p.latency_ms,
-    )  # fmt: skip
-
-
-ALERT_COLUMNS = (
-    "alert_id", "kind", "task", "created_time", "created_ts_ms", "severity", "subject", "message", "evidence",
-)  # fmt: skip
-
-
-def alert_row(a: AlertRecord) -> tuple[Any, ...]:
-    return (
-        a.alert_id, a.kind, a.task, _dt(a.created_ts_ms), a.created_ts_ms, a.severity, a.subject, a.message,
-        json.dumps(a.evidence, ensure_ascii=False, sort_keys=True),
-    )  # fmt: skip
-
-
-DEAD_LETTER_COLUMNS = (
-    "topic", "partition", "kafka_offset", "received_time", "reason", "error_type", "payload_b64",
-    "payload_size",
-)  # fmt: skip
-
-
-def dead_letter_row(d: DeadLetterRecord) -> tuple[Any, ...]:
-    return (
-        d.topic, d.partition, d.offset, _dt(d.received_ts_ms), d.reason, d.error_type, d.payload_b64,
-        d.payload_size,
-    )  # fmt: skip
 
 
 class ClickHouseSink(BatchingSink[tuple[Any, ...]]):
@@ -94,7 +55,7 @@ class ClickHouseSink(BatchingSink[tuple[Any, ...]]):
         self.columns = tuple(columns)
         self._settings = settings or get_settings().clickhouse
         self._client: Client | None = None
-        self._sql = f"INSERT INTO {table} ({', '.join(self.columns)}) VALUES"
+        self._sql = insert_sql(table, self.columns)
 
     def _connect(self) -> Client:
         if self._client is None:
@@ -115,6 +76,8 @@ class ClickHouseSink(BatchingSink[tuple[Any, ...]]):
         await asyncio.to_thread(self._insert, rows)
 
     async def ping(self) -> bool:
+        """Whether ClickHouse answers ``SELECT 1``."""
+
         def _ping() -> bool:
             return self._connect().execute("SELECT 1") == [(1,)]
 
@@ -125,26 +88,40 @@ class ClickHouseSink(BatchingSink[tuple[Any, ...]]):
             return False
 
 
-def _sink(table: str, columns: Sequence[str], metrics: PipelineMetrics | None, **kw: Any) -> ClickHouseSink:
-    return ClickHouseSink(table, columns, metrics=metrics, **kw)
+def _sink(record: Any, metrics: PipelineMetrics | None, **kw: Any) -> ClickHouseSink:
+    return ClickHouseSink(record.TABLE, record.COLUMNS, metrics=metrics, **kw)
 
 
 def labels_sink(metrics: PipelineMetrics | None = None, **kw: Any) -> ClickHouseSink:
-    return _sink("labels", LABEL_COLUMNS, metrics, **kw)
+    """Sink for ``PredictionRecord.to_row()`` rows."""
+    return _sink(PredictionRecord, metrics, **kw)
 
 
 def alerts_sink(metrics: PipelineMetrics | None = None, **kw: Any) -> ClickHouseSink:
-    return _sink("alerts", ALERT_COLUMNS, metrics, **kw)
+    """Sink for ``AlertRecord.to_row()`` rows."""
+    return _sink(AlertRecord, metrics, **kw)
 
 
 def dead_letters_sink(metrics: PipelineMetrics | None = None, **kw: Any) -> ClickHouseSink:
-    return _sink("dead_letters", DEAD_LETTER_COLUMNS, metrics, **kw)
+    """Sink for ``DeadLetterRecord.to_row()`` rows."""
+    return _sink(DeadLetterRecord, metrics, **kw)
 
 
-ROW_BUILDERS: dict[str, Callable[[Any], tuple[Any, ...]]] = {
-    "labels": label_row,
-    "alerts": alert_row,
-    "dead_letters": dead_letter_row,
-}
+def feedback_sink(metrics: PipelineMetrics | None = None, **kw: Any) -> ClickHouseSink:
+    """Sink for ``FeedbackRecord.to_row()`` rows."""
+    return _sink(FeedbackRecord, metrics, **kw)
 
-__all__ = ["ClickHouseSink", "alerts_sink", "dead_letters_sink", "labels_sink"]
+
+def drift_events_sink(metrics: PipelineMetrics | None = None, **kw: Any) -> ClickHouseSink:
+    """Sink for ``DriftEvent.to_row()`` rows."""
+    return _sink(DriftEvent, metrics, **kw)
+
+
+__all__ = [
+    "ClickHouseSink",
+    "alerts_sink",
+    "dead_letters_sink",
+    "drift_events_sink",
+    "feedback_sink",
+    "labels_sink",
+]

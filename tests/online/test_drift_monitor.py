@@ -9,7 +9,8 @@ import pytest
 
 from driftline.models.inference.base import Prediction
 from driftline.online.config import online_config
-from driftline.online.drift import DriftEvent, DriftMonitor, StateMismatchError
+from driftline.online.drift import DriftMonitor, StateMismatchError
+from driftline.schema.records import DriftEvent
 
 LABELS = ["business", "entertainment", "politics", "sport", "tech"]
 
@@ -54,12 +55,12 @@ def test_drift_event_alert_round_trip() -> None:
     )
     alert = event.to_alert()
     assert alert["kind"] == "drift" and alert["task"] == "news_topic" and "0.3100" in alert["message"]
-    from driftline.streams.schemas import AlertRecord  # the pipeline's alerts-topic schema must accept it
+    from driftline.schema.records import AlertRecord  # the pipeline's alerts-topic schema must accept it
 
     assert AlertRecord(**alert).evidence["statistic"] == 0.31
     assert json.loads(json.dumps(alert)) == alert  # topic payload is plain JSON
     assert DriftEvent.from_alert(alert) == event
-    row = event.to_row()
+    row = dict(zip(DriftEvent.COLUMNS, event.to_row(), strict=True))
     assert row["window_size"] == 120 and json.loads(row["details"]) == {"x": 1}
     with pytest.raises(ValueError):
         DriftEvent.from_alert({"kind": "promotion"})

@@ -45,9 +45,9 @@ def test_join_scores_correctness_and_keeps_provenance() -> None:
     right, wrong = joiner.join(_fb("e1", "sport")), joiner.join(_fb("e2", "business"))
     assert isinstance(right, JoinedFeedback) and right.correct and right.first
     assert isinstance(wrong, JoinedFeedback) and not wrong.correct
-    row = wrong.to_row()
-    assert row["predicted_label"] == "tech" and row["correct"] == 0 and row["model_version"] == "3"
-    assert row["feedback_ts_ms"] == 1714557600000
+    record = wrong.record()
+    assert record.predicted_label == "tech" and record.correct == 0 and record.model_version == "3"
+    assert record.feedback_ts_ms == 1714557600000
     again = joiner.join(_fb("e2", "tech"))
     assert isinstance(again, JoinedFeedback) and again.correct and not again.first
 

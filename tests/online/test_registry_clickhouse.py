@@ -13,8 +13,9 @@ from datetime import datetime
 import pytest
 
 from driftline.online.feedback import FeedbackJoiner
-from driftline.online.registry import ModelRecord, ModelRegistry, ModelStatus, RegistryError
+from driftline.online.registry import ModelRegistry, RegistryError
 from driftline.online.updater import ClickHouseSource
+from driftline.schema.records import DriftEvent, FeedbackRecord, ModelRecord, ModelStatus, insert_sql
 from driftline.settings import Settings
 from tests.conftest import migrated_database
 
@@ -93,8 +94,7 @@ def test_feedback_view_and_training_query(db) -> None:
     rows.append(
         joiner.join({"event_id": "e2", "task": "news_topic", "label": "sport", "timestamp": 1714557700})
     )  # correction replaces the earlier label
-    columns = list(rows[0].to_row())
-    db.execute(f"INSERT INTO feedback ({', '.join(columns)}) VALUES", [r.to_row() for r in rows])
+    db.execute(insert_sql(FeedbackRecord.TABLE, FeedbackRecord.COLUMNS), [r.record().to_row() for r in rows])
     accuracy = db.execute("SELECT task, model_version, adapter_hash, n, accuracy FROM feedback_accuracy")
     assert accuracy == [("news_topic", "1", "h1", 4, 1.0)]
     examples = ClickHouseSource(db).recent_examples("news_topic", limit=3)
@@ -106,8 +106,6 @@ def test_feedback_view_and_training_query(db) -> None:
 
 
 def test_drift_events_table_takes_event_rows(db) -> None:
-    from driftline.online.drift import DriftEvent
-
     event = DriftEvent(
         detector="label_mix",
         task="news_topic",
@@ -118,8 +116,7 @@ def test_drift_events_table_takes_event_rows(db) -> None:
         event_count=900,
         signal="psi",
     )
-    row = event.to_row()
-    db.execute(f"INSERT INTO drift_events ({', '.join(row)}) VALUES", [row])
+    db.execute(insert_sql(DriftEvent.TABLE, DriftEvent.COLUMNS), [event.to_row()])
     assert db.execute("SELECT detector, window_size, event_count FROM drift_events") == [
         ("label_mix", 200, 900)
     ]

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from driftline.online.registry import ModelRecord, ModelStatus, RegistryError
+from driftline.online.registry import RegistryError
 from driftline.online.serving import ServedButNotRecorded, rollback, serve_version
 from driftline.online.swap import SwapError, SwapReport
+from driftline.schema.records import ModelRecord, ModelStatus
 
 
 @dataclass

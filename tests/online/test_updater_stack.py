@@ -83,11 +83,10 @@ async def test_run_update_promote_reject_crash(
     from driftline.models.export import export
     from driftline.models.inference.triton import TritonClient
     from driftline.online.config import UpdaterConfig, online_config
-    from driftline.online.drift.base import DriftEvent
-    from driftline.online.registry import ModelRegistry, ModelStatus
+    from driftline.online.registry import ModelRegistry
     from driftline.online.swap import TritonSwapper
     from driftline.online.updater import ListSource, Updater, run_updater
-    from driftline.streams.schemas import AlertRecord
+    from driftline.schema.records import AlertRecord, DriftEvent, ModelStatus
 
     bootstrap = settings.kafka.bootstrap
     name = unique_suffix("updtest_")

@@ -1,6 +1,8 @@
 """Sample rows for the analytics views and the dashboard, as plain SQL both engines accept.
 
-The same INSERT text runs on the 18.16 server (clickhouse-driver) and on chDB, so the two engines see
+Rows are built from the pipeline's own records (``driftline.schema.records``: their ``TABLE``,
+``COLUMNS`` and ``to_row()``), so the samples have exactly the shape the workers write. The same
+INSERT text runs on the 18.16 server (clickhouse-driver) and on chDB, so the two engines see
 identical data. Expected figures (event counts, accuracy per model version, ...) are computed here
 from the generated rows, next to the rows, so tests compare the views against an independent
 Python calculation rather than against numbers copied from a previous run.
@@ -8,13 +10,20 @@ Python calculation rather than against numbers copied from a previous run.
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
 from driftline.schema.migrate import MIGRATIONS_DIR, split_statements
+from driftline.schema.records import (
+    AlertRecord,
+    DriftEvent,
+    FeedbackRecord,
+    ModelRecord,
+    ModelStatus,
+    PredictionRecord,
+)
 
 NEWS_LABELS = ["business", "entertainment", "politics", "sport", "tech"]
 SENTIMENT_LABELS = ["negative", "positive"]
@@ -41,27 +50,28 @@ def _lit(value) -> str:
 
 @dataclass
 class Row:
+    """One sample row: a record's table and its values by column."""
+
     table: str
     values: dict
 
+    @classmethod
+    def of(cls, record) -> Row:
+        """The row a record writes (its ``TABLE``, ``COLUMNS`` and ``to_row()``)."""
+        return cls(record.TABLE, dict(zip(record.COLUMNS, record.to_row(), strict=True)))
+
     def sql(self) -> str:
+        """INSERT ... VALUES text; DateTime values as epoch seconds so no time zone is involved."""
         cols = ", ".join(self.values)
         vals = ", ".join(
-            f"toDateTime({int(v.ts)})" if isinstance(v, Ts) else _lit(v) for v in self.values.values()
+            f"toDateTime({int(v.timestamp())})" if isinstance(v, datetime) else _lit(v)
+            for v in self.values.values()
         )
         return f"INSERT INTO {self.table} ({cols}) VALUES ({vals})"
 
     def native(self) -> tuple:
-        return tuple(
-            datetime.fromtimestamp(v.ts, UTC) if isinstance(v, Ts) else v for v in self.values.values()
-        )
-
-
-@dataclass(frozen=True)
-class Ts:
-    """A DateTime column value, given as epoch seconds so no time zone is involved."""
-
-    ts: int
+        """The values for clickhouse-driver."""
+        return tuple(self.values.values())
 
 
 @dataclass
@@ -103,33 +113,32 @@ class SampleSet:
 def _label_row(task, event_id, ts, label, labels, channel, version, latency, confidence, processed_ms):
     probs = [round((1 - confidence) / (len(labels) - 1), 4)] * len(labels)
     probs[labels.index(label)] = confidence
-    return Row(
-        "labels",
-        {
-            "task": task,
-            "event_id": event_id,
-            "topic": "driftline.test.events",
-            "partition": 0,
-            "kafka_offset": abs(hash(event_id)) % 100000,
-            "event_time": Ts(ts),
-            "processed_time": Ts(processed_ms // 1000),
-            "event_ts_ms": ts * 1000,
-            "processed_ts_ms": processed_ms,
-            "text": f"sample text for {event_id} with a 'quote'",
-            "source": "sample",
-            "channel": channel,
-            "language": "en",
-            "label": label,
-            "confidence": confidence,
-            "label_names": labels,
-            "probabilities": probs,
-            "explanation": ["sample", "tokens"],
-            "model_name": task,
-            "model_version": version,
-            "adapter_hash": f"hash-{version}",
-            "truncated": 0,
-            "latency_ms": latency,
-        },
+    return Row.of(
+        PredictionRecord(
+            task=task,
+            event_id=event_id,
+            event_kind="news",
+            subject=label,
+            topic="driftline.test.events",
+            partition=0,
+            offset=abs(hash(event_id)) % 100000,
+            event_ts_ms=ts * 1000,
+            processed_ts_ms=processed_ms,
+            text=f"sample text for {event_id} with a 'quote'",
+            source="sample",
+            channel=channel,
+            language="en",
+            label=label,
+            confidence=confidence,
+            label_names=labels,
+            probabilities=probs,
+            explanation=[("sample", 0.5), ("tokens", 0.25)],
+            model_name=task,
+            model_version=version,
+            adapter_hash=f"hash-{version}",
+            truncated=False,
+            latency_ms=latency,
+        )
     )
 
 
@@ -205,28 +214,24 @@ def build_samples(suffix: str = "", now: float | None = None, minutes: int = 20)
             s.rows.append(_alert_row(f"m{suffix}-{version}", "model", s.news_task, ts, "info", f"v{version}"))
             s.alert_ids.append(f"m{suffix}-{version}")
         s.rows.append(
-            Row(
-                "model_versions",
-                {
-                    "task": s.news_task,
-                    "version": version,
-                    "adapter_hash": f"hash-{version}",
-                    "parent_hash": "hash-1" if version != "1" else "",
-                    "status": status,
-                    "metrics": json.dumps(
-                        {
-                            "metric": "accuracy",
-                            "accuracy": acc,
-                            "baseline_accuracy": 0.8,
-                            "recent_gain": acc - 0.8,
-                        }
-                    ),
-                    "reason": f"sample {status}",
-                    "artifact_path": f"/tmp/sample/{version}",
-                    "created_time": Ts(ts),
-                    "created_ts_ms": ts * 1000,
-                    "updated_ts_ms": ts * 1000 + 1,
-                },
+            Row.of(
+                ModelRecord(
+                    task=s.news_task,
+                    version=int(version),
+                    adapter_hash=f"hash-{version}",
+                    parent_hash="hash-1" if version != "1" else "",
+                    status=ModelStatus(status),
+                    metrics={
+                        "metric": "accuracy",
+                        "accuracy": acc,
+                        "baseline_accuracy": 0.8,
+                        "recent_gain": acc - 0.8,
+                    },
+                    reason=f"sample {status}",
+                    artifact_path=f"/tmp/sample/{version}",
+                    created_ts_ms=ts * 1000,
+                    updated_ts_ms=ts * 1000 + 1,
+                )
             )
         )
 
@@ -236,23 +241,20 @@ def build_samples(suffix: str = "", now: float | None = None, minutes: int = 20)
         (f"d{suffix}-2", s.drift_ts + 30, False),
     ):
         s.rows.append(
-            Row(
-                "drift_events",
-                {
-                    "drift_id": drift_id,
-                    "task": s.news_task,
-                    "detector": "error_rate_adwin",
-                    "signal": "error_rate",
-                    "detected_time": Ts(ts),
-                    "detected_ts_ms": ts * 1000,
-                    "statistic": 0.42,
-                    "window_size": 60,
-                    "event_count": 200,
-                    "model_version": "1",
-                    "adapter_hash": "hash-1",
-                    "severity": "warning",
-                    "details": "{}",
-                },
+            Row.of(
+                DriftEvent(
+                    drift_id=drift_id,
+                    task=s.news_task,
+                    detector="error_rate_adwin",
+                    signal="error_rate",
+                    detected_ts_ms=ts * 1000,
+                    statistic=0.42,
+                    window=60,
+                    event_count=200,
+                    model_version="1",
+                    adapter_hash="hash-1",
+                    severity="warning",
+                )
             )
         )
         if mirrored:
@@ -265,37 +267,33 @@ def build_samples(suffix: str = "", now: float | None = None, minutes: int = 20)
 
 
 def _feedback_row(task: str, event_id: str, label: str, predicted: str, version: str, ts: int) -> Row:
-    return Row(
-        "feedback",
-        {
-            "task": task,
-            "event_id": event_id,
-            "label": label,
-            "source": "sample",
-            "feedback_time": Ts(ts),
-            "feedback_ts_ms": ts * 1000,
-            "joined_ts_ms": ts * 1000 + 10,
-            "predicted_label": predicted,
-            "correct": int(label == predicted),
-            "confidence": 0.7,
-            "model_version": version,
-            "adapter_hash": f"hash-{version}",
-        },
+    return Row.of(
+        FeedbackRecord(
+            task=task,
+            event_id=event_id,
+            label=label,
+            source="sample",
+            feedback_ts_ms=ts * 1000,
+            joined_ts_ms=ts * 1000 + 10,
+            predicted_label=predicted,
+            correct=label == predicted,
+            confidence=0.7,
+            model_version=version,
+            adapter_hash=f"hash-{version}",
+        )
     )
 
 
 def _alert_row(alert_id: str, kind: str, task: str, ts: int, severity: str, subject: str) -> Row:
-    return Row(
-        "alerts",
-        {
-            "alert_id": alert_id,
-            "kind": kind,
-            "task": task,
-            "created_time": Ts(ts),
-            "created_ts_ms": ts * 1000,
-            "severity": severity,
-            "subject": subject,
-            "message": f"sample {kind} alert on {task}",
-            "evidence": json.dumps({"sample": True}),
-        },
+    return Row.of(
+        AlertRecord(
+            alert_id=alert_id,
+            kind=kind,
+            task=task,
+            created_ts_ms=ts * 1000,
+            severity=severity,
+            subject=subject,
+            message=f"sample {kind} alert on {task}",
+            evidence={"sample": True},
+        )
     )

@@ -27,8 +27,7 @@ import pytest
 
 from bench.harness import PipelineRun, ServedModel, clickhouse, served_model, wait_for
 from driftline.models.datasets import load_dataset
-from driftline.streams.schemas import PredictionRecord
-from driftline.streams.sinks.clickhouse import LABEL_COLUMNS, label_row
+from driftline.schema.records import PredictionRecord, insert_sql
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
@@ -62,7 +61,7 @@ def _plant_label(event_id: str, label: str, model: ServedModel) -> None:
         adapter_hash=model.adapter_hash, truncated=False,
         latency_ms=1.0,
     )  # fmt: skip
-    clickhouse().execute(f"INSERT INTO labels ({', '.join(LABEL_COLUMNS)}) VALUES", [label_row(record)],
+    clickhouse().execute(insert_sql(PredictionRecord.TABLE, PredictionRecord.COLUMNS), [record.to_row()],
                          types_check=False)  # fmt: skip
 
 

@@ -12,14 +12,13 @@ from typing import Any
 import pytest
 
 from driftline.online.config import DriftConfig, ErrorRateConfig
+from driftline.schema.records import FeedbackRecord, PredictionRecord
 from driftline.settings import LearningConfig
 from driftline.streams.agents import RawMessage
 from driftline.streams.deadletter import dead_letter
 from driftline.streams.learning.feedback import FeedbackStage
 from driftline.streams.learning.lookup import Key
 from driftline.streams.learning.observations import DriftWatch, FeedbackObservation, ObservationBatch
-from driftline.streams.learning.sinks import FEEDBACK_COLUMNS, feedback_row
-from driftline.streams.schemas import PredictionRecord
 
 
 class FakeLookup:
@@ -94,7 +93,7 @@ async def test_memory_clickhouse_and_bad_feedback() -> None:
     assert joined["ch-1"].prediction.model_version == "2"
     assert sorted(d.code for d, _ in out.dead_letters) == ["not_json", "unknown_label"]
     assert lookup.calls == [[("news_topic", "ch-1")]], "memory hits are never looked up"
-    row = dict(zip(FEEDBACK_COLUMNS, feedback_row(joined["ch-1"]), strict=True))
+    row = dict(zip(FeedbackRecord.COLUMNS, joined["ch-1"].record().to_row(), strict=True))
     assert row["predicted_label"] == "business" and row["correct"] == 0 and row["feedback_time"].tzinfo
     assert stage.pending == 0
 

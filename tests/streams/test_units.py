@@ -9,12 +9,13 @@ import json
 import pytest
 
 from driftline.models.inference.base import InferenceClient, InferenceError, ModelNotReadyError, Prediction
+from driftline.schema.events import ChatEvent, NewsEvent
 from driftline.settings import PipelineConfig, Settings, SurgeSettings
 from driftline.streams.agents import RawMessage, Stages
 from driftline.streams.alerts import evaluate_surge, ewma, subject_of
+from driftline.streams.decode import Rejection, decode_event
 from driftline.streams.metrics import PipelineMetrics
 from driftline.streams.routing import Route, load_routes
-from driftline.streams.schemas import ChatEvent, NewsEvent, Rejection, decode_event
 from driftline.streams.sinks.base import BatchingSink
 
 LIMITS = {"max_bytes": 1 << 20, "max_text_chars": 100_000}

@@ -20,9 +20,8 @@ models_app = typer.Typer(
 def _alert_publisher(loop: asyncio.AbstractEventLoop | None = None, producer: Any = None):
     """A sync ``publish(alert)``: row in ClickHouse ``alerts`` and, with a producer, the alerts topic."""
     from driftline.clients import clickhouse_client
+    from driftline.schema.records import AlertRecord, insert_sql
     from driftline.settings import get_settings
-    from driftline.streams.schemas import AlertRecord
-    from driftline.streams.sinks.clickhouse import ALERT_COLUMNS, alert_row
 
     settings = get_settings()
     client = clickhouse_client(settings)
@@ -30,7 +29,7 @@ def _alert_publisher(loop: asyncio.AbstractEventLoop | None = None, producer: An
     def publish(alert: dict[str, Any]) -> None:
         record = AlertRecord(**alert)
         client.execute(
-            f"INSERT INTO alerts ({', '.join(ALERT_COLUMNS)}) VALUES", [alert_row(record)], types_check=False
+            insert_sql(AlertRecord.TABLE, AlertRecord.COLUMNS), [record.to_row()], types_check=False
         )
         if producer is not None and loop is not None:
             payload = record.model_dump_json().encode()

@@ -23,6 +23,8 @@ class StoreError(RuntimeError):
 
 
 class ClickHouseStore:
+    """Read-only queries on a small thread pool, one clickhouse-driver client per thread."""
+
     def __init__(self, settings: ClickHouseSettings, workers: int = 4) -> None:
         self.settings = settings
         self._local = threading.local()
@@ -42,6 +44,7 @@ class ClickHouseStore:
         return client
 
     def query_sync(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Run a read-only query in this thread; rows as column -> value dicts (``StoreError``)."""
         try:
             data, columns = self._client().execute(
                 sql, params or {}, with_column_types=True, settings=QUERY_SETTINGS
@@ -54,10 +57,12 @@ class ClickHouseStore:
         return [dict(zip(names, row, strict=True)) for row in data]
 
     async def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """``query_sync`` on the pool, awaited from the event loop."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, self.query_sync, sql, params)
 
     def close(self) -> None:
+        """Stop the pool and disconnect every thread's client."""
         self._pool.shutdown(wait=False, cancel_futures=True)
         with self._lock:
             for client in self._clients:

@@ -145,7 +145,7 @@ class StreamBuilder:
 
 
 def feedback_payload(event: DemoEvent) -> dict[str, Any]:
-    """The feedback-topic message for ``event`` (``driftline.streams.schemas.FeedbackEvent``)."""
+    """The feedback-topic message for ``event`` (``driftline.schema.events.FeedbackEvent``)."""
     return {
         "event_id": event.event_id,
         "task": event.task,

@@ -67,9 +67,10 @@ def _serve(task: str, artifact: Path, log: Log) -> tuple[int, bool]:
     """
     from driftline.models.artifacts import read_meta
     from driftline.models.export import export, serving_versions
-    from driftline.online.registry import ModelRegistry, ModelStatus
+    from driftline.online.registry import ModelRegistry
     from driftline.online.serving import serve_version
     from driftline.online.swap import TritonSwapper
+    from driftline.schema.records import ModelStatus
 
     wanted = read_meta(artifact).adapter_hash
     swapper = TritonSwapper(log=log)

@@ -22,6 +22,8 @@ TASKS_SQL = "('news_topic', 'chat_sentiment')"
 
 @dataclass
 class LabelRow:
+    """A run's ``labels`` row, as the report reads it."""
+
     event_id: str
     task: str
     label: str
@@ -35,6 +37,8 @@ class LabelRow:
 
 @dataclass
 class DriftRow:
+    """A drift detection (from ``drift_events`` or a drift alert)."""
+
     task: str
     detector: str
     signal: str
@@ -46,6 +50,8 @@ class DriftRow:
 
 @dataclass
 class VersionRow:
+    """A ``model_versions`` row of the run's tasks."""
+
     task: str
     version: str
     status: str
@@ -57,6 +63,8 @@ class VersionRow:
 
 @dataclass
 class Counters:
+    """Live-view counts per table."""
+
     labels: dict[str, int] = field(default_factory=dict)
     feedback_joined: int = 0
     alerts: dict[str, int] = field(default_factory=dict)
@@ -66,6 +74,8 @@ class Counters:
 
 
 class DemoStore:
+    """ClickHouse reads scoped to one demo run; unknown tables read as empty."""
+
     def __init__(self, settings: ClickHouseSettings, run_id: str, started_ms: int) -> None:
         from driftline.clients import clickhouse_client
 
@@ -142,6 +152,7 @@ class DemoStore:
         return c
 
     def labels(self) -> list[LabelRow]:
+        """The run's label rows (FINAL: one per event)."""
         rows = self._query(
             "labels",
             "SELECT event_id, task, label, confidence, model_version, adapter_hash, event_ts_ms, "
@@ -160,6 +171,7 @@ class DemoStore:
         return {event_id: (version, int(correct)) for event_id, version, correct in rows}
 
     def drift_events(self) -> list[DriftRow]:
+        """Drift detections of the run's tasks since it started, oldest first."""
         rows = self._query(
             "drift_events",
             "SELECT task, detector, signal, detected_ts_ms, statistic, model_version, event_count "
@@ -181,6 +193,7 @@ class DemoStore:
         return [DriftRow(*row) for row in rows]
 
     def versions(self) -> list[VersionRow]:
+        """Registry rows created since the run started, oldest first."""
         rows = self._query(
             "model_versions",
             "SELECT task, version, status, reason, metrics, created_ts_ms, updated_ts_ms "
@@ -201,4 +214,5 @@ class DemoStore:
         )
 
     def close(self) -> None:
+        """Disconnect the client."""
         self.client.disconnect()

@@ -1,0 +1,295 @@
+"""The records every stage writes: one class per boundary, next to the migrations that hold them.
+
+A prediction, an alert, a dead letter, a joined feedback label, a drift detection and a registry
+row each have exactly one shape. The class is what the topic carries (``model_dump_json`` /
+``model_validate_json`` for the pydantic records) and it knows its ClickHouse table: ``TABLE``,
+``COLUMNS`` in the migration's column order, and ``to_row()`` giving the values in that order.
+``tests/schema/test_records.py`` checks ``COLUMNS`` against the migrated tables, so a migration and
+its record cannot drift apart. Times are epoch milliseconds; ``DateTime`` columns are derived from
+them with ``driftline.schema.timestamps.to_datetime``.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from driftline.schema.timestamps import now_ms, tick_ms, to_datetime
+
+Row = tuple[Any, ...]
+
+
+def insert_sql(table: str, columns: tuple[str, ...]) -> str:
+    """The clickhouse-driver ``INSERT INTO <table> (<columns>) VALUES`` statement."""
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES"
+
+
+class PredictionRecord(BaseModel):
+    """What the predictions topic carries: one classified event with full provenance (``labels`` row)."""
+
+    TABLE: ClassVar[str] = "labels"
+    COLUMNS: ClassVar[tuple[str, ...]] = (
+        "task", "event_id", "topic", "partition", "kafka_offset", "event_time", "processed_time",
+        "event_ts_ms", "processed_ts_ms", "text", "source", "channel", "language", "label", "confidence",
+        "label_names", "probabilities", "explanation", "model_name", "model_version", "adapter_hash",
+        "truncated", "latency_ms",
+    )  # fmt: skip
+
+    model_config = ConfigDict(extra="ignore", protected_namespaces=())
+
+    event_id: str
+    task: str
+    event_kind: str  # the route's schema: news | chat
+    subject: str  # alert grouping key: the news label, or the chat channel
+    topic: str
+    partition: int
+    offset: int
+    event_ts_ms: int
+    processed_ts_ms: int
+    text: str
+    source: str
+    channel: str
+    language: str
+    label: str
+    confidence: float
+    label_names: list[str]
+    probabilities: list[float]
+    explanation: list[tuple[str, float]]
+    model_name: str
+    model_version: str
+    adapter_hash: str
+    truncated: bool
+    latency_ms: float
+
+    def to_row(self) -> Row:
+        """The ``labels`` row (explanation keeps the tokens, not their scores)."""
+        return (
+            self.task, self.event_id, self.topic, self.partition, self.offset, to_datetime(self.event_ts_ms),
+            to_datetime(self.processed_ts_ms), self.event_ts_ms, self.processed_ts_ms, self.text, self.source,
+            self.channel, self.language, self.label, self.confidence, self.label_names, self.probabilities,
+            [token for token, _ in self.explanation], self.model_name, self.model_version, self.adapter_hash,
+            int(self.truncated), self.latency_ms,
+        )  # fmt: skip
+
+
+class AlertRecord(BaseModel):
+    """What the alerts topic carries; ``evidence`` is free-form JSON (counts, baseline, samples)."""
+
+    TABLE: ClassVar[str] = "alerts"
+    COLUMNS: ClassVar[tuple[str, ...]] = (
+        "alert_id", "kind", "task", "created_time", "created_ts_ms", "severity", "subject", "message",
+        "evidence",
+    )  # fmt: skip
+
+    alert_id: str
+    kind: str
+    task: str
+    created_ts_ms: int
+    severity: str = "warning"
+    subject: str
+    message: str
+    evidence: dict[str, Any] = Field(default_factory=dict)
+
+    def to_row(self) -> Row:
+        """The ``alerts`` row; evidence is stored as a JSON string."""
+        return (
+            self.alert_id, self.kind, self.task, to_datetime(self.created_ts_ms), self.created_ts_ms,
+            self.severity, self.subject, self.message,
+            json.dumps(self.evidence, ensure_ascii=False, sort_keys=True),
+        )  # fmt: skip
+
+
+class DeadLetterRecord(BaseModel):
+    """What the dead-letter topic carries: the original bytes and why they were refused."""
+
+    TABLE: ClassVar[str] = "dead_letters"
+    COLUMNS: ClassVar[tuple[str, ...]] = (
+        "topic", "partition", "kafka_offset", "received_time", "reason", "error_type", "payload_b64",
+        "payload_size",
+    )  # fmt: skip
+
+    topic: str
+    partition: int
+    offset: int
+    received_ts_ms: int
+    reason: str  # "<code>: <detail>"
+    code: str
+    error_type: str
+    payload_b64: str  # the original bytes, cut to the configured limit when larger
+    payload_size: int  # size of the original payload
+    payload_truncated: bool = False
+    payload_sha256: str = ""
+
+    def to_row(self) -> Row:
+        """The ``dead_letters`` row."""
+        return (
+            self.topic, self.partition, self.offset, to_datetime(self.received_ts_ms), self.reason,
+            self.error_type, self.payload_b64, self.payload_size,
+        )  # fmt: skip
+
+
+class FeedbackRecord(BaseModel):
+    """A feedback label joined to the prediction it judges (``feedback`` row, migration 0003)."""
+
+    TABLE: ClassVar[str] = "feedback"
+    COLUMNS: ClassVar[tuple[str, ...]] = (
+        "task", "event_id", "label", "source", "feedback_time", "feedback_ts_ms", "joined_ts_ms",
+        "predicted_label", "correct", "confidence", "model_version", "adapter_hash",
+    )  # fmt: skip
+
+    model_config = ConfigDict(frozen=True, protected_namespaces=())
+
+    task: str
+    event_id: str
+    label: str  # the true label
+    source: str
+    feedback_ts_ms: int
+    joined_ts_ms: int = Field(default_factory=now_ms)
+    predicted_label: str
+    correct: bool
+    confidence: float = 0.0
+    model_version: str = ""
+    adapter_hash: str = ""
+
+    def to_row(self) -> Row:
+        """The ``feedback`` row."""
+        return (
+            self.task, self.event_id, self.label, self.source, to_datetime(self.feedback_ts_ms),
+            self.feedback_ts_ms, self.joined_ts_ms, self.predicted_label, int(self.correct),
+            float(self.confidence), self.model_version, self.adapter_hash,
+        )  # fmt: skip
+
+
+@dataclass(slots=True)
+class DriftEvent:
+    """One drift detection: what fired, on which task and model, and the evidence behind it.
+
+    Goes to the alerts topic (``to_alert``, an ``AlertRecord`` whose evidence is this event) and to
+    ClickHouse ``drift_events`` (``to_row``); the updater reads it back from the alerts topic
+    (``from_alert``) to decide on a retrain.
+    """
+
+    TABLE: ClassVar[str] = "drift_events"
+    COLUMNS: ClassVar[tuple[str, ...]] = (
+        "drift_id", "task", "detector", "signal", "detected_time", "detected_ts_ms", "statistic",
+        "window_size", "event_count", "model_version", "adapter_hash", "severity", "details",
+    )  # fmt: skip
+
+    detector: str
+    task: str
+    statistic: float
+    window: int
+    model_version: str
+    adapter_hash: str
+    event_count: int  # observations this detector has seen since the monitor started
+    signal: str = ""  # error_rate | confidence | label_mix
+    severity: str = "warning"
+    details: dict[str, Any] = field(default_factory=dict)
+    detected_ts_ms: int = field(default_factory=now_ms)
+    drift_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    @property
+    def message(self) -> str:
+        """One line for people: detector, task, model and the statistic that fired."""
+        return (
+            f"{self.detector} detected drift on {self.task} (model {self.model_version or '?'}): "
+            f"{self.signal or 'statistic'}={self.statistic:.4f} over {self.window} observations"
+        )
+
+    def to_alert(self) -> dict[str, Any]:
+        """The alerts-topic payload: an ``AlertRecord`` (kind ``drift``) as a JSON-ready dict."""
+        return AlertRecord(
+            alert_id=self.drift_id,
+            kind="drift",
+            task=self.task,
+            created_ts_ms=self.detected_ts_ms,
+            severity=self.severity,
+            subject=self.detector,
+            message=self.message,
+            evidence=asdict(self),
+        ).model_dump(mode="json")
+
+    def to_row(self) -> Row:
+        """The ``drift_events`` row; details are stored as a JSON string."""
+        return (
+            self.drift_id, self.task, self.detector, self.signal, to_datetime(self.detected_ts_ms),
+            self.detected_ts_ms, float(self.statistic), int(self.window), int(self.event_count),
+            self.model_version, self.adapter_hash, self.severity, json.dumps(self.details, sort_keys=True),
+        )  # fmt: skip
+
+    @classmethod
+    def from_alert(cls, alert: dict[str, Any]) -> DriftEvent:
+        """Rebuild the event from an alerts-topic record; raises ValueError for non-drift alerts."""
+        if alert.get("kind") != "drift":
+            raise ValueError(f"not a drift alert: kind={alert.get('kind')!r}")
+        evidence = alert.get("evidence")
+        data = json.loads(evidence) if isinstance(evidence, str) else dict(evidence or {})
+        known = {name for name in cls.__dataclass_fields__}
+        return cls(**{key: value for key, value in data.items() if key in known})
+
+
+class ModelStatus(StrEnum):
+    """Where a model version stands in the registry."""
+
+    CANDIDATE = "candidate"  # trained, being evaluated
+    PROMOTED = "promoted"  # passed evaluation, being swapped in
+    SERVING = "serving"
+    RETIRED = "retired"  # replaced by a newer serving version
+    REJECTED = "rejected"  # failed evaluation or the swap failed
+    ROLLED_BACK = "rolled_back"  # was serving, an operator rolled it back
+
+
+class ModelRecord(BaseModel):
+    """One registry entry: a candidate adapter and its Triton version (``model_versions`` row)."""
+
+    TABLE: ClassVar[str] = "model_versions"
+    COLUMNS: ClassVar[tuple[str, ...]] = (
+        "task", "version", "adapter_hash", "parent_hash", "status", "metrics", "reason", "artifact_path",
+        "created_time", "created_ts_ms", "updated_ts_ms",
+    )  # fmt: skip
+
+    task: str
+    version: int = 0  # Triton version number; 0 = never exported
+    adapter_hash: str
+    parent_hash: str = ""
+    status: ModelStatus
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    reason: str = ""
+    artifact_path: str = ""
+    created_ts_ms: int = Field(default_factory=now_ms)
+    updated_ts_ms: int = 0
+
+    def to_row(self) -> Row:
+        """The ``model_versions`` row; version is text ('' = never exported), metrics a JSON string."""
+        return (
+            self.task, str(self.version) if self.version else "", self.adapter_hash, self.parent_hash,
+            self.status.value, json.dumps(self.metrics, sort_keys=True, default=str), self.reason,
+            self.artifact_path, to_datetime(self.created_ts_ms), self.created_ts_ms, self.updated_ts_ms,
+        )  # fmt: skip
+
+    @classmethod
+    def from_row(cls, row: Row) -> ModelRecord:
+        """The record of a ``SELECT <COLUMNS> FROM model_versions`` row."""
+        data = dict(zip(cls.COLUMNS, row, strict=True))
+        data.pop("created_time")
+        data["version"] = int(data["version"] or 0)
+        data["metrics"] = json.loads(data["metrics"] or "{}")
+        return cls(**data)
+
+    def to_alert(self, severity: str = "info") -> dict[str, Any]:
+        """The decision as an alerts-topic payload: an ``AlertRecord`` (kind ``model``) as a dict."""
+        return AlertRecord(
+            alert_id=uuid.uuid4().hex,
+            kind="model",
+            task=self.task,
+            created_ts_ms=tick_ms(),
+            severity=severity,
+            subject=f"{self.task} v{self.version or '-'} {self.status.value}",
+            message=self.reason or self.status.value,
+            evidence=self.model_dump(mode="json"),
+        ).model_dump(mode="json")

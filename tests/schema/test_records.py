@@ -1,0 +1,98 @@
+"""Each record of ``driftline.schema.records`` against the table the migrations create for it.
+
+The migrations are applied to chDB (in-process ClickHouse), and every record's ``COLUMNS`` must be
+the table's columns in order, and its ``to_row()`` one value per column, so a migration and its
+record cannot drift apart. The stack test inserts each record's row into the real server.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+
+from driftline.schema.records import (
+    AlertRecord,
+    DeadLetterRecord,
+    DriftEvent,
+    FeedbackRecord,
+    ModelRecord,
+    ModelStatus,
+    PredictionRecord,
+    insert_sql,
+)
+from tests.schema.analytics_samples import migration_statements
+
+SAMPLES = [
+    PredictionRecord(
+        event_id="e1", task="news_topic", event_kind="news", subject="sport", topic="t", partition=1,
+        offset=7, event_ts_ms=1_700_000_000_000, processed_ts_ms=1_700_000_000_500, text="x", source="s",
+        channel="c", language="en", label="sport", confidence=0.9, label_names=["sport", "tech"],
+        probabilities=[0.9, 0.1], explanation=[("goal", 0.5)], model_name="m", model_version="1",
+        adapter_hash="h", truncated=False, latency_ms=3.5,
+    ),
+    AlertRecord(alert_id="a1", kind="surge", task="news_topic", created_ts_ms=1_700_000_000_000,
+                subject="sport", message="m", evidence={"n": 3}),
+    DeadLetterRecord(topic="t", partition=0, offset=3, received_ts_ms=1_700_000_000_000, reason="x: y",
+                     code="x", error_type="X", payload_b64="", payload_size=0),
+    FeedbackRecord(task="news_topic", event_id="e1", label="tech", source="s",
+                   feedback_ts_ms=1_700_000_000_000, predicted_label="sport", correct=False),
+    DriftEvent(detector="error_rate", task="news_topic", statistic=0.3, window=10, model_version="1",
+               adapter_hash="h", event_count=100, details={"x": 1}),
+    ModelRecord(task="news_topic", version=2, adapter_hash="h", status=ModelStatus.SERVING,
+                metrics={"accuracy": 0.9}),
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def table_columns() -> Iterator[dict[str, tuple[str, ...]]]:
+    """table -> its column names in order, from the migrations applied to chDB."""
+    from chdb import session
+
+    sess = session.Session()
+    try:
+        sess.query("CREATE DATABASE IF NOT EXISTS records_test")
+        sess.query("USE records_test")
+        for statement in migration_statements():
+            sess.query(statement)
+        result = json.loads(
+            str(
+                sess.query(
+                    "SELECT table, name FROM system.columns WHERE database = 'records_test' "
+                    "ORDER BY table, position",
+                    "JSON",
+                )
+            )
+        )["data"]
+    finally:
+        sess.close()
+    columns: dict[str, list[str]] = {}
+    for row in result:
+        columns.setdefault(row["table"], []).append(row["name"])
+    yield {table: tuple(names) for table, names in columns.items()}
+
+
+@pytest.mark.parametrize("record", SAMPLES, ids=lambda r: r.TABLE)
+def test_record_columns_are_the_migrated_table_columns(
+    record, table_columns: dict[str, tuple[str, ...]]
+) -> None:
+    assert record.TABLE in table_columns, f"no migration creates {record.TABLE}"
+    assert table_columns[record.TABLE] == record.COLUMNS
+    assert len(record.to_row()) == len(record.COLUMNS)
+
+
+def test_every_written_table_has_a_record() -> None:
+    assert {r.TABLE for r in SAMPLES} == {
+        "labels", "alerts", "dead_letters", "feedback", "drift_events", "model_versions",
+    }  # fmt: skip
+
+
+@pytest.mark.stack
+def test_record_rows_insert_into_the_server(settings) -> None:
+    from tests.conftest import migrated_database
+
+    with migrated_database(settings, "records_") as client:
+        for record in SAMPLES:
+            client.execute(insert_sql(record.TABLE, record.COLUMNS), [record.to_row()])
+            assert client.execute(f"SELECT count() FROM {record.TABLE}") == [(1,)]
