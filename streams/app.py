@@ -11,7 +11,6 @@ endpoints (on ``settings.web_host``, 127.0.0.1 by default; each worker needs its
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from dataclasses import dataclass
@@ -24,10 +23,10 @@ from driftline.models.inference.base import InferenceClient
 from driftline.settings import Settings, get_settings
 from driftline.streams.agents import Stages, register_agents
 from driftline.streams.alerts import SurgeMonitor
+from driftline.streams.checkpoint import Checkpoint
 from driftline.streams.config import PipelineConfig
 from driftline.streams.learning.worker import register_learning
 from driftline.streams.metrics import PipelineMetrics
-from driftline.streams.offsets import CommitGate, install
 from driftline.streams.routing import Route, load_routes
 from driftline.streams.sinks.base import BatchingSink
 from driftline.streams.sinks.clickhouse import alerts_sink, dead_letters_sink, labels_sink
@@ -110,12 +109,12 @@ def build_pipeline(
     )
     metrics = PipelineMetrics()
     topics = declare_topics(app, settings.kafka.topics, routes)
-    # offsets of these topics commit only once our agents marked the message done (streams.offsets)
-    gate = CommitGate(
+    # offsets of these topics commit only once their outputs are durable (streams.checkpoint)
+    checkpoint = Checkpoint(
         [*topics.inputs, topics.predictions.get_topic_name(), topics.alerts.get_topic_name(),
          topics.deadletter.get_topic_name()]
     )  # fmt: skip
-    install(app, gate)
+    checkpoint.install(app)
     batching = {
         "max_rows": config.sink_max_rows,
         "max_age_s": config.sink_max_age_s,
@@ -128,14 +127,28 @@ def build_pipeline(
         "alerts": alerts_sink(settings=settings.clickhouse, **batching),
         "dead_letters": dead_letters_sink(settings=settings.clickhouse, **batching),
     }
+    checkpoint.sinks = sinks
     stages = Stages(config, client, metrics)
     surge = SurgeMonitor(app, config.surge, config.partitions)
     register_agents(
-        app, config=config, routes=routes, topics=topics, stages=stages, sinks=sinks, surge=surge, gate=gate
+        app,
+        config=config,
+        routes=routes,
+        topics=topics,
+        stages=stages,
+        sinks=sinks,
+        surge=surge,
+        checkpoint=checkpoint,
     )
     # feedback join + drift monitors; adds the feedback and drift_events sinks to ``sinks``
     register_learning(
-        app, config=config, settings=settings, topics=topics, stages=stages, sinks=sinks, gate=gate
+        app,
+        config=config,
+        settings=settings,
+        topics=topics,
+        stages=stages,
+        sinks=sinks,
+        checkpoint=checkpoint,
     )
     pipeline = Pipeline(app, config, routes, topics, stages, sinks, metrics, client)
 
@@ -153,10 +166,7 @@ def build_pipeline(
 
     @app.on_before_shutdown.connect
     async def _close(app: Any, **kwargs: Any) -> None:
-        for sink in sinks.values():
-            # shutdown must go on; offsets of rows not flushed were never committed
-            with contextlib.suppress(Exception):
-                await sink.flush()
+        await checkpoint.flush()  # shutdown goes on; offsets of rows not flushed were never committed
         await client.close()
 
     return pipeline

@@ -1,7 +1,7 @@
 """The feedback stage: validate feedback events and join them to the predictions they judge.
 
-Faust-free (the agent in ``driftline.streams.learning.agents`` drives it) so the join rules can be unit
-tested. Each consumed message comes with a ``release`` callback that acknowledges its Kafka offset;
+Faust-free (``FeedbackAgent`` in ``driftline.streams.learning.worker`` drives it) so the join rules
+can be unit tested. Each consumed message comes with a ``release`` callback that acknowledges its Kafka offset;
 the stage hands every message back exactly once, in one of two lists:
 
 - ``joined``: feedback matched with its prediction - stored in ClickHouse ``feedback``, then released;

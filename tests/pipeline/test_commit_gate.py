@@ -1,4 +1,4 @@
-"""The commit gate (streams.offsets) on a real Faust consumer object (no broker needed).
+"""The commit gate (streams.offsets, streams.faust_compat) on a real Faust consumer (no broker needed).
 
 Each case is one way Faust alone would commit an input offset whose event never reached Kafka
 downstream; the gate must keep ``_new_offset`` from returning an offset past it.
@@ -10,7 +10,8 @@ import faust
 from faust.types import TP
 from faust.types.tuples import ConsumerMessage
 
-from driftline.streams.offsets import CommitGate, install
+from driftline.streams.faust_compat import install
+from driftline.streams.offsets import CommitGate
 
 TOPIC = "gate-test-chat"
 TP0 = TP(TOPIC, 0)
