@@ -1,8 +1,8 @@
 """The feedback stage: validate feedback events and join them to the predictions they judge.
 
 Faust-free (``FeedbackAgent`` in ``driftline.streams.learning.worker`` drives it) so the join rules
-can be unit tested. Each consumed message comes with a ``release`` callback that acknowledges its Kafka offset;
-the stage hands every message back exactly once, in one of two lists:
+can be unit tested. Each consumed message comes with a ``release`` callback that acknowledges its
+Kafka offset; the stage hands every message back exactly once, in one of two lists:
 
 - ``joined``: feedback matched with its prediction - stored in ClickHouse ``feedback``, then released;
 - ``dead_letters``: refused (schema) or never matched (``unknown_event_id``) - released once sent.
