@@ -57,12 +57,16 @@ class RawMessage:
 
 @dataclass
 class ClassifyResult:
+    """A classified batch: predictions to publish and dead letters to send."""
+
     predictions: list[PredictionRecord] = field(default_factory=list)
     dead_letters: list[DeadLetterRecord] = field(default_factory=list)
 
 
 @dataclass
 class Health:
+    """Inference state for ``/health``."""
+
     inference_error: str | None = None
     started_at: float = field(default_factory=time.time)
 
@@ -80,6 +84,7 @@ class Stages:
         self.prediction_hooks: list[Callable[[list[PredictionRecord]], Awaitable[None]]] = []
 
     def reject(self, msg: RawMessage, rejection: Rejection) -> DeadLetterRecord:
+        """Dead-letter one message (counted and logged)."""
         self.metrics.dead_letters.labels(msg.topic, rejection.code).inc()
         log.info(
             "dead letter",
@@ -96,6 +101,7 @@ class Stages:
         )
 
     async def classify(self, route: Route, messages: Sequence[RawMessage]) -> ClassifyResult:
+        """Decode, classify and turn a batch into prediction records and dead letters."""
         result = ClassifyResult()
         good: list[tuple[RawMessage, Any]] = []
         for msg in messages:

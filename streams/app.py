@@ -35,6 +35,8 @@ from driftline.streams.topics import PipelineTopics, declare_topics
 
 @dataclass
 class Pipeline:
+    """A built worker: the Faust app and the parts tests and views reach."""
+
     app: faust.App
     config: PipelineConfig
     routes: list[Route]
@@ -45,6 +47,7 @@ class Pipeline:
     client: InferenceClient
 
     async def health(self) -> dict[str, Any]:
+        """The ``/health`` report: partitions, inference readiness, sink state."""
         checks: dict[str, Any] = {}
         try:
             assigned = sorted(str(tp) for tp in self.app.consumer.assignment())
@@ -73,6 +76,7 @@ class Pipeline:
 
 
 def broker_url(settings: Settings) -> str:
+    """Faust's broker URL for the configured bootstrap servers."""
     return ";".join(f"kafka://{hp}" for hp in settings.kafka.bootstrap.split(","))
 
 
@@ -83,6 +87,7 @@ def build_pipeline(
     settings: Settings | None = None,
     web_port: int | None = None,
 ) -> Pipeline:
+    """Build a pipeline worker: app, topics, checkpoint, sinks, agents and web views."""
     settings = settings or get_settings()
     config = config or PipelineConfig.from_env()
     routes = load_routes(settings.kafka.topics)

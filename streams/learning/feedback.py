@@ -57,11 +57,15 @@ class _Pending:
 
 @dataclass
 class FeedbackOutcome:
+    """Feedback handed back by the stage, each with its release callback."""
+
     joined: list[tuple[JoinedFeedback, Release]] = field(default_factory=list)
     dead_letters: list[tuple[DeadLetterRecord, Release]] = field(default_factory=list)
 
 
 class FeedbackStage:
+    """Validates feedback and joins it to predictions (memory, then ClickHouse, with grace)."""
+
     def __init__(
         self,
         config: LearningConfig,
@@ -93,6 +97,7 @@ class FeedbackStage:
 
     @property
     def pending(self) -> int:
+        """Feedback waiting for its prediction."""
         return len(self._pending)
 
     def remember(self, predictions: Sequence[PredictionRecord]) -> None:

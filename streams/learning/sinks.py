@@ -58,16 +58,20 @@ def _row(values: dict[str, Any], columns: tuple[str, ...]) -> tuple[Any, ...]:
 
 
 def feedback_row(joined: JoinedFeedback) -> tuple[Any, ...]:
+    """A ``feedback`` row in column order."""
     return _row(joined.to_row(), FEEDBACK_COLUMNS)
 
 
 def drift_row(event: DriftEvent) -> tuple[Any, ...]:
+    """A ``drift_events`` row in column order."""
     return _row(event.to_row(), DRIFT_COLUMNS)
 
 
 def feedback_sink(**kw: Any) -> ClickHouseSink:
+    """The ClickHouse ``feedback`` sink."""
     return ClickHouseSink("feedback", FEEDBACK_COLUMNS, **kw)
 
 
 def drift_events_sink(**kw: Any) -> ClickHouseSink:
+    """The ClickHouse ``drift_events`` sink."""
     return ClickHouseSink("drift_events", DRIFT_COLUMNS, **kw)

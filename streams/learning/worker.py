@@ -81,6 +81,8 @@ def observation_key(task: str) -> bytes:
 
 @dataclass
 class Learning:
+    """The learning loop's parts, for the ``/learning`` view."""
+
     config: LearningConfig
     feedback: FeedbackStage
     watch: DriftWatch
@@ -127,6 +129,7 @@ class PredictionObserver:
         return batches
 
     async def __call__(self, records: Sequence[PredictionRecord]) -> None:
+        """Remember the predictions for the join and publish their observations."""
         self.stage.remember(records)
         await self.publish(self.batches(records))
 

@@ -115,6 +115,8 @@ class ClickHouseSink(BatchingSink[tuple[Any, ...]]):
         await asyncio.to_thread(self._insert, rows)
 
     async def ping(self) -> bool:
+        """Whether ClickHouse answers ``SELECT 1``."""
+
         def _ping() -> bool:
             return self._connect().execute("SELECT 1") == [(1,)]
 
@@ -130,14 +132,17 @@ def _sink(table: str, columns: Sequence[str], metrics: PipelineMetrics | None, *
 
 
 def labels_sink(metrics: PipelineMetrics | None = None, **kw: Any) -> ClickHouseSink:
+    """The ClickHouse ``labels`` sink."""
     return _sink("labels", LABEL_COLUMNS, metrics, **kw)
 
 
 def alerts_sink(metrics: PipelineMetrics | None = None, **kw: Any) -> ClickHouseSink:
+    """The ClickHouse ``alerts`` sink."""
     return _sink("alerts", ALERT_COLUMNS, metrics, **kw)
 
 
 def dead_letters_sink(metrics: PipelineMetrics | None = None, **kw: Any) -> ClickHouseSink:
+    """The ClickHouse ``dead_letters`` sink."""
     return _sink("dead_letters", DEAD_LETTER_COLUMNS, metrics, **kw)
 
 
