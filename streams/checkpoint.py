@@ -22,6 +22,7 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
+from driftline.streams.faust_compat import install
 from driftline.streams.offsets import CommitGate
 from driftline.streams.sinks.base import BatchingSink
 
@@ -37,8 +38,6 @@ class Checkpoint:
 
     def install(self, app: Any) -> None:
         """Make ``app``'s consumer obey this checkpoint (call before the app starts)."""
-        from driftline.streams.faust_compat import install
-
         install(app, self._gate)
 
     def track(self, *topics: str) -> None:

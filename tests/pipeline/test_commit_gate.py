@@ -167,3 +167,14 @@ def test_install_routes_every_ack_through_the_gated_consumer() -> None:
 
     _consumer(CommitGate([TOPIC]))
     assert faust.streams._CStreamIterator is None
+
+
+def test_faust_compat_refuses_unchecked_faust_releases() -> None:
+    import pytest
+
+    from driftline.streams.faust_compat import check_version
+
+    check_version("0.15.3")
+    for release in ("0.11.3", "0.16.0", "1.0"):
+        with pytest.raises(RuntimeError, match="not supported"):
+            check_version(release)
