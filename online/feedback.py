@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from cachetools import TTLCache
 from pydantic import ValidationError
 
 from driftline.models.tasks import load_tasks
@@ -155,7 +156,7 @@ Lookup = Callable[[str, str], Any | None]  # (task, event_id) -> prediction reco
 class FeedbackJoiner:
     """In-memory prediction store with TTL and a size cap, plus an optional slow-path lookup.
 
-    Insertion-ordered so expiry pops from the front in O(expired). One joiner per worker; the
+    Predictions live in a ``cachetools.TTLCache`` (TTL and size cap). One joiner per worker; the
     streams agent feeds it every prediction it publishes and every feedback event it consumes.
     """
 
@@ -170,7 +171,9 @@ class FeedbackJoiner:
         self.max_predictions = max_predictions
         self.fallback = fallback
         self._clock = clock
-        self._store: OrderedDict[tuple[str, str], StoredPrediction] = OrderedDict()
+        self._store: TTLCache[tuple[str, str], StoredPrediction] = TTLCache(
+            maxsize=max_predictions, ttl=ttl_s, timer=clock
+        )
         self._joined: OrderedDict[tuple[str, str], None] = OrderedDict()
         self.stats = {"joined": 0, "joined_fallback": 0, "unjoined": 0, "expired": 0}
 
@@ -184,23 +187,16 @@ class FeedbackJoiner:
         """Remember a prediction (predictions-topic payload or ``labels`` row) for later joins."""
         prediction = StoredPrediction.from_record(record, now_ms=self._now_ms())
         key = (prediction.task, prediction.event_id)
+        self.expire()
         self._store.pop(key, None)  # a reprocessed event moves to the back with its new prediction
-        self._store[key] = prediction
-        while len(self._store) > self.max_predictions:
-            self._store.popitem(last=False)
-            self.stats["expired"] += 1
+        before = len(self._store)
+        self._store[key] = prediction  # evicts the oldest above max_predictions
+        self.stats["expired"] += before + 1 - len(self._store)
         return prediction
 
     def expire(self) -> int:
         """Drop predictions older than the TTL; returns how many went."""
-        cutoff = self._now_ms() - self.ttl_ms
-        dropped = 0
-        while self._store:
-            key, oldest = next(iter(self._store.items()))
-            if oldest.stored_ts_ms >= cutoff:
-                break
-            del self._store[key]
-            dropped += 1
+        dropped = len(self._store.expire())
         self.stats["expired"] += dropped
         return dropped
 

@@ -1,4 +1,4 @@
-"""The pipeline's stages as plain async methods, and the Faust agents that drive them.
+"""The pipeline's stages as plain async methods, and the Faust agents that drive them, one class each.
 
 Data flow (all topics raw bytes, all outputs pydantic JSON)::
 
@@ -7,24 +7,13 @@ Data flow (all topics raw bytes, all outputs pydantic JSON)::
                           '--bad input--> deadletter --store--> ClickHouse dead_letters
     feedback topic: validated, joined and drift-watched by streams.learning (registered by build_pipeline)
 
-Offsets and delivery: Faust's acks alone are not enough - it acks messages it skipped during a
-rebalance or table recovery, and its gap check lets an early commit jump over events still in
-flight (how SIGKILLed workers lost events; see ``driftline.streams.offsets``). So every agent here reports to
-the ``CommitGate``: an ack of a gated topic's message only counts once the agent marked that message
-*done*. The classify body registers its batch as in flight (``gate.begin``: nothing at or after it is
-committable), awaits the Kafka acks of every prediction and dead letter it sends, and only then marks
-the batch done; the take's ack (when the next batch is requested) then makes the offsets
-committable. If inference or a send fails or the task is cancelled, the batch is abandoned, never
-done: its offsets stay uncommitted and Kafka redelivers it. The store bodies *pin* each message
-(``message.incref()``) before handing rows to a ``BatchingSink``; the take's own ack then only drops
-the extra reference, and the sink's ``on_stored`` callback marks the messages done and drops the last
-one after the insert succeeded - only then is the offset committable (flush -> done -> ack ->
-commit). If the process dies in between, nothing was committed and Kafka redelivers.
+Every agent reports to the worker's ``Checkpoint`` (``driftline.streams.checkpoint``): classify
+marks a batch done once its predictions and dead letters were acked by Kafka, the store agents once
+their rows are in ClickHouse, so no input offset is committed before its outputs are durable.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -32,15 +21,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
 from driftline.models.inference.base import InferenceClient, ModelNotReadyError, Prediction
 from driftline.schema.records import AlertRecord, DeadLetterRecord, PredictionRecord
 from driftline.settings import PipelineConfig
 from driftline.streams.alerts import SurgeMonitor, subject_of
+from driftline.streams.checkpoint import Checkpoint
 from driftline.streams.deadletter import dead_letter
 from driftline.streams.decode import Rejection, decode_event
 from driftline.streams.metrics import PipelineMetrics
-from driftline.streams.offsets import CommitGate
 from driftline.streams.routing import Route
 from driftline.streams.sinks.base import BatchingSink
 from driftline.streams.topics import PipelineTopics
@@ -61,12 +51,16 @@ class RawMessage:
 
 @dataclass
 class ClassifyResult:
+    """A classified batch: predictions to publish and dead letters to send."""
+
     predictions: list[PredictionRecord] = field(default_factory=list)
     dead_letters: list[DeadLetterRecord] = field(default_factory=list)
 
 
 @dataclass
 class Health:
+    """Inference state for ``/health``."""
+
     inference_error: str | None = None
     started_at: float = field(default_factory=time.time)
 
@@ -84,6 +78,7 @@ class Stages:
         self.prediction_hooks: list[Callable[[list[PredictionRecord]], Awaitable[None]]] = []
 
     def reject(self, msg: RawMessage, rejection: Rejection) -> DeadLetterRecord:
+        """Dead-letter one message (counted and logged)."""
         self.metrics.dead_letters.labels(msg.topic, rejection.code).inc()
         log.info(
             "dead letter",
@@ -100,6 +95,7 @@ class Stages:
         )
 
     async def classify(self, route: Route, messages: Sequence[RawMessage]) -> ClassifyResult:
+        """Decode, classify and turn a batch into prediction records and dead letters."""
         result = ClassifyResult()
         good: list[tuple[RawMessage, Any]] = []
         for msg in messages:
@@ -164,42 +160,56 @@ class Stages:
         model *is* ready is blamed on the input: the batch is retried one event at a time and only the
         events that still fail come back as exceptions (then dead-lettered by the caller).
         """
-        delay = self.config.inference_backoff_s
-        while True:
-            started = time.perf_counter()
-            try:
-                predictions = await self.client.predict(task, texts)
-            except ModelNotReadyError as exc:
-                error: BaseException = exc
-                input_problem = False
-            except Exception as exc:
-                error = exc
-                input_problem = await self._ready(task)
-            else:
-                self.health.inference_error = None
-                self.metrics.batch_size.labels(task).observe(len(texts))
-                self.metrics.inference_latency.labels(task).observe(time.perf_counter() - started)
-                return list(predictions)
-            if input_problem:
-                if len(texts) == 1:
-                    return [error]
-                outcomes: list[Prediction | BaseException] = []
-                for text in texts:
-                    outcomes.extend(await self.predict(task, [text]))
-                return outcomes
-            self.health.inference_error = f"{type(error).__name__}: {error}"[:500]
-            self.metrics.inference_retries.labels(task).inc()
-            log.warning(
-                "inference unavailable, retrying",
-                extra={
-                    "task": task,
-                    "batch": len(texts),
-                    "error": self.health.inference_error,
-                    "retry_in_s": delay,
-                },
-            )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, self.config.inference_backoff_max_s)
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(Exception),  # never CancelledError
+            wait=wait_exponential(
+                multiplier=self.config.inference_backoff_s, max=self.config.inference_backoff_max_s
+            ),
+            before_sleep=self._retrying_inference,
+            reraise=True,
+        )
+        outcome = await retrying(self._attempt, task, texts)
+        if not isinstance(outcome, BaseException):
+            return outcome
+        if len(texts) == 1:
+            return [outcome]
+        outcomes: list[Prediction | BaseException] = []
+        for text in texts:
+            outcomes.extend(await self.predict(task, [text]))
+        return outcomes
+
+    async def _attempt(self, task: str, texts: list[str]) -> list[Prediction] | BaseException:
+        """One inference call: its predictions, or its error when the model is ready (an input
+        problem); raises while the service is unavailable (retried)."""
+        started = time.perf_counter()
+        try:
+            predictions = await self.client.predict(task, texts)
+        except ModelNotReadyError:
+            raise
+        except Exception as exc:
+            if await self._ready(task):
+                return exc
+            raise
+        self.health.inference_error = None
+        self.metrics.batch_size.labels(task).observe(len(texts))
+        self.metrics.inference_latency.labels(task).observe(time.perf_counter() - started)
+        return list(predictions)
+
+    def _retrying_inference(self, state: RetryCallState) -> None:
+        """Before each backoff sleep: record the error for /health, count and log the retry."""
+        task, texts = state.args
+        error = state.outcome.exception() if state.outcome else None
+        self.health.inference_error = f"{type(error).__name__}: {error}"[:500]
+        self.metrics.inference_retries.labels(task).inc()
+        log.warning(
+            "inference unavailable, retrying",
+            extra={
+                "task": task,
+                "batch": len(texts),
+                "error": self.health.inference_error,
+                "retry_in_s": state.next_action.sleep if state.next_action else None,
+            },
+        )
 
     async def _ready(self, task: str) -> bool:
         try:
@@ -208,32 +218,161 @@ class Stages:
             return False
 
 
-def _raw(event: Any) -> RawMessage:
+def raw_message(event: Any) -> RawMessage:
+    """The stage-facing view of a Faust event's message."""
     m = event.message
     return RawMessage(
         topic=m.topic, partition=m.partition, offset=m.offset, value=m.value, timestamp=m.timestamp
     )
 
 
-def _pin(events: Sequence[Any], on_release: Any = None, gate: CommitGate | None = None):
-    """Hold the messages' offsets until the returned callback runs (see module docstring).
+async def send_dead_letter(topics: PipelineTopics, letter: DeadLetterRecord) -> Awaitable[Any]:
+    """Send a dead letter (``force``: never deferred); returns the future of Kafka's ack."""
+    return await topics.deadletter.send(
+        key=f"{letter.topic}:{letter.partition}:{letter.offset}".encode(),
+        value=letter.model_dump_json().encode(),
+        force=True,
+    )
 
-    ``gate``: the app's commit gate, told the messages are done before they are acked (needed for
-    gated topics, which every topic the pipeline's agents consume is).
-    """
-    for event in events:
-        # the take's own ack then only drops this extra reference
-        event.message.incref()
 
-    def release() -> None:
-        if gate is not None:
-            gate.done(e.message for e in events)
-        for event in events:
-            event.ack()
-        if on_release is not None:
-            on_release()
+class ClassifyAgent:
+    """Classifies one route's input batches and publishes predictions and dead letters."""
 
-    return release
+    def __init__(
+        self,
+        route: Route,
+        *,
+        config: PipelineConfig,
+        stages: Stages,
+        topics: PipelineTopics,
+        checkpoint: Checkpoint,
+    ) -> None:
+        self.route = route
+        self.config = config
+        self.stages = stages
+        self.topics = topics
+        self.checkpoint = checkpoint
+
+    @property
+    def name(self) -> str:
+        """The Faust agent's name."""
+        return f"classify-{self.route.schema_kind}"
+
+    async def publish(self, result: ClassifyResult) -> None:
+        """Step 2: send every output and wait for Kafka's acks, then run the prediction hooks."""
+        pending = []
+        for record in result.predictions:
+            pending.append(
+                await self.topics.predictions.send(
+                    key=f"{record.task}|{record.subject or record.channel}".encode(),
+                    value=record.model_dump_json().encode(),
+                    timestamp=record.event_ts_ms / 1000.0,
+                    force=True,
+                )
+            )
+        for letter in result.dead_letters:
+            pending.append(await send_dead_letter(self.topics, letter))
+        await self.checkpoint.produced(pending)  # raises if a send failed: the batch is then not done
+        if result.predictions:
+            for hook in self.stages.prediction_hooks:
+                await hook(result.predictions)
+
+    async def process(self, events: Sequence[Any]) -> None:
+        """Classify and publish one batch; done only once its outputs are acked."""
+        async with self.checkpoint.batch([e.message for e in events]):
+            result = await self.stages.classify(self.route, [raw_message(e) for e in events])
+            await self.publish(result)
+
+    async def run(self, stream: Any) -> None:
+        """The Faust agent body."""
+        async for events in stream.take_events(self.config.max_batch, within=self.config.batch_within_s):
+            await self.process(events)
+
+
+class StoreAgent:
+    """Stores one output topic's records in a ClickHouse sink; offsets commit once rows are stored."""
+
+    def __init__(
+        self,
+        sink: BatchingSink,
+        model: type[BaseModel],
+        to_row: Callable[[Any], Any],
+        *,
+        config: PipelineConfig,
+        metrics: PipelineMetrics,
+        checkpoint: Checkpoint,
+    ) -> None:
+        self.sink = sink
+        self.model = model
+        self.to_row = to_row
+        self.config = config
+        self.metrics = metrics
+        self.checkpoint = checkpoint
+
+    def rows(self, values: Sequence[bytes | None]) -> tuple[list[Any], list[tuple[str, float]]]:
+        """Rows for the sink and (task, event time) of each prediction; unreadable records skipped."""
+        rows = []
+        event_times: list[tuple[str, float]] = []
+        for value in values:
+            try:
+                record = self.model.model_validate_json(value or b"")
+            except ValidationError as exc:
+                # written by a foreign producer: nothing to store; never loop it back
+                log.error(
+                    "unreadable record skipped", extra={"sink": self.sink.name, "error": str(exc)[:300]}
+                )
+                continue
+            rows.append(self.to_row(record))
+            if isinstance(record, PredictionRecord):
+                event_times.append((record.task, record.event_ts_ms / 1000.0))
+        return rows, event_times
+
+    def observe_stored(self, event_times: list[tuple[str, float]]) -> None:
+        """End-to-end latency of stored predictions (event time to stored)."""
+        now = time.time()
+        for task, ts in event_times:
+            self.metrics.end_to_end.labels(task).observe(max(0.0, now - ts))
+
+    async def process(self, events: Sequence[Any]) -> None:
+        """Hand one batch to the sink; the checkpoint releases its offsets after the insert."""
+        rows, event_times = self.rows([e.message.value for e in events])
+        release = self.checkpoint.hold(events, lambda: self.observe_stored(event_times))
+        await self.sink.add(rows, on_stored=release)
+
+    async def run(self, stream: Any) -> None:
+        """The Faust agent body."""
+        async for events in stream.take_events(self.config.sink_max_rows, within=self.config.batch_within_s):
+            await self.process(events)
+
+
+class SurgeWatchAgent:
+    """Feeds predictions to the surge monitor and publishes its alerts."""
+
+    def __init__(self, surge: SurgeMonitor, *, topics: PipelineTopics, metrics: PipelineMetrics) -> None:
+        self.surge = surge
+        self.topics = topics
+        self.metrics = metrics
+
+    def observe(self, value: bytes | None) -> AlertRecord | None:
+        """The alert one prediction raises, if any (unreadable values are ignored)."""
+        try:
+            record = PredictionRecord.model_validate_json(value or b"")
+        except ValidationError:
+            return None
+        alert = self.surge.observe(record, record.event_kind, record.event_ts_ms / 1000.0)
+        if alert is not None:
+            self.metrics.alerts.labels(alert.kind).inc()
+            log.warning("alert", extra={"kind": alert.kind, "subject": alert.subject, "alert": alert.message})
+        return alert
+
+    async def run(self, stream: Any) -> None:
+        """The Faust agent body."""
+        async for event in stream.events():
+            alert = self.observe(event.message.value)
+            if alert is not None:
+                await self.topics.alerts.send(
+                    key=alert.alert_id.encode(), value=alert.model_dump_json().encode()
+                )
 
 
 def register_agents(
@@ -245,112 +384,22 @@ def register_agents(
     stages: Stages,
     sinks: dict[str, BatchingSink],
     surge: SurgeMonitor,
-    gate: CommitGate | None = None,
+    checkpoint: Checkpoint,
 ) -> None:
-    """Attach the pipeline's agents and timers to ``app``.
-
-    ``gate`` must be the one installed on ``app``'s consumer (``driftline.streams.offsets.install``);
-    a fresh one (no topics gated) only suits apps whose offsets nobody relies on.
-    """
-    metrics = stages.metrics
-    gate = gate if gate is not None else CommitGate()
-
-    async def publish(result: ClassifyResult) -> None:
-        """Send every output and wait for Kafka's acks (``force``: never deferred to commit time)."""
-        pending = []
-        for record in result.predictions:
-            pending.append(
-                await topics.predictions.send(
-                    key=f"{record.task}|{record.subject or record.channel}".encode(),
-                    value=record.model_dump_json().encode(),
-                    timestamp=record.event_ts_ms / 1000.0,
-                    force=True,
-                )
-            )
-        for letter in result.dead_letters:
-            pending.append(
-                await topics.deadletter.send(
-                    key=f"{letter.topic}:{letter.partition}:{letter.offset}".encode(),
-                    value=letter.model_dump_json().encode(),
-                    force=True,
-                )
-            )
-        await asyncio.gather(*pending)  # raises if a send failed: the batch is then not done
-        if result.predictions:
-            for hook in stages.prediction_hooks:
-                await hook(result.predictions)
-
+    """Attach the pipeline's agents and the sink timer to ``app`` (``checkpoint`` installed on it)."""
     for route in routes:
-
-        async def classify(stream: Any, route: Route = route) -> None:
-            async for events in stream.take_events(config.max_batch, within=config.batch_within_s):
-                messages = [e.message for e in events]
-                gate.begin(messages)
-                try:
-                    result = await stages.classify(route, [_raw(e) for e in events])
-                    await publish(result)
-                except BaseException:
-                    # cancelled or failed before the outputs were acked: take_events still acks the
-                    # batch on the way out, but the gate ignores acks of undone messages - the
-                    # offsets stay uncommitted and the batch is redelivered, never lost
-                    gate.abandon(messages)
-                    raise
-                gate.done(messages)
-
-        app.agent(
-            topics.inputs[route.topic],
-            name=f"classify-{route.schema_kind}",
-            concurrency=config.classify_concurrency,
-        )(classify)
-
-    def store_agent(name: str, sink: BatchingSink, model: type[BaseModel], to_row: Any) -> None:
-        async def store(stream: Any) -> None:
-            async for events in stream.take_events(config.sink_max_rows, within=config.batch_within_s):
-                rows = []
-                event_times: list[tuple[str, float]] = []
-                for event in events:
-                    try:
-                        record = model.model_validate_json(event.message.value or b"")
-                    except ValidationError as exc:
-                        # written by a foreign producer: nothing to store; never loop it back
-                        log.error(
-                            "unreadable record skipped", extra={"sink": sink.name, "error": str(exc)[:300]}
-                        )
-                        continue
-                    rows.append(to_row(record))
-                    if isinstance(record, PredictionRecord):
-                        event_times.append((record.task, record.event_ts_ms / 1000.0))
-
-                def stored(event_times: list[tuple[str, float]] = event_times) -> None:
-                    now = time.time()
-                    for task, ts in event_times:
-                        metrics.end_to_end.labels(task).observe(max(0.0, now - ts))
-
-                await sink.add(rows, on_stored=_pin(events, stored, gate=gate))
-
-        app.agent(getattr(topics, name), name=f"store-{name}")(store)
-
-    store_agent("predictions", sinks["labels"], PredictionRecord, PredictionRecord.to_row)
-    store_agent("alerts", sinks["alerts"], AlertRecord, AlertRecord.to_row)
-    store_agent("deadletter", sinks["dead_letters"], DeadLetterRecord, DeadLetterRecord.to_row)
-
-    async def watch(stream: Any) -> None:
-        async for event in stream.events():
-            try:
-                record = PredictionRecord.model_validate_json(event.message.value or b"")
-            except ValidationError:
-                continue
-            alert = surge.observe(record, record.event_kind, record.event_ts_ms / 1000.0)
-            if alert is not None:
-                metrics.alerts.labels(alert.kind).inc()
-                log.warning(
-                    "alert", extra={"kind": alert.kind, "subject": alert.subject, "alert": alert.message}
-                )
-                await topics.alerts.send(key=alert.alert_id.encode(), value=alert.model_dump_json().encode())
-
-    app.agent(topics.predictions, name="surge-watch")(watch)
-
-    @app.timer(interval=min(0.25, config.sink_max_age_s / 2))
-    async def flush_sinks() -> None:
-        for sink in sinks.values():
-            await sink.tick()
+        classify = ClassifyAgent(route, config=config, stages=stages, topics=topics, checkpoint=checkpoint)
+        app.agent(topics.inputs[route.topic], name=classify.name, concurrency=config.classify_concurrency)(
+            classify.run
+        )
+    stores = {
+        "predictions": (sinks["labels"], PredictionRecord, PredictionRecord.to_row),
+        "alerts": (sinks["alerts"], AlertRecord, AlertRecord.to_row),
+        "deadletter": (sinks["dead_letters"], DeadLetterRecord, DeadLetterRecord.to_row),
+    }
+    for name, (sink, model, to_row) in stores.items():
+        store = StoreAgent(sink, model, to_row, config=config, metrics=stages.metrics, checkpoint=checkpoint)
+        app.agent(getattr(topics, name), name=f"store-{name}")(store.run)
+    watch = SurgeWatchAgent(surge, topics=topics, metrics=stages.metrics)
+    app.agent(topics.predictions, name="surge-watch")(watch.run)
+    app.timer(interval=min(0.25, config.sink_max_age_s / 2), name="flush-sinks")(checkpoint.tick)

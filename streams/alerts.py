@@ -46,6 +46,7 @@ def subject_of(kind: str, label: str, channel: str, settings: SurgeSettings) -> 
 
 
 def ewma(values_oldest_first: Sequence[float], alpha: float) -> float:
+    """Exponentially weighted mean, oldest value first."""
     if not values_oldest_first:
         return 0.0
     level = float(values_oldest_first[0])
@@ -56,6 +57,8 @@ def ewma(values_oldest_first: Sequence[float], alpha: float) -> float:
 
 @dataclass(frozen=True)
 class SurgeDecision:
+    """Whether a window's count is a surge, and the numbers behind it."""
+
     fire: bool
     count: int
     baseline: float
@@ -84,6 +87,7 @@ def evaluate_surge(
 
 
 def window_start(ts_s: float, window_s: float) -> float:
+    """Start of the tumbling window holding ``ts_s``."""
     return math.floor(ts_s / window_s) * window_s
 
 
@@ -95,6 +99,7 @@ def surge_alert(
     settings: SurgeSettings,
     samples: list[str],
 ) -> AlertRecord:
+    """The alert record for a detected surge."""
     kind = KIND_BY_EVENT[event_kind]
     alert_id = hashlib.sha1(f"{kind}|{record.task}|{record.subject}|{int(start_s)}".encode()).hexdigest()[:20]
     what = "events labelled" if event_kind == "news" else "negative messages in channel"
@@ -145,6 +150,7 @@ class SurgeMonitor:
         self.state = app.Table(f"{prefix}-state", default=dict, **table_kw)
 
     def observe(self, record: PredictionRecord, event_kind: str, ts_s: float) -> AlertRecord | None:
+        """Count one prediction; the alert it raises when its window surges."""
         if not record.subject or event_kind not in KIND_BY_EVENT:
             return None
         s = self.settings

@@ -11,7 +11,6 @@ endpoints (on ``settings.web_host``, 127.0.0.1 by default; each worker needs its
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from dataclasses import dataclass
@@ -24,9 +23,9 @@ from driftline.models.inference.base import InferenceClient
 from driftline.settings import PipelineConfig, Settings, get_settings
 from driftline.streams.agents import Stages, register_agents
 from driftline.streams.alerts import SurgeMonitor
+from driftline.streams.checkpoint import Checkpoint
 from driftline.streams.learning.worker import register_learning
 from driftline.streams.metrics import PipelineMetrics
-from driftline.streams.offsets import CommitGate, install
 from driftline.streams.routing import Route, load_routes
 from driftline.streams.sinks.base import BatchingSink
 from driftline.streams.sinks.clickhouse import alerts_sink, dead_letters_sink, labels_sink
@@ -35,6 +34,8 @@ from driftline.streams.topics import PipelineTopics, declare_topics
 
 @dataclass
 class Pipeline:
+    """A built worker: the Faust app and the parts tests and views reach."""
+
     app: faust.App
     config: PipelineConfig
     routes: list[Route]
@@ -45,6 +46,7 @@ class Pipeline:
     client: InferenceClient
 
     async def health(self) -> dict[str, Any]:
+        """The ``/health`` report: partitions, inference readiness, sink state."""
         checks: dict[str, Any] = {}
         try:
             assigned = sorted(str(tp) for tp in self.app.consumer.assignment())
@@ -73,6 +75,7 @@ class Pipeline:
 
 
 def broker_url(settings: Settings) -> str:
+    """Faust's broker URL for the configured bootstrap servers."""
     return ";".join(f"kafka://{hp}" for hp in settings.kafka.bootstrap.split(","))
 
 
@@ -83,6 +86,7 @@ def build_pipeline(
     settings: Settings | None = None,
     web_port: int | None = None,
 ) -> Pipeline:
+    """Build a pipeline worker: app, topics, checkpoint, sinks, agents and web views."""
     settings = settings or get_settings()
     config = config or settings.pipeline
     routes = load_routes(settings)
@@ -109,12 +113,12 @@ def build_pipeline(
     )
     metrics = PipelineMetrics()
     topics = declare_topics(app, settings.kafka.topics, routes)
-    # offsets of these topics commit only once our agents marked the message done (streams.offsets)
-    gate = CommitGate(
+    # offsets of these topics commit only once their outputs are durable (streams.checkpoint)
+    checkpoint = Checkpoint(
         [*topics.inputs, topics.predictions.get_topic_name(), topics.alerts.get_topic_name(),
          topics.deadletter.get_topic_name()]
     )  # fmt: skip
-    install(app, gate)
+    checkpoint.install(app)
     batching = {
         "max_rows": config.sink_max_rows,
         "max_age_s": config.sink_max_age_s,
@@ -127,14 +131,28 @@ def build_pipeline(
         "alerts": alerts_sink(settings=settings.clickhouse, **batching),
         "dead_letters": dead_letters_sink(settings=settings.clickhouse, **batching),
     }
+    checkpoint.sinks = sinks
     stages = Stages(config, client, metrics)
     surge = SurgeMonitor(app, config.surge, settings.kafka.partitions)
     register_agents(
-        app, config=config, routes=routes, topics=topics, stages=stages, sinks=sinks, surge=surge, gate=gate
+        app,
+        config=config,
+        routes=routes,
+        topics=topics,
+        stages=stages,
+        sinks=sinks,
+        surge=surge,
+        checkpoint=checkpoint,
     )
     # feedback join + drift monitors; adds the feedback and drift_events sinks to ``sinks``
     register_learning(
-        app, config=config, settings=settings, topics=topics, stages=stages, sinks=sinks, gate=gate
+        app,
+        config=config,
+        settings=settings,
+        topics=topics,
+        stages=stages,
+        sinks=sinks,
+        checkpoint=checkpoint,
     )
     pipeline = Pipeline(app, config, routes, topics, stages, sinks, metrics, client)
 
@@ -152,10 +170,7 @@ def build_pipeline(
 
     @app.on_before_shutdown.connect
     async def _close(app: Any, **kwargs: Any) -> None:
-        for sink in sinks.values():
-            # shutdown must go on; offsets of rows not flushed were never committed
-            with contextlib.suppress(Exception):
-                await sink.flush()
+        await checkpoint.flush()  # shutdown goes on; offsets of rows not flushed were never committed
         await client.close()
 
     return pipeline

@@ -25,6 +25,7 @@ def dead_letter(
     rejection: Rejection,
     max_payload_bytes: int,
 ) -> DeadLetterRecord:
+    """A dead-letter record for a refused message (payload cut to ``max_payload_bytes``)."""
     payload = payload or b""
     kept = payload[:max_payload_bytes]
     return DeadLetterRecord(

@@ -20,6 +20,8 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 
 
 class PipelineMetrics:
+    """The pipeline's Prometheus series on a private registry."""
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
@@ -76,4 +78,5 @@ class PipelineMetrics:
         )
 
     def render(self) -> tuple[bytes, str]:
+        """The registry in Prometheus text format, with its content type."""
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

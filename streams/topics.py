@@ -18,6 +18,8 @@ from driftline.streams.routing import Route
 
 @dataclass
 class PipelineTopics:
+    """The pipeline's Faust topics."""
+
     inputs: dict[str, faust.TopicT]  # by topic name, one per route
     feedback: faust.TopicT
     predictions: faust.TopicT
@@ -26,6 +28,8 @@ class PipelineTopics:
 
 
 def declare_topics(app: faust.App, names: Topics, routes: list[Route]) -> PipelineTopics:
+    """Declare the pipeline's topics on ``app``."""
+
     def topic(name: str) -> faust.TopicT:
         return app.topic(name, key_serializer="raw", value_serializer="raw")
 
@@ -52,4 +56,5 @@ async def ensure_topics(
 
 
 def pipeline_topic_names(names: Topics, routes: list[Route]) -> list[str]:
+    """Every topic a pipeline worker consumes or produces."""
     return [*(r.topic for r in routes), names.feedback, names.predictions, names.alerts, names.deadletter]

@@ -1,8 +1,8 @@
 """The feedback stage: validate feedback events and join them to the predictions they judge.
 
-Faust-free (the agent in ``driftline.streams.learning.agents`` drives it) so the join rules can be unit
-tested. Each consumed message comes with a ``release`` callback that acknowledges its Kafka offset;
-the stage hands every message back exactly once, in one of two lists:
+Faust-free (``FeedbackAgent`` in ``driftline.streams.learning.worker`` drives it) so the join rules
+can be unit tested. Each consumed message comes with a ``release`` callback that acknowledges its
+Kafka offset; the stage hands every message back exactly once, in one of two lists:
 
 - ``joined``: feedback matched with its prediction - stored in ClickHouse ``feedback``, then released;
 - ``dead_letters``: refused (schema) or never matched (``unknown_event_id``) - released once sent.
@@ -52,11 +52,15 @@ class _Pending:
 
 @dataclass
 class FeedbackOutcome:
+    """Feedback handed back by the stage, each with its release callback."""
+
     joined: list[tuple[JoinedFeedback, Release]] = field(default_factory=list)
     dead_letters: list[tuple[DeadLetterRecord, Release]] = field(default_factory=list)
 
 
 class FeedbackStage:
+    """Validates feedback and joins it to predictions (memory, then ClickHouse, with grace)."""
+
     def __init__(
         self,
         config: LearningConfig,
@@ -88,6 +92,7 @@ class FeedbackStage:
 
     @property
     def pending(self) -> int:
+        """Feedback waiting for its prediction."""
         return len(self._pending)
 
     def remember(self, predictions: Sequence[PredictionRecord]) -> None:

@@ -22,7 +22,10 @@ COLUMNS = ("task", "event_id", "label", "model_version", "adapter_hash", "confid
 
 
 class PredictionLookup(Protocol):
-    async def find(self, keys: Iterable[Key]) -> dict[Key, dict[str, Any]]: ...
+    """Finds predictions by (task, event_id)."""
+
+    async def find(self, keys: Iterable[Key]) -> dict[Key, dict[str, Any]]:
+        """Predictions found for ``keys``, by key."""
 
 
 class LabelsLookup:
@@ -69,6 +72,7 @@ class LabelsLookup:
         return found
 
     async def find(self, keys: Iterable[Key]) -> dict[Key, dict[str, Any]]:
+        """Predictions found in ClickHouse for ``keys``, by key."""
         unique = list(dict.fromkeys(keys))
         if not unique:
             return {}

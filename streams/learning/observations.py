@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 
 class PredictionObservation(BaseModel):
+    """What the drift monitor needs of one prediction."""
+
     label: str
     confidence: float
     model_version: str = ""
@@ -36,6 +38,8 @@ class PredictionObservation(BaseModel):
 
 
 class FeedbackObservation(BaseModel):
+    """What the drift monitor needs of one joined feedback."""
+
     event_id: str
     correct: bool
     model_version: str = ""
@@ -73,6 +77,7 @@ class DriftWatch:
         }
 
     def monitor(self, task: str) -> _Cached:
+        """The task's monitor, reloaded when the store's checkpoint moved on."""
         saved = self.store.get(task)
         seq = int(saved["seq"]) if saved else 0
         cached = self._cache.get(task)

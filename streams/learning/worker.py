@@ -8,10 +8,9 @@ Data flow (all JSON, topics raw bytes)::
     observations topic --DriftMonitor per task--> alerts topic (kind "drift") + ClickHouse drift_events
                         '--state--> Faust table ``drift-monitors`` (changelog: survives restarts)
 
-Offsets follow the pipeline's *flush, then commit* rule (see ``driftline.streams.agents``): a feedback message
-is acknowledged only once its joined row is stored or its dead letter sent - pending feedback keeps
-its offset uncommitted, so a crash during the grace period redelivers it. Observation batches that
-raised a drift event are acknowledged once the ``drift_events`` rows are stored.
+Offsets follow the worker's ``Checkpoint``: a feedback message is done only once its joined row is
+stored or its dead letter acked (pending feedback keeps its offset uncommitted), an observation
+batch once the monitors' state is in the table and any ``drift_events`` rows are stored.
 """
 
 from __future__ import annotations
@@ -29,7 +28,9 @@ from pydantic import ValidationError
 
 from driftline.schema.records import AlertRecord, DriftEvent, PredictionRecord
 from driftline.settings import LearningConfig, PipelineConfig, Settings
-from driftline.streams.agents import Stages, _pin, _raw
+from driftline.streams.agents import Stages, raw_message, send_dead_letter
+from driftline.streams.checkpoint import Checkpoint
+from driftline.streams.faust_compat import load_topic_metadata
 from driftline.streams.learning.feedback import FeedbackOutcome, FeedbackStage, Release
 from driftline.streams.learning.lookup import LabelsLookup
 from driftline.streams.learning.observations import (
@@ -38,7 +39,6 @@ from driftline.streams.learning.observations import (
     ObservationBatch,
     PredictionObservation,
 )
-from driftline.streams.offsets import CommitGate
 from driftline.streams.sinks.base import BatchingSink
 from driftline.streams.sinks.clickhouse import drift_events_sink, feedback_sink
 from driftline.streams.topics import PipelineTopics
@@ -78,12 +78,15 @@ def observation_key(task: str) -> bytes:
 
 @dataclass
 class Learning:
+    """The learning loop's parts, for the ``/learning`` view."""
+
     config: LearningConfig
     feedback: FeedbackStage
     watch: DriftWatch
     metrics: LearningMetrics
 
     def status(self) -> dict[str, Any]:
+        """The ``/learning`` view: join stats and the drift monitors' state."""
         return {
             "feedback": {
                 **self.feedback.stats,
@@ -95,16 +98,197 @@ class Learning:
         }
 
 
-async def _load_topic_metadata(app: faust.App, topic: str) -> None:
-    """Make the producer fetch ``topic``'s partitions before the first table write.
+class PredictionObserver:
+    """The classify hook: remembers predictions for the join and publishes their observations."""
 
-    The monitor table uses ``use_partitioner=True``, so Faust picks the changelog partition eagerly
-    from the producer's cached metadata (``key_partition``) without fetching it; aiokafka then fails
-    with ``TypeError: 'NoneType' object is not iterable`` when the producer has never sent to the
-    changelog topic (seen on a fresh worker). One metadata round trip at start-up avoids that.
-    """
-    producer = app.producer._ensure_producer()  # aiokafka producer behind Faust's
-    await producer.client._wait_on_metadata(topic)
+    def __init__(self, stage: FeedbackStage, observations: Any) -> None:
+        self.stage = stage
+        self.observations = observations
+
+    async def publish(self, batches: dict[str, ObservationBatch]) -> None:
+        """One observation message per task, keyed so a task always lands on one partition."""
+        for task, batch in batches.items():
+            await self.observations.send(key=observation_key(task), value=batch.model_dump_json().encode())
+
+    @staticmethod
+    def batches(records: Sequence[PredictionRecord]) -> dict[str, ObservationBatch]:
+        """Prediction observations grouped by task."""
+        batches: dict[str, ObservationBatch] = {}
+        for r in records:
+            batches.setdefault(r.task, ObservationBatch(task=r.task)).predictions.append(
+                PredictionObservation(
+                    label=r.label,
+                    confidence=r.confidence,
+                    model_version=r.model_version,
+                    adapter_hash=r.adapter_hash,
+                )
+            )
+        return batches
+
+    async def __call__(self, records: Sequence[PredictionRecord]) -> None:
+        """Remember the predictions for the join and publish their observations."""
+        self.stage.remember(records)
+        await self.publish(self.batches(records))
+
+
+class FeedbackAgent:
+    """Validates and joins feedback; stores joined rows, dead-letters the rest, then releases offsets."""
+
+    def __init__(
+        self,
+        stage: FeedbackStage,
+        observer: PredictionObserver,
+        *,
+        config: PipelineConfig,
+        learning_config: LearningConfig,
+        topics: PipelineTopics,
+        sink: BatchingSink,
+        stages: Stages,
+        metrics: LearningMetrics,
+        checkpoint: Checkpoint,
+    ) -> None:
+        self.stage = stage
+        self.observer = observer
+        self.config = config
+        self.lc = learning_config
+        self.topics = topics
+        self.sink = sink
+        self.stages = stages
+        self.metrics = metrics
+        self.checkpoint = checkpoint
+
+    def observations(self, outcome: FeedbackOutcome) -> dict[str, ObservationBatch]:
+        """Count joined feedback and group first labels per task as observations."""
+        batches: dict[str, ObservationBatch] = {}
+        for joined, _ in outcome.joined:
+            task, p = joined.feedback.task, joined.prediction
+            self.metrics.feedback_joined.labels(task).inc()
+            if joined.correct:
+                self.metrics.feedback_correct.labels(task).inc()
+            if joined.first:  # a repeated label for one event must not count twice
+                batches.setdefault(task, ObservationBatch(task=task)).feedback.append(
+                    FeedbackObservation(
+                        event_id=joined.feedback.event_id,
+                        correct=joined.correct,
+                        model_version=p.model_version,
+                        adapter_hash=p.adapter_hash,
+                    )
+                )
+        return batches
+
+    async def settle(self, outcome: FeedbackOutcome) -> None:
+        """Send dead letters, store joined rows, feed the drift watch; release offsets when done."""
+        for letter, release in outcome.dead_letters:
+            await self.checkpoint.produced([await send_dead_letter(self.topics, letter)])
+            release()
+        if outcome.joined:
+            await self.observer.publish(self.observations(outcome))
+            releases: list[Release] = [release for _, release in outcome.joined]
+
+            def stored(releases: list[Release] = releases) -> None:
+                for release in releases:
+                    release()
+
+            await self.sink.add([j.record().to_row() for j, _ in outcome.joined], on_stored=stored)
+        self.metrics.feedback_pending.set(self.stage.pending)
+
+    async def process(self, events: Sequence[Any]) -> None:
+        """Take in one batch; wait while too much feedback waits for its prediction."""
+        items = []
+        self.checkpoint.begin(e.message for e in events)
+        for event in events:
+            msg = raw_message(event)
+            self.stages.metrics.events_in.labels(msg.topic).inc()
+            # held; settle() releases it once stored or dead-lettered, maybe after the grace period
+            items.append((msg, self.checkpoint.hold([event])))
+        await self.settle(await self.stage.intake(items))
+        while self.stage.pending >= self.lc.max_pending:  # back-pressure while predictions are missing
+            await asyncio.sleep(self.lc.retry_s)
+            await self.settle(await self.stage.retry())
+
+    async def retry(self) -> None:
+        """Timer body: look pending feedback up again (a failure waits for the next tick)."""
+        try:
+            await self.settle(await self.stage.retry())
+        except Exception:  # pending feedback keeps its offsets held
+            log.exception("feedback retry failed")
+
+    async def run(self, stream: Any) -> None:
+        """The Faust agent body."""
+        async for events in stream.take_events(self.config.max_batch, within=self.config.batch_within_s):
+            await self.process(events)
+
+
+class DriftWatchAgent:
+    """Steps the per-task drift monitors on observation batches; publishes and stores drift events."""
+
+    def __init__(
+        self,
+        watch: DriftWatch,
+        *,
+        app: faust.App,
+        table: Any,
+        learning_config: LearningConfig,
+        topics: PipelineTopics,
+        sink: BatchingSink,
+        stages: Stages,
+        metrics: LearningMetrics,
+        checkpoint: Checkpoint,
+    ) -> None:
+        self.watch = watch
+        self.app = app
+        self.table = table
+        self.lc = learning_config
+        self.topics = topics
+        self.sink = sink
+        self.stages = stages
+        self.metrics = metrics
+        self.checkpoint = checkpoint
+
+    @staticmethod
+    def parse(values: Sequence[bytes | None]) -> list[ObservationBatch]:
+        """Observation batches; unreadable ones are logged and skipped."""
+        batches = []
+        for value in values:
+            try:
+                batches.append(ObservationBatch.model_validate_json(value or b""))
+            except ValidationError as exc:
+                log.error("unreadable observation skipped", extra={"error": str(exc)[:300]})
+        return batches
+
+    async def publish(self, events: list[DriftEvent]) -> None:
+        """One ``drift`` alert per event on the alerts topic."""
+        for event in events:
+            alert = AlertRecord(**event.to_alert())
+            self.metrics.drift_events.labels(event.task, event.detector).inc()
+            self.stages.metrics.alerts.labels(alert.kind).inc()
+            log.warning(
+                "drift",
+                extra={
+                    "task": event.task,
+                    "detector": event.detector,
+                    "statistic": event.statistic,
+                    "alert": alert.message,
+                },
+            )
+            await self.topics.alerts.send(key=alert.alert_id.encode(), value=alert.model_dump_json().encode())
+
+    async def process(self, events: Sequence[Any]) -> None:
+        """Step the monitors (state checkpointed in the table); done once drift rows are stored."""
+        messages = [e.message for e in events]
+        self.checkpoint.begin(messages)
+        detected = self.watch.step(self.parse([m.value for m in messages]))
+        if not detected:
+            self.checkpoint.done(messages)
+            return
+        await self.publish(detected)
+        await self.sink.add([e.to_row() for e in detected], on_stored=self.checkpoint.hold(events))
+
+    async def run(self, stream: Any) -> None:
+        """The Faust agent body."""
+        await load_topic_metadata(self.app, self.table.changelog_topic.get_topic_name())
+        async for events in stream.take_events(self.lc.observe_max, within=self.lc.observe_within_s):
+            await self.process(events)
 
 
 def register_learning(
@@ -115,17 +299,13 @@ def register_learning(
     topics: PipelineTopics,
     stages: Stages,
     sinks: dict[str, BatchingSink],
+    checkpoint: Checkpoint,
     learning_config: LearningConfig | None = None,
-    gate: CommitGate | None = None,
 ) -> Learning:
     """Attach the learning loop to a pipeline app; adds the ``feedback`` and ``drift_events`` sinks.
 
-    ``gate``: the app's commit gate (``driftline.streams.offsets``). The feedback and observation topics join
-    it, so their offsets commit only once a message was really handled - Faust acks messages it
-    skipped during a rebalance or table recovery, which would otherwise lose feedback sent while a
-    replacement worker recovers its drift monitors.
+    The feedback and observation topics join ``checkpoint``'s gated topics.
     """
-    gate = gate if gate is not None else CommitGate()
     lc = learning_config or settings.learning
     metrics = LearningMetrics(stages.metrics.registry)
     batching = {
@@ -159,124 +339,27 @@ def register_learning(
         use_partitioner=True,  # changelog partition from the key, see observation_key
         extra_topic_configs={"segment.ms": str(10 * 60 * 1000)},  # let compaction keep recovery short
     )
-    gate.topics.update({topics.feedback.get_topic_name(), observations.get_topic_name()})
+    checkpoint.track(topics.feedback.get_topic_name(), observations.get_topic_name())
     watch = DriftWatch(table)
     learning = Learning(lc, stage, watch, metrics)
 
-    async def observe(batches: dict[str, ObservationBatch]) -> None:
-        for task, batch in batches.items():
-            await observations.send(key=observation_key(task), value=batch.model_dump_json().encode())
-
-    async def on_predictions(records: Sequence[PredictionRecord]) -> None:
-        stage.remember(records)
-        batches: dict[str, ObservationBatch] = {}
-        for r in records:
-            batches.setdefault(r.task, ObservationBatch(task=r.task)).predictions.append(
-                PredictionObservation(
-                    label=r.label,
-                    confidence=r.confidence,
-                    model_version=r.model_version,
-                    adapter_hash=r.adapter_hash,
-                )
-            )
-        await observe(batches)
-
-    stages.prediction_hooks.append(on_predictions)
-
-    async def settle(outcome: FeedbackOutcome) -> None:
-        """Send dead letters, store joined rows, feed the drift watch; release offsets when done."""
-        for letter, release in outcome.dead_letters:
-            sent = await topics.deadletter.send(
-                key=f"{letter.topic}:{letter.partition}:{letter.offset}".encode(),
-                value=letter.model_dump_json().encode(),
-                force=True,
-            )
-            await sent  # acked by Kafka before the feedback's offset may commit
-            release()
-        if outcome.joined:
-            batches: dict[str, ObservationBatch] = {}
-            for joined, _ in outcome.joined:
-                task, p = joined.feedback.task, joined.prediction
-                metrics.feedback_joined.labels(task).inc()
-                if joined.correct:
-                    metrics.feedback_correct.labels(task).inc()
-                if joined.first:  # a repeated label for one event must not count twice
-                    batches.setdefault(task, ObservationBatch(task=task)).feedback.append(
-                        FeedbackObservation(
-                            event_id=joined.feedback.event_id,
-                            correct=joined.correct,
-                            model_version=p.model_version,
-                            adapter_hash=p.adapter_hash,
-                        )
-                    )
-            await observe(batches)
-            releases: list[Release] = [release for _, release in outcome.joined]
-
-            def stored(releases: list[Release] = releases) -> None:
-                for release in releases:
-                    release()
-
-            await sinks["feedback"].add([j.record().to_row() for j, _ in outcome.joined], on_stored=stored)
-        metrics.feedback_pending.set(stage.pending)
-
-    async def learn_feedback(stream: Any) -> None:
-        async for events in stream.take_events(config.max_batch, within=config.batch_within_s):
-            items = []
-            gate.begin(e.message for e in events)
-            for event in events:
-                msg = _raw(event)
-                stages.metrics.events_in.labels(msg.topic).inc()
-                # pinned; settle() releases it once stored or dead-lettered, maybe after the grace period
-                items.append((msg, _pin([event], gate=gate)))
-            await settle(await stage.intake(items))
-            while stage.pending >= lc.max_pending:  # back-pressure while predictions are missing
-                await asyncio.sleep(lc.retry_s)
-                await settle(await stage.retry())
-
-    app.agent(topics.feedback, name="learn-feedback")(learn_feedback)
-
-    @app.timer(interval=lc.retry_s)
-    async def retry_feedback() -> None:
-        try:
-            await settle(await stage.retry())
-        except Exception:  # the next tick tries again; pending feedback keeps its offsets held
-            log.exception("feedback retry failed")
-
-    async def publish_drift(events: list[DriftEvent]) -> None:
-        for event in events:
-            alert = AlertRecord(**event.to_alert())
-            metrics.drift_events.labels(event.task, event.detector).inc()
-            stages.metrics.alerts.labels(alert.kind).inc()
-            log.warning(
-                "drift",
-                extra={
-                    "task": event.task,
-                    "detector": event.detector,
-                    "statistic": event.statistic,
-                    "alert": alert.message,
-                },
-            )
-            await topics.alerts.send(key=alert.alert_id.encode(), value=alert.model_dump_json().encode())
-
-    async def watch_drift(stream: Any) -> None:
-        await _load_topic_metadata(app, table.changelog_topic.get_topic_name())
-        async for events in stream.take_events(lc.observe_max, within=lc.observe_within_s):
-            messages = [e.message for e in events]
-            gate.begin(messages)
-            batches = []
-            for event in events:
-                try:
-                    batches.append(ObservationBatch.model_validate_json(event.message.value or b""))
-                except ValidationError as exc:
-                    log.error("unreadable observation skipped", extra={"error": str(exc)[:300]})
-            detected = watch.step(batches)  # the monitors' new state is in the table (changelogged)
-            if not detected:
-                gate.done(messages)
-                continue
-            await publish_drift(detected)
-            await sinks["drift_events"].add([e.to_row() for e in detected], on_stored=_pin(events, gate=gate))
-
-    app.agent(observations, name="drift-watch")(watch_drift)
+    observer = PredictionObserver(stage, observations)
+    stages.prediction_hooks.append(observer)
+    shared = {"topics": topics, "stages": stages, "metrics": metrics, "checkpoint": checkpoint}
+    feedback = FeedbackAgent(
+        stage, observer, config=config, learning_config=lc, sink=sinks["feedback"], **shared
+    )
+    app.agent(topics.feedback, name="learn-feedback")(feedback.run)
+    app.timer(interval=lc.retry_s, name="retry-feedback")(feedback.retry)
+    drift = DriftWatchAgent(
+        watch,
+        app=app,
+        table=table,
+        learning_config=lc,
+        sink=sinks["drift_events"],
+        **shared,
+    )
+    app.agent(observations, name="drift-watch")(drift.run)
 
     @app.page("/learning")
     async def learning_view(web: Any, request: Any) -> Any:

@@ -3,14 +3,12 @@
 Rows are buffered and written in one ``_write`` call when the buffer reaches ``max_rows`` or its
 oldest row is ``max_age_s`` old (``tick()``, called by a Faust timer, handles the time bound).
 
-Delivery guarantee - *flush, then commit* (the Quix Streams checkpoint order): every ``add()``
-carries an optional ``on_stored`` callback, and callbacks run only after the rows they came with are
-durably written. The Faust agents pass a callback that acknowledges the source Kafka messages, and
-Faust commits only acknowledged offsets (contiguously), so an offset is never committed before its
-row is stored. A failed write is retried with exponential backoff *forever* (rows stay buffered,
-``add()`` blocks once the buffer is full, which back-pressures the consumer); if the worker dies
-meanwhile the offsets were never committed and the events are redelivered to whoever takes the
-partition. Duplicates that redelivery can cause are the sink's business (see ClickHouseSink).
+Every ``add()`` carries an optional ``on_stored`` callback that runs only after the rows it came
+with are durably written - step 1 of the worker's ``Checkpoint`` (``driftline.streams.checkpoint``),
+whose release callbacks the agents pass here. A failed write is retried with capped exponential
+backoff *forever* (tenacity; rows stay buffered and ``add()`` blocks once the buffer is full, which
+back-pressures the consumer). Duplicates that redelivery can cause are the sink's business (see
+``ClickHouseSink``).
 """
 
 from __future__ import annotations
@@ -22,6 +20,8 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
+
 from driftline.streams.metrics import PipelineMetrics
 
 Row = TypeVar("Row")
@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 
 class BatchingSink(abc.ABC, Generic[Row]):
+    """Buffers rows, writes them in batches with retries, then runs their ``on_stored`` callbacks."""
+
     name: str = "sink"
 
     def __init__(
@@ -62,10 +64,12 @@ class BatchingSink(abc.ABC, Generic[Row]):
 
     @property
     def pending(self) -> int:
+        """Rows buffered, not yet written."""
         return len(self._rows)
 
     @property
     def healthy(self) -> bool:
+        """Whether the last write succeeded."""
         return self.last_error is None
 
     async def add(self, rows: Sequence[Row], on_stored: OnStored | None = None) -> None:
@@ -112,41 +116,45 @@ class BatchingSink(abc.ABC, Generic[Row]):
             return len(rows)
 
     async def _write_with_retry(self, rows: list[Row]) -> None:
-        delay = self.backoff_s
-        attempt = 0
-        while True:
-            started = time.perf_counter()
-            try:
+        """Write ``rows``, retrying with capped exponential backoff until it succeeds."""
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(Exception),  # never CancelledError
+            wait=wait_exponential(multiplier=self.backoff_s, max=self.backoff_max_s),
+            before_sleep=lambda state: self._retrying_write(state, len(rows)),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                started = time.perf_counter()
                 await self._write(rows)
-            except Exception as exc:
-                attempt += 1
-                self.last_error = f"{type(exc).__name__}: {exc}"[:500]
-                if self.metrics:
-                    self.metrics.sink_retries.labels(self.name).inc()
-                log.warning(
-                    "sink write failed, retrying",
-                    extra={
-                        "sink": self.name,
-                        "rows": len(rows),
-                        "attempt": attempt,
-                        "error": self.last_error,
-                        "retry_in_s": delay,
-                    },
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.backoff_max_s)
-                continue
-            elapsed = time.perf_counter() - started
-            if attempt:
-                log.info("sink recovered", extra={"sink": self.name, "attempts": attempt + 1})
-            self.last_error = None
-            self.last_flush_at = time.time()
-            self.stored_rows += len(rows)
-            if self.metrics:
-                self.metrics.sink_rows.labels(self.name).inc(len(rows))
-                self.metrics.sink_flush_latency.labels(self.name).observe(elapsed)
-                self.metrics.sink_flush_rows.labels(self.name).observe(len(rows))
-            return
+        elapsed = time.perf_counter() - started
+        attempts = attempt.retry_state.attempt_number
+        if attempts > 1:
+            log.info("sink recovered", extra={"sink": self.name, "attempts": attempts})
+        self.last_error = None
+        self.last_flush_at = time.time()
+        self.stored_rows += len(rows)
+        if self.metrics:
+            self.metrics.sink_rows.labels(self.name).inc(len(rows))
+            self.metrics.sink_flush_latency.labels(self.name).observe(elapsed)
+            self.metrics.sink_flush_rows.labels(self.name).observe(len(rows))
+
+    def _retrying_write(self, state: RetryCallState, rows: int) -> None:
+        """Before each backoff sleep: record the error for /health, count and log the retry."""
+        exc = state.outcome.exception() if state.outcome else None
+        self.last_error = f"{type(exc).__name__}: {exc}"[:500]
+        if self.metrics:
+            self.metrics.sink_retries.labels(self.name).inc()
+        log.warning(
+            "sink write failed, retrying",
+            extra={
+                "sink": self.name,
+                "rows": rows,
+                "attempt": state.attempt_number,
+                "error": self.last_error,
+                "retry_in_s": state.next_action.sleep if state.next_action else None,
+            },
+        )
 
     def _gauge(self) -> None:
         if self.metrics:

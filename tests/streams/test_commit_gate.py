@@ -1,4 +1,4 @@
-"""The commit gate (streams.offsets) on a real Faust consumer object (no broker needed).
+"""The commit gate (streams.offsets, streams.faust_compat) on a real Faust consumer (no broker needed).
 
 Each case is one way Faust alone would commit an input offset whose event never reached Kafka
 downstream; the gate must keep ``_new_offset`` from returning an offset past it.
@@ -10,7 +10,8 @@ import faust
 from faust.types import TP
 from faust.types.tuples import ConsumerMessage
 
-from driftline.streams.offsets import CommitGate, install
+from driftline.streams.faust_compat import install
+from driftline.streams.offsets import CommitGate
 
 TOPIC = "gate-test-chat"
 TP0 = TP(TOPIC, 0)
@@ -175,3 +176,14 @@ def test_install_routes_every_ack_through_the_gated_consumer() -> None:
 
     _consumer(CommitGate([TOPIC]))
     assert faust.streams._CStreamIterator is None
+
+
+def test_faust_compat_refuses_unchecked_faust_releases() -> None:
+    import pytest
+
+    from driftline.streams.faust_compat import check_version
+
+    check_version("0.15.3")
+    for release in ("0.11.3", "0.16.0", "1.0"):
+        with pytest.raises(RuntimeError, match="not supported"):
+            check_version(release)
