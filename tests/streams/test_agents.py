@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
+from driftline.schema.records import PredictionRecord
+from driftline.settings import PipelineConfig
 from driftline.streams.agents import ClassifyAgent, RawMessage, Stages, StoreAgent, SurgeWatchAgent
 from driftline.streams.checkpoint import Checkpoint
-from driftline.streams.config import PipelineConfig
 from driftline.streams.learning.worker import DriftWatchAgent, PredictionObserver
 from driftline.streams.metrics import PipelineMetrics
 from driftline.streams.routing import Route
-from driftline.streams.schemas import PredictionRecord
 from driftline.streams.sinks.base import BatchingSink
 
 
