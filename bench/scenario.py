@@ -28,7 +28,9 @@ from typing import Any
 from driftline.models.datasets import Example
 from driftline.online.config import UpdaterConfig, online_config
 from driftline.online.drift import DriftMonitor
-from driftline.online.updater import ListSource, Updater, UpdateTrigger
+from driftline.online.sources import ListSource
+from driftline.online.trigger import UpdateTrigger
+from driftline.online.updater import Updater
 
 NEW_CLASS = "entertainment"
 STREAM_SPLITS = ("validation", "test")

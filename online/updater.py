@@ -1,138 +1,36 @@
 """The updater: turn drift and fresh feedback into a LoRA update, and promote it only if it is better.
 
-``UpdateTrigger`` decides *when* (a drift event plus enough new labels, or every N labels, with a
-cooldown); ``Updater.build_candidate`` does the work at library level (train from the serving
+``online.trigger.UpdateTrigger`` decides *when* (a drift event plus enough new labels, or every N
+labels, with a cooldown); ``Updater.build_candidate`` does the work at library level (train from the serving
 adapter on recent feedback + a replay sample of the original training data, evaluate candidate and
 serving on held-out recent feedback and on the original test set, apply the promotion policy);
 ``Updater.run_update`` adds the side effects: registry rows, export + hot swap into Triton, alerts.
 Serving changes only in the last step, so a crash or a worse candidate leaves it untouched.
 The Triton model (and registry key) is ``UpdaterConfig.model_name`` or the ``model_name`` argument,
 defaulting to the task name, so tests and the demo can update a model of their own.
-``run_updater`` is the ``driftline updater`` process loop over the alerts and feedback topics.
+Labelled traffic comes from an ``online.sources.ExampleSource``; ``online.loop.run_updater`` is the
+``driftline updater`` process loop over the alerts and feedback topics.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from driftline.clients import kafka_client_kwargs
-from driftline.models.datasets import Example, text_id
+from driftline.models.datasets import Example
 from driftline.models.tasks import TaskConfig, get_task
 from driftline.online.config import UpdaterConfig, online_config
 from driftline.online.promotion import Decision, Scores, decide
 from driftline.online.registry import ModelRegistry
 from driftline.online.serving import ServedButNotRecorded, serve_version
-from driftline.schema.records import DriftEvent, ModelRecord, ModelStatus
+from driftline.online.sources import ExampleSource
+from driftline.schema.records import ModelRecord, ModelStatus
 
 Publish = Callable[[dict[str, Any]], None]
-
-
-class ExampleSource(Protocol):
-    """Where labelled recent traffic comes from (ClickHouse in production, a list in the benchmark)."""
-
-    def recent_examples(self, task: str, limit: int) -> list[Example]: ...
-
-
-@dataclass
-class ListSource:
-    """In-memory feedback (scenario, benchmark, tests)."""
-
-    examples: list[Example] = field(default_factory=list)
-
-    def recent_examples(self, task: str, limit: int) -> list[Example]:
-        return self.examples[-limit:]
-
-
-class ClickHouseSource:
-    """Newest feedback labels joined with the text of the event they label (``labels.text``).
-
-    ``since_ts_ms``: ignore feedback joined before this time (``UpdaterConfig.feedback_since_ts_ms``).
-    """
-
-    def __init__(self, client: Any, since_ts_ms: int | None = None) -> None:
-        self.client = client
-        self.since_ts_ms = since_ts_ms or 0
-
-    def recent_examples(self, task: str, limit: int) -> list[Example]:
-        # 18.16-compatible join: ANY INNER JOIN (subquery) USING, distinct column names on each side.
-        rows = self.client.execute(
-            """
-            SELECT event_id, event_text, label
-            FROM (
-                SELECT event_id, label, feedback_ts_ms FROM feedback FINAL
-                WHERE task = %(task)s AND joined_ts_ms >= %(since)s
-            )
-            ANY INNER JOIN (SELECT event_id, text AS event_text FROM labels FINAL WHERE task = %(task)s)
-            USING (event_id)
-            ORDER BY feedback_ts_ms DESC
-            LIMIT %(limit)s
-            """,
-            {"task": task, "limit": int(limit), "since": self.since_ts_ms},
-        )
-        return [
-            Example(id=text_id(text), text=text, label=label) for _, text, label in reversed(rows) if text
-        ]
-
-    def count_since(self, task: str, since_ts_ms: int) -> int:
-        rows = self.client.execute(
-            "SELECT count() FROM feedback WHERE task = %(task)s AND joined_ts_ms > %(since)s",
-            {"task": task, "since": int(since_ts_ms)},
-        )
-        return int(rows[0][0])
-
-
-class UpdateTrigger:
-    """When to train: drift seen and enough new labels, or many new labels anyway; never in cooldown.
-
-    After a drift, the update also waits for ``labels_after_drift`` labels that arrived *after* it:
-    labels from before the change teach the candidate nothing about it, and a candidate trained on a
-    handful of examples of the new distribution is rejected or barely helps.
-    """
-
-    def __init__(self, config: UpdaterConfig, clock: Callable[[], float] = time.monotonic) -> None:
-        self.config = config
-        self._clock = clock
-        self.new_labels = 0
-        self.drift: DriftEvent | None = None
-        self._labels_at_drift = 0
-        self._last_update = float("-inf")
-
-    def on_feedback(self, n: int = 1) -> None:
-        self.new_labels += n
-
-    def on_drift(self, event: DriftEvent) -> None:
-        if self._clock() - self._last_update < self.config.cooldown_s:
-            return
-        if self.drift is None:  # the first detection of a change starts its label count
-            self._labels_at_drift = self.new_labels
-        self.drift = event
-
-    def reason(self) -> str | None:
-        """Why an update is due now, or None."""
-        if self._clock() - self._last_update < self.config.cooldown_s:
-            return None
-        if (
-            self.drift is not None
-            and self.new_labels >= self.config.min_new_labels
-            and self.new_labels - self._labels_at_drift >= self.config.labels_after_drift
-        ):
-            return f"drift ({self.drift.detector}, {self.drift.signal}={self.drift.statistic:.3f})"
-        if self.new_labels >= self.config.retrain_every_labels:
-            return f"{self.new_labels} new feedback labels"
-        return None
-
-    def mark_updated(self) -> None:
-        self.new_labels = 0
-        self.drift = None
-        self._labels_at_drift = 0
-        self._last_update = self._clock()
 
 
 def dedupe_latest(examples: Sequence[Example]) -> list[Example]:
@@ -451,63 +349,3 @@ class Updater:
             self.publish(alert)
         except Exception as exc:  # an alert sink outage must not stop an update
             self.log(f"alert publish failed: {exc}")
-
-
-async def run_updater(
-    tasks: Sequence[str],
-    updaters: dict[str, Updater],
-    *,
-    bootstrap: str,
-    alerts_topic: str,
-    feedback_topic: str,
-    group_id: str = "driftline-updater",
-    poll_s: float = 1.0,
-    stop: asyncio.Event | None = None,
-    consumer_options: dict[str, Any] | None = None,
-    on_outcome: Callable[[UpdateOutcome], None] | None = None,
-) -> None:
-    """Consume drift alerts and feedback; run updates (in a worker thread) when a trigger fires."""
-    from aiokafka import AIOKafkaConsumer
-
-    triggers = {task: UpdateTrigger(updaters[task].config) for task in tasks}
-    options: dict[str, Any] = {
-        "group_id": group_id,
-        "enable_auto_commit": True,
-        "auto_offset_reset": "latest",  # a new updater reacts to new drift, not to history
-        **(consumer_options or {}),
-    }
-    # through the one client factory, so a secured cluster's SASL/TLS settings reach the updater too
-    consumer = AIOKafkaConsumer(
-        alerts_topic, feedback_topic, **kafka_client_kwargs(bootstrap=bootstrap, **options)
-    )
-    await consumer.start()
-    stop = stop or asyncio.Event()
-    try:
-        while not stop.is_set():
-            batches = await consumer.getmany(timeout_ms=int(poll_s * 1000), max_records=1000)
-            for tp, messages in batches.items():
-                for message in messages:
-                    try:
-                        payload = json.loads(message.value)
-                    except (TypeError, ValueError):
-                        continue  # not ours to dead-letter: the producer's agent validates its topic
-                    task = payload.get("task") if isinstance(payload, dict) else None
-                    if task not in triggers:
-                        continue
-                    if tp.topic == feedback_topic:
-                        triggers[task].on_feedback()
-                    elif payload.get("kind") == "drift":
-                        try:
-                            triggers[task].on_drift(DriftEvent.from_alert(payload))
-                        except (TypeError, ValueError) as exc:  # malformed evidence: skip it
-                            updaters[task].log(f"{task}: ignored a malformed drift alert: {exc}")
-            for task, trigger in triggers.items():
-                reason = trigger.reason()
-                if reason:
-                    trigger.mark_updated()
-                    outcome = await asyncio.to_thread(updaters[task].run_update, reason)
-                    updaters[task].log(f"{task}: {outcome.reason}")
-                    if on_outcome is not None:
-                        on_outcome(outcome)
-    finally:
-        await consumer.stop()

@@ -5,7 +5,8 @@ from __future__ import annotations
 from driftline.models.datasets import Example, text_id
 from driftline.online.config import PromotionConfig, UpdaterConfig
 from driftline.online.promotion import Scores, decide
-from driftline.online.updater import UpdateTrigger, split_holdout
+from driftline.online.trigger import UpdateTrigger
+from driftline.online.updater import split_holdout
 from driftline.schema.records import DriftEvent
 
 POLICY = PromotionConfig(margin=0.02, tolerance=0.01, min_holdout=20)

@@ -14,7 +14,7 @@ import pytest
 
 from driftline.online.feedback import FeedbackJoiner
 from driftline.online.registry import ModelRegistry, RegistryError
-from driftline.online.updater import ClickHouseSource
+from driftline.online.sources import ClickHouseSource
 from driftline.schema.records import DriftEvent, FeedbackRecord, ModelRecord, ModelStatus, insert_sql
 from driftline.settings import Settings
 from tests.conftest import migrated_database

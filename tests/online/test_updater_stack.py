@@ -83,9 +83,11 @@ async def test_run_update_promote_reject_crash(
     from driftline.models.export import export
     from driftline.models.inference.triton import TritonClient
     from driftline.online.config import UpdaterConfig, online_config
+    from driftline.online.loop import run_updater
     from driftline.online.registry import ModelRegistry
+    from driftline.online.sources import ListSource
     from driftline.online.swap import TritonSwapper
-    from driftline.online.updater import ListSource, Updater, run_updater
+    from driftline.online.updater import Updater
     from driftline.schema.records import AlertRecord, DriftEvent, ModelStatus
 
     bootstrap = settings.kafka.bootstrap

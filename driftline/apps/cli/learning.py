@@ -112,9 +112,11 @@ def updater(
 
     from driftline.clients import kafka_client_kwargs
     from driftline.online.config import online_config
+    from driftline.online.loop import run_updater
     from driftline.online.registry import ModelRegistry
+    from driftline.online.sources import ClickHouseSource
     from driftline.online.swap import TritonSwapper
-    from driftline.online.updater import ClickHouseSource, Updater, run_updater
+    from driftline.online.updater import Updater
     from driftline.settings import get_settings
 
     settings = get_settings()

@@ -1,0 +1,78 @@
+"""The ``driftline updater`` process loop: drift alerts and feedback in, updates out.
+
+It consumes the alerts and feedback topics (through the one client factory, so a secured
+cluster's settings reach it), feeds each task's ``UpdateTrigger`` and, when one fires, runs that
+task's ``Updater.run_update`` in a worker thread so the consumer keeps polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from driftline.clients import kafka_client_kwargs
+from driftline.online.trigger import UpdateTrigger
+from driftline.online.updater import UpdateOutcome, Updater
+from driftline.schema.records import DriftEvent
+
+
+async def run_updater(
+    tasks: Sequence[str],
+    updaters: dict[str, Updater],
+    *,
+    bootstrap: str,
+    alerts_topic: str,
+    feedback_topic: str,
+    group_id: str = "driftline-updater",
+    poll_s: float = 1.0,
+    stop: asyncio.Event | None = None,
+    consumer_options: dict[str, Any] | None = None,
+    on_outcome: Callable[[UpdateOutcome], None] | None = None,
+) -> None:
+    """Consume drift alerts and feedback; run updates (in a worker thread) when a trigger fires."""
+    from aiokafka import AIOKafkaConsumer
+
+    triggers = {task: UpdateTrigger(updaters[task].config) for task in tasks}
+    options: dict[str, Any] = {
+        "group_id": group_id,
+        "enable_auto_commit": True,
+        "auto_offset_reset": "latest",  # a new updater reacts to new drift, not to history
+        **(consumer_options or {}),
+    }
+    # through the one client factory, so a secured cluster's SASL/TLS settings reach the updater too
+    consumer = AIOKafkaConsumer(
+        alerts_topic, feedback_topic, **kafka_client_kwargs(bootstrap=bootstrap, **options)
+    )
+    await consumer.start()
+    stop = stop or asyncio.Event()
+    try:
+        while not stop.is_set():
+            batches = await consumer.getmany(timeout_ms=int(poll_s * 1000), max_records=1000)
+            for tp, messages in batches.items():
+                for message in messages:
+                    try:
+                        payload = json.loads(message.value)
+                    except (TypeError, ValueError):
+                        continue  # not ours to dead-letter: the producer's agent validates its topic
+                    task = payload.get("task") if isinstance(payload, dict) else None
+                    if task not in triggers:
+                        continue
+                    if tp.topic == feedback_topic:
+                        triggers[task].on_feedback()
+                    elif payload.get("kind") == "drift":
+                        try:
+                            triggers[task].on_drift(DriftEvent.from_alert(payload))
+                        except (TypeError, ValueError) as exc:  # malformed evidence: skip it
+                            updaters[task].log(f"{task}: ignored a malformed drift alert: {exc}")
+            for task, trigger in triggers.items():
+                reason = trigger.reason()
+                if reason:
+                    trigger.mark_updated()
+                    outcome = await asyncio.to_thread(updaters[task].run_update, reason)
+                    updaters[task].log(f"{task}: {outcome.reason}")
+                    if on_outcome is not None:
+                        on_outcome(outcome)
+    finally:
+        await consumer.stop()
