@@ -39,6 +39,7 @@ STREAMS = {  # detector -> (stationary value, shifted value)
 
 
 def detector_bench(stationary: int, seeds: int) -> dict[str, Any]:
+    """False alarms and detection delays of each detector over stationary and shifted synthetic streams."""
     config = online_config("news_topic").drift
     out: dict[str, Any] = {}
     for name, (before, after) in STREAMS.items():
@@ -195,6 +196,7 @@ def swap_bench(swaps: int = 4, workers: int = 3) -> dict[str, Any]:
 
 
 def markdown(report: dict[str, Any]) -> list[str]:
+    """The report as markdown lines (tables per part)."""
     lines = [
         "# Online-learning benchmark",
         "",
@@ -262,6 +264,7 @@ def markdown(report: dict[str, Any]) -> list[str]:
 
 
 def main() -> None:
+    """Run the selected parts, print the report, save JSON + markdown under bench/results/."""
     import os
     from dataclasses import asdict
 

@@ -96,6 +96,7 @@ class ScenarioResult:
         return self.updated_accuracy / self.pre_accuracy if self.pre_accuracy else 0.0
 
     def to_dict(self) -> dict[str, Any]:
+        """The result as JSON-ready values, recovery ratios included."""
         return {
             **asdict(self),
             "recovery_ratio": round(self.recovery_ratio, 4),

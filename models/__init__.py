@@ -1,0 +1,1 @@
+"""driftline.models: encoders, datasets, the classifier, training, export and the serving path."""

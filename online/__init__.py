@@ -1,0 +1,1 @@
+"""driftline.online: drift detectors, feedback join, registry, the updater and the serving operation."""

@@ -24,6 +24,8 @@ class Scores:
 
 @dataclass(frozen=True, slots=True)
 class Decision:
+    """The promotion policy's verdict: promote or not, why, and the scores it compared."""
+
     promote: bool
     reason: str
     metrics: dict[str, Any] = field(default_factory=dict)

@@ -28,23 +28,27 @@ class ModelRegistry:
 
     @classmethod
     def from_settings(cls) -> ModelRegistry:
+        """The registry on the configured ClickHouse (one client from the factory)."""
         from driftline.clients import clickhouse_client
         from driftline.settings import get_settings
 
         return cls(clickhouse_client(get_settings()))
 
     def save(self, record: ModelRecord) -> ModelRecord:
+        """Insert ``record`` as the newest row for its (task, version)."""
         record = record.model_copy(update={"updated_ts_ms": tick_ms()})
         self.client.execute(insert_sql(self.table, ModelRecord.COLUMNS), [record.to_row()])
         return record
 
     def set_status(self, record: ModelRecord, status: ModelStatus, reason: str | None = None) -> ModelRecord:
+        """Save ``record`` with a new status (and reason)."""
         update: dict[str, Any] = {"status": status}
         if reason is not None:
             update["reason"] = reason
         return self.save(record.model_copy(update=update))
 
     def list(self, task: str | None = None) -> list[ModelRecord]:
+        """The newest row of every version, optionally of one task, by version."""
         where, params = ("WHERE task = %(task)s", {"task": task}) if task else ("", {})
         rows = self.client.execute(
             f"SELECT {', '.join(ModelRecord.COLUMNS)} FROM {self.table} FINAL {where} "
@@ -54,12 +58,14 @@ class ModelRegistry:
         return [ModelRecord.from_row(row) for row in rows]
 
     def get(self, task: str, version: int) -> ModelRecord:
+        """The newest row of one version; ``RegistryError`` if unknown."""
         found = [r for r in self.list(task) if r.version == version]
         if not found:
             raise RegistryError(f"{task}: no version {version} in the registry")
         return max(found, key=lambda r: r.updated_ts_ms)
 
     def serving(self, task: str) -> ModelRecord | None:
+        """The version recorded as serving, if any."""
         serving = [r for r in self.list(task) if r.status == ModelStatus.SERVING]
         return max(serving, key=lambda r: r.version) if serving else None
 

@@ -17,7 +17,8 @@ from driftline.models.datasets import Example, text_id
 class ExampleSource(Protocol):
     """Where labelled recent traffic comes from (ClickHouse in production, a list in the benchmark)."""
 
-    def recent_examples(self, task: str, limit: int) -> list[Example]: ...
+    def recent_examples(self, task: str, limit: int) -> list[Example]:
+        """Up to ``limit`` of the newest labelled examples of ``task``, oldest first."""
 
 
 @dataclass
@@ -27,6 +28,7 @@ class ListSource:
     examples: list[Example] = field(default_factory=list)
 
     def recent_examples(self, task: str, limit: int) -> list[Example]:
+        """The last ``limit`` examples held."""
         return self.examples[-limit:]
 
 
@@ -41,6 +43,7 @@ class ClickHouseSource:
         self.since_ts_ms = since_ts_ms or 0
 
     def recent_examples(self, task: str, limit: int) -> list[Example]:
+        """Up to ``limit`` of the newest joined feedback labels of ``task`` with their texts, oldest first."""
         # 18.16-compatible join: ANY INNER JOIN (subquery) USING, distinct column names on each side.
         rows = self.client.execute(
             """
@@ -61,6 +64,7 @@ class ClickHouseSource:
         ]
 
     def count_since(self, task: str, since_ts_ms: int) -> int:
+        """Feedback rows of ``task`` joined after ``since_ts_ms``."""
         rows = self.client.execute(
             "SELECT count() FROM feedback WHERE task = %(task)s AND joined_ts_ms > %(since)s",
             {"task": task, "since": int(since_ts_ms)},

@@ -34,6 +34,8 @@ class SwapError(RuntimeError):
 
 @dataclass
 class SwapReport:
+    """What one swap did: versions before and after, load and drain times, the steps taken."""
+
     model: str
     old_versions: list[int]
     new_version: int
@@ -66,9 +68,11 @@ class TritonSwapper:
         self._client = triton_client(url=self.url)
 
     def close(self) -> None:
+        """Close the gRPC channel."""
         self._client.close()
 
     def serving_versions(self, model: str) -> list[int]:
+        """The versions the repository's config.pbtxt lists for ``model``."""
         return serving_versions(model, self.repository)
 
     def _load(self, model: str, versions: list[int], report: SwapReport) -> None:

@@ -26,9 +26,11 @@ class UpdateTrigger:
         self._last_update = float("-inf")
 
     def on_feedback(self, n: int = 1) -> None:
+        """Count ``n`` new feedback labels."""
         self.new_labels += n
 
     def on_drift(self, event: DriftEvent) -> None:
+        """Remember a drift (ignored during the cooldown); its label count starts at the first one."""
         if self._clock() - self._last_update < self.config.cooldown_s:
             return
         if self.drift is None:  # the first detection of a change starts its label count
@@ -50,6 +52,7 @@ class UpdateTrigger:
         return None
 
     def mark_updated(self) -> None:
+        """An update ran: start counting afresh and begin the cooldown."""
         self.new_labels = 0
         self.drift = None
         self._labels_at_drift = 0

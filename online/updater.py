@@ -66,6 +66,8 @@ def original_labels(parent: Path) -> set[str]:
 
 @dataclass
 class Candidate:
+    """A trained candidate with its evaluation, the policy's decision and what it trained on."""
+
     artifact: Path
     meta: Any
     decision: Decision
@@ -78,6 +80,8 @@ class Candidate:
 
 @dataclass
 class UpdateOutcome:
+    """What one ``run_update`` did: promoted or not, the version, the reason, the registry row."""
+
     task: str
     trigger: str
     promoted: bool = False
@@ -329,6 +333,7 @@ class Updater:
             return record
 
     def publish_failure(self, reason: str) -> None:
+        """Publish a critical model alert saying the update failed and why."""
         self.log(reason)
         self._notify("update failed", "critical", reason)
 

@@ -1,0 +1,1 @@
+"""driftline.streams: the Faust stream processor (agents, checkpoint, sinks, alerts, metrics)."""

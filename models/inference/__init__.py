@@ -1,0 +1,1 @@
+"""Inference clients: one protocol (``base``), Triton over gRPC and an in-process runner."""

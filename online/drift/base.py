@@ -29,7 +29,8 @@ class DriftDetector(Protocol):
 
     name: str
 
-    def update(self, x: Any) -> bool: ...
+    def update(self, x: Any) -> bool:
+        """Feed one observation; True when this observation completes a detected change."""
 
     @property
     def statistic(self) -> float:
@@ -42,20 +43,26 @@ class DriftDetector(Protocol):
         ...
 
     @property
-    def n_seen(self) -> int: ...
+    def n_seen(self) -> int:
+        """Observations fed since the last reset."""
 
-    def state_dict(self) -> dict[str, Any]: ...
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-ready state, enough to resume after a restart."""
 
-    def load_state(self, state: dict[str, Any]) -> None: ...
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Resume from ``state_dict()`` output (``StateMismatchError`` if it is another detector's)."""
 
-    def reset(self) -> None: ...
+    def reset(self) -> None:
+        """Forget everything seen (a new model version starts fresh)."""
 
 
 def pickle_b64(obj: object) -> str:
+    """Base64 of a pickled River object, for state this process wrote itself."""
     return base64.b64encode(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)).decode("ascii")
 
 
 def unpickle_b64(data: str) -> Any:
+    """Inverse of ``pickle_b64``."""
     # Only ever fed our own checkpoints (Faust table / ClickHouse row written by this code).
     return pickle.loads(base64.b64decode(data.encode("ascii")))
 
@@ -87,25 +94,31 @@ class RiverDetector:
         return bool(self._detector.drift_detected)
 
     def update(self, x: Any) -> bool:
+        """Feed one observation to the River detector; True on a drift."""
         self._n_seen += 1
         return self._observe(x)
 
     @property
     def n_seen(self) -> int:
+        """Observations fed since the last reset."""
         return self._n_seen
 
     @property
     def statistic(self) -> float:
+        """The monitored quantity now."""
         return float(getattr(self._detector, "estimation", 0.0))
 
     @property
     def window(self) -> int:
+        """How many recent observations the statistic covers."""
         return int(getattr(self._detector, "width", 0))
 
     def reset(self) -> None:
+        """Start over with a fresh River detector."""
         self._detector = self._make()
 
     def state_dict(self) -> dict[str, Any]:
+        """The detector's state for the changelogged table."""
         return {
             "format": STATE_VERSION,
             "name": self.name,
@@ -115,6 +128,7 @@ class RiverDetector:
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
+        """Resume from ``state_dict()`` output."""
         if state.get("name") != self.name or state.get("format") != STATE_VERSION:
             raise StateMismatchError(
                 f"checkpoint is for {state.get('name')!r} format {state.get('format')!r}, "

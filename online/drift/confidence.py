@@ -58,12 +58,15 @@ class ConfidenceDetector(RiverDetector):
 
     @property
     def statistic(self) -> float:
+        """The running mean confidence."""
         return float(self._detector._x_mean.get())
 
     @property
     def window(self) -> int:
+        """Observations since the last reset."""
         return self._window
 
     def reset(self) -> None:
+        """Start over (a new serving version)."""
         super().reset()
         self._window = 0

@@ -59,12 +59,14 @@ class ErrorRateDetector(RiverDetector):
 
     @property
     def statistic(self) -> float:
+        """The running error rate."""
         if self.method == "ddm":
             return float(self._detector._p.get())
         return float(self._detector.estimation)
 
     @property
     def window(self) -> int:
+        """Observations the estimate covers."""
         if self.method == "ddm":
             return int(self._detector._p.n)
         return int(self._detector.width)

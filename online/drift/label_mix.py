@@ -61,6 +61,7 @@ class LabelMixDetector:
         self._n_seen = 0
 
     def reset(self) -> None:
+        """Empty both windows."""
         self._reference: Counter = Counter()
         self._current: deque = deque(maxlen=self.window_size)
         self._since_check = 0
@@ -68,6 +69,7 @@ class LabelMixDetector:
         self.last_evidence: dict[str, Any] = {}
 
     def update(self, x: Any) -> bool:
+        """Feed one predicted label; True when the mix moved past the threshold (PSI)."""
         self._n_seen += 1
         if sum(self._reference.values()) < self.reference_size:
             self._reference[x] += 1
@@ -93,17 +95,21 @@ class LabelMixDetector:
 
     @property
     def statistic(self) -> float:
+        """The last PSI computed."""
         return self._psi
 
     @property
     def window(self) -> int:
+        """Size of the current window."""
         return len(self._current)
 
     @property
     def n_seen(self) -> int:
+        """Labels fed since the last reset."""
         return self._n_seen
 
     def state_dict(self) -> dict[str, Any]:
+        """JSON-ready state: both windows and counters."""
         return {
             "format": STATE_VERSION,
             "name": self.name,
@@ -115,6 +121,7 @@ class LabelMixDetector:
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
+        """Resume from ``state_dict()`` output."""
         if state.get("name") != self.name or state.get("format") != STATE_VERSION:
             raise StateMismatchError(f"checkpoint is for {state.get('name')!r}, not {self.name!r}")
         self._n_seen = int(state["n_seen"])

@@ -121,6 +121,7 @@ class DriftMonitor:
         return []
 
     def state_dict(self) -> dict[str, Any]:
+        """State of every detector of the task, for the changelogged table."""
         return {
             "format": STATE_VERSION,
             "task": self.task,
@@ -132,6 +133,7 @@ class DriftMonitor:
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
+        """Resume every detector from ``state_dict()`` output."""
         if state.get("task") != self.task or state.get("format") != STATE_VERSION:
             raise StateMismatchError(f"checkpoint is for task {state.get('task')!r}, not {self.task!r}")
         self.model_version = state["model_version"]

@@ -21,6 +21,8 @@ Log = Callable[[str], None]
 
 @dataclass
 class ServingModel:
+    """What serves a task at the start of a demo run, and where it came from."""
+
     task: str
     version: int
     adapter_hash: str
