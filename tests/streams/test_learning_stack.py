@@ -197,7 +197,7 @@ def test_feedback_is_joined_dead_lettered_and_drift_survives_a_restart(
         )
         watched = _learning_status(port)["drift"]["tasks"]["news_topic"]
         assert watched["restored"] and watched["predictions_seen"] == len(ids)
-        rows = wait_for(lambda: (r := _feedback_rows(f"{s}-e")) and len(r) == len(ids) and r, timeout=30)
+        rows = wait_for(lambda: (r := _feedback_rows(f"{s}-e")) and len(r) == len(ids) and r, timeout=90)
         rows = rows or _feedback_rows(f"{s}-e")
         want = {i: (w, served[i], 0) for i, w in wrong.items()}
         off = {(i, where2[i]): rows.get(i) for i, row in want.items() if (rows.get(i) or ())[:3] != row}
