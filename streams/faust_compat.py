@@ -1,7 +1,8 @@
 """Every reach into faust-streaming internals, in one place, checked against the versions it supports.
 
 The commit rule (``driftline.streams.checkpoint``) needs a Faust consumer that consults it before
-recording acks and committing, Faust's pure-Python stream iterator, and a producer metadata fetch;
+recording acks and committing, Faust's pure-Python stream iterator, flow control that never empties
+live stream queues, and a producer metadata fetch;
 each touches private Faust/aiokafka attributes, so this module refuses to import under a
 faust-streaming release it was not checked against. Why each override exists: ``docs/delivery.md``.
 """
@@ -13,6 +14,7 @@ from importlib.metadata import version
 from typing import Any
 
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
+from mode.utils.queues import FlowControlEvent
 
 from driftline.streams.offsets import CommitGate
 
@@ -108,11 +110,31 @@ def gated_consumer(gate: CommitGate, base: type = AIOKafkaConsumer) -> type:
     return GatedConsumer
 
 
+class KeepLiveQueuesFlowControl(FlowControlEvent):
+    """Faust's flow control, except that resuming flow that was never suspended keeps the queues.
+
+    mode's ``FlowControlEvent.resume`` clears every stream queue on each call. Faust's table recovery
+    calls it after seeking to the committed offsets while the fetcher is already running, so events
+    fetched after that seek - their read offset already recorded, never to be fetched again - were
+    dropped from the queues (docs/delivery.md). Clearing is only right when flow was suspended (a
+    rebalance: what is queued is stale and will be fetched again from the committed offsets).
+    """
+
+    def resume(self) -> None:
+        """Resume production into the queues; clear them only if flow was suspended."""
+        if self._suspend.is_set():
+            super().resume()
+            return
+        self._resume.set()
+
+
 def install(app: Any, gate: CommitGate) -> None:
-    """Make ``app`` create gated consumers and use Faust's Python stream iterator (before it starts)."""
+    """Make ``app`` create gated consumers, use Faust's Python stream iterator and keep live queues
+    on resume (before it starts)."""
     import faust.streams
 
     faust.streams._CStreamIterator = None  # the Cython iterator acks behind Consumer.ack's back
+    app.flow_control.__class__ = KeepLiveQueuesFlowControl
     transport = app.transport
     transport.Consumer = gated_consumer(gate, transport.Consumer)
 
