@@ -52,7 +52,7 @@ import json
 import os
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from google.protobuf import text_format
@@ -84,13 +84,19 @@ class ExportError(RuntimeError):
 
 @dataclass(frozen=True)
 class ServingOptions:
-    """Knobs of the generated config; ``from_env`` takes them from the settings (module docstring)."""
+    """How a model is served: instance kind and count, threads, explanations, dynamic batching.
+
+    They belong to the served model, not to one export: a new version inherits them from the
+    model's current ``config.pbtxt`` (``for_model``) unless the caller says otherwise, so an
+    update of a GPU deployment stays on the GPU with the same instances and batching.
+    """
 
     max_queue_delay_us: int
     preferred_batch_sizes: tuple[int, ...]
     instances: int = 1
     num_threads: int = 0
     explain: bool = True
+    kind: str = "cpu"
 
     @classmethod
     def from_env(cls, **overrides: object) -> ServingOptions:
@@ -105,16 +111,42 @@ class ServingOptions:
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
 
+    @classmethod
+    def from_config(cls, config: mc.ModelConfig) -> ServingOptions:
+        """The options a generated ``config.pbtxt`` was written with."""
+        group = config.instance_group[0] if config.instance_group else None
+        parameters = config.parameters
+        return cls(
+            max_queue_delay_us=config.dynamic_batching.max_queue_delay_microseconds,
+            preferred_batch_sizes=tuple(config.dynamic_batching.preferred_batch_size),
+            instances=group.count if group is not None and group.count else 1,
+            num_threads=int(parameters["num_threads"].string_value or 0) if "num_threads" in parameters else 0,
+            explain=parameters["explain"].string_value != "false" if "explain" in parameters else True,
+            kind="gpu" if group is not None and group.kind == mc.ModelInstanceGroup.KIND_GPU else "cpu",
+        )
+
+    @classmethod
+    def for_model(cls, model_dir: Path, **overrides: object) -> ServingOptions:
+        """The serving options of the model in ``model_dir`` (the settings' for a new model), then
+        ``overrides`` (``None`` values keep the inherited option)."""
+        path = model_dir / CONFIG_FILE
+        base = cls.from_config(read_config(path)) if path.is_file() else cls.from_env()
+        return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+
 
 def build_config(
     name: str,
     task: TaskConfig,
     versions: Sequence[int],
-    kind: str = "cpu",
+    kind: str | None = None,
     options: ServingOptions | None = None,
 ) -> mc.ModelConfig:
-    """The Triton model config for ``task`` served as ``name`` (wire contract: models/inference/base.py)."""
+    """The Triton model config for ``task`` served as ``name`` (wire contract: models/inference/base.py).
+
+    ``kind`` overrides ``options.kind`` (the GPU twin of a CPU config is built this way).
+    """
     options = options or ServingOptions.from_env()
+    kind = kind or options.kind
     if kind not in ("cpu", "gpu"):
         raise ExportError(f"kind must be 'cpu' or 'gpu', got {kind!r}")
     bad = [b for b in options.preferred_batch_sizes if not 0 < b <= MAX_BATCH_SIZE]
@@ -216,7 +248,7 @@ def export(
     task: str,
     artifact: Path | None = None,
     *,
-    kind: str = "cpu",
+    kind: str | None = None,
     name: str | None = None,
     repository: Path | None = None,
     promote: bool = True,
@@ -224,6 +256,8 @@ def export(
 ) -> int:
     """Copy ``artifact`` (default: the task's latest) to the next version folder; return its number.
 
+    Serving options (``kind`` included) are inherited from the model's current config unless
+    ``options``/``kind`` say otherwise (``ServingOptions.for_model``).
     The version folder is assembled under a hidden temporary name and renamed into place, so Triton
     (or a concurrent export) never sees half-copied weights; a concurrent export that took the same
     number makes this one move on to the next number.
@@ -234,8 +268,10 @@ def export(
     name = name or task
     model_dir = (repository or get_settings().triton.repository) / name
     model_dir.mkdir(parents=True, exist_ok=True)
-    options = options or ServingOptions.from_env()
-    build_config(name, task_config, [1], kind, options)  # validate options before copying any weights
+    options = options or ServingOptions.for_model(model_dir)
+    if kind is not None:
+        options = replace(options, kind=kind)
+    build_config(name, task_config, [1], options=options)  # validate options before copying any weights
 
     staging = model_dir / f".staging-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
@@ -258,6 +294,6 @@ def export(
 
     current = serving_versions(name, model_dir.parent)
     versions = [version] if promote or not current else current
-    _write_config(model_dir / CONFIG_FILE, build_config(name, task_config, versions, kind, options))
+    _write_config(model_dir / CONFIG_FILE, build_config(name, task_config, versions, options=options))
     _write_config(model_dir / GPU_CONFIG_FILE, build_config(name, task_config, versions, "gpu", options))
     return version

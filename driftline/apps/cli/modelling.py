@@ -162,7 +162,9 @@ def register(app: typer.Typer) -> None:
     def export_command(
         task: str = typer.Argument(..., help="task name from models/tasks.yaml"),
         artifact: Path | None = typer.Option(None, help="artifact folder (default: the task's latest)"),
-        kind: str = typer.Option("cpu", help="instance kind written to config.pbtxt: cpu or gpu"),
+        kind: str | None = typer.Option(
+            None, help="instance kind written to config.pbtxt: cpu or gpu (default: the serving model's)"
+        ),
         name: str | None = typer.Option(None, help="Triton model name (default: the task name)"),
         repository: Path | None = typer.Option(None, help="model repository (default: settings)"),
         promote: bool = typer.Option(True, help="make the new version the only serving version"),
@@ -170,22 +172,26 @@ def register(app: typer.Typer) -> None:
         preferred_batch: str | None = typer.Option(None, help="preferred batch sizes, e.g. 8,16,32,64"),
         instances: int | None = typer.Option(None, help="Triton instances of the model"),
         threads: int | None = typer.Option(None, help="torch threads per instance (0: torch default)"),
+        explain: bool | None = typer.Option(None, "--explain/--no-explain", help="explanations per request"),
     ) -> None:
         """Copy a trained artifact into the Triton repository as the next version (models/export.py)."""
         from driftline.models.export import ExportError, ServingOptions, export
+        from driftline.settings import get_settings
 
-        options = ServingOptions.from_env(
+        model_dir = (repository or get_settings().triton.repository) / (name or task)
+        options = ServingOptions.for_model(
+            model_dir,
+            kind=kind,
             max_queue_delay_us=max_queue_delay_us,
             preferred_batch_sizes=(
                 tuple(int(x) for x in preferred_batch.split(",") if x) if preferred_batch else None
             ),
             instances=instances,
             num_threads=threads,
+            explain=explain,
         )
         try:
-            version = export(
-                task, artifact, kind=kind, name=name, repository=repository, promote=promote, options=options
-            )
+            version = export(task, artifact, name=name, repository=repository, promote=promote, options=options)
         except (ExportError, KeyError) as exc:
             console.print(f"[red]export failed:[/red] {exc}")
             raise typer.Exit(1) from exc
