@@ -79,6 +79,9 @@ async def test_swap_under_load_loses_nothing(settings: Settings) -> None:
         await asyncio.sleep(3)
         stop.set()
         await asyncio.wait_for(driver, 120)
+        # the repository's config and Triton's live state both say the rollback target serves
+        serving_after = swapper.serving_versions(name)
+        ready_after = await asyncio.to_thread(swapper._client.is_model_ready, name, "1")
     finally:
         try:
             swapper._client.unload_model(name)
@@ -98,4 +101,4 @@ async def test_swap_under_load_loses_nothing(settings: Settings) -> None:
     assert between and set(between) == {"2"}, "new version did not take the traffic"
     assert after and set(after) == {"1"}, "rollback did not take the traffic back"
     assert forward.old_versions == [1] and back.old_versions == [2]
-    assert swapper.serving_versions(name) == [1] or not (repo / name).exists()
+    assert serving_after == [1] and ready_after

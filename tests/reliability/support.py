@@ -132,6 +132,25 @@ def query(settings: Settings, sql: str, params: Any = None) -> list[tuple]:
         client.disconnect()
 
 
+def stored_copies(settings: Settings, where: str, params: Any) -> dict[str, tuple[int, int, int]]:
+    """Per event id of the *stored* ``labels`` rows matching ``where`` (no FINAL):
+    (rows, final rows they collapse to, distinct labels among them).
+
+    Reading ``labels FINAL`` collapses duplicates by construction, so it cannot show that storage
+    converges to one row per id. ReplacingMergeTree merges copies only within one partition
+    (``toYYYYMM(event_time)``) and one sorting key (``task, event_id``), so the number of distinct
+    (task, month) pairs is the number of rows an id keeps after every merge - a writer whose copies
+    differ there (or that labels one event twice for different tasks) shows up as more than one.
+    """
+    rows = query(
+        settings,
+        "SELECT event_id, count(), uniqExact(task, toYYYYMM(event_time)), uniqExact(label) "
+        f"FROM labels WHERE {where} GROUP BY event_id",
+        params,
+    )
+    return {event_id: (n, final, labels) for event_id, n, final, labels in rows}
+
+
 def wait_for(predicate, timeout: float, interval: float = 1.0):
     """``bench.harness.wait_for`` for broken stacks: a predicate that raises means "not yet"."""
     return pipeline_wait_for(predicate, timeout, interval, ignore_errors=True)

@@ -27,7 +27,7 @@ from driftline.clients import kafka_client_kwargs
 from driftline.compose.stack.manager import Stack
 from driftline.models.datasets import load_dataset
 from driftline.settings import Settings
-from tests.reliability.support import PipelineWorkers, create_topics, query, wait_for
+from tests.reliability.support import PipelineWorkers, create_topics, query, stored_copies, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -205,16 +205,12 @@ def test_every_event_labelled_exactly_once_through_faults(pipeline_stack) -> Non
     try:
         produced = set(load.acked)
         wait_for(lambda: produced <= labelled(), timeout=PHASE_TIMEOUT_S, interval=2)
-        per_id = dict(
-            query(
-                settings,
-                "SELECT event_id, count() FROM labels FINAL WHERE event_id LIKE %(p)s GROUP BY event_id",
-                {"p": prefix},
-            )
-        )
         raw_rows = query(settings, "SELECT count() FROM labels WHERE event_id LIKE %(p)s", {"p": prefix})[0][
             0
         ]
+        copies = stored_copies(settings, "event_id LIKE %(p)s", {"p": prefix})
+        per_id = {event_id: final for event_id, (_, final, _) in copies.items()}
+        conflicting = sorted(event_id for event_id, (*_, labels) in copies.items() if labels != 1)
         survivors = [w for w in run.workers if w not in killed]
         retries: dict[str, float] = {}
         for w in survivors:
@@ -237,6 +233,7 @@ def test_every_event_labelled_exactly_once_through_faults(pipeline_stack) -> Non
                 "events_lost": len(lost),
                 "lost_ids_sample": lost[:10],
                 "duplicate_label_rows": len(duplicates),
+                "ids_with_conflicting_labels": conflicting[:10],
                 "raw_rows_before_dedup": raw_rows,
                 "retries": retries,
                 "classified_before_kill": state.get("classified_before_kill"),
@@ -253,7 +250,8 @@ def test_every_event_labelled_exactly_once_through_faults(pipeline_stack) -> Non
             f"{len(lost)} of {len(produced)} events never labelled, e.g. "
             f"{[(i, load.where.get(i)) for i in lost[:8]]}; {faults}; worker logs {pipeline_stack.log_dir}"
         )
-        assert not duplicates, f"ids with more than one final row: {list(duplicates.items())[:5]}"
+        assert not duplicates, f"ids that keep more than one row after merges: {list(duplicates.items())[:5]}"
+        assert not conflicting, f"copies of one event disagree on its label: {conflicting[:5]}"
         assert not exited, f"workers exited on their own (crash): {exited}"
         assert all(healthy), f"workers unhealthy after recovery: {healthy}"
         assert all(s.healthy for s in pipeline_stack.stack.status()), "a stack service did not recover"
