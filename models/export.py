@@ -120,7 +120,9 @@ class ServingOptions:
             max_queue_delay_us=config.dynamic_batching.max_queue_delay_microseconds,
             preferred_batch_sizes=tuple(config.dynamic_batching.preferred_batch_size),
             instances=group.count if group is not None and group.count else 1,
-            num_threads=int(parameters["num_threads"].string_value or 0) if "num_threads" in parameters else 0,
+            num_threads=int(parameters["num_threads"].string_value or 0)
+            if "num_threads" in parameters
+            else 0,
             explain=parameters["explain"].string_value != "false" if "explain" in parameters else True,
             kind="gpu" if group is not None and group.kind == mc.ModelInstanceGroup.KIND_GPU else "cpu",
         )

@@ -158,7 +158,9 @@ def test_gpu_serving_options_survive_an_updater_promotion(tmp_path: Path) -> Non
 
     class PromotingUpdater(Updater):
         def build_candidate(self, parent: Path, recent: list) -> Candidate:
-            return Candidate(artifact, read_meta(artifact), Decision(True, "better"), len(recent), 0, 0.0, 0.0)
+            return Candidate(
+                artifact, read_meta(artifact), Decision(True, "better"), len(recent), 0, 0.0, 0.0
+            )
 
     recent = load_dataset("bbc_news").split("test")[:80]
     updater = PromotingUpdater(

@@ -191,7 +191,9 @@ def register(app: typer.Typer) -> None:
             explain=explain,
         )
         try:
-            version = export(task, artifact, name=name, repository=repository, promote=promote, options=options)
+            version = export(
+                task, artifact, name=name, repository=repository, promote=promote, options=options
+            )
         except (ExportError, KeyError) as exc:
             console.print(f"[red]export failed:[/red] {exc}")
             raise typer.Exit(1) from exc
