@@ -1,22 +1,30 @@
-"""The one drift-detector protocol and the River adapter behind every detector.
+"""The one drift-detector protocol and the River adapter behind the River-based detectors.
 
 A detection is a ``driftline.schema.records.DriftEvent`` (the record the alerts topic and the
 ``drift_events`` table share).
 
 Why a protocol of our own on top of River: the streams layer keeps detector state in a Faust table
 (or a ClickHouse/Kafka checkpoint) so a worker restart does not forget a half-built window. That
-needs every detector to expose ``state_dict``/``load_state`` with JSON-safe values, plus a name and
-the statistic that explains an alarm. River objects pickle cleanly, so the adapter stores them as
-base64 pickles; scalar bookkeeping sits beside them as plain JSON.
+needs every detector to expose ``state_dict``/``load_state``, plus a name and the statistic that
+explains an alarm. That state is plain, validated data, never pickles, because the table's
+changelog topic is writable by more than this process: ``driftline.online.drift.state`` holds the
+shared checkpoint format, ``driftline.online.drift.river_state`` the River objects' part of it.
 """
 
 from __future__ import annotations
 
-import base64
-import pickle
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
-STATE_VERSION = 1
+from driftline.online.drift.river_state import RiverState, dump_river, load_river
+from driftline.online.drift.state import (
+    STATE_VERSION,
+    DetectorState,
+    ParamValue,
+    StateMismatchError,
+    parse_state,
+)
+
+__all__ = ["STATE_VERSION", "DriftDetector", "RiverDetector", "RiverDetectorState", "StateMismatchError"]
 
 
 @runtime_checkable
@@ -47,39 +55,36 @@ class DriftDetector(Protocol):
         """Observations fed since the last reset."""
 
     def state_dict(self) -> dict[str, Any]:
-        """JSON-ready state, enough to resume after a restart."""
+        """Plain JSON data (no pickles, no NaN), enough to resume after a restart."""
 
-    def load_state(self, state: dict[str, Any]) -> None:
-        """Resume from ``state_dict()`` output (``StateMismatchError`` if it is another detector's)."""
+    def load_state(self, state: Any) -> None:
+        """Resume from ``state_dict()`` output, validated as untrusted data.
+
+        ``StateMismatchError``, leaving the detector as it was, for a checkpoint of another
+        detector, format version or configuration, and for anything that is not valid state.
+        """
 
     def reset(self) -> None:
         """Forget everything seen (a new model version starts fresh)."""
 
 
-def pickle_b64(obj: object) -> str:
-    """Base64 of a pickled River object, for state this process wrote itself."""
-    return base64.b64encode(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)).decode("ascii")
+class RiverDetectorState(DetectorState):
+    """Checkpoint of a ``RiverDetector``: the header plus the River object's state."""
 
-
-def unpickle_b64(data: str) -> Any:
-    """Inverse of ``pickle_b64``."""
-    # Only ever fed our own checkpoints (Faust table / ClickHouse row written by this code).
-    return pickle.loads(base64.b64decode(data.encode("ascii")))
-
-
-class StateMismatchError(ValueError):
-    """A checkpoint written by a different detector (or format) was offered to ``load_state``."""
+    river: RiverState
 
 
 class RiverDetector:
     """Shared plumbing for detectors that wrap one River drift object.
 
-    Subclasses set ``name``, build the River object in ``_make`` and map an observation to the
-    River input in ``_observe``. Bookkeeping fields listed in ``_extra_state`` are saved as JSON.
+    Subclasses set ``name``, build the River object in ``_make`` from their parameters (listed by
+    ``params``) and map an observation to the River input in ``_observe``. Bookkeeping of their own
+    goes into a ``RiverDetectorState`` subclass named by ``_state_model``, written by
+    ``_extra_state`` and restored by ``_load_extra``.
     """
 
     name: str = "river"
-    _extra_state: tuple[str, ...] = ()
+    _state_model: ClassVar[type[RiverDetectorState]] = RiverDetectorState
 
     def __init__(self) -> None:
         self._n_seen = 0
@@ -87,6 +92,17 @@ class RiverDetector:
 
     def _make(self) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def params(self) -> dict[str, ParamValue]:  # pragma: no cover - abstract
+        """The parameters the River object is built with (a checkpoint must have been written with them)."""
+        raise NotImplementedError
+
+    def _extra_state(self) -> dict[str, Any]:
+        """Subclass bookkeeping for the checkpoint (fields of ``_state_model``)."""
+        return {}
+
+    def _load_extra(self, state: Any) -> None:
+        """Restore the subclass bookkeeping from a validated ``_state_model``."""
 
     def _observe(self, x: Any) -> bool:
         """Feed one value to the River object; return whether it flagged a change we care about."""
@@ -118,23 +134,19 @@ class RiverDetector:
         self._detector = self._make()
 
     def state_dict(self) -> dict[str, Any]:
-        """The detector's state for the changelogged table."""
+        """The detector's state for the changelogged table: JSON data only."""
         return {
             "format": STATE_VERSION,
             "name": self.name,
             "n_seen": self._n_seen,
-            "river": pickle_b64(self._detector),
-            "extra": {key: getattr(self, key) for key in self._extra_state},
+            "params": self.params(),
+            "river": dump_river(self._detector),
+            **self._extra_state(),
         }
 
-    def load_state(self, state: dict[str, Any]) -> None:
-        """Resume from ``state_dict()`` output."""
-        if state.get("name") != self.name or state.get("format") != STATE_VERSION:
-            raise StateMismatchError(
-                f"checkpoint is for {state.get('name')!r} format {state.get('format')!r}, "
-                f"not {self.name!r} format {STATE_VERSION}"
-            )
-        self._n_seen = int(state["n_seen"])
-        self._detector = unpickle_b64(state["river"])
-        for key, value in state.get("extra", {}).items():
-            setattr(self, key, value)
+    def load_state(self, state: Any) -> None:
+        """Resume from ``state_dict()`` output; ``StateMismatchError`` (detector unchanged) if unusable."""
+        parsed = parse_state(self._state_model, state, self.name, self.params())
+        detector = load_river(self._make(), parsed.river)
+        self._load_extra(parsed)
+        self._detector, self._n_seen = detector, parsed.n_seen

@@ -8,18 +8,25 @@ is the classic cumulative-sum test for a shift in a mean; ``mode='down'`` becaus
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from river import drift
 
-from driftline.online.drift.base import RiverDetector
+from driftline.online.drift.base import RiverDetector, RiverDetectorState
+from driftline.online.drift.state import Count, ParamValue
+
+
+class ConfidenceState(RiverDetectorState):
+    """Checkpoint of a ``ConfidenceDetector``."""
+
+    window: Count
 
 
 class ConfidenceDetector(RiverDetector):
     """``update(p)`` with the probability of the predicted class, in [0, 1]."""
 
     name = "confidence"
-    _extra_state = ("_window",)
+    _state_model: ClassVar[type[RiverDetectorState]] = ConfidenceState
 
     def __init__(
         self,
@@ -36,6 +43,22 @@ class ConfidenceDetector(RiverDetector):
         self.mode = mode
         self._window = 0
         super().__init__()
+
+    def params(self) -> dict[str, ParamValue]:
+        """The Page-Hinkley parameters."""
+        return {
+            "min_instances": self.min_instances,
+            "delta": self.delta,
+            "threshold": self.threshold,
+            "alpha": self.alpha,
+            "mode": self.mode,
+        }
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {"window": self._window}
+
+    def _load_extra(self, state: ConfidenceState) -> None:
+        self._window = state.window
 
     def _make(self) -> Any:
         return drift.PageHinkley(

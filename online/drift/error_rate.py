@@ -8,18 +8,26 @@ follows a successful update is good news, not drift.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
+from pydantic import StrictFloat
 from river import drift
 
-from driftline.online.drift.base import RiverDetector
+from driftline.online.drift.base import RiverDetector, RiverDetectorState
+from driftline.online.drift.state import ParamValue
+
+
+class ErrorRateState(RiverDetectorState):
+    """Checkpoint of an ``ErrorRateDetector``."""
+
+    last_mean: StrictFloat
 
 
 class ErrorRateDetector(RiverDetector):
     """``update(1)`` for a wrong prediction, ``update(0)`` for a right one."""
 
     name = "error_rate"
-    _extra_state = ("_last_mean",)
+    _state_model: ClassVar[type[RiverDetectorState]] = ErrorRateState
 
     def __init__(
         self,
@@ -38,6 +46,18 @@ class ErrorRateDetector(RiverDetector):
         self.drift_threshold = drift_threshold
         self._last_mean = 0.0
         super().__init__()
+
+    def params(self) -> dict[str, ParamValue]:
+        """The method and the parameters it uses."""
+        if self.method == "ddm":
+            return {"method": "ddm", "warm_start": self.warm_start, "drift_threshold": self.drift_threshold}
+        return {"method": "adwin", "delta": self.delta, "grace_period": self.grace_period}
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {"last_mean": float(self._last_mean)}
+
+    def _load_extra(self, state: ErrorRateState) -> None:
+        self._last_mean = state.last_mean
 
     def _make(self) -> Any:
         if self.method == "ddm":

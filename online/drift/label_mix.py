@@ -11,11 +11,34 @@ from __future__ import annotations
 
 import math
 from collections import Counter, deque
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import Field, StrictBool, StrictFloat, StrictInt
 from scipy.stats import chi2_contingency
 
-from driftline.online.drift.base import STATE_VERSION, StateMismatchError
+from driftline.online.drift.state import (
+    STATE_VERSION,
+    DetectorState,
+    ParamValue,
+    StateMismatchError,
+    Text,
+    parse_state,
+)
+
+#: Most labels a checkpoint's windows may hold (the configured sizes are checked on top of this).
+MAX_WINDOW = 100_000
+
+Label = Text | StrictInt | StrictFloat | StrictBool | None
+LabelCount = Annotated[StrictInt, Field(ge=1, le=MAX_WINDOW)]
+
+
+class LabelMixState(DetectorState):
+    """Checkpoint of a ``LabelMixDetector``: both windows, in JSON form."""
+
+    reference: Annotated[list[tuple[Label, LabelCount]], Field(max_length=MAX_WINDOW)]
+    current: Annotated[list[Label], Field(max_length=MAX_WINDOW)]
+    since_check: Annotated[StrictInt, Field(ge=0, le=MAX_WINDOW)]
+    psi: Annotated[StrictFloat, Field(ge=0)]
 
 
 def population_stability_index(reference: Counter, current: Counter, smoothing: float = 0.5) -> float:
@@ -44,7 +67,11 @@ def chi_square_p_value(reference: Counter, current: Counter) -> float:
 
 
 class LabelMixDetector:
-    """``update(label)`` with the predicted label (any hashable JSON scalar)."""
+    """``update(label)`` with the predicted label: a JSON scalar (the monitor passes strings).
+
+    Checkpoints keep labels as they are; one holding a string label over 256 characters
+    (``state.MAX_TEXT``) is refused on restore.
+    """
 
     name = "label_mix"
 
@@ -53,6 +80,8 @@ class LabelMixDetector:
     ) -> None:
         if reference_size < 10 or window_size < 10 or check_every < 1:
             raise ValueError("label_mix needs reference_size and window_size >= 10, check_every >= 1")
+        if max(reference_size, window_size, check_every) > MAX_WINDOW:
+            raise ValueError(f"label_mix windows and check_every take at most {MAX_WINDOW} labels")
         self.reference_size = reference_size
         self.window_size = window_size
         self.check_every = check_every
@@ -108,24 +137,46 @@ class LabelMixDetector:
         """Labels fed since the last reset."""
         return self._n_seen
 
+    def params(self) -> dict[str, ParamValue]:
+        """The window sizes and threshold (a checkpoint must have been written with them)."""
+        return {
+            "reference_size": self.reference_size,
+            "window_size": self.window_size,
+            "check_every": self.check_every,
+            "threshold": self.threshold,
+        }
+
     def state_dict(self) -> dict[str, Any]:
-        """JSON-ready state: both windows and counters."""
+        """JSON data: both windows (the reference as ``[label, count]`` pairs) and the counters."""
         return {
             "format": STATE_VERSION,
             "name": self.name,
             "n_seen": self._n_seen,
+            "params": self.params(),
             "reference": [[k, v] for k, v in self._reference.items()],
             "current": list(self._current),
             "since_check": self._since_check,
-            "psi": self._psi,
+            "psi": float(self._psi),
         }
 
-    def load_state(self, state: dict[str, Any]) -> None:
-        """Resume from ``state_dict()`` output."""
-        if state.get("name") != self.name or state.get("format") != STATE_VERSION:
-            raise StateMismatchError(f"checkpoint is for {state.get('name')!r}, not {self.name!r}")
-        self._n_seen = int(state["n_seen"])
-        self._reference = Counter({k: v for k, v in state["reference"]})
-        self._current = deque(state["current"], maxlen=self.window_size)
-        self._since_check = int(state["since_check"])
-        self._psi = float(state["psi"])
+    def load_state(self, state: Any) -> None:
+        """Resume from ``state_dict()`` output; ``StateMismatchError`` (detector unchanged) if unusable."""
+        parsed = parse_state(LabelMixState, state, self.name, self.params())
+        reference = Counter(dict(parsed.reference))
+        if len(reference) != len(parsed.reference):
+            raise StateMismatchError("label_mix checkpoint lists a reference label twice")
+        if sum(reference.values()) > max(self.reference_size, self.window_size):
+            raise StateMismatchError(
+                "label_mix checkpoint's reference holds more labels than the windows take"
+            )
+        if len(parsed.current) > self.window_size:
+            raise StateMismatchError(
+                f"label_mix checkpoint's window holds more than {self.window_size} labels"
+            )
+        if parsed.since_check > max(self.window_size, self.check_every):
+            raise StateMismatchError("label_mix checkpoint counts more labels since the last check than fit")
+        self._n_seen = parsed.n_seen
+        self._reference = reference
+        self._current = deque(parsed.current, maxlen=self.window_size)
+        self._since_check = parsed.since_check
+        self._psi = parsed.psi

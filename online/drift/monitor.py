@@ -2,21 +2,56 @@
 
 The agent owns I/O (topics, tables); this class owns the decisions. Predictions feed the
 unsupervised detectors (confidence, label mix); joined feedback feeds the supervised one (error
-rate). ``state_dict`` is JSON-safe so the agent can checkpoint it in a Faust table and a restarted
-worker resumes with the same windows.
+rate). ``state_dict`` is plain JSON data so the agent can checkpoint it in a Faust table and a
+restarted worker resumes with the same windows. ``load_state`` treats a checkpoint as untrusted
+data (see ``driftline.online.drift.state``): a checkpoint of another task or format is refused as a
+whole, and a detector whose own state is refused starts fresh while the others resume.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import Field, StrictInt
 
 from driftline.online.config import DriftConfig, online_config
-from driftline.online.drift.base import STATE_VERSION, DriftDetector, StateMismatchError
+from driftline.online.drift.base import DriftDetector
 from driftline.online.drift.confidence import ConfidenceDetector
 from driftline.online.drift.error_rate import ErrorRateDetector
 from driftline.online.drift.label_mix import LabelMixDetector
+from driftline.online.drift.state import (
+    STATE_VERSION,
+    Count,
+    StateMismatchError,
+    StateModel,
+    Text,
+    check_header,
+    validated,
+)
 from driftline.schema.records import DriftEvent
+
+log = logging.getLogger(__name__)
+
+#: Most detector entries a monitor checkpoint may hold, and most fields in one entry.
+MAX_DETECTORS = 16
+MAX_DETECTOR_FIELDS = 64
+
+
+class MonitorState(StateModel):
+    """A ``DriftMonitor`` checkpoint; each detector's entry is validated by that detector."""
+
+    format: StrictInt
+    task: Text
+    model_version: Text
+    adapter_hash: Text
+    predictions_seen: Count
+    feedback_seen: Count
+    detectors: Annotated[
+        dict[Text, Annotated[dict[Text, Any], Field(max_length=MAX_DETECTOR_FIELDS)]],
+        Field(max_length=MAX_DETECTORS),
+    ]
 
 
 def _get(record: Any, name: str, default: Any = None) -> Any:
@@ -132,14 +167,32 @@ class DriftMonitor:
             "detectors": {name: detector.state_dict() for name, detector in self.detectors.items()},
         }
 
-    def load_state(self, state: dict[str, Any]) -> None:
-        """Resume every detector from ``state_dict()`` output."""
-        if state.get("task") != self.task or state.get("format") != STATE_VERSION:
-            raise StateMismatchError(f"checkpoint is for task {state.get('task')!r}, not {self.task!r}")
-        self.model_version = state["model_version"]
-        self.adapter_hash = state["adapter_hash"]
-        self.predictions_seen = int(state["predictions_seen"])
-        self.feedback_seen = int(state["feedback_seen"])
-        for name, detector_state in state["detectors"].items():
-            if name in self.detectors:  # a detector disabled since the checkpoint is simply dropped
-                self.detectors[name].load_state(detector_state)
+    def load_state(self, state: Any) -> dict[str, str]:
+        """Resume from ``state_dict()`` output; return the detectors that start fresh, with the reason.
+
+        ``StateMismatchError``, leaving the monitor as it was, when the checkpoint is not a valid
+        monitor state of this task and format. A detector whose entry is refused starts fresh (and
+        is logged); one missing from the checkpoint (enabled since) starts fresh too; one that is no
+        longer enabled is dropped.
+        """
+        check_header(state, "task", self.task, "drift monitor")
+        parsed = validated(MonitorState, state, "drift monitor")
+        detectors = build_detectors(self.config)
+        refused: dict[str, str] = {}
+        for name, detector in detectors.items():
+            if name not in parsed.detectors:
+                continue
+            try:
+                detector.load_state(parsed.detectors[name])
+            except StateMismatchError as exc:
+                refused[name] = str(exc)
+                log.warning(
+                    "drift detector checkpoint refused, detector starts fresh",
+                    extra={"task": self.task, "detector": name, "error": str(exc)[:300]},
+                )
+        self.detectors = detectors
+        self.model_version = parsed.model_version
+        self.adapter_hash = parsed.adapter_hash
+        self.predictions_seen = parsed.predictions_seen
+        self.feedback_seen = parsed.feedback_seen
+        return refused

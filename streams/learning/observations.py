@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import MutableMapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, MutableMapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -59,6 +59,21 @@ class _Cached:
     seq: int
     monitor: DriftMonitor
     restored: bool  # True when built from a checkpoint rather than fresh
+    refused: dict[str, str] = field(default_factory=dict)  # detectors whose checkpoint was refused
+
+
+def _read_checkpoint(saved: Any) -> tuple[int, Any, str]:
+    """``(seq, state, problem)`` of a stored record: ``(0, None, "")`` when there is none."""
+    if not saved:
+        return 0, None, ""
+    if not isinstance(saved, Mapping):
+        return 0, None, f"checkpoint record is a {type(saved).__name__}, not a JSON object"
+    seq = saved.get("seq")
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+        return 0, None, f"checkpoint record has seq {str(seq)[:40]!r}, not a count"
+    if saved.get("state") is None:
+        return seq, None, "checkpoint record has no state"
+    return seq, saved["state"], ""
 
 
 class DriftWatch:
@@ -77,25 +92,34 @@ class DriftWatch:
         }
 
     def monitor(self, task: str) -> _Cached:
-        """The task's monitor, reloaded when the store's checkpoint moved on."""
+        """The task's monitor, reloaded when the store's checkpoint moved on.
+
+        The store's values come back from a Kafka changelog, so they are validated as data: a
+        record that is not a checkpoint, or whose state the monitor refuses, is logged and the task
+        starts from a fresh monitor (the next step overwrites the record). A refused detector
+        inside an otherwise valid checkpoint starts fresh on its own (``DriftMonitor.load_state``).
+        """
         saved = self.store.get(task)
-        seq = int(saved["seq"]) if saved else 0
+        seq, state, problem = _read_checkpoint(saved)
         cached = self._cache.get(task)
         if cached is not None and cached.seq == seq:
             return cached
         monitor = DriftMonitor(task)
         restored = False
-        if saved:
+        refused: dict[str, str] = {}
+        if state is not None:
             try:
-                monitor.load_state(saved["state"])
+                refused = monitor.load_state(state)
                 restored = True
-            except Exception as exc:  # a checkpoint of an older format or config: start afresh
+            except Exception as exc:  # a checkpoint of an older format, another task, or not valid state
                 monitor = DriftMonitor(task)
-                log.warning(
-                    "drift checkpoint not usable, starting fresh",
-                    extra={"task": task, "error": str(exc)[:300]},
-                )
-        cached = _Cached(seq, monitor, restored)
+                problem = str(exc)
+        if problem:
+            log.warning(
+                "drift checkpoint not usable, starting fresh",
+                extra={"task": task, "error": problem[:300]},
+            )
+        cached = _Cached(seq, monitor, restored, refused)
         self._cache[task] = cached
         return cached
 
@@ -154,6 +178,7 @@ class DriftWatch:
             tasks[task] = {
                 "seq": cached.seq,
                 "restored": cached.restored,
+                "refused_detectors": sorted(cached.refused),
                 "model_version": m.model_version,
                 "predictions_seen": m.predictions_seen,
                 "feedback_seen": m.feedback_seen,

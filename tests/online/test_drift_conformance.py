@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from driftline.online.drift import ConfidenceDetector, DriftDetector, ErrorRateDetector, LabelMixDetector
 from driftline.online.drift.base import StateMismatchError
+from tests.online.crafted_state import CRAFTED, pickle_payload
 
 
 @dataclass
@@ -87,20 +90,84 @@ def test_detects_shift(case: Case) -> None:
     assert delay <= case.max_delay
 
 
+def _trace(detector: DriftDetector, x: Any) -> tuple[bool, float, int, int]:
+    """What one update shows from outside: the flag, the statistic, the window and the count."""
+    return detector.update(x), detector.statistic, detector.window, detector.n_seen
+
+
+def _restored(case: Case, detector: DriftDetector) -> DriftDetector:
+    state = json.loads(json.dumps(detector.state_dict(), allow_nan=False))  # a strict JSON checkpoint
+    restored = case.make()
+    restored.load_state(state)
+    return restored
+
+
 def test_state_round_trip_continues_identically(case: Case) -> None:
     rng = random.Random(3)
     stream = [case.before(rng) for _ in range(700)] + [case.after(rng) for _ in range(700)]
     original = case.make()
-    for x in stream[:800]:
+    for x in stream[:705]:  # restored 5 events into the shifted regime: the alarm comes after
         original.update(x)
-    state = json.loads(json.dumps(original.state_dict()))  # must survive a JSON checkpoint
-    restored = case.make()
-    restored.load_state(state)
-    assert restored.n_seen == original.n_seen == 800
-    tail_a = [original.update(x) for x in stream[800:]]
-    tail_b = [restored.update(x) for x in stream[800:]]
+    restored = _restored(case, original)
+    assert restored.n_seen == original.n_seen == 705
+    assert restored.state_dict() == original.state_dict()
+    tail_a = [_trace(original, x) for x in stream[705:]]
+    tail_b = [_trace(restored, x) for x in stream[705:]]
     assert tail_a == tail_b
-    assert restored.statistic == pytest.approx(original.statistic)
+    assert any(flag for flag, *_ in tail_a), "the continuation should cross the shift's alarm"
+    assert restored.state_dict() == original.state_dict()
+
+
+def test_checkpoint_chain_matches_uninterrupted_run(case: Case) -> None:
+    """Restored every 37 events and right after every alarm, a detector behaves as one never restarted."""
+    rng = random.Random(6)
+    stream = [case.before(rng) for _ in range(900)] + [case.after(rng) for _ in range(900)]
+    steady, restarted = case.make(), case.make()
+    alarms = 0
+    for i, x in enumerate(stream):
+        seen = _trace(steady, x)
+        assert _trace(restarted, x) == seen, f"diverged at event {i}"
+        alarms += seen[0]
+        if seen[0] or i % 37 == 0:
+            restarted = _restored(case, restarted)
+    assert alarms >= 1
+    assert restarted.state_dict() == steady.state_dict()
+
+
+def _plain_json(value: Any) -> bool:
+    """Only JSON objects with string keys, arrays, strings, booleans, null and finite numbers."""
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain_json(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_plain_json(v) for v in value)
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return value is None or isinstance(value, str | int | bool)
+
+
+def test_state_is_plain_json_data(case: Case) -> None:
+    rng = random.Random(7)
+    detector = case.make()
+    assert _plain_json(detector.state_dict())
+    for _ in range(800):
+        detector.update(case.before(rng))
+    state = detector.state_dict()
+    assert _plain_json(state)
+    assert json.loads(json.dumps(state, allow_nan=False)) == state
+
+
+@pytest.mark.parametrize("crafted", sorted(CRAFTED))
+def test_refuses_crafted_state_and_runs_nothing(case: Case, crafted: str, tmp_path: Path) -> None:
+    marker = tmp_path / "created-by-the-checkpoint"
+    rng = random.Random(8)
+    detector = case.make()
+    for _ in range(300):
+        detector.update(case.before(rng))
+    before = detector.state_dict()
+    with pytest.raises(StateMismatchError):
+        detector.load_state(CRAFTED[crafted](json.loads(json.dumps(before)), pickle_payload(marker)))
+    assert not marker.exists(), "loading the checkpoint ran the pickled payload"
+    assert detector.state_dict() == before, "a refused checkpoint must leave the detector as it was"
 
 
 def test_rejects_foreign_state(case: Case) -> None:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import random
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -11,6 +14,7 @@ from driftline.models.inference.base import Prediction
 from driftline.online.config import online_config
 from driftline.online.drift import DriftMonitor, StateMismatchError
 from driftline.schema.records import DriftEvent
+from tests.online.crafted_state import old_detector_state, old_monitor_state, pickle_payload
 
 LABELS = ["business", "entertainment", "politics", "sport", "tech"]
 
@@ -114,3 +118,63 @@ def test_config_overrides_and_validation(tmp_path) -> None:
         "error_rate",
         "confidence",
     }
+
+
+def _fed_monitor() -> DriftMonitor:
+    rng = random.Random(3)
+    monitor = DriftMonitor("news_topic")
+    for _ in range(400):
+        monitor.update_prediction(_prediction(rng, False))
+    for _ in range(100):
+        monitor.update_feedback(rng.random() > 0.05, "1", "h1")
+    return monitor
+
+
+def test_monitor_refuses_a_pickled_checkpoint_and_runs_nothing(tmp_path: Path) -> None:
+    marker = tmp_path / "created-by-the-checkpoint"
+    monitor = _fed_monitor()
+    before = monitor.state_dict()
+    with pytest.raises(StateMismatchError, match="format 1"):
+        monitor.load_state(old_monitor_state("news_topic", pickle_payload(marker)))
+    assert not marker.exists()
+    assert monitor.state_dict() == before
+
+
+CRAFTED_MONITOR: dict[str, Any] = {
+    "not_an_object": lambda s: [s],
+    "task_as_list": lambda s: {**s, "task": ["news_topic"]},
+    "count_as_string": lambda s: {**s, "predictions_seen": "400"},
+    "count_nan": lambda s: {**s, "feedback_seen": float("nan")},
+    "version_huge": lambda s: {**s, "model_version": "1" * 100_000},
+    "detectors_as_list": lambda s: {**s, "detectors": list(s["detectors"].values())},
+    "detectors_huge": lambda s: {**s, "detectors": {f"d{i}": {} for i in range(10_000)}},
+    "unknown_field": lambda s: {**s, "__class__": "DriftMonitor"},
+}
+
+
+@pytest.mark.parametrize("crafted", sorted(CRAFTED_MONITOR))
+def test_monitor_refuses_an_invalid_checkpoint_unchanged(crafted: str) -> None:
+    monitor = _fed_monitor()
+    before = monitor.state_dict()
+    with pytest.raises(StateMismatchError):
+        monitor.load_state(CRAFTED_MONITOR[crafted](json.loads(json.dumps(before))))
+    assert monitor.state_dict() == before
+
+
+def test_monitor_starts_refused_detectors_fresh_and_resumes_the_others(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    marker = tmp_path / "created-by-the-checkpoint"
+    saved = _fed_monitor()
+    state = json.loads(json.dumps(saved.state_dict()))
+    state["detectors"]["error_rate"] = old_detector_state("error_rate", pickle_payload(marker))
+    state["detectors"]["label_mix"]["psi"] = float("nan")
+    monitor = DriftMonitor("news_topic")
+    with caplog.at_level(logging.WARNING, logger="driftline.online.drift.monitor"):
+        refused = monitor.load_state(state)
+    assert set(refused) == {"error_rate", "label_mix"} and "format 1" in refused["error_rate"]
+    assert {r.detector for r in caplog.records} == {"error_rate", "label_mix"}
+    assert not marker.exists()
+    assert monitor.detectors["error_rate"].n_seen == monitor.detectors["label_mix"].n_seen == 0
+    assert monitor.detectors["confidence"].state_dict() == saved.detectors["confidence"].state_dict()
+    assert (monitor.predictions_seen, monitor.feedback_seen, monitor.model_version) == (400, 100, "1")
