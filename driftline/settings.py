@@ -134,14 +134,14 @@ class TritonSettings(BaseModel):
 
 
 class SurgeSettings(BaseModel):
-    """Surge detection: a window's count against an EWMA of the previous windows' counts."""
+    """Surge detection: a subject's share and count in a window against an EWMA baseline of earlier ones."""
 
     window_s: float = 60.0  # tumbling window length (event time)
-    baseline_windows: int = 6  # how many previous windows feed the baseline
+    baseline_windows: int = 6  # how many previous windows feed the baseline (empty ones are skipped)
     ewma_alpha: float = 0.5  # weight of the most recent previous window in the baseline
-    min_count: int = 20  # never alert below this many events in the window
-    ratio: float = 3.0  # alert when count >= ratio * max(baseline, baseline_floor)
-    baseline_floor: float = 1.0  # keeps "0 -> 5 events" from being an infinite surge
+    min_count: int = 20  # never alert below this many events of the subject in the window
+    ratio: float = 3.0  # alert when the share's odds >= ratio * the baseline share's odds
+    max_p_value: float = 0.001  # ... and the share's rise is this significant (two-proportion z-test)
     samples: int = 5  # event ids kept as evidence
     negative_labels: CommaList = Field(default_factory=lambda: ["negative"])
 

@@ -26,7 +26,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wai
 from driftline.models.inference.base import InferenceClient, ModelNotReadyError, Prediction
 from driftline.schema.records import AlertRecord, DeadLetterRecord, PredictionRecord
 from driftline.settings import PipelineConfig
-from driftline.streams.alerts import SurgeMonitor, subject_of
+from driftline.streams.alerts import SurgeMonitor, prediction_key, subject_of
 from driftline.streams.checkpoint import Checkpoint
 from driftline.streams.deadletter import dead_letter
 from driftline.streams.decode import Rejection, decode_event
@@ -264,7 +264,7 @@ class ClassifyAgent:
         for record in result.predictions:
             pending.append(
                 await self.topics.predictions.send(
-                    key=f"{record.task}|{record.subject or record.channel}".encode(),
+                    key=prediction_key(record).encode(),  # co-partitions each surge share group
                     value=record.model_dump_json().encode(),
                     timestamp=record.event_ts_ms / 1000.0,
                     force=True,

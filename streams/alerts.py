@@ -1,20 +1,39 @@
-"""Surge alerts: a tumbling window's count for a subject against an EWMA baseline of earlier windows.
+"""Surge alerts: a subject's share of its window's traffic, and its count, against earlier windows.
 
 Two alert kinds share one rule:
 
-- ``topic_volume_surge``: news events per predicted label (subject = label),
-- ``negative_sentiment_surge``: negative chat messages per channel (subject = channel).
+- ``topic_volume_surge``: news events per predicted label (subject = label), a share of the task's news;
+- ``negative_sentiment_surge``: negative chat messages per channel (subject = channel), a share of all
+  the channel's messages.
 
-Counts live in a Faust *windowed table* (tumbling, event time: predictions are produced with the
-event's timestamp, and the table is ``relative_to_stream``). Predictions are keyed by
-``<task>|<subject>``, so the table is co-partitioned with the predictions topic and, with several
-workers, every subject is counted by exactly one of them - no repartition topic needed.
+Why share as well as volume: traffic as a whole rises and falls (a producer pauses and resumes, a busy
+hour), and a count rule fires on every such swing. A surge is one subject taking a larger part of the
+traffic, so a tumbling window fires only when the subject's share rises well above its baseline share -
+by effect size (its odds reach ``ratio`` x the baseline odds: about ``ratio`` x the share for rare
+subjects, still reachable for common ones) and by evidence (one-sided two-proportion z-test,
+``p <= max_p_value``) - *and* its count reaches ``min_count``. A uniform rise of traffic keeps every
+share and fires nothing.
 
-The baseline is an EWMA over the previous ``baseline_windows`` windows (oldest first, so the most
-recent weighs most), using only windows after the task was first seen: a freshly started pipeline
-has no history, and "0 before, 20 now" at start-up is not a surge. An alert needs at least
-``min_history`` windows of history, ``count >= min_count`` and ``count >= ratio * max(baseline,
-baseline_floor)``; it fires once per (subject, window) and its id is derived from those, so a
+Baseline: the previous ``baseline_windows`` windows, skipping empty ones (a pause has no share and must
+not drag the baseline to zero). At least ``MIN_HISTORY`` non-empty windows are needed, so a freshly
+started pipeline, or one back from a pause longer than the look-back, gathers history before it can
+fire. The baseline share is EWMA(count) / EWMA(total) over those windows, oldest first: a volume
+weighted share in which the most recent window weighs most. The z-test takes it as measured on
+EWMA(total) x the EWMA's effective number of windows (Kish), so a short or thin history needs a
+larger rise.
+
+State: two Faust *windowed tables* (tumbling, event time: predictions carry the event's timestamp and
+the tables are ``relative_to_stream``): ``counts`` per ``<task>|<subject>`` and ``totals`` per share
+group. A share needs its count and its total on one worker, so the predictions topic is keyed by share
+group (``prediction_key``): ``<task>|<channel>`` for chat, positives and negatives alike, and
+``<task>|`` for news. A news task therefore lives on one predictions partition; storing its labels and
+watching its surges is cheap next to classification, which stays spread over the input partitions.
+The alternative, a partition-local total, is no fair denominator: predictions are keyed, not spread at
+random, so a partition holds whichever labels hash to it, and a label alone in its partition would
+always have share 1. Each table key is written only from its own partition, so the changelog restores
+it on whichever worker takes that partition over.
+
+An alert fires once per (subject, window); its id is derived from kind|task|subject|window, so a
 redelivered event re-creating it collapses to one row in ClickHouse.
 """
 
@@ -45,45 +64,140 @@ def subject_of(kind: str, label: str, channel: str, settings: SurgeSettings) -> 
     return ""
 
 
+def share_group(record: PredictionRecord) -> str:
+    """The traffic a subject's share is taken of: the chat channel, or the whole news task."""
+    if record.event_kind == "chat":
+        return f"{record.task}|{record.channel}"
+    if record.event_kind == "news":
+        return f"{record.task}|"
+    return f"{record.task}|{record.subject or record.channel}"
+
+
+def prediction_key(record: PredictionRecord) -> str:
+    """The predictions-topic key: the share group, so a share's count and total meet on one worker."""
+    return share_group(record)
+
+
+def ewma_weights(n: int, alpha: float) -> list[float]:
+    """Weights of ``n`` values (oldest first) in their exponentially weighted mean; they sum to 1."""
+    if n <= 0:
+        return []
+    return [(1.0 - alpha) ** (n - 1)] + [alpha * (1.0 - alpha) ** (n - 1 - j) for j in range(1, n)]
+
+
 def ewma(values_oldest_first: Sequence[float], alpha: float) -> float:
     """Exponentially weighted mean, oldest value first."""
-    if not values_oldest_first:
-        return 0.0
-    level = float(values_oldest_first[0])
-    for value in values_oldest_first[1:]:
-        level = alpha * float(value) + (1.0 - alpha) * level
-    return level
+    weights = ewma_weights(len(values_oldest_first), alpha)
+    return sum(w * float(v) for w, v in zip(weights, values_oldest_first, strict=True))
+
+
+def effective_windows(n: int, alpha: float) -> float:
+    """Kish's effective sample size of ``n`` EWMA-weighted windows: 1 / sum(w^2)."""
+    weights = ewma_weights(n, alpha)
+    return 1.0 / sum(w * w for w in weights) if weights else 0.0
+
+
+def share_needed(baseline_share: float, ratio: float) -> float:
+    """The share whose odds are ``ratio`` x the baseline share's odds (1.0 when none can be)."""
+    if baseline_share >= 1.0:
+        return 1.0
+    odds = ratio * baseline_share / (1.0 - baseline_share)
+    return odds / (1.0 + odds)
+
+
+def share_rise_p_value(count: int, total: int, baseline_share: float, baseline_n: float) -> float:
+    """One-sided two-proportion z-test: p-value of ``count / total`` exceeding the baseline share."""
+    if total <= 0 or baseline_n <= 0:
+        return 1.0
+    share = count / total
+    pooled = (count + baseline_share * baseline_n) / (total + baseline_n)
+    variance = pooled * (1.0 - pooled) * (1.0 / total + 1.0 / baseline_n)
+    if variance <= 0.0:  # both shares 0 or both 1: no rise
+        return 1.0
+    z = (share - baseline_share) / math.sqrt(variance)
+    return 0.5 * math.erfc(z / math.sqrt(2.0))
+
+
+@dataclass(frozen=True)
+class WindowCounts:
+    """One window's events of a subject (``count``) and of its share group (``total``)."""
+
+    count: int
+    total: int
+
+    @property
+    def share(self) -> float:
+        """The subject's share of the window (0.0 for an empty window)."""
+        return self.count / self.total if self.total else 0.0
 
 
 @dataclass(frozen=True)
 class SurgeDecision:
-    """Whether a window's count is a surge, and the numbers behind it."""
+    """Whether a window's share and count are a surge, and the numbers behind it."""
 
     fire: bool
     count: int
-    baseline: float
-    threshold: float
+    total: int
+    baseline_share: float
+    baseline_count: float
+    baseline_total: float
+    threshold: float  # the share the window needs (odds ratio)
+    p_value: float
     history_windows: int
     why: str
 
+    @property
+    def share(self) -> float:
+        """The subject's share of the window."""
+        return self.count / self.total if self.total else 0.0
+
+    @property
+    def odds_ratio(self) -> float | None:
+        """The window's share odds over the baseline's; None when unbounded (window share 1, baseline 0)."""
+        share, base = self.share, self.baseline_share
+        if share >= 1.0 or base <= 0.0:
+            return None
+        if base >= 1.0:
+            return 0.0
+        return (share / (1.0 - share)) / (base / (1.0 - base))
+
 
 def evaluate_surge(
-    count: int, previous_newest_first: Sequence[int], settings: SurgeSettings
+    current: WindowCounts, previous_newest_first: Sequence[WindowCounts], settings: SurgeSettings
 ) -> SurgeDecision:
-    """Decide whether ``count`` in the current window is a surge over ``previous`` windows' counts.
+    """Decide whether the current window is a surge over the previous windows (see module docstring)."""
+    history = [w for w in list(previous_newest_first)[: settings.baseline_windows] if w.total > 0]
+    oldest_first = history[::-1]
+    base_count = ewma([w.count for w in oldest_first], settings.ewma_alpha)
+    base_total = ewma([w.total for w in oldest_first], settings.ewma_alpha)
+    base_share = base_count / base_total if base_total > 0 else 0.0
+    baseline_n = base_total * effective_windows(len(history), settings.ewma_alpha)
+    threshold = share_needed(base_share, settings.ratio)
+    p_value = share_rise_p_value(current.count, current.total, base_share, baseline_n)
+    share = current.share
 
-    ``previous_newest_first`` holds only windows inside the task's history (see module docstring).
-    """
-    history = list(previous_newest_first)[: settings.baseline_windows]
-    baseline = ewma(list(reversed(history)), settings.ewma_alpha)
-    threshold = max(settings.min_count, settings.ratio * max(baseline, settings.baseline_floor))
+    def decide(fire: bool, why: str) -> SurgeDecision:
+        return SurgeDecision(
+            fire, current.count, current.total, base_share, base_count, base_total, threshold, p_value,
+            len(history), why,
+        )  # fmt: skip
+
     if len(history) < MIN_HISTORY:
-        return SurgeDecision(False, count, baseline, threshold, len(history), "not enough history")
-    if count < settings.min_count:
-        return SurgeDecision(False, count, baseline, threshold, len(history), "below min_count")
-    if count < settings.ratio * max(baseline, settings.baseline_floor):
-        return SurgeDecision(False, count, baseline, threshold, len(history), "below ratio x baseline")
-    return SurgeDecision(True, count, baseline, threshold, len(history), "surge")
+        return decide(False, f"not enough history ({len(history)} non-empty windows < {MIN_HISTORY})")
+    if current.count < settings.min_count:
+        return decide(False, f"count {current.count} < min_count {settings.min_count}")
+    if share < threshold or share <= base_share:
+        return decide(
+            False,
+            f"share {share:.3f} < {threshold:.3f} ({settings.ratio:g}x baseline odds of {base_share:.3f})",
+        )
+    if p_value > settings.max_p_value:
+        return decide(False, f"share rise not significant (p={p_value:.2g} > {settings.max_p_value:g})")
+    return decide(
+        True,
+        f"share {share:.3f} >= {threshold:.3f} ({settings.ratio:g}x baseline odds of {base_share:.3f}), "
+        f"p={p_value:.2g} <= {settings.max_p_value:g}, count {current.count} >= {settings.min_count}",
+    )
 
 
 def window_start(ts_s: float, window_s: float) -> float:
@@ -102,21 +216,32 @@ def surge_alert(
     """The alert record for a detected surge."""
     kind = KIND_BY_EVENT[event_kind]
     alert_id = hashlib.sha1(f"{kind}|{record.task}|{record.subject}|{int(start_s)}".encode()).hexdigest()[:20]
-    what = "events labelled" if event_kind == "news" else "negative messages in channel"
+    odds_ratio = decision.odds_ratio
     evidence: dict[str, Any] = {
         "count": decision.count,
-        "baseline": round(decision.baseline, 3),
+        "total": decision.total,
+        "share": round(decision.share, 4),
+        "baseline_share": round(decision.baseline_share, 4),
+        "baseline_count": round(decision.baseline_count, 3),
+        "baseline_total": round(decision.baseline_total, 3),
+        "threshold": round(decision.threshold, 4),
+        "odds_ratio": None if odds_ratio is None else round(odds_ratio, 3),
+        "p_value": float(f"{decision.p_value:.3g}"),
+        "why": decision.why,
         "rate_per_s": round(decision.count / settings.window_s, 4),
-        "ratio": round(decision.count / max(decision.baseline, settings.baseline_floor), 3),
-        "threshold": round(decision.threshold, 3),
         "history_windows": decision.history_windows,
         "window_start_ms": int(start_s * 1000),
         "window_end_ms": int((start_s + settings.window_s) * 1000),
         "window_s": settings.window_s,
         "min_count": settings.min_count,
         "ratio_threshold": settings.ratio,
+        "max_p_value": settings.max_p_value,
         "sample_event_ids": samples[: settings.samples],
     }
+    if event_kind == "news":
+        what = f"{decision.count} of {decision.total} news events labelled {record.subject!r}"
+    else:
+        what = f"{decision.count} of {decision.total} messages in channel {record.subject!r} negative"
     return AlertRecord(
         alert_id=alert_id,
         kind=kind,
@@ -125,8 +250,9 @@ def surge_alert(
         severity="warning",
         subject=record.subject,
         message=(
-            f"{decision.count} {what} {record.subject!r} in {settings.window_s:g}s window "
-            f"(baseline {decision.baseline:.1f}, threshold {decision.threshold:.1f})"
+            f"{what} in {settings.window_s:g}s window: share {decision.share:.0%} "
+            f"(baseline {decision.baseline_share:.0%}, threshold {decision.threshold:.0%}, "
+            f"p={decision.p_value:.2g})"
         ),
         evidence=evidence,
     )
@@ -141,41 +267,47 @@ class SurgeMonitor:
         prefix = "surge"
         schema = faust.Schema(key_serializer="json", value_serializer="json")
         table_kw = {"partitions": partitions, "schema": schema}
-        self.counts = (
-            app.Table(f"{prefix}-counts", default=int, **table_kw)
-            .tumbling(w, expires=w * (settings.baseline_windows + 2))
-            .relative_to_stream()
-        )
-        # per subject: first window seen for the task, last alerted window, recent sample ids
+
+        def windowed(name: str) -> Any:
+            return (
+                app.Table(f"{prefix}-{name}", default=int, **table_kw)
+                .tumbling(w, expires=w * (settings.baseline_windows + 2))
+                .relative_to_stream()
+            )
+
+        self.counts = windowed("counts")  # per <task>|<subject>
+        self.totals = windowed("totals")  # per share group
+        # per subject: last alerted window, the current window's sample ids
         self.state = app.Table(f"{prefix}-state", default=dict, **table_kw)
 
     def observe(self, record: PredictionRecord, event_kind: str, ts_s: float) -> AlertRecord | None:
         """Count one prediction; the alert it raises when its window surges."""
-        if not record.subject or event_kind not in KIND_BY_EVENT:
+        if event_kind not in KIND_BY_EVENT:
             return None
         s = self.settings
+        group = share_group(record)
+        self.totals[group] += 1
+        if not record.subject:
+            return None  # in the share group's total only (a positive chat message)
         key = f"{record.task}|{record.subject}"
-        start = window_start(ts_s, s.window_s)
-        task_key = f"{record.task}|"
-        task_state = dict(self.state[task_key])
-        first = task_state.get("first_window")
-        if first is None or start < first:
-            task_state["first_window"] = first = start
-            self.state[task_key] = task_state
         self.counts[key] += 1
-        window = self.counts[key]
-        count = int(window.current())
-        n_prev = min(s.baseline_windows, round((start - first) / s.window_s))
-        previous = [int(window.delta(s.window_s * i)) for i in range(1, n_prev + 1)]
+        counts, totals = self.counts[key], self.totals[group]
+        current = WindowCounts(int(counts.current()), int(totals.current()))
+        previous = [
+            WindowCounts(int(counts.delta(s.window_s * i)), int(totals.delta(s.window_s * i)))
+            for i in range(1, s.baseline_windows + 1)
+        ]
+        start = window_start(ts_s, s.window_s)
         state = dict(self.state[key])
         if state.get("window") != start:
             state = {"window": start, "samples": [], "alerted": state.get("alerted")}
         if len(state["samples"]) < s.samples:
             state["samples"] = [*state["samples"], record.event_id]
-        decision = evaluate_surge(count, previous, s)
         alert = None
-        if decision.fire and state.get("alerted") != start:
-            state["alerted"] = start
-            alert = surge_alert(record, event_kind, decision, start, s, state["samples"])
+        if state.get("alerted") != start:
+            decision = evaluate_surge(current, previous, s)
+            if decision.fire:
+                state["alerted"] = start
+                alert = surge_alert(record, event_kind, decision, start, s, state["samples"])
         self.state[key] = state
         return alert

