@@ -5,6 +5,7 @@ Data flow (all topics raw bytes, all outputs pydantic JSON)::
     news/chat topics --classify--> predictions --store--> ClickHouse labels
                           |              '-----surge----> alerts --store--> ClickHouse alerts
                           '--bad input--> deadletter --store--> ClickHouse dead_letters
+    a labels/alerts row ClickHouse refuses for good --store_rejected--> deadletter (StoreRejected)
     feedback topic: validated, joined and drift-watched by streams.learning (registered by build_pipeline)
 
 Every agent reports to the worker's ``Checkpoint`` (``driftline.streams.checkpoint``): classify
@@ -32,7 +33,7 @@ from driftline.streams.deadletter import dead_letter
 from driftline.streams.decode import Rejection, decode_event
 from driftline.streams.metrics import PipelineMetrics
 from driftline.streams.routing import Route
-from driftline.streams.sinks.base import BatchingSink
+from driftline.streams.sinks.base import BatchingSink, RejectedRow
 from driftline.streams.topics import PipelineTopics
 
 log = logging.getLogger(__name__)
@@ -235,6 +236,33 @@ async def send_dead_letter(topics: PipelineTopics, letter: DeadLetterRecord) -> 
     )
 
 
+class StoreRejected:
+    """A sink's ``rejected`` handler: the source message of each refused row is dead-lettered.
+
+    The dead letter carries the source message's topic/partition/offset and its original value (the
+    record as it was published), and the server's message as the detail; the call returns once Kafka
+    acked every dead letter, so the sink releases the rows' offsets only after that. Rows without a
+    source message (``origin`` not a ``RawMessage``) were logged and counted by the sink already.
+    """
+
+    code = "store_rejected"
+
+    def __init__(self, stages: Stages, topics: PipelineTopics) -> None:
+        self.stages = stages
+        self.topics = topics
+
+    async def __call__(self, refused: Sequence[RejectedRow[Any]]) -> None:
+        """Send one dead letter per refused row that came from a message and wait for Kafka's acks."""
+        pending = []
+        for r in refused:
+            if isinstance(r.origin, RawMessage):
+                rejection = Rejection(
+                    self.code, f"ClickHouse {r.sink} refused the row: {r.reason}", r.error_type
+                )
+                pending.append(await send_dead_letter(self.topics, self.stages.reject(r.origin, rejection)))
+        await Checkpoint.produced(pending)
+
+
 class ClassifyAgent:
     """Classifies one route's input batches and publishes predictions and dead letters."""
 
@@ -309,13 +337,16 @@ class StoreAgent:
         self.metrics = metrics
         self.checkpoint = checkpoint
 
-    def rows(self, values: Sequence[bytes | None]) -> tuple[list[Any], list[tuple[str, float]]]:
-        """Rows for the sink and (task, event time) of each prediction; unreadable records skipped."""
-        rows = []
+    def rows(
+        self, messages: Sequence[RawMessage]
+    ) -> tuple[list[Any], list[RawMessage], list[tuple[str, float]]]:
+        """Rows for the sink, the message of each row, and (task, event time) of each prediction;
+        unreadable records are skipped."""
+        rows, origins = [], []
         event_times: list[tuple[str, float]] = []
-        for value in values:
+        for msg in messages:
             try:
-                record = self.model.model_validate_json(value or b"")
+                record = self.model.model_validate_json(msg.value or b"")
             except ValidationError as exc:
                 # written by a foreign producer: nothing to store; never loop it back
                 log.error(
@@ -323,9 +354,10 @@ class StoreAgent:
                 )
                 continue
             rows.append(self.to_row(record))
+            origins.append(msg)
             if isinstance(record, PredictionRecord):
                 event_times.append((record.task, record.event_ts_ms / 1000.0))
-        return rows, event_times
+        return rows, origins, event_times
 
     def observe_stored(self, event_times: list[tuple[str, float]]) -> None:
         """End-to-end latency of stored predictions (event time to stored)."""
@@ -334,10 +366,11 @@ class StoreAgent:
             self.metrics.end_to_end.labels(task).observe(max(0.0, now - ts))
 
     async def process(self, events: Sequence[Any]) -> None:
-        """Hand one batch to the sink; the checkpoint releases its offsets after the insert."""
-        rows, event_times = self.rows([e.message.value for e in events])
+        """Hand one batch to the sink; the checkpoint releases its offsets after the insert (or, for a
+        row ClickHouse refuses, after its dead letter is acked)."""
+        rows, origins, event_times = self.rows([raw_message(e) for e in events])
         release = self.checkpoint.hold(events, lambda: self.observe_stored(event_times))
-        await self.sink.add(rows, on_stored=release)
+        await self.sink.add(rows, on_stored=release, origins=origins)
 
     async def run(self, stream: Any) -> None:
         """The Faust agent body."""

@@ -21,7 +21,7 @@ import faust
 from driftline.clients import faust_broker_credentials
 from driftline.models.inference.base import InferenceClient
 from driftline.settings import PipelineConfig, Settings, get_settings
-from driftline.streams.agents import Stages, register_agents
+from driftline.streams.agents import Stages, StoreRejected, register_agents
 from driftline.streams.alerts import SurgeMonitor
 from driftline.streams.checkpoint import Checkpoint
 from driftline.streams.learning.worker import register_learning
@@ -66,6 +66,7 @@ class Pipeline:
                 "pending": sink.pending,
                 "error": sink.last_error,
                 "stored": sink.stored_rows,
+                "rejected": sink.rejected_rows,
             }
             for name, sink in self.sinks.items()
         }
@@ -126,13 +127,16 @@ def build_pipeline(
         "backoff_max_s": config.sink_backoff_max_s,
         "metrics": metrics,
     }
+    stages = Stages(config, client, metrics)
+    # rows ClickHouse refuses for good are dead-lettered as store_rejected; refused dead_letters rows
+    # are only logged and counted (dead-lettering a dead letter again could loop)
+    store_rejected = StoreRejected(stages, topics)
     sinks: dict[str, BatchingSink] = {
-        "labels": labels_sink(settings=settings.clickhouse, **batching),
-        "alerts": alerts_sink(settings=settings.clickhouse, **batching),
+        "labels": labels_sink(settings=settings.clickhouse, rejected=store_rejected, **batching),
+        "alerts": alerts_sink(settings=settings.clickhouse, rejected=store_rejected, **batching),
         "dead_letters": dead_letters_sink(settings=settings.clickhouse, **batching),
     }
     checkpoint.sinks = sinks
-    stages = Stages(config, client, metrics)
     surge = SurgeMonitor(app, config.surge, settings.kafka.partitions)
     register_agents(
         app,

@@ -58,7 +58,16 @@ class PipelineMetrics:
             "driftline_sink_flush_rows", "Rows per insert", ["sink"], buckets=BATCH_BUCKETS, registry=r
         )
         self.sink_retries = Counter(
-            "driftline_sink_retries_total", "Failed inserts retried", ["sink"], registry=r
+            "driftline_sink_retries_total",
+            "Failed inserts (or hand-overs of refused rows) retried",
+            ["sink"],
+            registry=r,
+        )
+        self.sink_rejected = Counter(
+            "driftline_sink_rejected_rows_total",
+            "Rows the store refused for good (dead-lettered as store_rejected, or logged)",
+            ["sink"],
+            registry=r,
         )
         self.sink_pending = Gauge(
             "driftline_sink_pending_rows", "Rows buffered, not yet stored", ["sink"], registry=r
