@@ -93,15 +93,30 @@ class ServedModel:
 
 
 @contextlib.contextmanager
-def served_model(task: str) -> Iterator[ServedModel]:
-    """Export the task's test artifact as ``test_pipe_<task>_<random>``, load it in Triton, clean up."""
-    from driftline.models.export import export
+def served_model(
+    task: str, *, model_py: str | None = None, parameters: Mapping[str, str] | None = None
+) -> Iterator[ServedModel]:
+    """Export the task's test artifact as ``test_pipe_<task>_<random>``, load it in Triton, clean up.
+
+    ``model_py`` replaces the version's ``model.py`` (a test wrapper around the serving model) and
+    ``parameters`` are added to its config's parameters (what such a wrapper reads).
+    """
+    from google.protobuf import text_format
+
+    from driftline.models.export import CONFIG_FILE, GPU_CONFIG_FILE, export, read_config
     from driftline.models.inference.triton import TritonClient
 
     artifact = pipeline_artifact(task)
     name = f"test_pipe_{task}_{uuid.uuid4().hex[:6]}"
     repository = get_settings().triton.repository
     version = export(task, artifact, name=name, repository=repository)
+    if model_py is not None:
+        (repository / name / str(version) / "model.py").write_text(model_py, encoding="utf-8")
+    for file in (CONFIG_FILE, GPU_CONFIG_FILE) if parameters else ():
+        config = read_config(repository / name / file)
+        for key, value in parameters.items():  # type: ignore[union-attr]
+            config.parameters[key].string_value = value
+        (repository / name / file).write_text(text_format.MessageToString(config), encoding="utf-8")
 
     async def control(action: str) -> None:
         async with TritonClient(timeout_s=120) as client:

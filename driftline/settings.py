@@ -121,6 +121,8 @@ class TritonSettings(BaseModel):
     preferred_batch: IntCommaList = Field(default_factory=lambda: [8, 16, 32, 64])
     instances: int = 1  # model instances per exported model
     torch_threads: int = 0  # torch threads per model instance; 0 = torch's own choice (all cores)
+    client_timeout_s: float = Field(30.0, gt=0)  # deadline of one gRPC request of TritonClient
+    client_retries: int = Field(3, ge=0)  # extra attempts of a busy/unavailable request before backing off
 
     @property
     def grpc_url(self) -> str:
@@ -159,6 +161,12 @@ class PipelineConfig(BaseModel):
     sink_backoff_max_s: float = 10.0
     inference_backoff_s: float = 0.5
     inference_backoff_max_s: float = 10.0
+    # a failure of one event on a ready server is retried this often before it is dead-lettered as
+    # inference_rejected; overload (deadline exceeded, unavailable ...) never counts as an attempt
+    inference_event_attempts: int = Field(3, ge=1)
+    # messages Faust buffers per agent stream (~4 batches of max_batch); when the classify agent backs
+    # off, its buffer fills and Faust stops fetching the partition, so a pause holds little memory
+    stream_buffer_maxsize: int = Field(256, ge=1)
     max_event_bytes: int = 1 << 20  # raw message size limit; bigger ones are dead-lettered unread
     max_text_chars: int = 100_000  # text field limit
     deadletter_payload_bytes: int = 256 << 10  # original bytes kept per dead letter (rest summarised)

@@ -5,15 +5,32 @@ Data flow (all topics raw bytes, all outputs pydantic JSON)::
     news/chat topics --classify--> predictions --store--> ClickHouse labels
                           |              '-----surge----> alerts --store--> ClickHouse alerts
                           '--bad input--> deadletter --store--> ClickHouse dead_letters
+    a labels/alerts row ClickHouse refuses for good --store_rejected--> deadletter (StoreRejected)
     feedback topic: validated, joined and drift-watched by streams.learning (registered by build_pipeline)
 
 Every agent reports to the worker's ``Checkpoint`` (``driftline.streams.checkpoint``): classify
 marks a batch done once its predictions and dead letters were acked by Kafka, the store agents once
 their rows are in ClickHouse, so no input offset is committed before its outputs are durable.
+
+Inference failures are sorted by who is at fault (``Stages.predict``):
+
+- *the service* - model not loaded (``ModelNotReadyError``), server busy, slow or away
+  (``InferenceOverloadedError``: deadline exceeded, unavailable, resource exhausted, client timeout),
+  or any error while the model is not ready. This is backpressure: the classify agent retries the
+  same batch forever with capped exponential backoff and takes no more input meanwhile; the batch is
+  never done, so nothing at or after it commits. The pause reaches Kafka through Faust's bounded
+  stream buffer: while the agent waits its buffer fills (``stream_buffer_maxsize``), and a full
+  buffer takes the partition out of the fetch set until the agent drains it again
+  (``driftline.streams.app``). ``/health`` says "overloaded, backing off" and the
+  ``driftline_inference_backpressure`` gauge is 1 meanwhile.
+- *the input* - an error from a ready model. The batch is retried one event at a time, each event
+  up to ``inference_event_attempts`` times (overload during those attempts is backpressure again,
+  not an attempt); only an event that keeps failing is dead-lettered, as ``inference_rejected``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -23,7 +40,12 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
-from driftline.models.inference.base import InferenceClient, ModelNotReadyError, Prediction
+from driftline.models.inference.base import (
+    InferenceClient,
+    InferenceOverloadedError,
+    ModelNotReadyError,
+    Prediction,
+)
 from driftline.schema.records import AlertRecord, DeadLetterRecord, PredictionRecord
 from driftline.settings import PipelineConfig
 from driftline.streams.alerts import SurgeMonitor, prediction_key, subject_of
@@ -32,7 +54,7 @@ from driftline.streams.deadletter import dead_letter
 from driftline.streams.decode import Rejection, decode_event
 from driftline.streams.metrics import PipelineMetrics
 from driftline.streams.routing import Route
-from driftline.streams.sinks.base import BatchingSink
+from driftline.streams.sinks.base import BatchingSink, RejectedRow
 from driftline.streams.topics import PipelineTopics
 
 log = logging.getLogger(__name__)
@@ -57,11 +79,28 @@ class ClassifyResult:
     dead_letters: list[DeadLetterRecord] = field(default_factory=list)
 
 
+#: Errors that say the inference service cannot take the call now; never the input's fault.
+BACKPRESSURE = (ModelNotReadyError, InferenceOverloadedError, TimeoutError)
+OVERLOADED = "overloaded, backing off"
+UNAVAILABLE = "unavailable, backing off"
+
+
+@dataclass
+class Backoff:
+    """A task whose inference is being retried: why, since when, the last error."""
+
+    state: str
+    error: str
+    since: float
+    retries: int = 0
+
+
 @dataclass
 class Health:
-    """Inference state for ``/health``."""
+    """Inference state for ``/health``: the tasks backing off now, and the last inference error."""
 
     inference_error: str | None = None
+    backing_off: dict[str, Backoff] = field(default_factory=dict)
     started_at: float = field(default_factory=time.time)
 
 
@@ -117,7 +156,7 @@ class Stages:
         processed_ms = int(time.time() * 1000)
         for (msg, event), outcome in zip(good, outcomes, strict=True):
             if isinstance(outcome, BaseException):
-                rejection = Rejection("inference_failed", str(outcome)[:500], type(outcome).__name__)
+                rejection = Rejection("inference_rejected", str(outcome)[:500], type(outcome).__name__)
                 result.dead_letters.append(self.reject(msg, rejection))
                 continue
             result.predictions.append(self._record(route, msg, event, outcome, processed_ms))
@@ -153,41 +192,74 @@ class Stages:
         )
 
     async def predict(self, task: str, texts: list[str]) -> list[Prediction | BaseException]:
-        """Classify with retries; a batch that fails while the model is ready is split per event.
+        """One prediction per text, or the error of an event the ready model keeps refusing.
 
-        Service trouble (model not loaded, Triton down: ``is_ready`` false) is waited out with
-        backoff - valid events must not be dead-lettered because Triton restarts. A failure while the
-        model *is* ready is blamed on the input: the batch is retried one event at a time and only the
-        events that still fail come back as exceptions (then dead-lettered by the caller).
+        Service trouble is waited out (``_served``); a batch the ready model refuses is retried one
+        event at a time (``_predict_one``), so only the events that fail on their own come back as
+        exceptions (dead-lettered by the caller as ``inference_rejected``).
         """
+        if len(texts) == 1:
+            return [await self._predict_one(task, texts[0])]
+        outcome = await self._served(task, texts)
+        if not isinstance(outcome, BaseException):
+            return outcome
+        log.warning(
+            "batch refused by a ready model, retrying event by event",
+            extra={"task": task, "batch": len(texts), "error": f"{type(outcome).__name__}: {outcome}"[:500]},
+        )
+        return [await self._predict_one(task, text) for text in texts]
+
+    async def _predict_one(self, task: str, text: str) -> Prediction | BaseException:
+        """One event, tried up to ``inference_event_attempts`` times on a ready model; else its last error."""
+        attempts = self.config.inference_event_attempts
+        for attempt in range(1, attempts + 1):
+            outcome = await self._served(task, [text])
+            if not isinstance(outcome, BaseException):
+                return outcome[0]
+            if attempt == attempts:
+                break
+            delay = self._delay(attempt)
+            self.metrics.inference_retries.labels(task, "rejected").inc()
+            log.warning(
+                "event refused by a ready model, retrying it",
+                extra={"task": task, "attempt": attempt, "of": attempts, "retry_in_s": delay,
+                       "error": f"{type(outcome).__name__}: {outcome}"[:500]},
+            )  # fmt: skip
+            await asyncio.sleep(delay)
+        return outcome
+
+    def _delay(self, attempt: int) -> float:
+        """Backoff before retry ``attempt`` (1-based): doubles from ``inference_backoff_s``, capped."""
+        base, cap = self.config.inference_backoff_s, self.config.inference_backoff_max_s
+        return min(cap, base * 2 ** min(attempt - 1, 32))
+
+    async def _served(self, task: str, texts: list[str]) -> list[Prediction] | Exception:
+        """One call, retried forever while the service cannot take it (backpressure); the
+        predictions, or the error of a call the ready model answered with a failure."""
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(Exception),  # never CancelledError
             wait=wait_exponential(
                 multiplier=self.config.inference_backoff_s, max=self.config.inference_backoff_max_s
             ),
-            before_sleep=self._retrying_inference,
+            before_sleep=self._backing_off,
             reraise=True,
         )
-        outcome = await retrying(self._attempt, task, texts)
-        if not isinstance(outcome, BaseException):
-            return outcome
-        if len(texts) == 1:
-            return [outcome]
-        outcomes: list[Prediction | BaseException] = []
-        for text in texts:
-            outcomes.extend(await self.predict(task, [text]))
-        return outcomes
+        try:
+            return await retrying(self._attempt, task, texts)
+        finally:
+            self._recovered(task)
 
-    async def _attempt(self, task: str, texts: list[str]) -> list[Prediction] | BaseException:
-        """One inference call: its predictions, or its error when the model is ready (an input
-        problem); raises while the service is unavailable (retried)."""
+    async def _attempt(self, task: str, texts: list[str]) -> list[Prediction] | Exception:
+        """One inference call: its predictions, or its error when the model is ready (the input may be
+        at fault); raises when the service cannot take it (retried by ``_served``)."""
         started = time.perf_counter()
         try:
             predictions = await self.client.predict(task, texts)
-        except ModelNotReadyError:
+        except BACKPRESSURE:
             raise
         except Exception as exc:
             if await self._ready(task):
+                self.health.inference_error = f"{type(exc).__name__}: {exc}"[:500]
                 return exc
             raise
         self.health.inference_error = None
@@ -195,21 +267,35 @@ class Stages:
         self.metrics.inference_latency.labels(task).observe(time.perf_counter() - started)
         return list(predictions)
 
-    def _retrying_inference(self, state: RetryCallState) -> None:
-        """Before each backoff sleep: record the error for /health, count and log the retry."""
+    def _backing_off(self, state: RetryCallState) -> None:
+        """Before each backoff sleep: record the state for /health, count, gauge and log the retry."""
         task, texts = state.args
         error = state.outcome.exception() if state.outcome else None
-        self.health.inference_error = f"{type(error).__name__}: {error}"[:500]
-        self.metrics.inference_retries.labels(task).inc()
+        overloaded = isinstance(error, (InferenceOverloadedError, TimeoutError))
+        cause, label = ("overloaded", OVERLOADED) if overloaded else ("unavailable", UNAVAILABLE)
+        described = f"{type(error).__name__}: {error}"[:500]
+        self.health.inference_error = described
+        backoff = self.health.backing_off.setdefault(task, Backoff(label, described, time.time()))
+        backoff.state, backoff.error = label, described
+        backoff.retries += 1
+        self.metrics.inference_retries.labels(task, cause).inc()
+        self.metrics.inference_backpressure.labels(task).set(1)
         log.warning(
-            "inference unavailable, retrying",
+            "inference backing off",
             extra={
                 "task": task,
+                "state": label,
                 "batch": len(texts),
-                "error": self.health.inference_error,
+                "error": described,
                 "retry_in_s": state.next_action.sleep if state.next_action else None,
             },
         )
+
+    def _recovered(self, task: str) -> None:
+        """The service answered (or the wait was cancelled): the task is no longer backing off."""
+        if self.health.backing_off.pop(task, None) is not None:
+            self.metrics.inference_backpressure.labels(task).set(0)
+            log.info("inference answering again", extra={"task": task})
 
     async def _ready(self, task: str) -> bool:
         try:
@@ -233,6 +319,33 @@ async def send_dead_letter(topics: PipelineTopics, letter: DeadLetterRecord) -> 
         value=letter.model_dump_json().encode(),
         force=True,
     )
+
+
+class StoreRejected:
+    """A sink's ``rejected`` handler: the source message of each refused row is dead-lettered.
+
+    The dead letter carries the source message's topic/partition/offset and its original value (the
+    record as it was published), and the server's message as the detail; the call returns once Kafka
+    acked every dead letter, so the sink releases the rows' offsets only after that. Rows without a
+    source message (``origin`` not a ``RawMessage``) were logged and counted by the sink already.
+    """
+
+    code = "store_rejected"
+
+    def __init__(self, stages: Stages, topics: PipelineTopics) -> None:
+        self.stages = stages
+        self.topics = topics
+
+    async def __call__(self, refused: Sequence[RejectedRow[Any]]) -> None:
+        """Send one dead letter per refused row that came from a message and wait for Kafka's acks."""
+        pending = []
+        for r in refused:
+            if isinstance(r.origin, RawMessage):
+                rejection = Rejection(
+                    self.code, f"ClickHouse {r.sink} refused the row: {r.reason}", r.error_type
+                )
+                pending.append(await send_dead_letter(self.topics, self.stages.reject(r.origin, rejection)))
+        await Checkpoint.produced(pending)
 
 
 class ClassifyAgent:
@@ -309,13 +422,16 @@ class StoreAgent:
         self.metrics = metrics
         self.checkpoint = checkpoint
 
-    def rows(self, values: Sequence[bytes | None]) -> tuple[list[Any], list[tuple[str, float]]]:
-        """Rows for the sink and (task, event time) of each prediction; unreadable records skipped."""
-        rows = []
+    def rows(
+        self, messages: Sequence[RawMessage]
+    ) -> tuple[list[Any], list[RawMessage], list[tuple[str, float]]]:
+        """Rows for the sink, the message of each row, and (task, event time) of each prediction;
+        unreadable records are skipped."""
+        rows, origins = [], []
         event_times: list[tuple[str, float]] = []
-        for value in values:
+        for msg in messages:
             try:
-                record = self.model.model_validate_json(value or b"")
+                record = self.model.model_validate_json(msg.value or b"")
             except ValidationError as exc:
                 # written by a foreign producer: nothing to store; never loop it back
                 log.error(
@@ -323,9 +439,10 @@ class StoreAgent:
                 )
                 continue
             rows.append(self.to_row(record))
+            origins.append(msg)
             if isinstance(record, PredictionRecord):
                 event_times.append((record.task, record.event_ts_ms / 1000.0))
-        return rows, event_times
+        return rows, origins, event_times
 
     def observe_stored(self, event_times: list[tuple[str, float]]) -> None:
         """End-to-end latency of stored predictions (event time to stored)."""
@@ -334,10 +451,11 @@ class StoreAgent:
             self.metrics.end_to_end.labels(task).observe(max(0.0, now - ts))
 
     async def process(self, events: Sequence[Any]) -> None:
-        """Hand one batch to the sink; the checkpoint releases its offsets after the insert."""
-        rows, event_times = self.rows([e.message.value for e in events])
+        """Hand one batch to the sink; the checkpoint releases its offsets after the insert (or, for a
+        row ClickHouse refuses, after its dead letter is acked)."""
+        rows, origins, event_times = self.rows([raw_message(e) for e in events])
         release = self.checkpoint.hold(events, lambda: self.observe_stored(event_times))
-        await self.sink.add(rows, on_stored=release)
+        await self.sink.add(rows, on_stored=release, origins=origins)
 
     async def run(self, stream: Any) -> None:
         """The Faust agent body."""

@@ -7,6 +7,19 @@ endpoints (on ``settings.web_host``, 127.0.0.1 by default; each worker needs its
 - ``/metrics``: Prometheus text format (``driftline.streams.metrics``),
 - ``/health``: 200 when the Kafka consumer has partitions, the inference client is ready for every
   routed task and every sink's last write succeeded; 503 with the failing checks otherwise.
+  ``status`` is ``ok``, ``degraded`` (healthy, but inference is backing off: the server is
+  overloaded, ``checks.inference_backoff`` names the tasks with "overloaded, backing off", the last
+  error and for how long) or ``failing`` (503). An overloaded Triton keeps a worker at 200 on purpose:
+  restarting the worker would not make the server faster, and the worker recovers by itself.
+
+Backpressure: a classify agent that backs off (``driftline.streams.agents``) stops reading its
+stream. Faust then pauses fetching: once an agent's stream buffer holds ``stream_buffer_maxsize`` /
+1.25 messages, the partitions feeding it leave the consumer's fetch set until the buffer drains to
+40%. That buffer is kept at a few batches (Faust's default is 4096 messages, up to 4 GiB of 1 MiB
+events per stream) so a long pause holds little memory, and ``broker_max_poll_records`` is a fifth
+of it so one fetch never overfills a paused buffer: a full buffer would block Faust's delivery loop,
+and with it every other agent of the worker (stores, feedback) and, after
+``broker_max_poll_interval``, the worker's group membership.
 """
 
 from __future__ import annotations
@@ -21,7 +34,7 @@ import faust
 from driftline.clients import faust_broker_credentials
 from driftline.models.inference.base import InferenceClient
 from driftline.settings import PipelineConfig, Settings, get_settings
-from driftline.streams.agents import Stages, register_agents
+from driftline.streams.agents import Stages, StoreRejected, register_agents
 from driftline.streams.alerts import SurgeMonitor
 from driftline.streams.checkpoint import Checkpoint
 from driftline.streams.learning.worker import register_learning
@@ -66,12 +79,25 @@ class Pipeline:
                 "pending": sink.pending,
                 "error": sink.last_error,
                 "stored": sink.stored_rows,
+                "rejected": sink.rejected_rows,
             }
             for name, sink in self.sinks.items()
         }
+        now = time.time()
+        checks["inference_backoff"] = {
+            task: {"state": b.state, "error": b.error, "for_s": round(now - b.since, 1), "retries": b.retries}
+            for task, b in self.stages.health.backing_off.items()
+        }
         ok = bool(assigned) and all(ready.values()) and all(s.healthy for s in self.sinks.values())
-        uptime = round(time.time() - self.stages.health.started_at)
-        return {"ok": ok, "app_id": self.config.app_id, "uptime_s": uptime, "checks": checks}
+        status = "failing" if not ok else "degraded" if checks["inference_backoff"] else "ok"
+        uptime = round(now - self.stages.health.started_at)
+        return {
+            "ok": ok,
+            "status": status,
+            "app_id": self.config.app_id,
+            "uptime_s": uptime,
+            "checks": checks,
+        }
 
 
 def broker_url(settings: Settings) -> str:
@@ -109,6 +135,9 @@ def build_pipeline(
         consumer_max_fetch_size=max(config.max_event_bytes * 2, 4 << 20),
         broker_commit_interval=1.0,
         broker_session_timeout=config.session_timeout_s,
+        # backpressure: a paused agent's buffer stays small and one fetch cannot overfill it (docstring)
+        stream_buffer_maxsize=config.stream_buffer_maxsize,
+        broker_max_poll_records=max(1, config.stream_buffer_maxsize // 5),
         table_cleanup_interval=max(config.surge.window_s, 5.0),
     )
     metrics = PipelineMetrics()
@@ -126,13 +155,16 @@ def build_pipeline(
         "backoff_max_s": config.sink_backoff_max_s,
         "metrics": metrics,
     }
+    stages = Stages(config, client, metrics)
+    # rows ClickHouse refuses for good are dead-lettered as store_rejected; refused dead_letters rows
+    # are only logged and counted (dead-lettering a dead letter again could loop)
+    store_rejected = StoreRejected(stages, topics)
     sinks: dict[str, BatchingSink] = {
-        "labels": labels_sink(settings=settings.clickhouse, **batching),
-        "alerts": alerts_sink(settings=settings.clickhouse, **batching),
+        "labels": labels_sink(settings=settings.clickhouse, rejected=store_rejected, **batching),
+        "alerts": alerts_sink(settings=settings.clickhouse, rejected=store_rejected, **batching),
         "dead_letters": dead_letters_sink(settings=settings.clickhouse, **batching),
     }
     checkpoint.sinks = sinks
-    stages = Stages(config, client, metrics)
     surge = SurgeMonitor(app, config.surge, settings.kafka.partitions)
     register_agents(
         app,

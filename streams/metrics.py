@@ -40,7 +40,17 @@ class PipelineMetrics:
             registry=r,
         )
         self.inference_retries = Counter(
-            "driftline_inference_retries_total", "Failed inference calls retried", ["task"], registry=r
+            "driftline_inference_retries_total",
+            "Failed inference calls retried, by cause: overloaded (server busy or slow), unavailable "
+            "(model not ready, server away), rejected (one event refused by a ready model)",
+            ["task", "cause"],
+            registry=r,
+        )
+        self.inference_backpressure = Gauge(
+            "driftline_inference_backpressure",
+            "1 while the task's inference is backing off (no more input taken, offsets held), else 0",
+            ["task"],
+            registry=r,
         )
         self.dead_letters = Counter(
             "driftline_dead_letters_total", "Messages dead-lettered", ["topic", "reason"], registry=r
@@ -58,7 +68,16 @@ class PipelineMetrics:
             "driftline_sink_flush_rows", "Rows per insert", ["sink"], buckets=BATCH_BUCKETS, registry=r
         )
         self.sink_retries = Counter(
-            "driftline_sink_retries_total", "Failed inserts retried", ["sink"], registry=r
+            "driftline_sink_retries_total",
+            "Failed inserts (or hand-overs of refused rows) retried",
+            ["sink"],
+            registry=r,
+        )
+        self.sink_rejected = Counter(
+            "driftline_sink_rejected_rows_total",
+            "Rows the store refused for good (dead-lettered as store_rejected, or logged)",
+            ["sink"],
+            registry=r,
         )
         self.sink_pending = Gauge(
             "driftline_sink_pending_rows", "Rows buffered, not yet stored", ["sink"], registry=r

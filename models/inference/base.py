@@ -24,11 +24,20 @@ from dataclasses import dataclass, field
 
 
 class InferenceError(RuntimeError):
-    """Inference failed in a way the caller may retry (timeout, server unavailable)."""
+    """Inference failed; a plain one is an error the server returned for this request (the input may
+    be at fault), the subclasses below say the service is (overloaded, or the model not loaded)."""
 
 
 class ModelNotReadyError(InferenceError):
     """The requested model or version is missing or not loaded; retrying will not help by itself."""
+
+
+class InferenceOverloadedError(InferenceError):
+    """The server is busy or slow (deadline exceeded, unavailable, resource exhausted, client timeout).
+
+    Not the input's fault: a streaming caller backs off and retries the same input (backpressure)
+    instead of dead-lettering it. Raised after the client's own retries were spent.
+    """
 
 
 @dataclass(frozen=True, slots=True)

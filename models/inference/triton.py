@@ -7,8 +7,11 @@ Behaviour a streaming caller relies on:
 - *Timeouts and retries*: each gRPC request has a deadline (``timeout_s``); UNAVAILABLE,
   DEADLINE_EXCEEDED and RESOURCE_EXHAUSTED are retried (tenacity) with exponential backoff from
   ``backoff_s`` plus up to ``backoff_s`` of jitter (``retries`` extra attempts), because those are
-  what a restarting or overloaded server returns. After the last attempt an ``InferenceError`` says
-  what happened.
+  what a restarting or overloaded server returns. After the last attempt an
+  ``InferenceOverloadedError`` says what happened: the server was busy, slow or away, not the input
+  at fault, so a streaming caller applies backpressure (``driftline.streams.agents``) instead of
+  dead-lettering. Other server errors raise a plain ``InferenceError``. ``timeout_s`` and ``retries``
+  default to ``DRIFTLINE_TRITON__CLIENT_TIMEOUT_S`` and ``DRIFTLINE_TRITON__CLIENT_RETRIES``.
 - *Missing models*: NOT_FOUND (unknown model or version) and "not at ready state" (a version that is
   unloaded or still loading, which Triton reports as UNAVAILABLE) are not retried;
   it raises ``ModelNotReadyError`` naming the model and version, because waiting will not load a
@@ -34,7 +37,14 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 from tritonclient.utils import InferenceServerException
 
 from driftline.clients import triton_client, triton_url
-from driftline.models.inference.base import InferenceClient, InferenceError, ModelNotReadyError, Prediction
+from driftline.models.inference.base import (
+    InferenceClient,
+    InferenceError,
+    InferenceOverloadedError,
+    ModelNotReadyError,
+    Prediction,
+)
+from driftline.settings import get_settings
 
 T = TypeVar("T")
 
@@ -79,16 +89,17 @@ class TritonClient(InferenceClient):
         self,
         url: str | None = None,
         *,
-        timeout_s: float = 30.0,
-        retries: int = 3,
+        timeout_s: float | None = None,
+        retries: int | None = None,
         backoff_s: float = 0.2,
         max_batch_size: int = 64,
         max_concurrency: int = 8,
         **grpc_options: object,
     ) -> None:
         self.url = url or triton_url()
-        self.timeout_s = timeout_s
-        self.retries = retries
+        triton = get_settings().triton
+        self.timeout_s = triton.client_timeout_s if timeout_s is None else timeout_s
+        self.retries = triton.client_retries if retries is None else retries
         self.backoff_s = backoff_s
         self.max_batch_size = max_batch_size
         self._max_concurrency = max_concurrency
@@ -125,12 +136,13 @@ class TritonClient(InferenceClient):
                     f"{_describe(task, version)} is missing or not loaded on Triton {self.url}: "
                     f"{exc.message()}"
                 ) from exc
-            raise InferenceError(
+            error = InferenceOverloadedError if _transient(exc) else InferenceError
+            raise error(
                 f"{what} for {_describe(task, version)} failed after {_attempts(retrying)} attempt(s) "
                 f"[{_status(exc) or 'error'}]: {exc.message()}"
             ) from exc
         except TimeoutError as exc:
-            raise InferenceError(
+            raise InferenceOverloadedError(
                 f"{what} for {_describe(task, version)} timed out after {_attempts(retrying)} attempt(s)"
             ) from exc
         raise AssertionError("unreachable: tenacity either returns or reraises")

@@ -52,9 +52,9 @@ class _Pending:
 
 @dataclass
 class FeedbackOutcome:
-    """Feedback handed back by the stage, each with its release callback."""
+    """Feedback handed back by the stage, each with its release callback (joined: and its message)."""
 
-    joined: list[tuple[JoinedFeedback, Release]] = field(default_factory=list)
+    joined: list[tuple[JoinedFeedback, Release, RawMessage]] = field(default_factory=list)
     dead_letters: list[tuple[DeadLetterRecord, Release]] = field(default_factory=list)
 
 
@@ -194,5 +194,5 @@ class FeedbackStage:
             return True
         del self._pending[p.seq]
         self.stats[stat] += 1
-        outcome.joined.append((result, p.release))
+        outcome.joined.append((result, p.release, p.msg))
         return True

@@ -9,8 +9,9 @@ Data flow (all JSON, topics raw bytes)::
                         '--state--> Faust table ``drift-monitors`` (changelog: survives restarts)
 
 Offsets follow the worker's ``Checkpoint``: a feedback message is done only once its joined row is
-stored or its dead letter acked (pending feedback keeps its offset uncommitted), an observation
-batch once the monitors' state is in the table and any ``drift_events`` rows are stored.
+stored (or, refused by ClickHouse for good, dead-lettered as ``store_rejected``) or its dead letter
+acked (pending feedback keeps its offset uncommitted), an observation batch once the monitors' state
+is in the table and any ``drift_events`` rows are stored (or refused and logged).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from pydantic import ValidationError
 
 from driftline.schema.records import AlertRecord, DriftEvent, PredictionRecord
 from driftline.settings import LearningConfig, PipelineConfig, Settings
-from driftline.streams.agents import Stages, raw_message, send_dead_letter
+from driftline.streams.agents import Stages, StoreRejected, raw_message, send_dead_letter
 from driftline.streams.checkpoint import Checkpoint
 from driftline.streams.faust_compat import load_topic_metadata
 from driftline.streams.learning.feedback import FeedbackOutcome, FeedbackStage, Release
@@ -160,7 +161,7 @@ class FeedbackAgent:
     def observations(self, outcome: FeedbackOutcome) -> dict[str, ObservationBatch]:
         """Count joined feedback and group first labels per task as observations."""
         batches: dict[str, ObservationBatch] = {}
-        for joined, _ in outcome.joined:
+        for joined, _, _ in outcome.joined:
             task, p = joined.feedback.task, joined.prediction
             self.metrics.feedback_joined.labels(task).inc()
             if joined.correct:
@@ -183,13 +184,17 @@ class FeedbackAgent:
             release()
         if outcome.joined:
             await self.observer.publish(self.observations(outcome))
-            releases: list[Release] = [release for _, release in outcome.joined]
+            releases: list[Release] = [release for _, release, _ in outcome.joined]
 
             def stored(releases: list[Release] = releases) -> None:
                 for release in releases:
                     release()
 
-            await self.sink.add([j.record().to_row() for j, _ in outcome.joined], on_stored=stored)
+            await self.sink.add(
+                [j.record().to_row() for j, _, _ in outcome.joined],
+                on_stored=stored,
+                origins=[msg for _, _, msg in outcome.joined],  # dead-lettered if ClickHouse refuses a row
+            )
         self.metrics.feedback_pending.set(self.stage.pending)
 
     async def process(self, events: Sequence[Any]) -> None:
@@ -316,7 +321,9 @@ def register_learning(
         "metrics": stages.metrics,
         "settings": settings.clickhouse,
     }
-    sinks["feedback"] = feedback_sink(**batching)
+    # a feedback row ClickHouse refuses for good: its feedback message is dead-lettered as store_rejected;
+    # a refused drift_events row (no one source message; its alert is on the alerts topic) is logged
+    sinks["feedback"] = feedback_sink(rejected=StoreRejected(stages, topics), **batching)
     sinks["drift_events"] = drift_events_sink(**batching)
     stage = FeedbackStage(
         lc,

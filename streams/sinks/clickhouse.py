@@ -14,15 +14,26 @@ a plain log (a redelivered bad message appears twice, with the same topic/partit
 
 The driver is synchronous, so inserts run in a worker thread (``asyncio.to_thread``) to keep the
 event loop (Kafka heartbeats, the web server) responsive during slow inserts.
+
+Refusals (``refusal``): an insert fails *for good* only when the rows themselves are refused - a
+server error code of ``PERMANENT_CODES`` (a value it cannot parse or hold, an insert block spanning
+more partitions than ``max_partitions_per_insert_block``), or the driver failing to encode a value
+for its column (``ENCODING_ERRORS``; nothing was sent). ``BatchingSink`` then bisects the batch and
+hands the refused rows over. Everything else retries forever: network and timeouts, memory limits,
+"too many parts" while merges catch up, and errors of the query rather than the rows (unknown
+table or column, permissions, read-only) - those are fixed by an operator, and dead-lettering every
+row meanwhile would turn an outage into a flood of dead letters. A batch is one native insert block
+(``max_rows`` is far below ``insert_block_size``), refused as a whole before anything is written.
 """
 
 from __future__ import annotations
 
 import asyncio
+import struct
 from collections.abc import Sequence
 from typing import Any
 
-from clickhouse_driver import Client
+from clickhouse_driver import Client, errors
 
 from driftline.clients import clickhouse_client
 from driftline.schema.records import (
@@ -35,7 +46,84 @@ from driftline.schema.records import (
 )
 from driftline.settings import ClickHouseSettings, get_settings
 from driftline.streams.metrics import PipelineMetrics
-from driftline.streams.sinks.base import BatchingSink
+from driftline.streams.sinks.base import BatchingSink, StoreRefused
+
+#: Server error codes that refuse the rows of an insert, not the query: the same rows fail every time.
+PERMANENT_CODES: dict[int, str] = {
+    6: "CANNOT_PARSE_TEXT",
+    25: "CANNOT_PARSE_ESCAPE_SEQUENCE",
+    26: "CANNOT_PARSE_QUOTED_STRING",
+    27: "CANNOT_PARSE_INPUT_ASSERTION_FAILED",
+    38: "CANNOT_PARSE_DATE",
+    41: "CANNOT_PARSE_DATETIME",
+    53: "TYPE_MISMATCH",
+    69: "ARGUMENT_OUT_OF_BOUND",
+    70: "CANNOT_CONVERT_TYPE",
+    72: "CANNOT_PARSE_NUMBER",
+    117: "INCORRECT_DATA",
+    128: "TOO_LARGE_ARRAY_SIZE",
+    130: "CANNOT_READ_ARRAY_FROM_TEXT",
+    131: "TOO_LARGE_STRING_SIZE",
+    153: "ILLEGAL_DIVISION",  # a DEFAULT/MATERIALIZED or partition expression divided by zero
+    190: "SIZES_OF_ARRAYS_DONT_MATCH",  # Nested columns of unequal length
+    252: "TOO_MANY_PARTS",  # only "Too many partitions for single INSERT block" (see refusal)
+    321: "VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE",
+    349: "CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN",
+    376: "CANNOT_PARSE_UUID",
+    395: "FUNCTION_THROW_IF_VALUE_IS_NON_ZERO",  # throwIf() in a column expression: a data check
+    407: "DECIMAL_OVERFLOW",
+    467: "CANNOT_PARSE_BOOL",
+    469: "VIOLATED_CONSTRAINT",  # CHECK constraints (modern servers)
+    691: "UNKNOWN_ELEMENT_OF_ENUM",
+}
+
+#: TOO_MANY_PARTS (252) also means "too many active parts, merges are behind": transient, retried.
+_TOO_MANY_PARTITIONS = "too many partitions for single insert block"
+
+#: Raised by clickhouse-driver while encoding a value for its column, before the block is sent
+#: (``types_check=False``: a bad value surfaces as whatever the encoder trips on).
+ENCODING_ERRORS: tuple[type[BaseException], ...] = (
+    errors.TypeMismatchError,  # out of range for the column type, not a number
+    errors.TooLargeStringSize,  # longer than a FixedString
+    errors.CannotParseUuidError,
+    errors.CannotParseDomainError,  # IPv4/IPv6
+    errors.LogicalError,  # unknown Enum element
+)
+#: Python errors the encoder raises for a value of the wrong type (None, int for String, ...); they
+#: count as refusals only when raised inside the driver's column encoders or block writer.
+_PY_ENCODING_ERRORS = (TypeError, ValueError, AttributeError, KeyError, OverflowError, struct.error)
+_ENCODER_MODULES = ("clickhouse_driver/columns/", "clickhouse_driver/streams/native")
+
+
+def _from_encoder(exc: BaseException) -> bool:
+    tb = exc.__traceback__
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename.replace("\\", "/")
+        if any(module in filename for module in _ENCODER_MODULES):
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def _server_message(exc: errors.ServerException) -> str:
+    """The server's message without the stack trace old servers append."""
+    text = (exc.message or "").split("Stack trace:", 1)[0].strip()
+    return text.removeprefix("DB::Exception: ").strip()
+
+
+def refusal(exc: BaseException) -> StoreRefused | None:
+    """``StoreRefused`` if ClickHouse refuses these rows for good; None when a retry may succeed."""
+    if isinstance(exc, errors.ServerException):
+        name = PERMANENT_CODES.get(exc.code or 0)
+        message = _server_message(exc)
+        if name is None or (name == "TOO_MANY_PARTS" and _TOO_MANY_PARTITIONS not in message.lower()):
+            return None
+        return StoreRefused(f"{name} (code {exc.code}): {message}"[:2000], name)
+    if isinstance(exc, ENCODING_ERRORS) or (isinstance(exc, _PY_ENCODING_ERRORS) and _from_encoder(exc)):
+        return StoreRefused(
+            f"client could not encode the row: {type(exc).__name__}: {exc}"[:2000], type(exc).__name__
+        )
+    return None
 
 
 class ClickHouseSink(BatchingSink[tuple[Any, ...]]):
@@ -67,9 +155,12 @@ class ClickHouseSink(BatchingSink[tuple[Any, ...]]):
         client = self._connect()
         try:
             client.execute(self._sql, rows, types_check=False)
-        except Exception:
+        except Exception as exc:
             client.disconnect()  # a half-broken connection must not be reused by the retry
             self._client = None
+            refused = refusal(exc)
+            if refused is not None:
+                raise refused from exc
             raise
 
     async def _write(self, rows: list[tuple[Any, ...]]) -> None:
@@ -118,10 +209,12 @@ def drift_events_sink(metrics: PipelineMetrics | None = None, **kw: Any) -> Clic
 
 
 __all__ = [
+    "PERMANENT_CODES",
     "ClickHouseSink",
     "alerts_sink",
     "dead_letters_sink",
     "drift_events_sink",
     "feedback_sink",
     "labels_sink",
+    "refusal",
 ]

@@ -89,7 +89,7 @@ async def test_memory_clickhouse_and_bad_feedback() -> None:
         [_msg(_fb("mem-1", "sport")), _msg(_fb("ch-1", "tech")), _msg(b"{not json"),
          _msg(_fb("x", "cooking"))]
     )  # fmt: skip
-    joined = {j.feedback.event_id: j for j, _ in out.joined}
+    joined = {j.feedback.event_id: j for j, *_ in out.joined}
     assert set(joined) == {"mem-1", "ch-1"}
     assert joined["mem-1"].correct and not joined["ch-1"].correct
     assert joined["ch-1"].prediction.model_version == "2"
@@ -109,7 +109,7 @@ async def test_unknown_id_waits_for_grace_and_late_predictions_still_join() -> N
     lookup.rows[("news_topic", "late")] = {"event_id": "late", "task": "news_topic", "label": "sport",
                                            "processed_ts_ms": 1}  # fmt: skip
     out = await stage.retry()
-    assert [j.feedback.event_id for j, _ in out.joined] == ["late"] and not out.dead_letters
+    assert [j.feedback.event_id for j, *_ in out.joined] == ["late"] and not out.dead_letters
     # ClickHouse down past the grace period: nothing is dead-lettered on an outage
     clock.now += 20
     lookup.fail = True

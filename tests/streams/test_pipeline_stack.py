@@ -375,3 +375,114 @@ def test_clickhouse_outage_loses_nothing_even_if_the_worker_dies_during_it(
     finally:
         run.stop()
         proxy.close()
+
+
+# A test wrapper of the serving model (written over the exported version's model.py): while the flag
+# file named in its config exists, every batch first sleeps past the worker's client deadline.
+SLOW_MODEL_PY = '''"""The serving model, slow while a flag file exists (a driftline stack test)."""
+
+import json
+import os
+import time
+
+from driftline.models.serving.triton_model import TritonPythonModel as Serving
+
+
+class TritonPythonModel(Serving):
+    def initialize(self, args):
+        super().initialize(args)
+        parameters = json.loads(args["model_config"])["parameters"]
+        self.flag = parameters["slow_flag"]["string_value"]
+        self.sleep_s = float(parameters["slow_sleep_s"]["string_value"])
+
+    def execute(self, requests):
+        if os.path.exists(self.flag):
+            time.sleep(self.sleep_s)
+        return super().execute(requests)
+'''
+
+
+def _metric(run: PipelineRun, port: int, name: str, **labels: str) -> float:
+    """Sum of a metric's samples on one worker whose labels include ``labels``."""
+    total = 0.0
+    for line in run.metrics(port).splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_an_overloaded_triton_is_waited_out_and_never_dead_letters_a_valid_event(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Triton answers past the client deadline for ~20 s (DEADLINE_EXCEEDED): backpressure, not bad input.
+
+    The worker must back off (health 200 "degraded", backpressure gauge 1, retries counted), take no
+    more input, dead-letter nothing, and label every event exactly once after the load falls.
+    """
+    _require_stack()
+    folder = tmp_path_factory.mktemp("overload")
+    flag = folder / "overloaded"
+    timeout_s, sleep_s, overload_s, n = 2.0, 6.0, 20.0, 40
+    texts = [t[:300] for t in _texts("bbc_news", n)]
+    with served_model(
+        "news_topic",
+        model_py=SLOW_MODEL_PY,
+        parameters={"slow_flag": str(flag), "slow_sleep_s": str(sleep_s)},
+    ) as model:
+        asyncio.run(_predict(model.name, texts[:8]))  # warm the stub up before the deadline matters
+        run = PipelineRun(
+            routes={"news": f"{model.task}@{model.name}", "chat": "-"},
+            extra_env={
+                "DRIFTLINE_TRITON__CLIENT_TIMEOUT_S": str(timeout_s),
+                "DRIFTLINE_TRITON__CLIENT_RETRIES": "1",
+                "DRIFTLINE_PIPELINE__MAX_BATCH": "8",
+                "DRIFTLINE_PIPELINE__INFERENCE_BACKOFF_MAX_S": "2",
+            },
+        )
+        try:
+            run.create_topics(partitions=4)
+            port = run.start_worker(folder)
+            run.wait_healthy()
+            events = [news_event(f"{run.suffix}-o{i}", t) for i, t in enumerate(texts)]
+            ids = [e["id"] for e in events]
+            flag.touch()
+            overloaded_at = time.monotonic()
+            run.produce(run.topics.news, _encode(events))
+
+            def backing_off() -> dict | None:
+                status, report = run.health(port)
+                return report if status == 200 and report.get("status") == "degraded" else None
+
+            report = wait_for(backing_off, timeout=overload_s)
+            assert report, f"/health never said degraded: {run.health(port)}"
+            state = report["checks"]["inference_backoff"][model.name]
+            assert state["state"] == "overloaded, backing off", state
+            assert _metric(run, port, "driftline_inference_backpressure", task=model.name) == 1
+            time.sleep(max(0.0, overload_s - (time.monotonic() - overloaded_at)))
+            labelled_during = len(_label_rows(ids))
+            assert labelled_during == 0, "nothing gets through an overloaded model"
+            status, _ = run.health(port)
+            assert status == 200, "an overloaded Triton is not a reason to restart the worker"
+            flag.unlink()
+
+            rows = wait_for(lambda: (r := _label_rows(ids)) and len(r) == len(ids) and r, timeout=240)
+            assert rows and sorted(r[0] for r in rows) == sorted(ids), f"{len(rows or [])} of {n} labelled"
+            published = [json.loads(v)["event_id"] for v in run.consume_all(run.topics.predictions)]
+            mine = sorted(e for e in published if e in set(ids))
+            assert mine == sorted(ids), "every event published exactly once (no duplicate, none missing)"
+            letters = [json.loads(v) for v in run.consume_all(run.topics.deadletter, idle_s=2)]
+            assert letters == [], f"dead-lettered: {[(d['code'], d['reason'][:120]) for d in letters]}"
+            overload_retries = _metric(run, port, "driftline_inference_retries_total", cause="overloaded")
+            assert overload_retries >= 1, "the overload was retried and counted"
+            assert _metric(run, port, "driftline_dead_letters_total") == 0
+            assert wait_for(lambda: run.health(port)[1].get("status") == "ok", timeout=30), run.health(port)
+            assert _metric(run, port, "driftline_inference_backpressure", task=model.name) == 0
+            rejected_retries = _metric(run, port, "driftline_inference_retries_total", cause="rejected")
+            print(
+                f"overload: events={n} dead_lettered={len(letters)} labelled={len(rows)} "
+                f"labelled_during_overload={labelled_during} overload_retries={overload_retries:g} "
+                f"rejected_retries={rejected_retries:g}"
+            )
+        finally:
+            run.stop()
+            flag.unlink(missing_ok=True)

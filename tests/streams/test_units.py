@@ -184,11 +184,11 @@ async def test_classify_dead_letters_bad_input_and_isolates_poison_events() -> N
     ].task == "chat_sentiment"
     assert result.predictions[1].subject == "ch"  # "tt" -> negative -> counts for its channel
     codes = sorted(d.code for d in result.dead_letters)
-    assert codes == ["inference_failed", "invalid_event", "invalid_utf8"]
+    assert codes == ["inference_rejected", "invalid_event", "invalid_utf8"]
     utf8 = next(d for d in result.dead_letters if d.code == "invalid_utf8")
     assert base64.b64decode(utf8.payload_b64) == b"\xff" and (utf8.partition, utf8.offset) == (0, 4)
-    # two "not ready" waits, one failed batch of 5, then 5 single-event calls
-    assert client.calls == [5, 5, 5, 1, 1, 1, 1, 1]
+    # two "not ready" waits, one failed batch of 5, then single-event calls: the poison one 3 times
+    assert client.calls == [5, 5, 5, 1, 1, 1, 1, 1, 1, 1]
 
 
 async def test_dead_letter_payload_of_huge_message_is_cut() -> None:
