@@ -19,6 +19,7 @@ from typing import Any
 import faust
 
 from driftline.clients import faust_broker_credentials
+from driftline.kafka_admin import internal_topic_configs
 from driftline.models.inference.base import InferenceClient
 from driftline.settings import PipelineConfig, Settings, get_settings
 from driftline.streams.agents import Stages, register_agents
@@ -98,7 +99,7 @@ def build_pipeline(
         key_serializer="raw",
         store="memory://",
         topic_partitions=settings.kafka.partitions,
-        topic_replication_factor=1,
+        topic_replication_factor=settings.kafka.replication_factor,  # internal topics, changelogs
         web_host=settings.web_host,
         web_port=web_port or settings.web_port,
         web_enabled=True,
@@ -133,7 +134,9 @@ def build_pipeline(
     }
     checkpoint.sinks = sinks
     stages = Stages(config, client, metrics)
-    surge = SurgeMonitor(app, config.surge, settings.kafka.partitions)
+    surge = SurgeMonitor(
+        app, config.surge, settings.kafka.partitions, topic_configs=internal_topic_configs(settings.kafka)
+    )
     register_agents(
         app,
         config=config,
