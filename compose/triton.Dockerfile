@@ -12,7 +12,7 @@ ENV PYTHONUNBUFFERED=1 \
     DRIFTLINE_CACHE=/var/cache/driftline \
     HF_HOME=/var/cache/driftline/huggingface \
     HF_HUB_OFFLINE=1 \
-    LD_LIBRARY_PATH=/usr/local/lib \
+    LD_LIBRARY_PATH=/usr/local/lib:/usr/local/lib/python3.11/site-packages/nvidia_pytriton.libs \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility
 RUN useradd --system --uid 10001 --user-group --no-create-home --home-dir /var/cache/driftline driftline \
  && install -d -o driftline -g driftline /var/cache/driftline /models
@@ -28,14 +28,20 @@ COPY streams streams
 RUN pip install --no-cache-dir --no-deps . \
  && rm -rf /src
 # The server layout Triton expects, linked from the wheel: bin/tritonserver, and backends/python with
-# the stub built for this Python (as compose/stack/triton.py does for the local stack).
+# the stub built for this Python (as compose/stack/triton.py does for the local stack). Linked, the
+# binaries' $ORIGIN rpath no longer reaches the wheel's bundled libraries, hence LD_LIBRARY_PATH
+# above (the local stack sets the same); the build fails here if any library is still missing.
 RUN wheel="$(python -c 'import importlib.util as u, pathlib; print(pathlib.Path(u.find_spec("pytriton").origin).parent / "tritonserver")')" \
  && mkdir -p /opt/tritonserver/bin /opt/tritonserver/backends/python \
  && ln -s "$wheel/bin/tritonserver" /opt/tritonserver/bin/tritonserver \
  && for item in "$wheel"/backends/python/*; do \
       [ "${item##*/}" = __pycache__ ] || ln -s "$item" /opt/tritonserver/backends/python/; \
     done \
- && ln -s "$wheel/python_backend_stubs/3.11/triton_python_backend_stub" /opt/tritonserver/backends/python/
+ && ln -s "$wheel/python_backend_stubs/3.11/triton_python_backend_stub" /opt/tritonserver/backends/python/ \
+ && for binary in /opt/tritonserver/bin/tritonserver /opt/tritonserver/backends/python/libtriton_python.so \
+                  /opt/tritonserver/backends/python/triton_python_backend_stub; do \
+      if ldd "$binary" | grep "not found"; then echo "unresolved libraries in $binary" >&2; exit 1; fi; \
+    done
 WORKDIR /
 USER driftline
 RUN python -c 'from driftline.models.encoders.registry import REGISTRY; [s.locate() for s in REGISTRY.values()]'
