@@ -183,11 +183,11 @@ class PipelineRun:
         return worker_env(os.environ, self.topics, f"test-pipe-{self.suffix}", self.routes, self.extra_env)
 
     def create_topics(self, partitions: int = 4) -> None:
-        """Create this run's topics (32 MiB max message size)."""
+        """Create this run's topics (configured message limit, ``DRIFTLINE_KAFKA__MAX_MESSAGE_BYTES``)."""
         from driftline.streams.topics import ensure_topics
 
         bootstrap = get_settings().kafka.bootstrap
-        asyncio.run(ensure_topics(bootstrap, self.topics.all(), partitions, max_message_bytes=32 << 20))
+        asyncio.run(ensure_topics(bootstrap, self.topics.all(), partitions))
 
     def start_worker(self, log_dir: Path) -> int:
         """Start a ``driftline worker`` on a free web port, logging to ``log_dir``; returns the port."""

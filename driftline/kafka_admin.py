@@ -1,7 +1,10 @@
 """Kafka topic administration: the one path that creates driftline's topics.
 
 The stack (``stack up``/``stack init``), the workers at start-up and the tests all create topics
-here, so every topic gets the same configured security, partition count and message-size limit.
+here, so every topic gets the same configured security, partition count, replication factor,
+``min.insync.replicas`` and message-size limit (``DRIFTLINE_KAFKA__*``, README "Configuration").
+Faust creates its own internal topics and changelogs; ``internal_topic_configs`` gives it the same
+durability settings.
 """
 
 from __future__ import annotations
@@ -9,30 +12,44 @@ from __future__ import annotations
 import contextlib
 
 from driftline.clients import kafka_client_kwargs
-from driftline.settings import Settings
+from driftline.settings import KafkaSettings, Settings
 
-#: Topic-level message size limit for the topics driftline creates: large enough that an oversized
-#: event (a 10 MB text) reaches a worker and is dead-lettered with a reason, instead of being refused
-#: by the broker (default 1 MB) with no trace in driftline.
-TOPIC_MAX_MESSAGE_BYTES = 32 << 20
+
+def internal_topic_configs(kafka: KafkaSettings) -> dict[str, str]:
+    """Topic configs for Faust's internal topics and table changelogs (durability only)."""
+    return {"min.insync.replicas": str(kafka.min_insync_replicas)}
+
+
+def topic_configs(kafka: KafkaSettings, max_message_bytes: int | None = None) -> dict[str, str]:
+    """Topic configs of the topics driftline creates: durability plus the raised message limit.
+
+    The limit (``kafka.max_message_bytes``) is above the broker's 1 MB default so that an oversized
+    event (a 10 MB text) reaches a worker and is dead-lettered with a reason, instead of being
+    refused by the broker with no trace in driftline.
+    """
+    limit = kafka.max_message_bytes if max_message_bytes is None else max_message_bytes
+    return {**internal_topic_configs(kafka), "max.message.bytes": str(limit)}
 
 
 async def create_missing_topics(
     settings: Settings,
     names: list[str],
     *,
-    partitions: int,
+    partitions: int | None = None,
     bootstrap: str | None = None,
-    max_message_bytes: int = TOPIC_MAX_MESSAGE_BYTES,
+    max_message_bytes: int | None = None,
 ) -> list[str]:
     """Create the topics in ``names`` that do not exist yet; returns the ones created.
 
     The one topic-creation path (stack up, ``stack init``, workers at start-up, tests): it uses the
-    configured Kafka security settings, and tolerates another process creating a topic first.
+    configured Kafka security settings, partitions, replication factor and topic configs (the
+    keyword arguments override partitions and the message limit), and tolerates another process
+    creating a topic first. Existing topics are left as they are.
     """
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import TopicAlreadyExistsError
 
+    kafka = settings.kafka
     admin = AIOKafkaAdminClient(
         **kafka_client_kwargs(settings, bootstrap=bootstrap, request_timeout_ms=15000)
     )
@@ -41,9 +58,14 @@ async def create_missing_topics(
         existing = set(await admin.list_topics())
         missing = [n for n in dict.fromkeys(names) if n not in existing]
         if missing:
-            config = {"max.message.bytes": str(max_message_bytes)}
+            config = topic_configs(kafka, max_message_bytes)
             new = [
-                NewTopic(name=n, num_partitions=partitions, replication_factor=1, topic_configs=config)
+                NewTopic(
+                    name=n,
+                    num_partitions=partitions or kafka.partitions,
+                    replication_factor=kafka.replication_factor,
+                    topic_configs=config,
+                )
                 for n in missing
             ]
             with contextlib.suppress(TopicAlreadyExistsError):  # another worker won the race

@@ -77,13 +77,19 @@ class Topics(BaseModel):
 
 
 class KafkaSettings(BaseModel):
-    """Where the Kafka cluster is and how to authenticate to it."""
+    """Where the Kafka cluster is, how to authenticate to it, and how driftline's topics are created."""
 
     host: str = "127.0.0.1"
     port: int = 9092
     controller_port: int = 9093
     bootstrap: str = ""  # empty: host:port
     partitions: int = 4
+    # topics driftline creates (``stack init``, workers, Faust internal topics and changelogs)
+    replication_factor: int = Field(1, ge=1)
+    min_insync_replicas: int = Field(1, ge=1)  # acks=all writes need this many in-sync replicas
+    # topic max.message.bytes: above the broker's 1 MB default, so an oversized event reaches a worker
+    # and is dead-lettered with a reason instead of being refused by the broker with no trace
+    max_message_bytes: int = Field(32 << 20, ge=1)
     security_protocol: str = "PLAINTEXT"  # PLAINTEXT | SASL_PLAINTEXT | SASL_SSL | SSL
     sasl_mechanism: str = "SCRAM-SHA-256"
     sasl_username: str | None = None
@@ -94,6 +100,15 @@ class KafkaSettings(BaseModel):
     def _derive_bootstrap(self) -> KafkaSettings:
         if not self.bootstrap:
             self.bootstrap = f"{self.host}:{self.port}"
+        return self
+
+    @model_validator(mode="after")
+    def _insync_fits_replicas(self) -> KafkaSettings:
+        if self.min_insync_replicas > self.replication_factor:
+            raise ValueError(
+                f"kafka.min_insync_replicas ({self.min_insync_replicas}) exceeds kafka.replication_factor "
+                f"({self.replication_factor}): no acks=all write could ever succeed"
+            )
         return self
 
 

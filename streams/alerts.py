@@ -261,12 +261,19 @@ def surge_alert(
 class SurgeMonitor:
     """Faust-table state for surge detection; ``observe()`` is called once per prediction."""
 
-    def __init__(self, app: Any, settings: SurgeSettings, partitions: int) -> None:
+    def __init__(
+        self,
+        app: Any,
+        settings: SurgeSettings,
+        partitions: int,
+        topic_configs: dict[str, str] | None = None,
+    ) -> None:
         self.settings = settings
         w = settings.window_s
         prefix = "surge"
         schema = faust.Schema(key_serializer="json", value_serializer="json")
-        table_kw = {"partitions": partitions, "schema": schema}
+        # topic_configs: changelog topic configs (durability settings, driftline.kafka_admin)
+        table_kw = {"partitions": partitions, "schema": schema, "extra_topic_configs": topic_configs or {}}
 
         def windowed(name: str) -> Any:
             return (

@@ -32,6 +32,7 @@ from typing import Any
 import faust
 
 from driftline.clients import faust_broker_credentials
+from driftline.kafka_admin import internal_topic_configs
 from driftline.models.inference.base import InferenceClient
 from driftline.settings import PipelineConfig, Settings, get_settings
 from driftline.streams.agents import Stages, StoreRejected, register_agents
@@ -124,7 +125,7 @@ def build_pipeline(
         key_serializer="raw",
         store="memory://",
         topic_partitions=settings.kafka.partitions,
-        topic_replication_factor=1,
+        topic_replication_factor=settings.kafka.replication_factor,  # internal topics, changelogs
         web_host=settings.web_host,
         web_port=web_port or settings.web_port,
         web_enabled=True,
@@ -165,7 +166,9 @@ def build_pipeline(
         "dead_letters": dead_letters_sink(settings=settings.clickhouse, **batching),
     }
     checkpoint.sinks = sinks
-    surge = SurgeMonitor(app, config.surge, settings.kafka.partitions)
+    surge = SurgeMonitor(
+        app, config.surge, settings.kafka.partitions, topic_configs=internal_topic_configs(settings.kafka)
+    )
     register_agents(
         app,
         config=config,

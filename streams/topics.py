@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import faust
 
-from driftline.kafka_admin import TOPIC_MAX_MESSAGE_BYTES, create_missing_topics
+from driftline.kafka_admin import create_missing_topics
 from driftline.settings import Topics, get_settings
 from driftline.streams.routing import Route
 
@@ -43,12 +43,13 @@ def declare_topics(app: faust.App, names: Topics, routes: list[Route]) -> Pipeli
 
 
 async def ensure_topics(
-    bootstrap: str, names: list[str], partitions: int, max_message_bytes: int = TOPIC_MAX_MESSAGE_BYTES
+    bootstrap: str, names: list[str], partitions: int | None = None, max_message_bytes: int | None = None
 ) -> list[str]:
     """Create missing topics (a worker started before its topics exist would get no partitions).
 
-    Delegates to the stack's single topic-creation path, so security settings and the raised
-    ``max.message.bytes`` (oversized input must reach the worker to be dead-lettered) apply here too.
+    Delegates to the stack's single topic-creation path, so security settings, the replication
+    factor and the raised ``max.message.bytes`` (oversized input must reach the worker to be
+    dead-lettered) apply here too; partitions and the limit default to the settings.
     """
     return await create_missing_topics(
         get_settings(), names, partitions=partitions, bootstrap=bootstrap, max_message_bytes=max_message_bytes

@@ -260,18 +260,16 @@ async def _metadata(settings: Settings, bootstrap: str) -> None:
 def ensure_topics(settings: Settings, bootstrap: str | None = None) -> list[str]:
     """Create the topics named in settings that do not exist yet; returns the ones created.
 
+    Names, partitions, replication factor, ``min.insync.replicas`` and message limit all come from
+    the settings (``driftline.kafka_admin``).
+
     ``bootstrap`` defaults to the local stack's broker; ``driftline stack init`` passes the
     configured cluster instead.
     """
     bootstrap = bootstrap or f"127.0.0.1:{settings.kafka.port}"
     try:
         return run_coro(
-            create_missing_topics(
-                settings,
-                settings.kafka.topics.all(),
-                partitions=settings.kafka.partitions,
-                bootstrap=bootstrap,
-            ),
+            create_missing_topics(settings, settings.kafka.topics.all(), bootstrap=bootstrap),
             60,
         )
     except Exception as exc:

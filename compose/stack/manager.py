@@ -125,7 +125,7 @@ class Stack:
 def init_remote(settings: Settings | None = None, report: Reporter = lambda _msg: None) -> UpReport:
     """Create topics and apply migrations on the services the settings point at (no local processes).
 
-    Used by the ``migrate`` service of compose/docker-compose.yml and for externally run clusters.
+    Used by the ``init`` service of compose/docker-compose.yml and for externally run clusters.
     """
     settings = settings or get_settings()
     t0 = time.monotonic()

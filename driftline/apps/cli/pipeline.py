@@ -153,7 +153,6 @@ def register(app: typer.Typer) -> None:
                 settings.kafka.bootstrap,
                 pipeline_topic_names(settings.kafka.topics, pipeline.routes),
                 settings.kafka.partitions,
-                max_message_bytes=32 << 20,
             )
         )
 
