@@ -37,8 +37,16 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from faust.exceptions import PartitionsMismatch
 from pydantic import BaseModel, ValidationError
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential,
+    wait_fixed,
+)
 
 from driftline.models.inference.base import (
     InferenceClient,
@@ -52,6 +60,7 @@ from driftline.streams.alerts import SurgeMonitor, prediction_key, subject_of
 from driftline.streams.checkpoint import Checkpoint
 from driftline.streams.deadletter import dead_letter
 from driftline.streams.decode import Rejection, decode_event
+from driftline.streams.faust_compat import verify_table_partitions
 from driftline.streams.metrics import PipelineMetrics
 from driftline.streams.routing import Route
 from driftline.streams.sinks.base import BatchingSink, RejectedRow
@@ -483,9 +492,26 @@ class SurgeWatchAgent:
             log.warning("alert", extra={"kind": alert.kind, "subject": alert.subject, "alert": alert.message})
         return alert
 
+    async def ready(self, topic: str) -> None:
+        """Wait until the surge tables' changelogs show ``topic``'s partitions (a fresh worker's
+        consumer metadata can lag behind the changelog topics created at start-up)."""
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(PartitionsMismatch),
+            wait=wait_fixed(0.5),
+            stop=stop_after_delay(120),
+            before_sleep=lambda state: log.warning(
+                "surge tables waiting for changelog metadata", extra={"attempt": state.attempt_number}
+            ),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                verify_table_partitions(self.surge.tables, topic)
+
     async def run(self, stream: Any) -> None:
         """The Faust agent body."""
         async for event in stream.events():
+            await self.ready(event.message.topic)
             alert = self.observe(event.message.value)
             if alert is not None:
                 await self.topics.alerts.send(

@@ -286,6 +286,7 @@ class SurgeMonitor:
         self.totals = windowed("totals")  # per share group
         # per subject: last alerted window, the current window's sample ids
         self.state = app.Table(f"{prefix}-state", default=dict, **table_kw)
+        self.tables = [self.counts, self.totals, self.state]
 
     def observe(self, record: PredictionRecord, event_kind: str, ts_s: float) -> AlertRecord | None:
         """Count one prediction; the alert it raises when its window surges."""

@@ -147,3 +147,16 @@ async def load_topic_metadata(app: Any, topic: str) -> None:
     """
     producer = app.producer._ensure_producer()  # aiokafka producer behind Faust's
     await producer.client._wait_on_metadata(topic)
+
+
+def verify_table_partitions(tables: list[Any], source_topic: str) -> None:
+    """Check now, before any write, that each table's changelog has ``source_topic``'s partitions.
+
+    Faust checks this on a table's first write from a topic, against the consumer's metadata; a
+    changelog created moments ago can still show 0 partitions there, and the check then raises
+    ``PartitionsMismatch`` in the middle of an update (some tables written, others not). Raised here,
+    the caller can wait for the metadata and retry the whole update. Windowed tables are checked
+    through the table they wrap.
+    """
+    for table in tables:
+        getattr(table, "table", table)._verify_source_topic_partitions(source_topic)
