@@ -84,10 +84,17 @@ class KafkaSettings(BaseModel):
     controller_port: int = 9093
     bootstrap: str = ""  # empty: host:port
     partitions: int = 4
+    replication_factor: int = Field(1, ge=1)  # of the topics driftline creates (and Faust's own)
+    min_insync_replicas: int = Field(1, ge=1)  # topic-level min.insync.replicas of those topics
+    nodes: int = Field(1, ge=1)  # brokers the local stack runs (3: `stack up --cluster`)
     security_protocol: str = "PLAINTEXT"  # PLAINTEXT | SASL_PLAINTEXT | SASL_SSL | SSL
     sasl_mechanism: str = "SCRAM-SHA-256"
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None  # CA bundle that signed the brokers' certificates (unset: system CAs)
+    ssl_certfile: Path | None = None  # client certificate (PEM) for brokers that require one
+    ssl_keyfile: Path | None = None  # its private key (PEM); unset: the key is in ssl_certfile
+    ssl_check_hostname: bool = True  # the broker certificate must name the host connected to
     topics: Topics = Field(default_factory=Topics)
 
     @model_validator(mode="after")

@@ -135,12 +135,16 @@ def surge_alert(
 class SurgeMonitor:
     """Faust-table state for surge detection; ``observe()`` is called once per prediction."""
 
-    def __init__(self, app: Any, settings: SurgeSettings, partitions: int) -> None:
+    def __init__(
+        self, app: Any, settings: SurgeSettings, partitions: int, topic_config: dict[str, str] | None = None
+    ) -> None:
         self.settings = settings
         w = settings.window_s
         prefix = "surge"
         schema = faust.Schema(key_serializer="json", value_serializer="json")
-        table_kw = {"partitions": partitions, "schema": schema}
+        # topic_config: extra configs of the changelog topics (min.insync.replicas)
+        extra = dict(topic_config or {})
+        table_kw = {"partitions": partitions, "schema": schema, "extra_topic_configs": extra}
         self.counts = (
             app.Table(f"{prefix}-counts", default=int, **table_kw)
             .tumbling(w, expires=w * (settings.baseline_windows + 2))

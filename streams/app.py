@@ -19,11 +19,13 @@ from typing import Any
 import faust
 
 from driftline.clients import faust_broker_credentials
+from driftline.kafka_admin import topic_durability_config
 from driftline.models.inference.base import InferenceClient
 from driftline.settings import PipelineConfig, Settings, get_settings
 from driftline.streams.agents import Stages, register_agents
 from driftline.streams.alerts import SurgeMonitor
 from driftline.streams.checkpoint import Checkpoint
+from driftline.streams.faust_compat import install_durable_producer
 from driftline.streams.learning.worker import register_learning
 from driftline.streams.metrics import PipelineMetrics
 from driftline.streams.routing import Route, load_routes
@@ -98,7 +100,8 @@ def build_pipeline(
         key_serializer="raw",
         store="memory://",
         topic_partitions=settings.kafka.partitions,
-        topic_replication_factor=1,
+        topic_replication_factor=settings.kafka.replication_factor,
+        producer_acks=-1,  # acks=all; idempotence: faust_compat.install_durable_producer
         web_host=settings.web_host,
         web_port=web_port or settings.web_port,
         web_enabled=True,
@@ -111,6 +114,7 @@ def build_pipeline(
         broker_session_timeout=config.session_timeout_s,
         table_cleanup_interval=max(config.surge.window_s, 5.0),
     )
+    install_durable_producer(app)
     metrics = PipelineMetrics()
     topics = declare_topics(app, settings.kafka.topics, routes)
     # offsets of these topics commit only once their outputs are durable (streams.checkpoint)
@@ -133,7 +137,7 @@ def build_pipeline(
     }
     checkpoint.sinks = sinks
     stages = Stages(config, client, metrics)
-    surge = SurgeMonitor(app, config.surge, settings.kafka.partitions)
+    surge = SurgeMonitor(app, config.surge, settings.kafka.partitions, topic_durability_config(settings))
     register_agents(
         app,
         config=config,

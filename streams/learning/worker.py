@@ -26,6 +26,7 @@ import faust
 from prometheus_client import Counter, Gauge
 from pydantic import ValidationError
 
+from driftline.kafka_admin import topic_durability_config
 from driftline.schema.records import AlertRecord, DriftEvent, PredictionRecord
 from driftline.settings import LearningConfig, PipelineConfig, Settings
 from driftline.streams.agents import Stages, raw_message, send_dead_letter
@@ -331,13 +332,15 @@ def register_learning(
         value_serializer="raw",
         partitions=settings.kafka.partitions,
         internal=True,
+        config=topic_durability_config(settings),
     )
     table = app.Table(
         "drift-monitors",
         partitions=settings.kafka.partitions,
         schema=faust.Schema(key_serializer="json", value_serializer="json"),
         use_partitioner=True,  # changelog partition from the key, see observation_key
-        extra_topic_configs={"segment.ms": str(10 * 60 * 1000)},  # let compaction keep recovery short
+        # let compaction keep recovery short
+        extra_topic_configs={"segment.ms": str(10 * 60 * 1000), **topic_durability_config(settings)},
     )
     checkpoint.track(topics.feedback.get_topic_name(), observations.get_topic_name())
     watch = DriftWatch(table)
