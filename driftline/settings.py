@@ -82,7 +82,7 @@ class KafkaSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 9092
     controller_port: int = 9093
-    bootstrap: str = ""  # empty: host:port
+    bootstrap: str = ""  # empty: host:port (and the other local nodes' ports)
     partitions: int = 4
     replication_factor: int = Field(1, ge=1)  # of the topics driftline creates (and Faust's own)
     min_insync_replicas: int = Field(1, ge=1)  # topic-level min.insync.replicas of those topics
@@ -99,8 +99,8 @@ class KafkaSettings(BaseModel):
 
     @model_validator(mode="after")
     def _derive_bootstrap(self) -> KafkaSettings:
-        if not self.bootstrap:
-            self.bootstrap = f"{self.host}:{self.port}"
+        if not self.bootstrap:  # every node of the local stack (node i listens on port + 2i)
+            self.bootstrap = ",".join(f"{self.host}:{self.port + 2 * i}" for i in range(self.nodes))
         return self
 
 
