@@ -78,7 +78,7 @@ def up(services: ServicesOpt = None, cluster: ClusterOpt = False) -> None:
     if lines:
         console.print("clients of this Kafka need (plus DRIFTLINE_KAFKA__SASL_USERNAME / _PASSWORD):")
         for line in lines:
-            console.print(line, markup=False, highlight=False)
+            typer.echo(line)  # plain, never wrapped: meant to be pasted into a shell
 
 
 def down(services: ServicesOpt = None, cluster: ClusterOpt = False) -> None:
