@@ -82,7 +82,7 @@ class KafkaSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 9092
     controller_port: int = 9093
-    bootstrap: str = ""  # empty: host:port
+    bootstrap: str = ""  # empty: host:port (and the other local nodes' ports)
     partitions: int = 4
     # topics driftline creates (``stack init``, workers, Faust internal topics and changelogs)
     replication_factor: int = Field(1, ge=1)
@@ -90,16 +90,21 @@ class KafkaSettings(BaseModel):
     # topic max.message.bytes: above the broker's 1 MB default, so an oversized event reaches a worker
     # and is dead-lettered with a reason instead of being refused by the broker with no trace
     max_message_bytes: int = Field(32 << 20, ge=1)
+    nodes: int = Field(1, ge=1)  # brokers the local stack runs (3: `stack up --cluster`)
     security_protocol: str = "PLAINTEXT"  # PLAINTEXT | SASL_PLAINTEXT | SASL_SSL | SSL
     sasl_mechanism: str = "SCRAM-SHA-256"
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None  # CA bundle that signed the brokers' certificates (unset: system CAs)
+    ssl_certfile: Path | None = None  # client certificate (PEM) for brokers that require one
+    ssl_keyfile: Path | None = None  # its private key (PEM); unset: the key is in ssl_certfile
+    ssl_check_hostname: bool = True  # the broker certificate must name the host connected to
     topics: Topics = Field(default_factory=Topics)
 
     @model_validator(mode="after")
     def _derive_bootstrap(self) -> KafkaSettings:
-        if not self.bootstrap:
-            self.bootstrap = f"{self.host}:{self.port}"
+        if not self.bootstrap:  # every node of the local stack (node i listens on port + 2i)
+            self.bootstrap = ",".join(f"{self.host}:{self.port + 2 * i}" for i in range(self.nodes))
         return self
 
     @model_validator(mode="after")

@@ -38,6 +38,7 @@ from driftline.settings import PipelineConfig, Settings, get_settings
 from driftline.streams.agents import Stages, StoreRejected, register_agents
 from driftline.streams.alerts import SurgeMonitor
 from driftline.streams.checkpoint import Checkpoint
+from driftline.streams.faust_compat import install_durable_producer
 from driftline.streams.learning.worker import register_learning
 from driftline.streams.metrics import PipelineMetrics
 from driftline.streams.routing import Route, load_routes
@@ -126,6 +127,7 @@ def build_pipeline(
         store="memory://",
         topic_partitions=settings.kafka.partitions,
         topic_replication_factor=settings.kafka.replication_factor,  # internal topics, changelogs
+        producer_acks=-1,  # acks=all; idempotence: faust_compat.install_durable_producer
         web_host=settings.web_host,
         web_port=web_port or settings.web_port,
         web_enabled=True,
@@ -141,6 +143,7 @@ def build_pipeline(
         broker_max_poll_records=max(1, config.stream_buffer_maxsize // 5),
         table_cleanup_interval=max(config.surge.window_s, 5.0),
     )
+    install_durable_producer(app)
     metrics = PipelineMetrics()
     topics = declare_topics(app, settings.kafka.topics, routes)
     # offsets of these topics commit only once their outputs are durable (streams.checkpoint)

@@ -2,7 +2,8 @@
 
 The commit rule (``driftline.streams.checkpoint``) needs a Faust consumer that consults it before
 recording acks and committing, Faust's pure-Python stream iterator, flow control that never empties
-live stream queues, and a producer metadata fetch;
+live stream queues, and a producer metadata fetch; durable writes need a producer with idempotence
+outside transactions;
 each touches private Faust/aiokafka attributes, so this module refuses to import under a
 faust-streaming release it was not checked against. Why each override exists: ``docs/delivery.md``.
 """
@@ -14,8 +15,10 @@ from importlib.metadata import version
 from typing import Any
 
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
+from faust.transport.drivers.aiokafka import Producer as AIOKafkaProducer
 from mode.utils.queues import FlowControlEvent
 
+from driftline.clients import PRODUCER_DURABILITY
 from driftline.streams.offsets import CommitGate
 
 #: faust-streaming releases these overrides were checked against: ``>=MIN,<BELOW`` (pyproject pins it)
@@ -137,6 +140,26 @@ def install(app: Any, gate: CommitGate) -> None:
     app.flow_control.__class__ = KeepLiveQueuesFlowControl
     transport = app.transport
     transport.Consumer = gated_consumer(gate, transport.Consumer)
+
+
+def durable_producer(base: type = AIOKafkaProducer) -> type:
+    """A Faust producer class whose aiokafka producer writes with ``acks=all`` and idempotence.
+
+    Faust passes ``producer_acks`` through but enables idempotence only inside transactions
+    (``_settings_extra``), so a retried send after a lost broker could duplicate a record.
+    """
+
+    class DurableProducer(base):  # type: ignore[misc, valid-type]
+        def _settings_extra(self) -> Any:
+            return {**super()._settings_extra(), **PRODUCER_DURABILITY}
+
+    return DurableProducer
+
+
+def install_durable_producer(app: Any) -> None:
+    """Make ``app`` create ``durable_producer`` producers (before it starts)."""
+    transport = app.transport
+    transport.Producer = durable_producer(transport.Producer)
 
 
 async def load_topic_metadata(app: Any, topic: str) -> None:

@@ -1,6 +1,7 @@
 """``driftline stack up|down|status|logs`` as library calls.
 
-``up`` launches every stopped service at once (their start-ups overlap, which matters on two cores),
+``up`` launches every stopped service at once, preparing them in parallel threads (their start-ups
+overlap, which matters on two cores; so do the storage formats of a Kafka cluster's nodes),
 waits for each health check, then creates the Kafka topics and applies ClickHouse migrations. It is
 idempotent: services already running are reported, not started twice, and only new migrations and
 missing topics are applied. ``down`` stops only processes recorded in this run dir's pid files.
@@ -10,11 +11,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from driftline.clients import clickhouse_client
 from driftline.compose.stack.clickhouse import ClickHouseService
-from driftline.compose.stack.kafka import KafkaService, ensure_topics
+from driftline.compose.stack.kafka import (
+    KafkaService,
+    ensure_topics,
+    kafka_services,
+    recorded_kafka_services,
+)
 from driftline.compose.stack.process import StackError
 from driftline.compose.stack.service import Service, ServiceStatus
 from driftline.compose.stack.triton import TritonService
@@ -46,13 +53,17 @@ class Stack:
         unknown = set(wanted) - set(SERVICE_NAMES)
         if unknown:
             raise StackError(f"unknown service(s) {sorted(unknown)}; choose from {list(SERVICE_NAMES)}")
-        factories = {"kafka": KafkaService, "clickhouse": ClickHouseService, "triton": TritonService}
+        factories = {
+            "kafka": kafka_services,  # one service per node (DRIFTLINE_KAFKA__NODES)
+            "clickhouse": lambda s: [ClickHouseService(s)],
+            "triton": lambda s: [TritonService(s)],
+        }
         self.services: list[Service] = [
-            factories[name](self.settings) for name in SERVICE_NAMES if name in wanted
+            svc for name in SERVICE_NAMES if name in wanted for svc in factories[name](self.settings)
         ]
 
     def service(self, name: str) -> Service:
-        """The service called ``name``; KeyError if this stack does not manage it."""
+        """The service called ``name`` (``kafka``, or ``kafka-<i>`` in a cluster); KeyError if not managed."""
         for svc in self.services:
             if svc.name == name:
                 return svc
@@ -65,14 +76,23 @@ class Stack:
         self.settings.run_dir.mkdir(parents=True, exist_ok=True)
         launched: list[Service] = []
         try:
-            for svc in self.services:
-                if svc.launch():
+            # concurrently: preparing (formatting Kafka storage, a JVM each) overlaps across services
+            with ThreadPoolExecutor(max_workers=len(self.services) or 1) as pool:
+                futures = [pool.submit(svc.launch) for svc in self.services]
+                wait(futures)
+            errors = [f.exception() for f in futures if f.exception() is not None]
+            for svc, future in zip(self.services, futures, strict=True):
+                if future.exception() is not None:
+                    continue
+                if future.result():
                     launched.append(svc)
                     result.started.append(svc.name)
                     report(f"{svc.name}: starting (log {svc.log_file})")
                 else:
                     result.already_running.append(svc.name)
                     report(f"{svc.name}: already running (pid {svc.record().pid})")
+            if errors:
+                raise errors[0]
             for svc in self.services:
                 svc.wait_healthy()
                 report(f"{svc.name}: healthy on {_ports(svc)}")
@@ -82,7 +102,7 @@ class Stack:
                 svc.stop()
             raise
         names = {svc.name for svc in self.services}
-        if "kafka" in names:
+        if any(isinstance(svc, KafkaService) for svc in self.services):
             result.topics_created = ensure_topics(self.settings)
             report(f"kafka: topics ready ({len(result.topics_created)} created)")
         if "clickhouse" in names:
@@ -103,10 +123,22 @@ class Stack:
         return result
 
     def down(self, report: Reporter = lambda _msg: None) -> list[str]:
-        """Stop services in reverse start order; returns the names that were running."""
+        """Stop services in reverse start order; returns the names that were running.
+
+        Kafka nodes recorded in this run dir are stopped too when the settings name another node
+        count (``stack down`` after ``stack up --cluster``).
+        """
         stopped = []
-        for svc in reversed(self.services):
-            if svc.stop():
+        services = list(self.services)
+        if any(isinstance(svc, KafkaService) for svc in services):
+            known = {svc.pid_file for svc in services}
+            extra = [svc for svc in recorded_kafka_services(self.settings) if svc.pid_file not in known]
+            services[:0] = extra
+        # concurrently: a Kafka cluster stopped one node at a time keeps re-electing controllers
+        with ThreadPoolExecutor(max_workers=len(services) or 1) as pool:
+            outcomes = list(pool.map(lambda svc: svc.stop(), reversed(services)))
+        for svc, was_running in zip(reversed(services), outcomes, strict=True):
+            if was_running:
                 stopped.append(svc.name)
                 report(f"{svc.name}: stopped")
             else:

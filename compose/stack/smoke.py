@@ -8,7 +8,14 @@ from __future__ import annotations
 
 import uuid
 
-from driftline.clients import clickhouse_client, explain_clickhouse_error, kafka_client_kwargs, triton_client
+from driftline.clients import (
+    PRODUCER_DURABILITY,
+    clickhouse_client,
+    explain_clickhouse_error,
+    kafka_client_kwargs,
+    triton_client,
+)
+from driftline.compose.stack.kafka import node_ports, stack_client_settings
 from driftline.compose.stack.process import StackError
 from driftline.compose.stack.util import run_coro
 from driftline.settings import Settings, get_settings
@@ -24,8 +31,9 @@ async def _kafka_round_trip(settings: Settings, bootstrap: str) -> None:
     admin = AIOKafkaAdminClient(**kw)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
-        producer = AIOKafkaProducer(**kw)
+        rf = settings.kafka.replication_factor
+        await admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=rf)])
+        producer = AIOKafkaProducer(**{**kw, **PRODUCER_DURABILITY})
         await producer.start()
         try:
             await producer.send_and_wait(topic, payload)
@@ -52,7 +60,10 @@ def run_smoke(settings: Settings | None = None) -> list[str]:
     s = settings or get_settings()
     done = []
     try:
-        run_coro(_kafka_round_trip(s, f"127.0.0.1:{s.kafka.port}"), timeout=60)
+        local = stack_client_settings(s)
+        nodes = range(1, s.kafka.nodes + 1)
+        bootstrap = ",".join(f"127.0.0.1:{node_ports(s, i)[0]}" for i in nodes)
+        run_coro(_kafka_round_trip(local, bootstrap), timeout=60)
     except StackError:
         raise
     except Exception as exc:

@@ -108,9 +108,8 @@ def updater(
     once: str = typer.Option("", help="Run one update now with this trigger reason, then exit."),
 ) -> None:
     """Run the updater: drift alerts + new feedback -> LoRA update -> evaluate -> hot swap."""
-    from aiokafka import AIOKafkaProducer
-
-    from driftline.clients import kafka_client_kwargs
+    from driftline.apps.cli.pipeline import kafka_preflight
+    from driftline.clients import kafka_producer
     from driftline.online.config import online_config
     from driftline.online.loop import run_updater
     from driftline.online.registry import ModelRegistry
@@ -120,9 +119,10 @@ def updater(
     from driftline.settings import get_settings
 
     settings = get_settings()
+    kafka_preflight()
 
     async def main() -> None:
-        producer = AIOKafkaProducer(**kafka_client_kwargs(settings))
+        producer = kafka_producer(settings)
         await producer.start()
         try:
             publish = _alert_publisher(asyncio.get_running_loop(), producer)

@@ -20,10 +20,23 @@ from typing import Any
 
 import typer
 
-from driftline.clients import kafka_client_kwargs
+from driftline.clients import kafka_client_kwargs, kafka_producer_kwargs
 from driftline.settings import Topics, get_settings
 
 LOGLEVELS = ("debug", "info", "warning", "error")
+
+
+def kafka_preflight() -> None:
+    """Exit 1 with the clear reason when the broker rejects our TLS or SASL settings (else return)."""
+    from driftline.clients import KafkaAuthError, check_kafka
+
+    try:
+        asyncio.run(check_kafka(get_settings()))
+    except KafkaAuthError as exc:
+        typer.echo(f"kafka error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except Exception:  # unreachable brokers: the client's own retries and errors take over
+        return
 
 
 def resolve_topic(name: str) -> str:
@@ -33,7 +46,7 @@ def resolve_topic(name: str) -> str:
 
 
 def _producer_kwargs() -> dict[str, Any]:
-    return kafka_client_kwargs(get_settings(), max_request_size=32 << 20, linger_ms=5, acks="all")
+    return kafka_producer_kwargs(get_settings(), max_request_size=32 << 20, linger_ms=5)
 
 
 async def produce(
@@ -146,6 +159,7 @@ def register(app: typer.Typer) -> None:
 
         if loglevel not in LOGLEVELS:
             raise typer.BadParameter(f"loglevel must be one of {LOGLEVELS}")
+        kafka_preflight()
         pipeline = build_pipeline(make_client(client), web_port=web_port)
         settings = get_settings()
         asyncio.run(

@@ -17,10 +17,42 @@ ServicesOpt = Annotated[
 ]
 
 
-def _stack(services: list[str] | None):
-    from driftline.compose.stack.manager import Stack
+ClusterOpt = Annotated[
+    bool,
+    typer.Option(
+        "--cluster",
+        help="Three Kafka brokers (KRaft, SASL_SSL with SCRAM, RF 3, min ISR 2) instead of one; "
+        "same as DRIFTLINE_KAFKA__NODES=3 with SECURITY_PROTOCOL=SASL_SSL.",
+    ),
+]
 
-    return Stack(only=services or None)
+
+def _stack(services: list[str] | None, cluster: bool = False):
+    from driftline.compose.stack.kafka import cluster_settings
+    from driftline.compose.stack.manager import Stack
+    from driftline.settings import get_settings
+
+    settings = cluster_settings(get_settings()) if cluster else None
+    return Stack(settings, only=services or None)
+
+
+def _client_environment(stack) -> list[str]:
+    """``export`` lines that point driftline's clients at a secured local Kafka."""
+    from driftline.clients import TLS_PROTOCOLS
+    from driftline.compose.stack.kafka import stack_client_settings
+
+    kafka = stack_client_settings(stack.settings).kafka
+    if kafka.security_protocol == "PLAINTEXT" and kafka.nodes == 1:
+        return []
+    values = {
+        "NODES": kafka.nodes,
+        "SECURITY_PROTOCOL": kafka.security_protocol,
+        "REPLICATION_FACTOR": kafka.replication_factor,
+        "MIN_INSYNC_REPLICAS": kafka.min_insync_replicas,
+    }
+    if kafka.security_protocol in TLS_PROTOCOLS:
+        values["SSL_CAFILE"] = kafka.ssl_cafile
+    return [f"export DRIFTLINE_KAFKA__{name}={value}" for name, value in values.items()]
 
 
 def _fail(exc: Exception) -> typer.Exit:
@@ -28,12 +60,12 @@ def _fail(exc: Exception) -> typer.Exit:
     return typer.Exit(code=1)
 
 
-def up(services: ServicesOpt = None) -> None:
+def up(services: ServicesOpt = None, cluster: ClusterOpt = False) -> None:
     """Start Kafka, ClickHouse and Triton on 127.0.0.1 (idempotent), create topics, apply migrations."""
     from driftline.compose.stack.process import StackError
 
     try:
-        stack = _stack(services)
+        stack = _stack(services, cluster)
         result = stack.up(report=lambda msg: console.print(msg, highlight=False))
     except StackError as exc:
         raise _fail(exc) from None
@@ -42,21 +74,26 @@ def up(services: ServicesOpt = None) -> None:
         f"(started: {', '.join(result.started) or 'none'}; "
         f"already running: {', '.join(result.already_running) or 'none'}); run dir {stack.settings.run_dir}"
     )
+    lines = _client_environment(stack)
+    if lines:
+        console.print("clients of this Kafka need (plus DRIFTLINE_KAFKA__SASL_USERNAME / _PASSWORD):")
+        for line in lines:
+            typer.echo(line)  # plain, never wrapped: meant to be pasted into a shell
 
 
-def down(services: ServicesOpt = None) -> None:
-    """Stop the services this run dir started (pid files only), wait until their ports close."""
+def down(services: ServicesOpt = None, cluster: ClusterOpt = False) -> None:
+    """Stop the services this run dir started (pid files only; every Kafka node), wait for their ports."""
     from driftline.compose.stack.process import StackError
 
     try:
-        _stack(services).down(report=lambda msg: console.print(msg, highlight=False))
+        _stack(services, cluster).down(report=lambda msg: console.print(msg, highlight=False))
     except StackError as exc:
         raise _fail(exc) from None
 
 
-def status(services: ServicesOpt = None) -> None:
+def status(services: ServicesOpt = None, cluster: ClusterOpt = False) -> None:
     """Health, pid, ports and resident memory of each service. Exit code 1 if any is not healthy."""
-    stack = _stack(services)
+    stack = _stack(services, cluster)
     table = Table(title=f"driftline stack ({stack.settings.run_dir})")
     for column in ("service", "state", "pid", "ports", "RSS"):
         table.add_column(column)
@@ -77,12 +114,13 @@ def status(services: ServicesOpt = None) -> None:
 
 def logs(
     services: ServicesOpt = None,
+    cluster: ClusterOpt = False,
     tail: Annotated[int, typer.Option("--tail", "-n", help="Also print the last N lines of each log.")] = 0,
 ) -> None:
     """Where each service logs; with --tail N, the last N lines too."""
     from driftline.compose.stack import process
 
-    for svc in _stack(services).services:
+    for svc in _stack(services, cluster).services:
         console.print(f"[bold]{svc.name}[/]: {svc.log_file}  (stdout/stderr: {svc.stdout_file})")
         if tail > 0:
             for path in dict.fromkeys([svc.log_file, svc.stdout_file]):

@@ -104,9 +104,9 @@ class DemoPublisher:
 
     async def run(self) -> PublishState:
         """Publish every phase, then the remaining feedback; returns the final state."""
-        from aiokafka import AIOKafkaProducer
+        from driftline.clients import kafka_producer
 
-        producer = AIOKafkaProducer(bootstrap_servers=get_settings().kafka.bootstrap, linger_ms=5, acks="all")
+        producer = kafka_producer(get_settings(), linger_ms=5)
         await producer.start()
         self._started = time.perf_counter()
         cfg = self.config
