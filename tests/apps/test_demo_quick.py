@@ -4,9 +4,9 @@ Runs the real command as a subprocess on topics and a consumer group of its own 
 pipeline tests are not disturbed; the Triton models are the real news_topic / chat_sentiment, which
 is what the demo serves). Asserts what the run measured, from the files it wrote: every published
 event was labelled, the report and plots exist, the headline numbers are in range and consistent
-with the truth file. Whether drift was detected and an update promoted depends on the building
-blocks (feedback join, detectors, updater) and is asserted by the report's own numbers only when
-they are present, so a missing block shows up in the report's "Missing" section and here.
+with the truth file; the shift is visible, drift was detected, and an update was trained and judged.
+A promotion is not yet required (the offline gate can still reject on thin evidence); when there is
+one, the new version must serve and recover.
 """
 
 from __future__ import annotations
@@ -65,11 +65,20 @@ def test_quick_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert all(e["label"] != "entertainment" for e in news if e["phase"] == "pre")
     assert any(e["label"] == "entertainment" for e in news if e["phase"] != "pre")
     assert headline["feedback_sent"] == sum(e["feedback"] for e in truth) > 0
-    assert 0.0 <= headline["pre_shift_accuracy"] <= 1.0
+    # the initial adapter classifies the four classes it knows well, and the unseen class costs it
+    assert headline["pre_shift_accuracy"] >= 0.85, headline
+    assert headline["drop_events"] > 0 and headline["drop_accuracy"] <= headline["pre_shift_accuracy"] - 0.1
     assert headline["latency_ms"]["news_topic"]["p50"] > 0
     # the initial adapter never saw entertainment: it cannot get it right before an update
     assert headline["entertainment_accuracy_before"] in (None, 0.0)
-    if headline["promoted_version"]:
+    # the loop ran end to end: joined feedback, a drift detected, an update trained and judged, with
+    # its reason
+    assert headline["feedback_joined_by_pipeline"] > 0
+    assert headline["drift_detections"] >= 1 and headline["detection_delay_events"] is not None, headline
+    assert headline["decision"] in ("promoted", "rejected") and headline["decision_reason"], headline
+    if headline["decision"] == "promoted":
+        # judged on the serving version's own traffic: the new version took over and recovered
+        assert headline["promoted_version"] and headline["promoted_version"] != headline["initial_version"]
         assert headline["recovered_events"] > 0
         assert headline["recovery_ratio"] == pytest.approx(
             headline["recovered_accuracy"] / headline["pre_shift_accuracy"]
