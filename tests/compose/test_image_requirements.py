@@ -30,6 +30,7 @@ import importlib.util
 import inspect
 import json
 import re
+import site as site_module
 import subprocess
 import sys
 import textwrap
@@ -256,9 +257,13 @@ def command_roots(command: list[str]) -> tuple[str, list[Root]]:
 
 @functools.cache
 def installed() -> dict[str, md.Distribution]:
-    """Installed distributions by canonical name (the first on sys.path, as imports see them)."""
+    """Installed distributions by canonical name, from the interpreter's site folders only.
+
+    Not all of sys.path: pytest puts the repository root there, and a build (``pip wheel .``, an
+    editable install) leaves ``driftline.egg-info`` in it, whose "files" are the bare source tree.
+    """
     found: dict[str, md.Distribution] = {}
-    for dist in md.distributions():
+    for dist in md.distributions(path=[*site_module.getsitepackages(), site_module.getusersitepackages()]):
         found.setdefault(canonicalize_name(dist.metadata["Name"]), dist)
     return found
 
