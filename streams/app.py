@@ -12,7 +12,7 @@ endpoints (on ``settings.web_host``, 127.0.0.1 by default; each worker needs its
   error and for how long) or ``failing`` (503). An overloaded Triton keeps a worker at 200 on purpose:
   restarting the worker would not make the server faster, and the worker recovers by itself.
 
-Backpressure: a classify agent that backs off (``driftline.streams.agents``) stops reading its
+Backpressure: a classify agent that backs off (``driftline.streams.stages``) stops reading its
 stream. Faust then pauses fetching: once an agent's stream buffer holds ``stream_buffer_maxsize`` /
 1.25 messages, the partitions feeding it leave the consumer's fetch set until the buffer drains to
 40%. That buffer is kept at a few batches (Faust's default is 4096 messages, up to 4 GiB of 1 MiB
@@ -35,7 +35,7 @@ from driftline.clients import faust_broker_credentials
 from driftline.kafka_admin import internal_topic_configs
 from driftline.models.inference.base import InferenceClient
 from driftline.settings import PipelineConfig, Settings, get_settings
-from driftline.streams.agents import Stages, StoreRejected, register_agents
+from driftline.streams.agents import StoreRejected, register_agents
 from driftline.streams.alerts import SurgeMonitor
 from driftline.streams.checkpoint import Checkpoint
 from driftline.streams.faust_compat import install_durable_producer
@@ -44,6 +44,7 @@ from driftline.streams.metrics import PipelineMetrics
 from driftline.streams.routing import Route, load_routes
 from driftline.streams.sinks.base import BatchingSink
 from driftline.streams.sinks.clickhouse import alerts_sink, dead_letters_sink, labels_sink
+from driftline.streams.stages import Stages
 from driftline.streams.topics import PipelineTopics, declare_topics
 
 

@@ -9,7 +9,7 @@ Behaviour a streaming caller relies on:
   ``backoff_s`` plus up to ``backoff_s`` of jitter (``retries`` extra attempts), because those are
   what a restarting or overloaded server returns. After the last attempt an
   ``InferenceOverloadedError`` says what happened: the server was busy, slow or away, not the input
-  at fault, so a streaming caller applies backpressure (``driftline.streams.agents``) instead of
+  at fault, so a streaming caller applies backpressure (``driftline.streams.stages``) instead of
   dead-lettering. Other server errors raise a plain ``InferenceError``. ``timeout_s`` and ``retries``
   default to ``DRIFTLINE_TRITON__CLIENT_TIMEOUT_S`` and ``DRIFTLINE_TRITON__CLIENT_RETRIES``.
 - *Missing models*: NOT_FOUND (unknown model or version) and "not at ready state" (a version that is

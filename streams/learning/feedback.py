@@ -27,9 +27,9 @@ from driftline.online.feedback import FeedbackJoiner, JoinedFeedback, Unjoined
 from driftline.schema.events import FeedbackEvent
 from driftline.schema.records import DeadLetterRecord, PredictionRecord
 from driftline.settings import LearningConfig
-from driftline.streams.agents import RawMessage
 from driftline.streams.decode import Rejection, decode_event
 from driftline.streams.learning.lookup import Key, PredictionLookup
+from driftline.streams.stages import RawMessage
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from pydantic import ValidationError
 from driftline.kafka_admin import internal_topic_configs
 from driftline.schema.records import AlertRecord, DriftEvent, PredictionRecord
 from driftline.settings import LearningConfig, PipelineConfig, Settings
-from driftline.streams.agents import Stages, StoreRejected, raw_message, send_dead_letter
+from driftline.streams.agents import StoreRejected, send_dead_letter
 from driftline.streams.checkpoint import Checkpoint
 from driftline.streams.faust_compat import load_topic_metadata
 from driftline.streams.learning.feedback import FeedbackOutcome, FeedbackStage, Release
@@ -43,6 +43,7 @@ from driftline.streams.learning.observations import (
 )
 from driftline.streams.sinks.base import BatchingSink
 from driftline.streams.sinks.clickhouse import drift_events_sink, feedback_sink
+from driftline.streams.stages import Stages, raw_message
 from driftline.streams.topics import PipelineTopics
 
 log = logging.getLogger(__name__)

@@ -10,12 +10,13 @@ import pytest
 
 from driftline.schema.records import PredictionRecord
 from driftline.settings import PipelineConfig
-from driftline.streams.agents import ClassifyAgent, RawMessage, Stages, StoreAgent, SurgeWatchAgent
+from driftline.streams.agents import ClassifyAgent, StoreAgent, SurgeWatchAgent
 from driftline.streams.checkpoint import Checkpoint
 from driftline.streams.learning.worker import DriftWatchAgent, PredictionObserver
 from driftline.streams.metrics import PipelineMetrics
 from driftline.streams.routing import Route
 from driftline.streams.sinks.base import BatchingSink
+from driftline.streams.stages import RawMessage, Stages
 
 
 class FakeMessage:
@@ -118,7 +119,7 @@ async def _hook(seen: list, records: list) -> None:
 
 
 async def test_publish_waits_for_acks_then_runs_hooks() -> None:
-    from driftline.streams.agents import ClassifyResult
+    from driftline.streams.stages import ClassifyResult
 
     topics, hooks = FakeTopics(), []
     agent = _classify_agent(topics, hooks)
@@ -128,7 +129,7 @@ async def test_publish_waits_for_acks_then_runs_hooks() -> None:
 
 
 async def test_publish_raises_and_skips_hooks_when_a_send_fails() -> None:
-    from driftline.streams.agents import ClassifyResult
+    from driftline.streams.stages import ClassifyResult
 
     hooks: list = []
     agent = _classify_agent(FakeTopics(fail=True), hooks)
@@ -175,7 +176,7 @@ def test_prediction_observer_groups_by_task() -> None:
 
 
 def test_raw_message_shape() -> None:
-    from driftline.streams.agents import raw_message
+    from driftline.streams.stages import raw_message
 
     raw = raw_message(FakeEvent(FakeMessage(5, b"v")))
     assert raw == RawMessage(topic="t", partition=0, offset=5, value=b"v", timestamp=0.0)

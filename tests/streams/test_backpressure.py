@@ -20,10 +20,11 @@ from driftline.models.inference.base import (
     Prediction,
 )
 from driftline.settings import PipelineConfig
-from driftline.streams.agents import OVERLOADED, UNAVAILABLE, ClassifyAgent, RawMessage, Stages
+from driftline.streams.agents import ClassifyAgent
 from driftline.streams.checkpoint import Checkpoint
 from driftline.streams.metrics import PipelineMetrics
 from driftline.streams.routing import Route
+from driftline.streams.stages import OVERLOADED, UNAVAILABLE, RawMessage, Stages
 from tests.streams.test_agents import FakeEvent, FakeMessage, FakeTopics
 
 ROUTE = Route(topic="t.news", schema_kind="news", task="news_topic", model="m1")

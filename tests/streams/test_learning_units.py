@@ -15,11 +15,11 @@ import pytest
 from driftline.online.config import DriftConfig, ErrorRateConfig
 from driftline.schema.records import FeedbackRecord, PredictionRecord
 from driftline.settings import LearningConfig
-from driftline.streams.agents import RawMessage
 from driftline.streams.deadletter import dead_letter
 from driftline.streams.learning.feedback import FeedbackStage
 from driftline.streams.learning.lookup import Key
 from driftline.streams.learning.observations import DriftWatch, FeedbackObservation, ObservationBatch
+from driftline.streams.stages import RawMessage
 from tests.online.crafted_state import old_monitor_state, pickle_payload
 
 

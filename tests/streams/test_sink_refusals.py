@@ -17,11 +17,12 @@ from clickhouse_driver import errors
 from pydantic import BaseModel
 
 from driftline.settings import PipelineConfig
-from driftline.streams.agents import RawMessage, Stages, StoreAgent, StoreRejected
+from driftline.streams.agents import StoreAgent, StoreRejected
 from driftline.streams.checkpoint import Checkpoint
 from driftline.streams.metrics import PipelineMetrics
 from driftline.streams.sinks.base import BatchingSink, RejectedRow, StoreRefused
 from driftline.streams.sinks.clickhouse import PERMANENT_CODES, refusal
+from driftline.streams.stages import RawMessage, Stages
 from tests.streams.test_agents import FakeEvent, FakeMessage, FakeTopics
 
 

@@ -20,10 +20,11 @@ from pydantic import BaseModel
 
 from bench.harness import unique_suffix, wait_for
 from driftline.settings import PipelineConfig, Settings
-from driftline.streams.agents import Stages, StoreAgent, StoreRejected
+from driftline.streams.agents import StoreAgent, StoreRejected
 from driftline.streams.checkpoint import Checkpoint
 from driftline.streams.metrics import PipelineMetrics
 from driftline.streams.sinks.clickhouse import ClickHouseSink
+from driftline.streams.stages import Stages
 from tests.streams.test_agents import FakeEvent, FakeMessage, FakeTopics
 
 pytestmark = pytest.mark.stack

@@ -11,11 +11,11 @@ import pytest
 from driftline.models.inference.base import InferenceClient, InferenceError, ModelNotReadyError, Prediction
 from driftline.schema.events import ChatEvent, NewsEvent
 from driftline.settings import PipelineConfig, Settings
-from driftline.streams.agents import RawMessage, Stages
 from driftline.streams.decode import Rejection, decode_event
 from driftline.streams.metrics import PipelineMetrics
 from driftline.streams.routing import Route, load_routes
 from driftline.streams.sinks.base import BatchingSink
+from driftline.streams.stages import RawMessage, Stages
 
 LIMITS = {"max_bytes": 1 << 20, "max_text_chars": 100_000}
 NEWS = {"id": "n1", "timestamp": "2024-01-02T03:04:05Z", "source": "bbc", "title": "Title", "body": "Body"}
