@@ -324,6 +324,25 @@ def warm_up(run: PipelineRun, texts: list[str], timeout: float = 180.0) -> dict[
             "seconds": round(max(watch.seen.values(), default=started) - started, 2)}  # fmt: skip
 
 
+def _latencies_before(sent_at: dict[str, float], seen: dict[str, float], killed: float) -> list[float]:
+    """Send-to-row latencies of the events labelled before the kill (the steady state)."""
+    seen = dict(seen)
+    return [t - sent_at[i] for i, t in seen.items() if t < killed and i in sent_at]
+
+
+def _late_allowance(sent_at: dict[str, float], seen: dict[str, float], killed: float) -> float:
+    """Latency above which an event counts as delayed by the fault: max(3 s, 2 x steady-state p95)."""
+    before = _latencies_before(sent_at, seen, killed)
+    return max(3.0, 2 * _percentile(before, 0.95)) if before else 3.0
+
+
+def _caught_up(sent_at: dict[str, float], seen: dict[str, float], allowance: float) -> bool:
+    """Every event sent more than ``allowance`` ago has its row."""
+    horizon = time.time() - allowance
+    seen = dict(seen)
+    return all(i in seen for i, t in dict(sent_at).items() if t <= horizon)
+
+
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
@@ -340,17 +359,19 @@ def broker_kill(
     after_s: float = 5.0,
     victim: str = "kafka-1",
     warmup: int = 12,
+    catch_up_timeout: float = 90.0,
     settle_timeout: float = 120.0,
     progress: Callable[[str], None] = lambda _msg: None,
 ) -> dict[str, Any]:
     """Steady news load on ``run`` (on ``cluster``); SIGKILL ``victim`` mid-load, restart it; count.
 
-    ``texts`` bounds the load (``rate`` events/s until stopped ``after_s`` after the restart); first
+    ``texts`` bounds the load (``rate`` events/s until, at least ``after_s`` after the restart, every
+    event sent more than the late allowance ago is labelled, or ``catch_up_timeout``); first
     ``warmup`` events are labelled (consumer group settled, model warm) so the load starts in a
     steady state. Recovery: from the kill until the last event the fault delayed got its label row,
     an event being delayed when its send-to-row latency exceeds max(3 s, 2 x the p95 latency of the
-    events sent before the kill); 0 when none was. ``latency_by_send`` gives, per 5 s of send time
-    relative to the kill, the events sent and their median and max latency.
+    events labelled before the kill: the steady state); 0 when none was. ``latency_by_send`` gives,
+    per 5 s of send time relative to the kill, the events sent and their median and max latency.
     """
     from driftline.compose.stack.manager import Stack
 
@@ -375,6 +396,16 @@ def broker_kill(
             timeline["restarted"] = time.time()
             progress(f"{victim} back after {timeline['restarted'] - timeline['killed']:.1f}s")
             time.sleep(after_s)
+            # the load goes on until the pipeline has caught up (or catch_up_timeout): recovery is
+            # then measured, not cut off by the end of the load
+            allowance = _late_allowance(load.sent_at, watch.seen, timeline["killed"])
+            deadline = time.monotonic() + catch_up_timeout
+            while not (caught_up := _caught_up(load.sent_at, watch.seen, allowance)):
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+            timeline["caught_up"] = time.time()
+            progress(f"caught up {timeline['caught_up'] - timeline['killed']:.1f}s after the kill")
         finally:
             load.stop()
         produced = load.acked
@@ -385,9 +416,8 @@ def broker_kill(
     copies = stored_copies(run.settings, where, {"p": f"{prefix}%"})
     killed = timeline["killed"]
     latency = {i: watch.seen[i] - load.sent_at[i] for i in produced if i in watch.seen}
-    before = [v for i, v in latency.items() if load.sent_at[i] < killed]
-    baseline = _percentile(before, 0.95) if before else 0.0
-    allowance = max(3.0, 2 * baseline)
+    baseline = _percentile(_latencies_before(load.sent_at, watch.seen, killed) or [0.0], 0.95)
+    allowance = _late_allowance(load.sent_at, watch.seen, killed)
     late = [i for i, v in latency.items() if v > allowance]
     recovery = max((watch.seen[i] - killed for i in late), default=0.0)
     lost = sorted(produced - copies.keys())
@@ -411,6 +441,7 @@ def broker_kill(
         "broker_killed": True,
         "victim": victim,
         "broker_down_s": round(timeline["restarted"] - killed, 2),
+        "caught_up_s": round(timeline["caught_up"] - killed, 2) if caught_up else None,
         "events_sent_while_down": sum(
             1 for t in load.sent_at.values() if killed <= t < timeline["restarted"]
         ),
@@ -418,6 +449,7 @@ def broker_kill(
         "recovery_s": round(recovery, 2),
         "late_events": len(late),
         "latency_p95_before_kill_s": round(baseline, 3),
+        "late_allowance_s": round(allowance, 3),
         "latency_max_s": round(max(latency.values()), 3) if latency else None,
         "latency_mean_s": round(statistics.fmean(latency.values()), 3) if latency else None,
         "latency_by_send": {"columns": ["send_s_from_kill", "events", "p50_s", "max_s"], "rows": by_send},
