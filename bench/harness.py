@@ -5,7 +5,11 @@
   outside ``artifacts/<task>/`` so ``driftline export`` never takes it for the task's real model.
 - ``served_model(task)``: export that artifact under a unique Triton model name and load it.
 - ``PipelineRun``: unique topics / app id for one run, worker processes (``driftline worker``),
-  a producer that remembers where each message landed, and ClickHouse queries.
+  a producer that remembers where each message landed, and ClickHouse queries. Its Kafka clients
+  come from ``driftline.clients`` with the run's settings (the process's, or those of an explicit
+  ``base_env`` such as a TLS cluster's), so security settings reach them as they reach the workers.
+- ``settings_for(env)``, ``query`` and ``stored_copies``: settings of an explicit environment and
+  the ClickHouse reads the reliability tests and benchmarks count lost and duplicated events with.
 """
 
 from __future__ import annotations
@@ -26,8 +30,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
-from driftline.clients import kafka_client_kwargs
+from driftline.clients import clickhouse_client, kafka_client_kwargs, kafka_producer
 from driftline.models.artifacts import META_FILE, read_meta
 from driftline.settings import REPO_ROOT, Settings, Topics, get_settings
 
@@ -39,6 +44,40 @@ def free_ports(n: int) -> list[int]:
         for sock in socks:
             sock.bind(("127.0.0.1", 0))
         return [sock.getsockname()[1] for sock in socks]
+
+
+def settings_for(env: Mapping[str, str]) -> Settings:
+    """``Settings()`` evaluated against ``env`` without touching the process environment."""
+    with mock.patch.dict(os.environ, env, clear=True):
+        return Settings()
+
+
+def query(settings: Settings, sql: str, params: Any = None) -> list[tuple]:
+    """Run one ClickHouse query with ``settings``' credentials on a fresh connection."""
+    client = clickhouse_client(settings, connect_timeout=3, send_receive_timeout=60)
+    try:
+        return client.execute(sql, params)
+    finally:
+        client.disconnect()
+
+
+def stored_copies(settings: Settings, where: str, params: Any) -> dict[str, tuple[int, int, int]]:
+    """Per event id of the *stored* ``labels`` rows matching ``where`` (no FINAL):
+    (rows, final rows they collapse to, distinct labels among them).
+
+    Reading ``labels FINAL`` collapses duplicates by construction, so it cannot show that storage
+    converges to one row per id. ReplacingMergeTree merges copies only within one partition
+    (``toYYYYMM(event_time)``) and one sorting key (``task, event_id``), so the number of distinct
+    (task, month) pairs is the number of rows an id keeps after every merge - a writer whose copies
+    differ there (or that labels one event twice for different tasks) shows up as more than one.
+    """
+    rows = query(
+        settings,
+        "SELECT event_id, count(), uniqExact(task, toYYYYMM(event_time)), uniqExact(label) "
+        f"FROM labels WHERE {where} GROUP BY event_id",
+        params,
+    )
+    return {event_id: (n, final, labels) for event_id, n, final, labels in rows}
 
 
 def unique_suffix(prefix: str = "") -> str:
@@ -166,12 +205,18 @@ def worker_env(
 
 @dataclass
 class PipelineRun:
-    """One isolated pipeline: its own topics, consumer group (app id) and workers."""
+    """One isolated pipeline: its own topics, consumer group (app id) and workers.
+
+    ``base_env`` is the environment the workers start from and the run's settings are read from
+    (default: this process's, i.e. the shared stack); a TLS cluster's environment points workers and
+    the run's own Kafka clients at that cluster.
+    """
 
     routes: dict[str, str]  # DRIFTLINE_ROUTES__<NEWS|CHAT> values, e.g. "news_topic@test_pipe_..."
     extra_env: dict[str, str] = field(default_factory=dict)
     suffix: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     workers: list[tuple[subprocess.Popen, int, Path]] = field(default_factory=list)
+    base_env: dict[str, str] | None = None
 
     @property
     def topics(self) -> Topics:
@@ -180,14 +225,19 @@ class PipelineRun:
 
     def env(self) -> dict[str, str]:
         """Environment for this run's worker subprocesses."""
-        return worker_env(os.environ, self.topics, f"test-pipe-{self.suffix}", self.routes, self.extra_env)
+        base = os.environ if self.base_env is None else self.base_env
+        return worker_env(base, self.topics, f"test-pipe-{self.suffix}", self.routes, self.extra_env)
+
+    @property
+    def settings(self) -> Settings:
+        """The settings of this run's own clients (Kafka security included): the process's or base_env's."""
+        return get_settings() if self.base_env is None else settings_for(self.env())
 
     def create_topics(self, partitions: int = 4) -> None:
-        """Create this run's topics (configured message limit, ``DRIFTLINE_KAFKA__MAX_MESSAGE_BYTES``)."""
-        from driftline.streams.topics import ensure_topics
+        """Create this run's topics (configured message limit, replication and security settings)."""
+        from driftline.kafka_admin import create_missing_topics
 
-        bootstrap = get_settings().kafka.bootstrap
-        asyncio.run(ensure_topics(bootstrap, self.topics.all(), partitions))
+        asyncio.run(create_missing_topics(self.settings, self.topics.all(), partitions=partitions))
 
     def start_worker(self, log_dir: Path) -> int:
         """Start a ``driftline worker`` on a free web port, logging to ``log_dir``; returns the port."""
@@ -258,9 +308,7 @@ class PipelineRun:
         """Drop this run's topics and Faust's internal ones (changelogs, leader topic)."""
         from aiokafka.admin import AIOKafkaAdminClient
 
-        admin = AIOKafkaAdminClient(
-            bootstrap_servers=get_settings().kafka.bootstrap, request_timeout_ms=15000
-        )
+        admin = AIOKafkaAdminClient(**kafka_client_kwargs(self.settings, request_timeout_ms=15000))
         await admin.start()
         try:
             mine = (f"test.pipe.{self.suffix}.", f"test-pipe-{self.suffix}-")
@@ -274,11 +322,7 @@ class PipelineRun:
         """Send ``(key, value)`` messages to ``topic``; returns where each landed, in order."""
 
         async def run() -> list[Sent]:
-            from aiokafka import AIOKafkaProducer
-
-            producer = AIOKafkaProducer(
-                bootstrap_servers=get_settings().kafka.bootstrap, max_request_size=32 << 20, linger_ms=5
-            )
+            producer = kafka_producer(self.settings, max_request_size=32 << 20, linger_ms=5)
             await producer.start()
             try:
                 futures = [await producer.send(topic, value=value, key=key) for key, value in messages]
@@ -290,7 +334,7 @@ class PipelineRun:
 
     def consume_all(self, topic: str, idle_s: float = 3.0) -> list[bytes]:
         """Every message currently in ``topic`` (reads until ``idle_s`` without new messages)."""
-        return asyncio.run(consume_all(get_settings(), topic, idle_s))
+        return asyncio.run(consume_all(self.settings, topic, idle_s))
 
 
 async def consume_all(settings: Settings, topic: str, idle_s: float = 3.0) -> list[bytes]:

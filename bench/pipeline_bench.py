@@ -36,7 +36,8 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from bench.harness import PipelineRun, ServedModel, clickhouse, served_model  # noqa: E402
-from driftline.settings import get_settings  # noqa: E402
+from driftline.clients import kafka_producer  # noqa: E402
+from driftline.settings import Settings, get_settings  # noqa: E402
 
 RESULTS = REPO_ROOT / "bench" / "results"
 
@@ -72,12 +73,10 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 async def _produce_paced(
-    topic: str, messages: list[tuple[str, bytes]], rate: float | None, sent_at: dict
+    settings: Settings, topic: str, messages: list[tuple[str, bytes]], rate: float | None, sent_at: dict
 ) -> None:
     """Send in order, ``rate`` per second (None: all at once), recording each event's send time."""
-    from aiokafka import AIOKafkaProducer
-
-    producer = AIOKafkaProducer(bootstrap_servers=get_settings().kafka.bootstrap, linger_ms=5)
+    producer = kafka_producer(settings, linger_ms=5)
     await producer.start()
     try:
         started = time.perf_counter()
@@ -127,8 +126,10 @@ def pipeline_run(
             doc = {"id": event_id, "timestamp": now, "source": "bench", "title": title, "body": body}
             messages.append((event_id, json.dumps(doc).encode()))
         started = time.time()
+        settings = run.settings
         producer = threading.Thread(
-            target=lambda: asyncio.run(_produce_paced(run.topics.news, messages, rate, sent_at)), daemon=True
+            target=lambda: asyncio.run(_produce_paced(settings, run.topics.news, messages, rate, sent_at)),
+            daemon=True,
         )
         producer.start()
         seen: dict[str, float] = {}

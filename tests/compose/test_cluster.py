@@ -13,20 +13,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from aiokafka.errors import KafkaError
 
+from bench.cluster import KAFKA_SECRET, NODES, Cluster, start_cluster
+from bench.harness import settings_for
 from driftline.clients import (
     KafkaAuthError,
     KafkaTLSError,
@@ -40,73 +39,14 @@ from driftline.compose.stack.kafka import ensure_certificates, node_ports, stack
 from driftline.compose.stack.manager import Stack
 from driftline.kafka_admin import create_missing_topics
 from driftline.settings import REPO_ROOT, Settings
-from tests.reliability.support import settings_for
 
 pytestmark = pytest.mark.slow
-
-CLI = [sys.executable, "-m", "driftline.apps.cli"]
-KAFKA_SECRET = "kfPw-Wombat-91e3c7"
-NODES = 3
-
-
-def free_port_block(n: int) -> int:
-    """A base port ``p`` with ``p .. p+n-1`` all free on 127.0.0.1 right now."""
-    for _ in range(200):
-        base = random.randrange(20000, 60000 - n)
-        with contextlib.ExitStack() as stack:
-            try:
-                for port in range(base, base + n):
-                    sock = stack.enter_context(socket.socket())
-                    sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return base
-    raise RuntimeError(f"no {n} consecutive free ports")
-
-
-@dataclass
-class Cluster:
-    env: dict[str, str]  # what a client of the cluster needs (also the CLI's environment)
-    settings: Settings
-    up_seconds: float
-    up_output: str
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    run_dir = tmp_path_factory.mktemp("cluster") / "run"
-    base = free_port_block(2 * NODES)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE_")}
-    if "DRIFTLINE_CACHE" in os.environ:
-        env["DRIFTLINE_CACHE"] = os.environ["DRIFTLINE_CACHE"]
-    env.update(
-        DRIFTLINE_RUN_DIR=str(run_dir),
-        DRIFTLINE_KAFKA__PORT=str(base),
-        DRIFTLINE_KAFKA__CONTROLLER_PORT=str(base + 1),
-        DRIFTLINE_KAFKA__SASL_USERNAME="driftline",
-        DRIFTLINE_KAFKA__SASL_PASSWORD=KAFKA_SECRET,
-    )
-    t0 = time.monotonic()
-    up = subprocess.run(
-        [*CLI, "stack", "up", "--cluster", "-s", "kafka"],
-        env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=240, check=False,
-    )  # fmt: skip
-    seconds = time.monotonic() - t0
-    try:
-        assert up.returncode == 0, up.stdout + up.stderr
-        # the client environment `stack up --cluster` prints
-        exports = dict(
-            line.removeprefix("export ").split("=", 1)
-            for line in up.stdout.splitlines()
-            if line.startswith("export DRIFTLINE_")
-        )
-        client_env = {**env, **exports}
-        yield Cluster(client_env, settings_for(client_env), seconds, up.stdout)
-    finally:
-        down = subprocess.run(
-            [*CLI, "stack", "down"], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=180
-        )
-        assert down.returncode == 0, down.stdout + down.stderr
+    with start_cluster(tmp_path_factory.mktemp("cluster") / "run") as running:
+        yield running
 
 
 def _with(cluster: Cluster, **overrides: str) -> Settings:

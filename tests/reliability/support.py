@@ -24,11 +24,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
-from bench.harness import free_ports, worker_env
+from bench.harness import free_ports, query, settings_for, stored_copies, worker_env  # noqa: F401  (re-exported)
 from bench.harness import wait_for as pipeline_wait_for
-from driftline.clients import clickhouse_client, kafka_client_kwargs
+from driftline.clients import kafka_client_kwargs
 from driftline.compose.stack.manager import Stack
 from driftline.settings import REPO_ROOT, Settings, Topics
 
@@ -68,12 +67,6 @@ def private_env(
     if repository:
         env["DRIFTLINE_TRITON__REPOSITORY"] = str(repository)
     return env
-
-
-def settings_for(env: dict[str, str]) -> Settings:
-    """``Settings()`` evaluated against ``env`` without touching the process environment."""
-    with mock.patch.dict(os.environ, env, clear=True):
-        return Settings()
 
 
 @contextlib.contextmanager
@@ -122,33 +115,6 @@ async def create_topics(settings: Settings, names: list[str], partitions: int = 
         )  # fmt: skip
     finally:
         await admin.close()
-
-
-def query(settings: Settings, sql: str, params: Any = None) -> list[tuple]:
-    client = clickhouse_client(settings, connect_timeout=3, send_receive_timeout=60)
-    try:
-        return client.execute(sql, params)
-    finally:
-        client.disconnect()
-
-
-def stored_copies(settings: Settings, where: str, params: Any) -> dict[str, tuple[int, int, int]]:
-    """Per event id of the *stored* ``labels`` rows matching ``where`` (no FINAL):
-    (rows, final rows they collapse to, distinct labels among them).
-
-    Reading ``labels FINAL`` collapses duplicates by construction, so it cannot show that storage
-    converges to one row per id. ReplacingMergeTree merges copies only within one partition
-    (``toYYYYMM(event_time)``) and one sorting key (``task, event_id``), so the number of distinct
-    (task, month) pairs is the number of rows an id keeps after every merge - a writer whose copies
-    differ there (or that labels one event twice for different tasks) shows up as more than one.
-    """
-    rows = query(
-        settings,
-        "SELECT event_id, count(), uniqExact(task, toYYYYMM(event_time)), uniqExact(label) "
-        f"FROM labels WHERE {where} GROUP BY event_id",
-        params,
-    )
-    return {event_id: (n, final, labels) for event_id, n, final, labels in rows}
 
 
 def wait_for(predicate, timeout: float, interval: float = 1.0):
