@@ -198,6 +198,7 @@ class SurgeWatchAgent:
         self.surge = surge
         self.topics = topics
         self.metrics = metrics
+        self._ready_topics: set[str] = set()
 
     def observe(self, value: bytes | None) -> AlertRecord | None:
         """The alert one prediction raises, if any (unreadable values are ignored)."""
@@ -213,7 +214,10 @@ class SurgeWatchAgent:
 
     async def ready(self, topic: str) -> None:
         """Wait until the surge tables' changelogs show ``topic``'s partitions (a fresh worker's
-        consumer metadata can lag behind the changelog topics created at start-up)."""
+        consumer metadata can lag behind the changelog topics created at start-up); checked once
+        per source topic."""
+        if topic in self._ready_topics:
+            return
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(PartitionsMismatch),
             wait=wait_fixed(0.5),
@@ -226,6 +230,7 @@ class SurgeWatchAgent:
         async for attempt in retrying:
             with attempt:
                 verify_table_partitions(self.surge.tables, topic)
+        self._ready_topics.add(topic)
 
     async def run(self, stream: Any) -> None:
         """The Faust agent body."""

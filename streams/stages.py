@@ -21,14 +21,20 @@ Inference failures are sorted by who is at fault (``Stages.predict``):
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    retry_if_result,
+    stop_after_attempt,
+    wait_exponential,
+)
 
 from driftline.models.inference.base import (
     InferenceClient,
@@ -198,27 +204,29 @@ class Stages:
 
     async def _predict_one(self, task: str, text: str) -> Prediction | BaseException:
         """One event, tried up to ``inference_event_attempts`` times on a ready model; else its last error."""
-        attempts = self.config.inference_event_attempts
-        for attempt in range(1, attempts + 1):
-            outcome = await self._served(task, [text])
-            if not isinstance(outcome, BaseException):
-                return outcome[0]
-            if attempt == attempts:
-                break
-            delay = self._delay(attempt)
-            self.metrics.inference_retries.labels(task, "rejected").inc()
-            log.warning(
-                "event refused by a ready model, retrying it",
-                extra={"task": task, "attempt": attempt, "of": attempts, "retry_in_s": delay,
-                       "error": f"{type(outcome).__name__}: {outcome}"[:500]},
-            )  # fmt: skip
-            await asyncio.sleep(delay)
-        return outcome
+        retrying = AsyncRetrying(
+            retry=retry_if_result(lambda outcome: isinstance(outcome, BaseException)),
+            stop=stop_after_attempt(self.config.inference_event_attempts),
+            wait=wait_exponential(
+                multiplier=self.config.inference_backoff_s, max=self.config.inference_backoff_max_s
+            ),
+            before_sleep=self._retrying_event,
+            retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
+        )
+        outcome = await retrying(self._served, task, [text])
+        return outcome if isinstance(outcome, BaseException) else outcome[0]
 
-    def _delay(self, attempt: int) -> float:
-        """Backoff before retry ``attempt`` (1-based): doubles from ``inference_backoff_s``, capped."""
-        base, cap = self.config.inference_backoff_s, self.config.inference_backoff_max_s
-        return min(cap, base * 2 ** min(attempt - 1, 32))
+    def _retrying_event(self, state: RetryCallState) -> None:
+        """Before retrying an event a ready model refused: count and log it."""
+        task = state.args[0]
+        outcome = state.outcome.result() if state.outcome else None
+        self.metrics.inference_retries.labels(task, "rejected").inc()
+        log.warning(
+            "event refused by a ready model, retrying it",
+            extra={"task": task, "attempt": state.attempt_number, "of": self.config.inference_event_attempts,
+                   "retry_in_s": state.next_action.sleep if state.next_action else None,
+                   "error": f"{type(outcome).__name__}: {outcome}"[:500]},
+        )  # fmt: skip
 
     async def _served(self, task: str, texts: list[str]) -> list[Prediction] | Exception:
         """One call, retried forever while the service cannot take it (backpressure); the
