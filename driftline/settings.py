@@ -140,7 +140,8 @@ class TritonSettings(BaseModel):
     max_queue_delay_us: int = 2000  # dynamic batching delay written by `export`
     preferred_batch: IntCommaList = Field(default_factory=lambda: [8, 16, 32, 64])
     instances: int = 1  # model instances per exported model
-    torch_threads: int = 0  # torch threads per model instance; 0 = torch's own choice (all cores)
+    torch_threads: int = 0  # engine threads per model instance; 0 = the engine's own choice (all cores)
+    token_budget: int = Field(4096, ge=1)  # tokens (rows x padded length) per call a client sends
     client_timeout_s: float = Field(30.0, gt=0)  # deadline of one gRPC request of TritonClient
     client_retries: int = Field(3, ge=0)  # extra attempts of a busy/unavailable request before backing off
 

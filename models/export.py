@@ -3,11 +3,22 @@
 Layout written (weights are gitignored: ``triton_repo/*/[0-9]*/``)::
 
     triton_repo/<model>/
-      config.pbtxt        # backend python, KIND_CPU (or KIND_GPU with --kind gpu); generated
-      config.gpu.pbtxt    # the same with KIND_GPU, for production GPU hosts (copy over config.pbtxt)
+      config.pbtxt        # CPU: python backend running the chosen engine (--kind gpu: as below)
+      config.gpu.pbtxt    # GPU: Triton's native onnxruntime backend on model.onnx, TensorRT fp16
       <n>/
         model.py          # two lines: re-exports models.serving.triton_model.TritonPythonModel
-        meta.json  adapter/  head.safetensors   # a copy of the artifact
+        meta.json  adapter/  head.safetensors   # a copy of the artifact (+ the chosen engine)
+        model.onnx  model.int8.onnx ...         # the merged graphs (driftline.models.engines)
+
+Engines: every version gets ONNX graphs of its merged model, and the engine that serves it is chosen
+by measurement on held-out texts (``driftline.models.engines.prepare_engines``: the fastest one within
+0.5 accuracy points of torch fp32 with >= 97 % label agreement), recorded in the version's
+``meta.json`` and in the config's ``versions`` parameter, so every label row can name it. The updater
+exports through the same function, so an update is measured the same way.
+
+Both configs speak one tensor contract (``driftline.models.inference.base``): the client encodes text,
+so the production GPU server runs no Python at all, and the local python backend is a stand-in with
+the same inputs and outputs for the Triton bundled in ``nvidia-pytriton``, which has no other backend.
 
 The model name defaults to the task name; ``name=`` (CLI ``--name``) exports the task's artifact under
 another model name (tests use unique names so they never touch the served models) and
@@ -43,7 +54,8 @@ returns the error.
 
 Batching options come from arguments or the settings (``driftline.settings.TritonSettings``):
 ``DRIFTLINE_TRITON__MAX_QUEUE_DELAY_US``, ``DRIFTLINE_TRITON__PREFERRED_BATCH`` (comma list),
-``DRIFTLINE_TRITON__INSTANCES`` and ``DRIFTLINE_TRITON__TORCH_THREADS`` (0 = torch's own choice).
+``DRIFTLINE_TRITON__INSTANCES`` and ``DRIFTLINE_TRITON__TORCH_THREADS`` (engine threads, 0 = the
+engine's own choice).
 """
 
 from __future__ import annotations
@@ -51,7 +63,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -72,6 +84,14 @@ from driftline.settings import get_settings
 MAX_BATCH_SIZE = 64
 CONFIG_FILE = "config.pbtxt"
 GPU_CONFIG_FILE = "config.gpu.pbtxt"
+ONNX_FILE = "model.onnx"  # the plain fp32 graph the native onnxruntime backend serves on GPU
+#: TensorRT through Triton's onnxruntime backend: fp16 kernels, engines cached across restarts
+TENSORRT_PARAMETERS = {
+    "precision_mode": "FP16",
+    "max_workspace_size_bytes": str(1 << 30),
+    "trt_engine_cache_enable": "1",
+    "trt_engine_cache_path": "/tmp/triton-trt-cache",
+}
 MODEL_PY = (
     '"""Triton entry point; the implementation lives in models.serving (see models/export.py)."""\n\n'
     "from driftline.models.serving.triton_model import TritonPythonModel  # noqa: F401\n"
@@ -84,7 +104,7 @@ class ExportError(RuntimeError):
 
 @dataclass(frozen=True)
 class ServingOptions:
-    """How a model is served: instance kind and count, threads, explanations, dynamic batching.
+    """How a model is served: instance kind and count, engine threads, dynamic batching.
 
     They belong to the served model, not to one export: a new version inherits them from the
     model's current ``config.pbtxt`` (``for_model``) unless the caller says otherwise, so an
@@ -95,7 +115,6 @@ class ServingOptions:
     preferred_batch_sizes: tuple[int, ...]
     instances: int = 1
     num_threads: int = 0
-    explain: bool = True
     kind: str = "cpu"
 
     @classmethod
@@ -123,8 +142,10 @@ class ServingOptions:
             num_threads=int(parameters["num_threads"].string_value or 0)
             if "num_threads" in parameters
             else 0,
-            explain=parameters["explain"].string_value != "false" if "explain" in parameters else True,
-            kind="gpu" if group is not None and group.kind == mc.ModelInstanceGroup.KIND_GPU else "cpu",
+            kind="gpu"
+            if config.backend == "onnxruntime"
+            or (group is not None and group.kind == mc.ModelInstanceGroup.KIND_GPU)
+            else "cpu",
         )
 
     @classmethod
@@ -142,10 +163,14 @@ def build_config(
     versions: Sequence[int],
     kind: str | None = None,
     options: ServingOptions | None = None,
+    described: Mapping[int, Mapping[str, object]] | None = None,
 ) -> mc.ModelConfig:
     """The Triton model config for ``task`` served as ``name`` (wire contract: models/inference/base.py).
 
-    ``kind`` overrides ``options.kind`` (the GPU twin of a CPU config is built this way).
+    ``kind`` overrides ``options.kind``: ``cpu`` is the python backend running each version's chosen
+    engine, ``gpu`` Triton's native onnxruntime backend on ``model.onnx`` with the TensorRT execution
+    provider in fp16 (CUDA for what TensorRT does not take). ``described`` maps each version to its
+    ``versions`` parameter entry (labels, adapter hash, engine; ``describe_versions``).
     """
     options = options or ServingOptions.from_env()
     kind = kind or options.kind
@@ -154,24 +179,57 @@ def build_config(
     bad = [b for b in options.preferred_batch_sizes if not 0 < b <= MAX_BATCH_SIZE]
     if bad:
         raise ExportError(f"preferred batch sizes must be in 1..{MAX_BATCH_SIZE}, got {bad}")
-    config = mc.ModelConfig(name=name, backend="python", max_batch_size=MAX_BATCH_SIZE)
+    if kind == "gpu":
+        config = mc.ModelConfig(
+            name=name, backend="onnxruntime", max_batch_size=MAX_BATCH_SIZE, default_model_filename=ONNX_FILE
+        )
+        tensorrt = config.optimization.execution_accelerators.gpu_execution_accelerator.add(name="tensorrt")
+        for key, value in TENSORRT_PARAMETERS.items():
+            tensorrt.parameters[key] = value
+    else:
+        config = mc.ModelConfig(name=name, backend="python", max_batch_size=MAX_BATCH_SIZE)
     config.version_policy.specific.versions.extend(sorted(set(versions)))
-    config.input.add(name="TEXT", data_type=mc.TYPE_STRING, dims=[1])
-    config.output.add(name="LABEL", data_type=mc.TYPE_STRING, dims=[1])
+    config.input.add(name="INPUT_IDS", data_type=mc.TYPE_INT64, dims=[-1])
+    config.input.add(name="ATTENTION_MASK", data_type=mc.TYPE_INT64, dims=[-1])
     config.output.add(name="PROBS", data_type=mc.TYPE_FP32, dims=[len(task.labels)])
-    config.output.add(name="EXPLANATION", data_type=mc.TYPE_STRING, dims=[1])
-    config.output.add(name="TRUNCATED", data_type=mc.TYPE_BOOL, dims=[1])
-    config.output.add(name="ADAPTER", data_type=mc.TYPE_STRING, dims=[1])
     group = mc.ModelInstanceGroup.KIND_GPU if kind == "gpu" else mc.ModelInstanceGroup.KIND_CPU
     config.instance_group.add(kind=group, count=options.instances)
     config.dynamic_batching.preferred_batch_size.extend(sorted(set(options.preferred_batch_sizes)))
     config.dynamic_batching.max_queue_delay_microseconds = options.max_queue_delay_us
-    config.parameters["labels"].string_value = json.dumps(task.labels, ensure_ascii=False)
-    config.parameters["task"].string_value = task.name
-    config.parameters["max_length"].string_value = str(task.max_length)
-    config.parameters["num_threads"].string_value = str(options.num_threads)
-    config.parameters["explain"].string_value = "true" if options.explain else "false"
+    parameters = {
+        "labels": json.dumps(task.labels, ensure_ascii=False),
+        "task": task.name,
+        "encoder": task.encoder,
+        "max_length": str(task.max_length),
+        "normalize_input": "true" if task.normalize_input else "false",
+        "truncation": task.truncation,
+        "num_threads": str(options.num_threads),
+        "versions": json.dumps(
+            {str(v): dict(described[v]) for v in sorted(set(versions)) if v in described}
+            if described
+            else {},
+            ensure_ascii=False,
+            sort_keys=True,
+        ),
+    }
+    for key, value in parameters.items():
+        config.parameters[key].string_value = value
     return config
+
+
+def describe_versions(model_dir: Path, versions: Sequence[int]) -> dict[int, dict[str, object]]:
+    """The ``versions`` parameter entries of ``versions``: labels, adapter hash and engine of each."""
+    described: dict[int, dict[str, object]] = {}
+    for version in versions:
+        folder = model_dir / str(version)
+        if (folder / META_FILE).is_file():
+            meta = read_meta(folder)
+            described[version] = {
+                "labels": list(meta.labels),
+                "adapter_hash": meta.adapter_hash,
+                "engine": meta.engine,
+            }
+    return described
 
 
 def read_config(path: Path) -> mc.ModelConfig:
@@ -213,12 +271,18 @@ def set_serving_versions(name: str, versions: Sequence[int], repository: Path | 
         raise ExportError(
             f"model {name!r}: cannot serve versions {list(versions)}; missing on disk: {missing}"
         )
+    described = json.dumps(
+        {str(v): d for v, d in sorted(describe_versions(model_dir, sorted(set(versions))).items())},
+        ensure_ascii=False,
+        sort_keys=True,
+    )
     for file in (CONFIG_FILE, GPU_CONFIG_FILE):
         path = model_dir / file
         if path.is_file():
             config = read_config(path)
             del config.version_policy.specific.versions[:]
             config.version_policy.specific.versions.extend(sorted(set(versions)))
+            config.parameters["versions"].string_value = described
             _write_config(path, config)
 
 
@@ -255,11 +319,13 @@ def export(
     repository: Path | None = None,
     promote: bool = True,
     options: ServingOptions | None = None,
+    progress: bool = False,
 ) -> int:
     """Copy ``artifact`` (default: the task's latest) to the next version folder; return its number.
 
     Serving options (``kind`` included) are inherited from the model's current config unless
     ``options``/``kind`` say otherwise (``ServingOptions.for_model``).
+    The version's engines are written and measured before it appears (``progress`` shows that work).
     The version folder is assembled under a hidden temporary name and renamed into place, so Triton
     (or a concurrent export) never sees half-copied weights; a concurrent export that took the same
     number makes this one move on to the next number.
@@ -282,6 +348,9 @@ def export(
         shutil.copy2(artifact / HEAD_FILE, staging / HEAD_FILE)
         shutil.copy2(artifact / META_FILE, staging / META_FILE)
         (staging / "model.py").write_text(MODEL_PY, encoding="utf-8")
+        from driftline.models.engines import prepare_engines  # torch/onnx: only when exporting
+
+        prepare_engines(staging, progress=progress)  # ONNX graphs + the engine chosen by measurement
         version = (model_versions(model_dir) or [0])[-1] + 1
         while True:
             try:
@@ -296,6 +365,12 @@ def export(
 
     current = serving_versions(name, model_dir.parent)
     versions = [version] if promote or not current else current
-    _write_config(model_dir / CONFIG_FILE, build_config(name, task_config, versions, options=options))
-    _write_config(model_dir / GPU_CONFIG_FILE, build_config(name, task_config, versions, "gpu", options))
+    described = describe_versions(model_dir, versions)
+    _write_config(
+        model_dir / CONFIG_FILE,
+        build_config(name, task_config, versions, options=options, described=described),
+    )
+    _write_config(
+        model_dir / GPU_CONFIG_FILE, build_config(name, task_config, versions, "gpu", options, described)
+    )
     return version

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, Field, field_validator
@@ -53,6 +54,9 @@ class TaskConfig(BaseModel):
     # models.normalize.normalize before tokenizing, in training and serving alike: folds look-alike
     # letters and fullwidth forms, drops zero-width/control characters (cheap evasions of a classifier)
     normalize_input: bool = True
+    # how a text longer than max_length is cut for serving (models/serving/codec.py): its first tokens,
+    # or its first and last ones
+    truncation: Literal["head", "head_tail"] = "head"
     lora: LoraSettings = Field(default_factory=LoraSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
 

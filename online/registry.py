@@ -104,5 +104,6 @@ class ModelRegistry:
                     metrics=dict(meta.metrics),
                     reason=reason,
                     artifact_path=str(artifact_dir),
+                    engine=meta.engine,
                 )
             )

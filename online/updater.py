@@ -296,7 +296,8 @@ class Updater:
                 promote=False,
                 repository=self.swapper.repository,
             )
-            record = self._save(record.model_copy(update={"version": version}))
+            engine = read_meta(self.swapper.repository / self.model_name / str(version)).engine
+            record = self._save(record.model_copy(update={"version": version, "engine": engine}))
             served, _ = serve_version(
                 self.model_name, version, self.swapper, self.registry, reason=decision.reason, record=record
             )

@@ -182,6 +182,7 @@ class Stages:
             adapter_hash=p.adapter_hash,
             truncated=p.truncated,
             latency_ms=p.latency_ms,
+            engine=p.engine,
         )
 
     async def predict(self, task: str, texts: list[str]) -> list[Prediction | BaseException]:

@@ -37,7 +37,7 @@ class PredictionRecord(BaseModel):
         "task", "event_id", "topic", "partition", "kafka_offset", "event_time", "processed_time",
         "event_ts_ms", "processed_ts_ms", "text", "source", "channel", "language", "label", "confidence",
         "label_names", "probabilities", "explanation", "model_name", "model_version", "adapter_hash",
-        "truncated", "latency_ms",
+        "truncated", "latency_ms", "engine",
     )  # fmt: skip
 
     model_config = ConfigDict(extra="ignore", protected_namespaces=())
@@ -65,6 +65,7 @@ class PredictionRecord(BaseModel):
     adapter_hash: str
     truncated: bool
     latency_ms: float
+    engine: str = ""  # the inference engine of the serving version (models/engines)
 
     def to_row(self) -> Row:
         """The ``labels`` row (explanation keeps the tokens, not their scores)."""
@@ -73,7 +74,7 @@ class PredictionRecord(BaseModel):
             to_datetime(self.processed_ts_ms), self.event_ts_ms, self.processed_ts_ms, self.text, self.source,
             self.channel, self.language, self.label, self.confidence, self.label_names, self.probabilities,
             [token for token, _ in self.explanation], self.model_name, self.model_version, self.adapter_hash,
-            int(self.truncated), self.latency_ms,
+            int(self.truncated), self.latency_ms, self.engine,
         )  # fmt: skip
 
 
@@ -250,7 +251,7 @@ class ModelRecord(BaseModel):
     TABLE: ClassVar[str] = "model_versions"
     COLUMNS: ClassVar[tuple[str, ...]] = (
         "task", "version", "adapter_hash", "parent_hash", "status", "metrics", "reason", "artifact_path",
-        "created_time", "created_ts_ms", "updated_ts_ms",
+        "created_time", "created_ts_ms", "updated_ts_ms", "engine",
     )  # fmt: skip
 
     task: str
@@ -263,6 +264,7 @@ class ModelRecord(BaseModel):
     artifact_path: str = ""
     created_ts_ms: int = Field(default_factory=now_ms)
     updated_ts_ms: int = 0
+    engine: str = ""  # the inference engine export chose for the version ('' = not exported yet)
 
     def to_row(self) -> Row:
         """The ``model_versions`` row; version is text ('' = never exported), metrics a JSON string."""
@@ -270,6 +272,7 @@ class ModelRecord(BaseModel):
             self.task, str(self.version) if self.version else "", self.adapter_hash, self.parent_hash,
             self.status.value, json.dumps(self.metrics, sort_keys=True, default=str), self.reason,
             self.artifact_path, to_datetime(self.created_ts_ms), self.created_ts_ms, self.updated_ts_ms,
+            self.engine,
         )  # fmt: skip
 
     @classmethod

@@ -5,15 +5,18 @@ implementations exist: ``TritonClient`` (async gRPC to Triton Inference Server, 
 path) and ``LocalClient`` (the same exported artifact run in-process, for tests and for comparing
 against Triton). Both return the same ``Prediction`` records, so swapping them changes no caller.
 
-Wire contract of every classifier model in ``triton_repo/`` (python backend):
+Wire contract of every classifier model in ``triton_repo/`` (tensors only, so the same contract is
+served by the local python backend and by Triton's native onnxruntime backend in production):
 
-- input  ``TEXT``        BYTES, dims [1], UTF-8 text (batched by Triton's dynamic batcher)
-- output ``LABEL``       BYTES, dims [1], the predicted label
-- output ``PROBS``       FP32,  dims [num_labels], softmax probabilities in label order
-- output ``EXPLANATION`` BYTES, dims [1], JSON list of [token, score] pairs, top 5
-- output ``TRUNCATED``   BOOL,  dims [1], the text was cut to the task's max_length
-- output ``ADAPTER``     BYTES, dims [1], hash of the adapter that produced the prediction
-- config parameter ``labels``: JSON list giving the order of ``PROBS``
+- input  ``INPUT_IDS``      INT64, dims [-1], token ids (special tokens included), right-padded
+- input  ``ATTENTION_MASK`` INT64, dims [-1], 1 for a token, 0 for padding
+- output ``PROBS``          FP32,  dims [num_labels], softmax probabilities in label order
+- config parameters: ``labels`` (JSON, the order of ``PROBS``), ``encoder``, ``max_length``,
+  ``normalize_input``, ``truncation`` (how a client encodes text: ``driftline.models.serving.codec``)
+  and ``versions`` (JSON: per served version its ``adapter_hash``, ``engine`` and ``labels``).
+
+Clients encode texts with ``TextCodec`` and shape calls with ``plan_batches`` (length-sorted, cut by
+a token budget); explanations are not part of serving (the explainer service computes them).
 """
 
 from __future__ import annotations
@@ -46,12 +49,13 @@ class Prediction:
 
     label: str
     probabilities: dict[str, float]
-    explanation: list[tuple[str, float]]
+    explanation: list[tuple[str, float]]  # empty from serving; the explainer fills its own table
     model_name: str
     model_version: str
     adapter_hash: str
     truncated: bool = False
     latency_ms: float = 0.0
+    engine: str = ""  # the inference engine that computed it (``driftline.models.engines``)
     extra: dict[str, str] = field(default_factory=dict)
 
     @property

@@ -1,29 +1,35 @@
-"""``LocalClient``: the exported artifact run in-process, through the same runner Triton uses.
+"""``LocalClient``: an exported version run in-process, with the engine Triton would run.
 
 It exists so tests and benchmarks can compare Triton against the exact same maths without a
-server, and so a developer can classify without the stack. The runner is CPU-bound and
-synchronous, so calls go to a single-thread executor: the event loop stays free for Kafka and
-other I/O, and one runner never runs two batches at once (torch already parallelises inside).
+server, and so a developer can classify without the stack. Texts take the same path as through
+``TritonClient`` (``driftline.models.inference.batched``: encode, length-sorted calls within the token
+budget); only the transport differs: each call runs the version's chosen engine
+(``meta.json`` ``engine``, ``driftline.models.engines``) on a single-thread executor, so the event loop
+stays free and one engine never runs two batches at once (it parallelises inside).
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
+
+from driftline.models.artifacts import META_FILE, read_meta
 from driftline.models.inference.base import InferenceClient, ModelNotReadyError, Prediction
+from driftline.models.inference.batched import ModelInfo, VersionInfo, classify
 from driftline.settings import get_settings
 
 
 class LocalClient(InferenceClient):
-    """Serve tasks from artifact folders (a Triton version folder or a training artifact).
+    """Serve tasks from exported version folders (or training artifacts, run with torch).
 
     ``artifacts`` maps a task (model name) to its folder; with ``repository`` instead, a task resolves
-    to ``<repository>/<task>/<version>`` (the highest version when ``version`` is None), like Triton.
-    Runners are loaded lazily and cached per folder.
+    to ``<repository>/<task>/<version>`` (the highest serving version when ``version`` is None), like
+    Triton. Engines are loaded lazily and cached per folder; ``engine`` forces one engine for every
+    folder (a training artifact has no ONNX graphs, so it runs ``torch-fp32``).
     """
 
     def __init__(
@@ -32,15 +38,20 @@ class LocalClient(InferenceClient):
         *,
         repository: Path | None = None,
         num_threads: int | None = None,
-        explain: bool = True,
+        engine: str | None = None,
+        token_budget: int | None = None,
+        max_batch_size: int = 64,
     ) -> None:
         self._artifacts = {task: Path(path) for task, path in (artifacts or {}).items()}
         self._repository = (
             repository if repository is not None or artifacts else get_settings().triton.repository
         )
-        self._num_threads = num_threads
-        self._explain = explain
-        self._runners: dict[Path, object] = {}
+        triton = get_settings().triton
+        self._num_threads = triton.torch_threads if num_threads is None else num_threads
+        self._engine_name = engine
+        self.token_budget = triton.token_budget if token_budget is None else token_budget
+        self.max_batch_size = max_batch_size
+        self._loaded: dict[Path, tuple[ModelInfo, object]] = {}
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="driftline-local")
 
     def _resolve(self, task: str, version: str | None) -> tuple[Path, str]:
@@ -59,62 +70,73 @@ class LocalClient(InferenceClient):
             chosen = str(max(serving or versions)) if versions else None
         else:
             chosen = version
-        if chosen is None or not (model_dir / chosen / "meta.json").is_file():
+        if chosen is None or not (model_dir / chosen / META_FILE).is_file():
             raise ModelNotReadyError(
                 f"model {task!r} version {version or 'latest'} is not available under {model_dir}"
             )
         return model_dir / chosen, chosen
 
-    def _runner(self, folder: Path):
-        if folder not in self._runners:
-            from driftline.models.serving.runner import ClassifierRunner
+    def _load(self, folder: Path) -> tuple[ModelInfo, object]:
+        """The folder's ``ModelInfo`` and engine (loaded once)."""
+        if folder not in self._loaded:
+            from driftline.models.engines import load_engine
+            from driftline.models.tasks import TaskConfig, get_task
 
-            self._runners[folder] = ClassifierRunner(folder, num_threads=self._num_threads)
-        return self._runners[folder]
-
-    def _predict_sync(self, task: str, texts: list[str], version: str | None) -> list[Prediction]:
-        folder, version_name = self._resolve(task, version)
-        runner = self._runner(folder)
-        start = time.perf_counter()
-        results = runner.predict(texts, explain=self._explain)
-        latency_ms = (time.perf_counter() - start) * 1000.0
-        return [
-            Prediction(
-                label=r.label,
-                probabilities=dict(zip(runner.labels, r.probabilities, strict=True)),
-                explanation=list(r.explanation),
-                model_name=task,
-                model_version=version_name,
-                adapter_hash=r.adapter_hash,
-                truncated=r.truncated,
-                latency_ms=latency_ms,
+            meta = read_meta(folder)
+            try:
+                task: TaskConfig | None = get_task(meta.task)
+            except KeyError:
+                task = None
+            engine_name = self._engine_name or meta.engine
+            info = ModelInfo(
+                encoder=meta.encoder,
+                max_length=meta.max_length,
+                normalize_input=meta.normalize_input,
+                truncation=task.truncation if task is not None else "head",
+                labels=list(meta.labels),
+                versions={folder.name: VersionInfo(list(meta.labels), meta.adapter_hash, engine_name)},
             )
-            for r in results
-        ]
+            self._loaded[folder] = (info, load_engine(folder, engine_name, self._num_threads))
+        return self._loaded[folder]
 
     async def predict(self, task: str, texts: Sequence[str], version: str | None = None) -> list[Prediction]:
-        """Predictions for ``texts`` from the task's artifact, run off the event loop."""
+        """Predictions for ``texts`` from the task's version folder, run off the event loop."""
         if isinstance(texts, str):
             raise TypeError("predict() takes a sequence of texts, not a single string")
         if not texts:
             return []
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._predict_sync, task, list(texts), version)
+        folder, version_name = self._resolve(task, version)
+        info, engine = await loop.run_in_executor(self._executor, self._load, folder)
+
+        async def run(input_ids: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, str]:
+            probs = await loop.run_in_executor(self._executor, engine.run, input_ids, mask)  # type: ignore[attr-defined]
+            return probs, version_name
+
+        return await classify(
+            task,
+            info,
+            info.codec(),
+            texts,
+            run,
+            token_budget=self.token_budget,
+            max_batch=self.max_batch_size,
+        )
 
     async def is_ready(self, task: str, version: str | None = None) -> bool:
-        """True if the task (version) has an artifact that loads."""
+        """True if the task (version) has a folder whose engine loads."""
         try:
             folder, _ = self._resolve(task, version)
         except ModelNotReadyError:
             return False
         loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(self._executor, self._runner, folder)
+            await loop.run_in_executor(self._executor, self._load, folder)
         except Exception:
             return False
         return True
 
     async def close(self) -> None:
-        """Shut the worker threads down."""
+        """Shut the worker thread down."""
         self._executor.shutdown(wait=False, cancel_futures=True)
-        self._runners.clear()
+        self._loaded.clear()

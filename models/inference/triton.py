@@ -2,8 +2,9 @@
 
 Behaviour a streaming caller relies on:
 
-- *Batching*: a call with more texts than the model's ``max_batch_size`` (64) is split into chunks
-  sent concurrently; Triton's dynamic batcher may merge them again with other callers' requests.
+- *Batching*: texts are encoded here and cut into length-sorted calls of at most ``token_budget``
+  tokens and ``max_batch_size`` (64) rows (``driftline.models.inference.batched``), sent
+  concurrently; Triton's dynamic batcher may merge equal-shaped calls of other callers again.
 - *Timeouts and retries*: each gRPC request has a deadline (``timeout_s``); UNAVAILABLE,
   DEADLINE_EXCEEDED and RESOURCE_EXHAUSTED are retried (tenacity) with exponential backoff from
   ``backoff_s`` plus up to ``backoff_s`` of jitter (``retries`` extra attempts), because those are
@@ -18,16 +19,16 @@ Behaviour a streaming caller relies on:
   model in explicit model-control mode.
 - *Connection*: the gRPC channel comes from ``driftline.clients.triton_client`` (the one place that
   turns settings into a Triton client), created on first use inside the running event loop.
-- *Labels*: read from the model config parameter ``labels`` (the order of ``PROBS``), cached per
-  (model, version) so each version is asked once; ``Prediction.model_version`` is the version that
-  actually answered (from the response), which matters while two versions are loaded during a swap.
+- *Model description*: how to encode texts and what each served version is (labels, adapter hash,
+  engine) come from the model config's parameters (``ModelInfo``), read once per model and read
+  again when a response names a version the cached config does not list (after a hot swap);
+  ``Prediction.model_version`` is the version that actually answered (from the response), which
+  matters while two versions are loaded during a swap.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
@@ -44,11 +45,11 @@ from driftline.models.inference.base import (
     ModelNotReadyError,
     Prediction,
 )
+from driftline.models.inference.batched import ModelInfo, VersionInfo, classify
 from driftline.settings import get_settings
 
 T = TypeVar("T")
 
-OUTPUTS = ("LABEL", "PROBS", "EXPLANATION", "TRUNCATED", "ADAPTER")
 RETRYABLE = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED")
 # Triton answers UNAVAILABLE (not NOT_FOUND) for a known version that is unloaded or still loading
 NOT_READY_HINTS = ("is not found", "is not at ready state", "unknown model")
@@ -94,6 +95,7 @@ class TritonClient(InferenceClient):
         backoff_s: float = 0.2,
         max_batch_size: int = 64,
         max_concurrency: int = 8,
+        token_budget: int | None = None,
         **grpc_options: object,
     ) -> None:
         self.url = url or triton_url()
@@ -102,10 +104,11 @@ class TritonClient(InferenceClient):
         self.retries = triton.client_retries if retries is None else retries
         self.backoff_s = backoff_s
         self.max_batch_size = max_batch_size
+        self.token_budget = triton.token_budget if token_budget is None else token_budget
         self._max_concurrency = max_concurrency
         self._grpc_options = grpc_options
         self._grpc: grpcclient.InferenceServerClient | None = None
-        self._labels: dict[tuple[str, str], list[str]] = {}
+        self._models: dict[str, ModelInfo] = {}
         self._semaphore: asyncio.Semaphore | None = None
 
     @property
@@ -147,73 +150,68 @@ class TritonClient(InferenceClient):
             ) from exc
         raise AssertionError("unreachable: tenacity either returns or reraises")
 
-    async def labels(self, task: str, version: str = "") -> list[str]:
-        """The ``labels`` parameter of the model config, cached per (model, version)."""
-        key = (task, version)
-        if key not in self._labels:
+    async def model_info(self, task: str, refresh: bool = False) -> ModelInfo:
+        """The model's ``ModelInfo`` from its config parameters, cached per model until ``refresh``."""
+        if refresh or task not in self._models:
             response = await self._call(
                 "get_model_config",
                 task,
-                version or None,
-                lambda: self._client.get_model_config(
-                    task, version, as_json=True, client_timeout=self.timeout_s
-                ),
+                None,
+                lambda: self._client.get_model_config(task, as_json=True, client_timeout=self.timeout_s),
             )
-            raw = response["config"].get("parameters", {}).get("labels", {}).get("string_value")
-            if not raw:
-                raise ModelNotReadyError(
-                    f"{_describe(task, version)} has no 'labels' parameter in its config"
-                )
-            self._labels[key] = json.loads(raw)
-        return self._labels[key]
+            raw = response["config"].get("parameters", {})
+            parameters = {key: value.get("string_value", "") for key, value in raw.items()}
+            self._models[task] = ModelInfo.from_parameters(task, parameters)
+        return self._models[task]
 
-    async def _infer_chunk(self, task: str, texts: Sequence[str], version: str | None) -> list[Prediction]:
-        data = np.array([[t.encode("utf-8")] for t in texts], dtype=np.object_)
+    async def _infer(
+        self, task: str, version: str | None, input_ids: np.ndarray, mask: np.ndarray
+    ) -> tuple[np.ndarray, str]:
+        """One padded batch: its probabilities and the version that answered."""
 
         async def send():
-            text = grpcclient.InferInput("TEXT", list(data.shape), "BYTES")
-            text.set_data_from_numpy(data)
-            outputs = [grpcclient.InferRequestedOutput(name) for name in OUTPUTS]
+            inputs = [
+                grpcclient.InferInput("INPUT_IDS", list(input_ids.shape), "INT64"),
+                grpcclient.InferInput("ATTENTION_MASK", list(mask.shape), "INT64"),
+            ]
+            inputs[0].set_data_from_numpy(input_ids)
+            inputs[1].set_data_from_numpy(mask)
             return await self._client.infer(
-                task, [text], model_version=version or "", outputs=outputs, client_timeout=self.timeout_s
+                task,
+                inputs,
+                model_version=version or "",
+                outputs=[grpcclient.InferRequestedOutput("PROBS")],
+                client_timeout=self.timeout_s,
             )
 
         self._client  # noqa: B018 - ensures the channel and semaphore exist
         assert self._semaphore is not None
         async with self._semaphore:
-            start = time.perf_counter()
             result = await self._call("infer", task, version, send)
-            latency_ms = (time.perf_counter() - start) * 1000.0
         served = result.get_response().model_version or (version or "")
-        labels = await self.labels(task, served)
-        label = result.as_numpy("LABEL").reshape(-1)
-        probs = result.as_numpy("PROBS")
-        explanation = result.as_numpy("EXPLANATION").reshape(-1)
-        truncated = result.as_numpy("TRUNCATED").reshape(-1)
-        adapter = result.as_numpy("ADAPTER").reshape(-1)
-        return [
-            Prediction(
-                label=label[i].decode("utf-8"),
-                probabilities={name: float(p) for name, p in zip(labels, probs[i], strict=True)},
-                explanation=[(str(tok), float(score)) for tok, score in json.loads(explanation[i])],
-                model_name=task,
-                model_version=served,
-                adapter_hash=adapter[i].decode("utf-8"),
-                truncated=bool(truncated[i]),
-                latency_ms=latency_ms,
-            )
-            for i in range(len(texts))
-        ]
+        return result.as_numpy("PROBS"), served
 
     async def predict(self, task: str, texts: Sequence[str], version: str | None = None) -> list[Prediction]:
-        """Predictions for ``texts``, split into ``max_batch_size`` chunks sent concurrently."""
+        """Predictions for ``texts``: encoded here, sent as length-sorted calls within the token budget."""
         if isinstance(texts, str):
             raise TypeError("predict() takes a sequence of texts, not a single string")
         if not texts:
             return []
-        chunks = [texts[i : i + self.max_batch_size] for i in range(0, len(texts), self.max_batch_size)]
-        results = await asyncio.gather(*(self._infer_chunk(task, chunk, version) for chunk in chunks))
-        return [prediction for chunk in results for prediction in chunk]
+        info = await self.model_info(task)
+
+        async def describe(served: str) -> VersionInfo:
+            return (await self.model_info(task, refresh=True)).version(served)
+
+        return await classify(
+            task,
+            info,
+            info.codec(),
+            texts,
+            lambda ids, mask: self._infer(task, version, ids, mask),
+            token_budget=self.token_budget,
+            max_batch=self.max_batch_size,
+            describe=describe,
+        )
 
     async def is_ready(self, task: str, version: str | None = None) -> bool:
         """True if Triton reports the model (version) ready; False on any error."""

@@ -1,12 +1,15 @@
-"""Triton python-backend model: a thin adapter from Triton requests to ``ClassifierRunner``.
+"""Triton python-backend model: runs a version's chosen inference engine on token-id tensors.
 
 Each exported version folder holds a two-line ``model.py`` that re-exports ``TritonPythonModel`` from
-here, so a bug fix in serving reaches every exported version without re-exporting weights. The
-version folder itself is the artifact (``meta.json``, ``adapter/``, ``head.safetensors``).
+here, so a fix in serving reaches every exported version without re-exporting weights. The version
+folder is the artifact (``meta.json``, ``adapter/``, ``head.safetensors``) plus its ONNX graphs;
+``meta.json`` names the engine export chose by measurement (``driftline.models.engines``).
 
-All requests of one dynamic batch are flattened into one runner call (one padded forward and one
-backward pass), then split back per request. A failure is reported as an error on each request of
-the batch instead of crashing the stub process.
+This backend exists for hosts whose Triton has only the python backend (the server bundled in the
+``nvidia-pytriton`` wheel); it speaks exactly the tensor contract of Triton's native onnxruntime backend
+(``driftline.models.inference.base``), so a client cannot tell them apart. Requests of one dynamic batch
+with the same padded length are run as one engine call; a failure is reported as an error on its own
+requests instead of crashing the stub process.
 """
 
 from __future__ import annotations
@@ -17,8 +20,7 @@ from pathlib import Path
 import numpy as np
 
 PARAM_THREADS = "num_threads"
-PARAM_EXPLAIN = "explain"
-PARAM_LABELS = "labels"
+PARAM_VERSIONS = "versions"
 
 
 def _param(config: dict, key: str) -> str | None:
@@ -27,70 +29,66 @@ def _param(config: dict, key: str) -> str | None:
 
 
 class TritonPythonModel:
-    """Loads the version folder's artifact once per instance; serves TEXT -> the wire contract."""
+    """Loads the version folder's engine once per instance; serves INPUT_IDS/ATTENTION_MASK -> PROBS."""
 
     def initialize(self, args: dict) -> None:
-        """Load this version folder's artifact and check its labels against the model config."""
+        """Load this version folder's chosen engine and check it against the model config."""
         import triton_python_backend_utils as pb_utils
 
-        from driftline.models.serving.runner import ClassifierRunner
+        from driftline.models.artifacts import read_meta
+        from driftline.models.engines import load_engine
 
         self._pb = pb_utils
         config = json.loads(args["model_config"])
         version_dir = Path(args["model_repository"]) / str(args["model_version"])
-        device = "cpu"
-        if args.get("model_instance_kind") == "GPU":
-            device = f"cuda:{args.get('model_instance_device_id', 0)}"
-        threads = _param(config, PARAM_THREADS)
-        self.runner = ClassifierRunner(
-            version_dir, device=device, num_threads=int(threads) if threads else None
-        )
-        self.explain = (_param(config, PARAM_EXPLAIN) or "true").lower() != "false"
-        labels = _param(config, PARAM_LABELS)
-        if labels is not None and json.loads(labels) != self.runner.labels:
+        meta = read_meta(version_dir)
+        listed = json.loads(_param(config, PARAM_VERSIONS) or "{}").get(str(args["model_version"]))
+        if listed is not None and listed.get("labels") not in (None, list(meta.labels)):
             raise ValueError(
-                f"config parameter labels {labels} does not match the artifact's labels {self.runner.labels}"
+                f"config lists labels {listed['labels']} for version {args['model_version']}, "
+                f"the artifact has {meta.labels}"
             )
+        threads = _param(config, PARAM_THREADS)
+        self.num_labels = len(meta.labels)
+        self.engine = load_engine(version_dir, meta.engine, int(threads) if threads else 0)
+
+    def _inputs(self, request) -> tuple[np.ndarray, np.ndarray]:
+        pb = self._pb
+        ids = pb.get_input_tensor_by_name(request, "INPUT_IDS").as_numpy().astype(np.int64, copy=False)
+        mask = pb.get_input_tensor_by_name(request, "ATTENTION_MASK").as_numpy().astype(np.int64, copy=False)
+        if ids.ndim != 2 or ids.shape != mask.shape:
+            raise ValueError(f"INPUT_IDS {ids.shape} and ATTENTION_MASK {mask.shape}: need equal 2-D shapes")
+        return ids, mask
 
     def execute(self, requests: list) -> list:
-        """Classify each request's ``TEXT`` batch (Triton's entry point per batch)."""
+        """Run each group of equally padded requests through the engine (Triton's entry point)."""
         pb = self._pb
-        counts: list[int] = []
-        texts: list[str] = []
-        for request in requests:
-            raw = pb.get_input_tensor_by_name(request, "TEXT").as_numpy().reshape(-1)
-            counts.append(len(raw))
-            texts.extend(
-                item.decode("utf-8", errors="replace") if isinstance(item, bytes) else str(item)
-                for item in raw
-            )
-        try:
-            results = self.runner.predict(texts, explain=self.explain)
-        except Exception as exc:  # report per request; the stub must keep serving
-            error = pb.TritonError(f"{type(exc).__name__}: {exc}")
-            return [pb.InferenceResponse(output_tensors=[], error=error) for _ in requests]
-
-        responses = []
-        start = 0
-        for count in counts:
-            chunk = results[start : start + count]
-            start += count
-            outputs = [
-                pb.Tensor("LABEL", np.array([[r.label.encode()] for r in chunk], dtype=np.object_)),
-                pb.Tensor("PROBS", np.array([r.probabilities for r in chunk], dtype=np.float32)),
-                pb.Tensor(
-                    "EXPLANATION",
-                    np.array(
-                        [[json.dumps(r.explanation, ensure_ascii=False).encode()] for r in chunk],
-                        dtype=np.object_,
-                    ),
-                ),
-                pb.Tensor("TRUNCATED", np.array([[r.truncated] for r in chunk], dtype=np.bool_)),
-                pb.Tensor("ADAPTER", np.array([[r.adapter_hash.encode()] for r in chunk], dtype=np.object_)),
-            ]
-            responses.append(pb.InferenceResponse(output_tensors=outputs))
+        responses: list = [None] * len(requests)
+        groups: dict[int, list[tuple[int, np.ndarray, np.ndarray]]] = {}
+        for index, request in enumerate(requests):
+            try:
+                ids, mask = self._inputs(request)
+            except Exception as exc:  # report on this request; the stub must keep serving
+                responses[index] = pb.InferenceResponse(output_tensors=[], error=pb.TritonError(str(exc)))
+                continue
+            groups.setdefault(ids.shape[1], []).append((index, ids, mask))
+        for group in groups.values():
+            try:
+                probs = self.engine.run(
+                    np.concatenate([ids for _, ids, _ in group]), np.concatenate([m for _, _, m in group])
+                ).astype(np.float32, copy=False)
+            except Exception as exc:
+                error = pb.TritonError(f"{type(exc).__name__}: {exc}")
+                for index, _, _ in group:
+                    responses[index] = pb.InferenceResponse(output_tensors=[], error=error)
+                continue
+            start = 0
+            for index, ids, _ in group:
+                rows = probs[start : start + len(ids)]
+                start += len(ids)
+                responses[index] = pb.InferenceResponse(output_tensors=[pb.Tensor("PROBS", rows)])
         return responses
 
     def finalize(self) -> None:
-        """Release the runner when Triton unloads the instance."""
-        self.runner = None
+        """Release the engine when Triton unloads the instance."""
+        self.engine = None

@@ -119,7 +119,7 @@ def triton_news_fast(news_artifact: Path):
     require_triton()
     name = unique_model_name("clients")
     client = triton_client()
-    options = ServingOptions(preferred_batch_sizes=(16, 64), max_queue_delay_us=5000, explain=False)
+    options = ServingOptions(preferred_batch_sizes=(16, 64), max_queue_delay_us=5000)
     with exported_model_dir(name):
         version = export("news_topic", news_artifact, name=name, options=options)
         client.load_model(name)
@@ -135,18 +135,19 @@ async def test_triton_client_splits_large_batches_and_keeps_order(triton_news_fa
     name, version = triton_news_fast
     texts = [
         f"Item {i}: {'shares fell' if i % 2 else 'the striker scored'} 第{i}条 {i}" for i in range(150)
-    ]  # 3 chunks of <= 64
-    async with TritonClient(max_batch_size=64) as triton, LocalClient() as local:
+    ]  # more than one call of <= 64 rows and <= 512 tokens
+    async with TritonClient(max_batch_size=64, token_budget=512) as triton, LocalClient() as local:
         assert await triton.is_ready(name) and await triton.is_ready(name, str(version))
         remote = await triton.predict(name, texts)
         expected = await local.predict(name, texts)
-        labels = await triton.labels(name, str(version))
+        info = await triton.model_info(name)
     assert len(remote) == 150
     assert [p.label for p in remote] == [p.label for p in expected]
     assert all(p.model_version == str(version) and p.model_name == name for p in remote)
-    assert all(p.explanation == [] for p in remote)  # explain=False in this model's config
-    assert labels == NEWS_LABELS
-    assert list(remote[0].probabilities) == labels
+    assert all(p.explanation == [] for p in remote)  # explanations are the explainer's job, not serving's
+    assert info.version(str(version)).labels == NEWS_LABELS == list(remote[0].probabilities)
+    engine = info.version(str(version)).engine
+    assert engine and {p.engine for p in remote} == {p.engine for p in expected} == {engine}
 
 
 @pytest.mark.stack

@@ -139,7 +139,7 @@ class _FileSwapper(FakeSwapper):
 
 
 def test_gpu_serving_options_survive_an_updater_promotion(tmp_path: Path) -> None:
-    """Kind, instances, threads, explanations and batching belong to the served model: the
+    """Kind, instances, threads and batching belong to the served model: the
     updater's export of a promoted candidate inherits them from the serving version."""
     from driftline.models.artifacts import read_meta
     from driftline.models.datasets import load_dataset
@@ -151,7 +151,7 @@ def test_gpu_serving_options_survive_an_updater_promotion(tmp_path: Path) -> Non
 
     artifact = small_artifact("news_topic")
     gpu = ServingOptions(
-        max_queue_delay_us=2500, preferred_batch_sizes=(8, 32), instances=2, num_threads=3, explain=False,
+        max_queue_delay_us=2500, preferred_batch_sizes=(8, 32), instances=2, num_threads=3,
         kind="gpu",
     )  # fmt: skip
     assert export("news_topic", artifact, name="gpu_m", repository=tmp_path, options=gpu) == 1

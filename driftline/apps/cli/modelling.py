@@ -163,7 +163,9 @@ def register(app: typer.Typer) -> None:
         task: str = typer.Argument(..., help="task name from models/tasks.yaml"),
         artifact: Path | None = typer.Option(None, help="artifact folder (default: the task's latest)"),
         kind: str | None = typer.Option(
-            None, help="instance kind written to config.pbtxt: cpu or gpu (default: the serving model's)"
+            None,
+            help="cpu: python backend running the chosen engine; gpu: native onnxruntime backend with "
+            "TensorRT fp16 (default: the serving model's)",
         ),
         name: str | None = typer.Option(None, help="Triton model name (default: the task name)"),
         repository: Path | None = typer.Option(None, help="model repository (default: settings)"),
@@ -171,8 +173,9 @@ def register(app: typer.Typer) -> None:
         max_queue_delay_us: int | None = typer.Option(None, help="dynamic batching queue delay"),
         preferred_batch: str | None = typer.Option(None, help="preferred batch sizes, e.g. 8,16,32,64"),
         instances: int | None = typer.Option(None, help="Triton instances of the model"),
-        threads: int | None = typer.Option(None, help="torch threads per instance (0: torch default)"),
-        explain: bool | None = typer.Option(None, "--explain/--no-explain", help="explanations per request"),
+        threads: int | None = typer.Option(
+            None, help="engine threads per instance (0: the engine's default)"
+        ),
     ) -> None:
         """Copy a trained artifact into the Triton repository as the next version (models/export.py)."""
         from driftline.models.export import ExportError, ServingOptions, export
@@ -188,11 +191,16 @@ def register(app: typer.Typer) -> None:
             ),
             instances=instances,
             num_threads=threads,
-            explain=explain,
         )
         try:
             version = export(
-                task, artifact, name=name, repository=repository, promote=promote, options=options
+                task,
+                artifact,
+                name=name,
+                repository=repository,
+                promote=promote,
+                options=options,
+                progress=True,
             )
         except (ExportError, KeyError) as exc:
             console.print(f"[red]export failed:[/red] {exc}")
