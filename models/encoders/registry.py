@@ -24,10 +24,16 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 # The offline switches above must be set before huggingface_hub is first imported (it reads them
 # once); local_files_only=True below covers the case where something imported it earlier.
-import transformers
-from transformers import AutoTokenizer, BertModel
+# transformers itself is imported where a model is loaded: a serving client that only needs an
+# encoder's tokenizer file (``tokenizer_file``) must not pay for it.
+from typing import TYPE_CHECKING
 
 from driftline.settings import get_settings
+
+if TYPE_CHECKING:
+    import transformers
+
+TOKENIZER_FILE = "tokenizer.json"
 
 
 class UnknownEncoderError(KeyError):
@@ -103,7 +109,17 @@ def encoder_path(name: str) -> Path:
     return _spec(name).locate()
 
 
+def tokenizer_file(name: str) -> Path:
+    """The encoder's fast-tokenizer file (``tokenizer.json``), converting the encoder first if needed."""
+    path = encoder_path(name) / TOKENIZER_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"encoder {name!r}: {path} is missing")
+    return path
+
+
 def _load(name: str) -> EncoderBundle:
+    from transformers import AutoTokenizer, BertModel
+
     spec = _spec(name)
     path = spec.locate()
     # Both encoders are mean-pooled, so BERT's [CLS] pooler is unused; it is built only where the

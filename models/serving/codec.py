@@ -7,7 +7,8 @@ ONNX graph) and puts the tokens where the micro-batch is, so batches can be shap
 (``driftline.models.serving.batching``).
 
 Encoding does what training did: the text is normalized when the artifact says so, then tokenized
-with the encoder's fast tokenizer and cut to ``max_length`` tokens. Two ways to cut:
+with the encoder's fast tokenizer (its ``tokenizer.json`` through the ``tokenizers`` library, so a
+worker needs neither torch nor transformers) and cut to ``max_length`` tokens. Two ways to cut:
 
 - ``head`` (the default): the first ``max_length - 2`` tokens, as in training;
 - ``head_tail``: the first and the last tokens of a long text, ``head_share`` of the room for the
@@ -22,7 +23,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Literal
+
+from tokenizers import Tokenizer
 
 from driftline.models.normalize import normalize_all
 
@@ -44,26 +47,35 @@ class Encoded:
 
 
 @lru_cache(maxsize=8)
-def _tokenizer(encoder: str) -> Any:
-    """The encoder's fast tokenizer alone (no weights), loaded once per process."""
-    from transformers import AutoTokenizer
+def _tokenizer(encoder: str) -> Tokenizer:
+    """The encoder's fast tokenizer (its ``tokenizer.json``, no weights, no torch), once per process."""
+    from driftline.models.encoders.registry import tokenizer_file
 
-    from driftline.models.encoders.registry import encoder_path
-
-    tokenizer = AutoTokenizer.from_pretrained(encoder_path(encoder), local_files_only=True)
-    if not getattr(tokenizer, "is_fast", False):
-        raise TypeError(f"encoder {encoder!r}: expected a fast tokenizer, got {type(tokenizer).__name__}")
+    tokenizer = Tokenizer.from_file(str(tokenizer_file(encoder)))
+    tokenizer.no_truncation()  # the codec cuts (head or head+tail); a file's own settings must not
+    tokenizer.no_padding()
     return tokenizer
 
 
-def _special_tokens(tokenizer: Any) -> tuple[list[int], list[int]]:
+def _special_tokens(tokenizer: Tokenizer) -> tuple[list[int], list[int]]:
     """The special tokens the tokenizer puts before and after a single text ([CLS] .. [SEP], <s> .. </s>)."""
-    bare = tokenizer("a", add_special_tokens=False)["input_ids"]
-    full = tokenizer("a")["input_ids"]
+    bare = tokenizer.encode("a", add_special_tokens=False).ids
+    full = tokenizer.encode("a").ids
     for start in range(len(full) - len(bare) + 1):
         if full[start : start + len(bare)] == bare:
             return list(full[:start]), list(full[start + len(bare) :])
-    raise ValueError(f"cannot locate the text between the special tokens of {type(tokenizer).__name__}")
+    raise ValueError("cannot locate the text between the tokenizer's special tokens")
+
+
+def _pad_id(tokenizer: Tokenizer) -> int:
+    padding = tokenizer.padding
+    if padding and padding.get("pad_id") is not None:
+        return int(padding["pad_id"])
+    for token in ("[PAD]", "<pad>"):
+        found = tokenizer.token_to_id(token)
+        if found is not None:
+            return int(found)
+    return 0
 
 
 class TextCodec:
@@ -71,7 +83,7 @@ class TextCodec:
 
     def __init__(
         self,
-        tokenizer: Any,
+        tokenizer: Tokenizer,
         max_length: int,
         *,
         normalize_input: bool = True,
@@ -87,10 +99,10 @@ class TextCodec:
         self.normalize_input = normalize_input
         self.truncation = truncation
         self.head_share = head_share
-        self.pad_id = int(tokenizer.pad_token_id or 0)
+        self.pad_id = _pad_id(tokenizer)
         self._prefix, self._suffix = _special_tokens(tokenizer)
-        self._specials = len(self._prefix) + len(self._suffix)
-        if self.max_length <= self._specials:
+        self._body = self.max_length - len(self._prefix) - len(self._suffix)
+        if self._body < 1:
             raise ValueError(f"max_length {max_length} leaves no room for text tokens")
 
     @classmethod
@@ -121,18 +133,12 @@ class TextCodec:
         if isinstance(texts, str):
             raise TypeError("encode() takes a sequence of texts, not a single string")
         prepared = self.prepare(texts)
-        if not prepared:
-            return Encoded([], [])
-        if self.truncation == "head":
-            enc = self.tokenizer(prepared, truncation=True, max_length=self.max_length)
-            truncated = [len(e.overflowing) > 0 for e in enc.encodings]
-            return Encoded([list(ids) for ids in enc["input_ids"]], truncated)
-        body = self.max_length - self._specials
-        head = round(body * self.head_share)
-        pieces = self.tokenizer(prepared, add_special_tokens=False, truncation=False)["input_ids"]
+        body = self._body
+        head = body if self.truncation == "head" else round(body * self.head_share)
         ids: list[list[int]] = []
         truncated: list[bool] = []
-        for piece in pieces:
+        for encoding in self.tokenizer.encode_batch(prepared, add_special_tokens=False):
+            piece = encoding.ids
             cut = len(piece) > body
             kept = [*piece[:head], *piece[len(piece) - (body - head) :]] if cut else list(piece)
             ids.append([*self._prefix, *kept, *self._suffix])
