@@ -156,6 +156,7 @@ def explain(
 
 
 def explainer(
+    group_id: str = typer.Option(None, help="Kafka consumer group (default: settings explainer.group_id)."),
     loglevel: str = typer.Option("info", help="debug | info | warning | error"),
 ) -> None:
     """Run the explainer service: explain the predictions each task's policy selects, off the serving path."""
@@ -170,6 +171,10 @@ def explainer(
     logging.basicConfig(level=loglevel.upper(), handlers=[json_handler()], force=True)
     kafka_preflight()
     settings = get_settings()
+    if group_id:
+        settings = settings.model_copy(
+            update={"explainer": settings.explainer.model_copy(update={"group_id": group_id})}
+        )
     cfg, pipeline = settings.explainer, settings.pipeline
     pool = ExplainerPool(
         settings.triton.repository,
