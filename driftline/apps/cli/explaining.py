@@ -144,10 +144,17 @@ def explain(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Explain one labelled event: the top words behind its label, stored or computed now."""
+    from clickhouse_driver.errors import Error as ClickHouseError
+
+    from driftline.clients import explain_clickhouse_error
+
     try:
         record, source = explain_event(event_id, task=task, recompute=recompute)
     except ExplainError as exc:
         typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except (ClickHouseError, OSError) as exc:  # unreachable, or not migrated (`driftline stack init`)
+        typer.echo(f"error: {explain_clickhouse_error(exc)}", err=True)
         raise typer.Exit(1) from None
     if as_json:
         typer.echo(json.dumps({**record.model_dump(mode="json"), "source": source}, ensure_ascii=False))
