@@ -2,7 +2,11 @@
 
 ``ClassifierRunner`` (runner.py) loads an exported artifact and predicts with explanations;
 ``triton_model.TritonPythonModel`` adapts it to Triton's python backend; ``explain.py`` holds the
-attribution method. Kept import-light: importing this package does not import torch.
+attribution method. Explanations off the serving path: ``weights.py`` loads a version's merged torch
+weights, ``explainer.Explainer`` computes word attributions from them, and
+``explainer_pool.ExplainerPool`` turns a batch of predictions into ``explanations`` rows (errors
+included) with a few versions kept loaded. Kept import-light: importing this package does not import
+torch.
 """
 
 from __future__ import annotations
