@@ -6,11 +6,11 @@ explain`` for the events that need one. The method is ``driftline.models.serving
 signed gradient x input on the input embeddings towards the explained label's logit, rows scaled
 to sum(|score|) = 1, merged into words, top ``TOP_K`` kept.
 
-The weights are the version folder's (``load_merged``: LoRA merged into the encoder, the Linear head
-on masked mean pooling), and texts are normalized first when the artifact was trained on normalized
-text (``meta.json`` ``normalize_input``), as serving does, so the words named are words of the text
-the model saw. By default the label explained is the one these weights predict; pass the
-prediction's labels to explain exactly the decision that was served.
+The weights are the version folder's (``models.classifier.load_classifier``: LoRA merged into the
+encoder, the Linear head on masked mean pooling), and texts are normalized first when the artifact
+was trained on normalized text (``meta.json`` ``normalize_input``), as serving does, so the words
+named are words of the text the model saw. By default the label explained is the one these weights
+predict; pass the prediction's labels to explain exactly the decision that was served.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from pathlib import Path
 
 import torch
 
+from driftline.models.artifacts import read_meta
+from driftline.models.classifier import load_classifier
 from driftline.models.encoders import mean_pool
-from driftline.models.normalize import normalize_all
 from driftline.models.serving.explain import TOP_K, attribution_scores, merge_to_words
-from driftline.models.serving.weights import configure_threads, load_merged
 
 METHOD = "grad_x_input"
 
@@ -44,11 +44,15 @@ class Explainer:
         top_k: int = TOP_K,
         batch_size: int = 16,
     ) -> None:
-        configure_threads(num_threads)
+        if num_threads and num_threads > 0:  # a process sharing the machine should not take every core
+            torch.set_num_threads(num_threads)
         self.version_dir = Path(version_dir)
-        self.model = load_merged(self.version_dir, device)
-        self.labels = self.model.labels
-        self.adapter_hash = self.model.meta.adapter_hash
+        self.device = torch.device(device)
+        self.model = load_classifier(self.version_dir).to(self.device)  # LoRA merged, eval mode
+        for param in self.model.parameters():
+            param.requires_grad_(False)  # gradients are taken with respect to the inputs only
+        self.labels = list(self.model.labels)
+        self.adapter_hash = read_meta(self.version_dir).adapter_hash
         self.top_k = top_k
         self.batch_size = max(1, batch_size)
 
@@ -79,20 +83,20 @@ class Explainer:
 
     def _explain_batch(self, texts: list[str], targets: list[int] | None) -> list[Explanation]:
         m = self.model
-        texts = normalize_all(texts) if m.meta.normalize_input else texts
+        texts = m.prepare(texts)
         enc = m.tokenizer(
             texts,
             padding=True,
             truncation=True,
-            max_length=int(m.meta.max_length),
+            max_length=m.max_length,
             return_offsets_mapping=True,
             return_tensors="pt",
         )
-        input_ids = enc["input_ids"].to(m.device)
-        mask = enc["attention_mask"].to(m.device)
+        input_ids = enc["input_ids"].to(self.device)
+        mask = enc["attention_mask"].to(self.device)
         extra = {}
         if "token_type_ids" in enc:
-            extra["token_type_ids"] = enc["token_type_ids"].to(m.device)
+            extra["token_type_ids"] = enc["token_type_ids"].to(self.device)
         embeddings = m.encoder.get_input_embeddings()(input_ids).detach().requires_grad_(True)
         with torch.enable_grad():
             hidden = m.encoder(inputs_embeds=embeddings, attention_mask=mask, **extra).last_hidden_state

@@ -67,7 +67,7 @@ def test_the_label_explained_matters_and_defaults_to_the_prediction(explainer) -
 
 
 def test_text_is_normalized_as_the_artifact_says(explainer) -> None:
-    assert explainer.model.meta.normalize_input
+    assert explainer.model.normalize_input
     disguised = "Ｓｔｏｃｋｓ ral\u200blied as the central bank cut interest rates"
     (words,) = explainer.explain([disguised])
     clean = normalize(disguised)
