@@ -26,7 +26,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -128,6 +128,20 @@ class ClickHouseSettings(BaseModel):
     password: SecretStr = SecretStr("")
 
 
+#: Serving engines of a classifier version (driftline.models.engines): ``<library>-<graph>``; "auto" lets
+#: ``prepare_engines`` choose the fastest one that keeps torch's accuracy, by measurement.
+EngineSetting = Literal[
+    "auto",
+    "torch-fp32",
+    "ort-fp32",
+    "ort-int8",
+    "ort-fused-fp32",
+    "ort-fused-int8",
+    "openvino-fp32",
+    "openvino-int8",
+]
+
+
 class TritonSettings(BaseModel):
     """Triton endpoints, model repository, and the serving options ``export`` writes."""
 
@@ -143,6 +157,8 @@ class TritonSettings(BaseModel):
     torch_threads: int = 0  # torch threads per model instance; 0 = torch's own choice (all cores)
     client_timeout_s: float = Field(30.0, gt=0)  # deadline of one gRPC request of TritonClient
     client_retries: int = Field(3, ge=0)  # extra attempts of a busy/unavailable request before backing off
+    engine: EngineSetting = "auto"  # what runs a served version: measured ("auto") or forced by name
+    engine_selection_texts: int = Field(256, ge=1)  # held-out texts the engine selection measures on
 
     @property
     def grpc_url(self) -> str:
