@@ -1,9 +1,10 @@
-"""Texts -> length-sorted, per-batch padded token tensors, the way a classifier version was trained.
+"""Texts -> padded token tensors for an engine, exactly as a serving client makes them.
 
-Engines take tensors, so whoever feeds them tokenizes: with the classifier's own tokenizer, after its
-normalization (``Classifier.prepare``), truncated to the artifact's ``max_length``. Sorting by length
-before batching keeps padding (wasted compute on every engine) small; each batch remembers which
-input rows it holds so results go back in input order.
+Engines take tensors, so whoever feeds them encodes: the selection's measurement and the ONNX trace use
+the serving path's own steps (``driftline.models.serving.codec.TextCodec``, then
+``driftline.models.serving.batching.plan_batches``: length-sorted, cut by a token budget), so an engine
+is measured on the batch shapes it will serve. Each batch remembers which input rows it holds, so
+results go back in input order.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from driftline.models.classifier import Classifier, pad_batch
+from driftline.models.serving.batching import DEFAULT_TOKEN_BUDGET, pad, plan_batches
+from driftline.models.serving.codec import TextCodec
 
 
 @dataclass(frozen=True)
@@ -25,20 +27,19 @@ class TokenBatch:
     attention_mask: np.ndarray  # int64 [batch, seq]
 
 
-def token_batches(classifier: Classifier, texts: Sequence[str], batch_size: int = 32) -> list[TokenBatch]:
-    """``texts`` tokenized as ``classifier`` was trained, sorted by length, in batches of ``batch_size``."""
+def token_batches(
+    codec: TextCodec,
+    texts: Sequence[str],
+    *,
+    token_budget: int = DEFAULT_TOKEN_BUDGET,
+    max_batch: int = 64,
+) -> list[TokenBatch]:
+    """``texts`` encoded by ``codec`` and planned into length-sorted batches within ``token_budget``."""
     if isinstance(texts, str):
         raise TypeError("token_batches() takes a sequence of texts, not a single string")
-    if not texts:
-        return []
-    ids = classifier.tokenizer(classifier.prepare(texts), truncation=True, max_length=classifier.max_length)[
-        "input_ids"
-    ]
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    pad_id = classifier.tokenizer.pad_token_id or 0
+    encoded = codec.encode(texts)
     batches = []
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
-        input_ids, mask = pad_batch([ids[i] for i in rows], pad_id)
-        batches.append(TokenBatch(np.asarray(rows, dtype=np.int64), input_ids.numpy(), mask.numpy()))
+    for rows in plan_batches(encoded.lengths, token_budget, max_batch):
+        input_ids, mask = pad([encoded.ids[i] for i in rows], codec.pad_id)
+        batches.append(TokenBatch(np.asarray(rows, dtype=np.int64), input_ids, mask))
     return batches

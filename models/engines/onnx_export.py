@@ -40,6 +40,7 @@ from torch import nn
 from driftline.models.classifier import Classifier, load_classifier
 from driftline.models.engines.base import ATTENTION_MASK, GRAPH_FILES, INPUT_IDS, PROBS
 from driftline.models.engines.batching import token_batches
+from driftline.models.serving.codec import TextCodec
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,10 @@ def export_fp32(classifier: Classifier, path: Path) -> onnx.ModelProto:
     The traced graph is checked against the contract before it replaces ``path``; returns it.
     """
     classifier.encoder.set_attn_implementation("eager")
-    sample = token_batches(classifier, _TRACE_TEXTS, batch_size=len(_TRACE_TEXTS))[0]
+    codec = TextCodec.for_encoder(
+        classifier.encoder_name, classifier.max_length, normalize_input=classifier.normalize_input
+    )
+    sample = token_batches(codec, _TRACE_TEXTS, token_budget=1 << 30, max_batch=len(_TRACE_TEXTS))[0]
     dynamic = {INPUT_IDS: {0: "batch", 1: "seq"}, ATTENTION_MASK: {0: "batch", 1: "seq"}, PROBS: {0: "batch"}}
     with _atomic(path) as tmp:
         with warnings.catch_warnings(), torch.no_grad():

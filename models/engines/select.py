@@ -1,10 +1,11 @@
 """Choose a version's inference engine by measurement: the fastest that keeps torch's accuracy.
 
-Every candidate runs the same held-out texts in the same length-sorted batches of 32, tokenized as
-the classifier was trained (:mod:`~driftline.models.engines.batching`). Per engine it records
-throughput (sentences/s, the best of two timed passes after a warm-up on the shortest and longest
-batch), accuracy against the gold labels, label agreement with ``torch-fp32`` (the reference), the
-largest probability difference from it, and the error when the engine failed to load or run.
+Every candidate runs the same held-out texts in the same batches, encoded and planned as serving
+does them (:mod:`~driftline.models.engines.batching`: length-sorted, cut by the token budget). Per
+engine it records throughput (sentences/s, the best of two timed passes after a warm-up on the
+shortest and longest batch), accuracy against the gold labels, label agreement with ``torch-fp32``
+(the reference), the largest probability difference from it, and the error when the engine failed to
+load or run.
 
 The rule (:func:`pick_engine`): among engines without error whose accuracy is within
 ``accuracy_tolerance`` of torch's and whose agreement is at least ``min_agreement``, the fastest;
@@ -23,6 +24,7 @@ import numpy as np
 from pydantic import BaseModel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from driftline.models.artifacts import read_meta
 from driftline.models.engines.base import (
     ENGINE_NAMES,
     REFERENCE_ENGINE,
@@ -33,8 +35,9 @@ from driftline.models.engines.base import (
 )
 from driftline.models.engines.batching import TokenBatch, token_batches
 from driftline.models.engines.torch_engine import TorchEngine
+from driftline.models.serving.codec import codec_for
+from driftline.settings import get_settings
 
-BATCH_SIZE = 32
 TIMED_PASSES = 2
 _EPSILON = 1e-9  # accuracies are ratios of small counts: compare them with a little slack
 _ERROR_CHARS = 500
@@ -195,7 +198,9 @@ def choose_engine(
         torch_engine = TorchEngine(version_dir, num_threads)
         index = {label: i for i, label in enumerate(torch_engine.classifier.labels)}
         gold_ids = np.asarray([index.get(label, -1) for label in gold])
-        batches = token_batches(torch_engine.classifier, texts, BATCH_SIZE)
+        batches = token_batches(
+            codec_for(read_meta(version_dir)), texts, token_budget=get_settings().triton.token_budget
+        )
         reference, speed = time_engine(torch_engine, batches, len(texts))
         del torch_engine
         measures = {REFERENCE_ENGINE: _scores(reference, gold_ids, reference, speed)}

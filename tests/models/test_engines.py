@@ -16,7 +16,6 @@ import onnxruntime as ort
 import pytest
 
 from driftline.models.artifacts import read_meta
-from driftline.models.classifier import load_classifier
 from driftline.models.engines import (
     ENGINE_NAMES,
     REFERENCE_ENGINE,
@@ -34,6 +33,7 @@ from driftline.models.engines import (
 )
 from driftline.models.engines.base import GRAPH_FILES, graphs_read_by
 from driftline.models.engines.select import run_batches
+from driftline.models.serving.codec import codec_for
 from driftline.settings import get_settings
 from tests.models.serving_support import small_artifact
 
@@ -187,7 +187,7 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Prepared]:
         before = read_meta(version).adapter_hash
         choice = prepare_engines(version, engine="auto", engines=CANDIDATES[task], texts=SELECTION_TEXTS)
         texts, gold = _held_out(version)
-        batches = token_batches(load_classifier(version), texts)  # as the selection tokenizes
+        batches = token_batches(codec_for(read_meta(version)), texts)  # as the selection and serving encode
         out[task] = Prepared(
             version, before, choice, gold, batches, _probs(version, REFERENCE_ENGINE, batches)
         )
