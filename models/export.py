@@ -196,12 +196,14 @@ def build_config(
     config.instance_group.add(kind=group, count=options.instances)
     config.dynamic_batching.preferred_batch_size.extend(sorted(set(options.preferred_batch_sizes)))
     config.dynamic_batching.max_queue_delay_microseconds = options.max_queue_delay_us
+    newest = (described or {}).get(max(versions)) if versions else None
+    encoding = newest or {}  # the newest version's encoding (what version=None requests get)
     parameters = {
         "labels": json.dumps(task.labels, ensure_ascii=False),
         "task": task.name,
-        "encoder": task.encoder,
-        "max_length": str(task.max_length),
-        "normalize_input": "true" if task.normalize_input else "false",
+        "encoder": str(encoding.get("encoder", task.encoder)),
+        "max_length": str(encoding.get("max_length", task.max_length)),
+        "normalize_input": "true" if encoding.get("normalize_input", task.normalize_input) else "false",
         "truncation": task.truncation,
         "num_threads": str(options.num_threads),
         "versions": json.dumps(
@@ -228,6 +230,10 @@ def describe_versions(model_dir: Path, versions: Sequence[int]) -> dict[int, dic
                 "labels": list(meta.labels),
                 "adapter_hash": meta.adapter_hash,
                 "engine": meta.engine,
+                # how the version was trained to read text: clients encode with exactly this
+                "encoder": meta.encoder,
+                "max_length": meta.max_length,
+                "normalize_input": meta.normalize_input,
             }
     return described
 
@@ -271,18 +277,24 @@ def set_serving_versions(name: str, versions: Sequence[int], repository: Path | 
         raise ExportError(
             f"model {name!r}: cannot serve versions {list(versions)}; missing on disk: {missing}"
         )
-    described = json.dumps(
-        {str(v): d for v, d in sorted(describe_versions(model_dir, sorted(set(versions))).items())},
-        ensure_ascii=False,
-        sort_keys=True,
-    )
+    described = describe_versions(model_dir, sorted(set(versions)))
+    newest = described.get(max(versions), {})
+    parameters = {
+        "versions": json.dumps(
+            {str(v): d for v, d in sorted(described.items())}, ensure_ascii=False, sort_keys=True
+        ),
+        **{key: str(newest[key]) for key in ("encoder", "max_length") if key in newest},
+    }
+    if "normalize_input" in newest:
+        parameters["normalize_input"] = "true" if newest["normalize_input"] else "false"
     for file in (CONFIG_FILE, GPU_CONFIG_FILE):
         path = model_dir / file
         if path.is_file():
             config = read_config(path)
             del config.version_policy.specific.versions[:]
             config.version_policy.specific.versions.extend(sorted(set(versions)))
-            config.parameters["versions"].string_value = described
+            for key, value in parameters.items():
+                config.parameters[key].string_value = value
             _write_config(path, config)
 
 

@@ -40,6 +40,10 @@ class VersionInfo:
     labels: list[str]
     adapter_hash: str = ""
     engine: str = ""
+    # how the version reads text (None: as the model config says)
+    encoder: str | None = None
+    max_length: int | None = None
+    normalize_input: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -53,12 +57,15 @@ class ModelInfo:
     labels: list[str]  # of the model config (the newest versions')
     versions: dict[str, VersionInfo] = field(default_factory=dict)
 
-    def codec(self) -> TextCodec:
-        """The text codec of this model."""
+    def codec(self, version: str | None = None) -> TextCodec:
+        """The text codec of ``version`` (as listed), else of the model (its newest version)."""
+        listed = self.versions.get(str(version)) if version else None
         return TextCodec.for_encoder(
-            self.encoder,
-            self.max_length,
-            normalize_input=self.normalize_input,
+            listed.encoder if listed and listed.encoder else self.encoder,
+            listed.max_length if listed and listed.max_length else self.max_length,
+            normalize_input=self.normalize_input
+            if listed is None or listed.normalize_input is None
+            else listed.normalize_input,
             truncation=self.truncation,  # type: ignore[arg-type]
         )
 
@@ -87,6 +94,9 @@ class ModelInfo:
                     labels=list(d.get("labels") or []),
                     adapter_hash=str(d.get("adapter_hash", "")),
                     engine=str(d.get("engine", "")),
+                    encoder=d.get("encoder"),
+                    max_length=int(d["max_length"]) if d.get("max_length") else None,
+                    normalize_input=d.get("normalize_input"),
                 )
                 for v, d in versions.items()
             },

@@ -205,7 +205,7 @@ class TritonClient(InferenceClient):
         return await classify(
             task,
             info,
-            info.codec(),
+            info.codec(version),
             texts,
             lambda ids, mask: self._infer(task, version, ids, mask),
             token_budget=self.token_budget,

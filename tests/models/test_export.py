@@ -88,9 +88,11 @@ def test_export_writes_numbered_versions_and_configs(news_artifact: Path, tmp_pa
         "business", "entertainment", "politics", "sport", "tech",
     ]  # fmt: skip
     assert parameters["num_threads"] == "1"
+    # clients encode as the newest serving version was trained (the small artifact: 64 tokens)
+    assert meta.max_length == 64
     assert (parameters["encoder"], parameters["max_length"], parameters["truncation"]) == (
         "minilm",
-        "128",
+        "64",
         "head",
     )
     # the wire contract: token ids in, probabilities out (models/inference/base.py)
@@ -104,6 +106,9 @@ def test_export_writes_numbered_versions_and_configs(news_artifact: Path, tmp_pa
             "labels": meta.labels,
             "adapter_hash": meta.adapter_hash,
             "engine": read_meta(model_dir / "1").engine,
+            "encoder": "minilm",
+            "max_length": meta.max_length,
+            "normalize_input": meta.normalize_input,
         }
     }
     # promote=False left version 1 serving; the hot-swap helpers move the explicit version list
@@ -240,7 +245,9 @@ async def _both(name: str, texts: list[str], version: str | None = None):
     from driftline.models.inference.local import LocalClient
     from driftline.models.inference.triton import TritonClient
 
-    async with TritonClient() as triton, LocalClient() as local:
+    # one call at a time, so Triton sees exactly the batches LocalClient runs: an int8 engine scales
+    # activations per batch tensor, so the same text in another batch may differ in the 3rd decimal
+    async with TritonClient(max_concurrency=1) as triton, LocalClient() as local:
         return await triton.predict(name, texts, version), await local.predict(name, texts, version)
 
 
