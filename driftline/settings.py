@@ -160,6 +160,7 @@ class TritonSettings(BaseModel):
     client_retries: int = Field(3, ge=0)  # extra attempts of a busy/unavailable request before backing off
     engine: EngineSetting = "auto"  # what runs a served version: measured ("auto") or forced by name
     engine_selection_texts: int = Field(256, ge=1)  # held-out texts the engine selection measures on
+    engine_candidates: CommaList = Field(default_factory=list)  # engines measured at export; empty: all
 
     @property
     def grpc_url(self) -> str:

@@ -21,8 +21,10 @@ from driftline.compose.stack.process import port_open
 from driftline.settings import Settings, get_settings
 
 # Exports in tests (and the workers, updaters and demos they start) choose an engine by the same rule
-# on a small held-out sample; full-size measurements are the benchmarks' job (bench.models_bench).
+# on a small held-out sample among two candidates; every engine is measured by tests/models/
+# test_engines.py, and full-size measurements are the benchmarks' job (bench.models_bench).
 os.environ.setdefault("DRIFTLINE_TRITON__ENGINE_SELECTION_TEXTS", "48")
+os.environ.setdefault("DRIFTLINE_TRITON__ENGINE_CANDIDATES", "ort-fp32,ort-int8")
 
 #: test folder -> the floor it tests (``pytest -m streams`` runs one floor); the root's own tests
 #: and tests/schema test the ground floor (settings, clients, schema, packaging, layering)

@@ -217,11 +217,12 @@ def quantize(light: onnx.ModelProto) -> onnx.ModelProto:
         return onnx.load(out)
 
 
-def write_onnx(version_dir: Path) -> dict[str, Path]:
+def write_onnx(version_dir: Path, graphs: set[str] | None = None) -> dict[str, Path]:
     """Write the version's graphs next to its artifact; ``{graph: path}`` of those written.
 
     Graphs are ``fp32`` (``model.onnx``, required: an error propagates), ``int8``, ``fused-fp32`` and
-    ``fused-int8`` (each skipped, with a logged warning, when its tool fails).
+    ``fused-int8`` (each skipped, with a logged warning, when its tool fails); ``graphs`` limits the
+    optional ones to those named (default: all).
     """
     version_dir = Path(version_dir)
     classifier = load_classifier(version_dir)
@@ -252,7 +253,12 @@ def write_onnx(version_dir: Path) -> dict[str, Path]:
         "fused-fp32": fused_fp32,
         "fused-int8": fused_int8,
     }
+    wanted = set(steps) if graphs is None else set(graphs)
+    if "fused-int8" in wanted:
+        wanted.add("fused-fp32")  # it is quantized from the fused graph
     for graph, step in steps.items():
+        if graph not in wanted:
+            continue
         try:
             written[graph] = step()
         except Exception as exc:  # a variant is optional: its engines will report it missing

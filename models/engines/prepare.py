@@ -53,17 +53,23 @@ def prepare_engines(
 
     Defaults come from the settings: ``triton.engine`` (``auto``: by measurement),
     ``triton.engine_selection_texts`` held-out texts, and ``triton.torch_threads`` threads (what one
-    served instance gets; 0: each library's default). ``engines`` limits the candidates (default all;
-    e.g. only those the serving image has libraries for). Afterwards only ``model.onnx`` (the serving
+    served instance gets; 0: each library's default). ``engines`` limits the candidates (default
+    ``triton.engine_candidates``, else all; e.g. only those the serving image has libraries for), and
+    only their graphs are written. Afterwards only ``model.onnx`` (the serving
     contract) and the chosen engine's graph stay, unless ``keep_graphs``: an e5_small version's four
     graphs take 1.7 GB.
     """
     version_dir = Path(version_dir)
     triton = get_settings().triton
     engine = engine or triton.engine
-    for name in [*([] if engine == AUTO else [engine]), *(engines or [])]:
+    # the candidates: as asked, else the settings' list (unless an engine is forced), else every engine
+    engines = list(engines or (triton.engine_candidates if engine == AUTO else [])) or None
+    named = [*([] if engine == AUTO else [engine]), *(engines or [])]
+    for name in named:
         split_name(name)  # UnknownEngineError now, not after the export
-    write_onnx(version_dir)
+    # only the graphs the named engines read (fp32, the serving contract, is always written)
+    needed = set().union(*(graphs_read_by(name) for name in named)) if named else None
+    write_onnx(version_dir, needed)
     examples = held_out_examples(read_meta(version_dir).task, texts or triton.engine_selection_texts)
     choice = choose_engine(
         version_dir,

@@ -92,7 +92,7 @@ def test_labels_insert_select_and_replay_collapses(ch):
             "text": "héllo", "source": "s", "channel": "c", "language": "en", "label": label,
             "confidence": 0.9, "label_names": ["pos", "neg"], "probabilities": [0.9, 0.1],
             "explanation": ["[\"h\", 0.5]"], "model_name": "m", "model_version": "1",
-            "adapter_hash": "abc", "truncated": 0, "latency_ms": 1.5,
+            "adapter_hash": "abc", "truncated": 0, "latency_ms": 1.5, "engine": "ort-int8",
         }  # fmt: skip
 
     try:
