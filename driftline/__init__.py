@@ -5,7 +5,7 @@ is mapped under ``driftline`` by ``pyproject.toml`` (``package-dir``)::
 
     driftline             ground floor: settings, client factories, record shapes, logging
     driftline.compose     runs the services (local stack; compose/)
-    driftline.models      encoders, training, export, serving runner, inference clients (models/)
+    driftline.models      encoders, training, export, engines, serving, inference clients (models/)
     driftline.online      drift detectors, registry, updater, promotion (online/)
     driftline.streams     Faust stream processing: agents, sinks, checkpoint (streams/)
     driftline.apps        applications: CLI, demo, dashboard

@@ -26,7 +26,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -215,6 +215,24 @@ class LearningConfig(BaseModel):
     observe_within_s: float = Field(0.5, gt=0)
 
 
+class ExplainerSettings(BaseModel):
+    """The explainer service (``driftline explainer``): word attributions off the serving path.
+
+    It reads the predictions topic in its own consumer group and explains the events each task's
+    explain policy selects (``models/tasks.yaml``) with the weights of the version that labelled them.
+    """
+
+    group_id: str = "driftline-explainer"  # its consumer group (one group per deployment)
+    max_batch: int = Field(64, ge=1)  # predictions read (and explained, when selected) per step
+    poll_s: float = Field(1.0, gt=0)  # longest wait for a batch
+    # where a group without committed offsets starts: "latest" (new predictions only) or "earliest"
+    # (everything the predictions topic still retains)
+    auto_offset_reset: Literal["latest", "earliest"] = "latest"
+    cached_versions: int = Field(3, ge=1)  # model versions kept loaded (LRU)
+    device: str = "cpu"  # torch device of the explainer
+    torch_threads: int = 0  # torch intra-op threads; 0 = torch's own choice (all cores)
+
+
 class RouteSettings(BaseModel):
     """Task fed by each input topic: ``<task>``, ``<task>@<triton model>``, or ``-`` (no route)."""
 
@@ -243,6 +261,7 @@ class Settings(BaseSettings):
     dashboard_port: int = 8088
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
     learning: LearningConfig = Field(default_factory=LearningConfig)
+    explainer: ExplainerSettings = Field(default_factory=ExplainerSettings)
     tasks_file: Path = Field(default_factory=lambda: _package_file("driftline.models", "tasks.yaml"))
     online_file: Path = Field(default_factory=lambda: _package_file("driftline.online", "online.yaml"))
     routes_file: Path | None = None  # a YAML routing table replacing `routes`

@@ -8,6 +8,7 @@ typo in the configuration fails at start-up with the field named, not mid-traini
 from __future__ import annotations
 
 import os
+from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -42,6 +43,26 @@ class TrainSettings(BaseModel):
     augment_fraction: float = Field(0.0, ge=0.0, le=1.0)
 
 
+class ExplainPolicy(StrEnum):
+    """Which classified events of a task get an explanation (``driftline.models.explain_policy``)."""
+
+    ALL = "all"  # every event (costly: one backward pass per event)
+    UNCERTAIN = "uncertain"  # confidence below the threshold, plus the random sample
+    SAMPLE = "sample"  # the random sample only
+    NONE = "none"  # never (``driftline explain EVENT_ID`` still explains on demand)
+
+
+class ExplainSettings(BaseModel):
+    """A task's explanation policy: computed off the serving path, by the explainer service."""
+
+    policy: ExplainPolicy = ExplainPolicy.UNCERTAIN
+    # an event is uncertain below this confidence (the probability of its predicted label)
+    confidence_below: float = Field(0.7, ge=0.0, le=1.0)
+    # share of all events explained regardless of confidence (a baseline of confident decisions);
+    # chosen by a hash of (task, event_id), so a replay picks the same events
+    sample_rate: float = Field(0.02, ge=0.0, le=1.0)
+
+
 class TaskConfig(BaseModel):
     """One declared classification task."""
 
@@ -59,6 +80,7 @@ class TaskConfig(BaseModel):
     truncation: Literal["head", "head_tail"] = "head"
     lora: LoraSettings = Field(default_factory=LoraSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
+    explain: ExplainSettings = Field(default_factory=ExplainSettings)
 
     @field_validator("labels")
     @classmethod

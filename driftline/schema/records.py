@@ -78,6 +78,59 @@ class PredictionRecord(BaseModel):
         )  # fmt: skip
 
 
+class ExplanationRecord(BaseModel):
+    """The top words behind one event's label under one model version (``explanations``, 0005).
+
+    Written by the explainer service and ``driftline explain``; ``error`` is empty on success and
+    says why otherwise (then ``explanation`` is empty).
+    """
+
+    TABLE: ClassVar[str] = "explanations"
+    COLUMNS: ClassVar[tuple[str, ...]] = (
+        "task", "event_id", "model_version", "model_name", "adapter_hash", "label", "confidence", "tokens",
+        "scores", "reason", "method", "event_time", "event_ts_ms", "computed_time", "computed_ts_ms",
+        "latency_ms", "error",
+    )  # fmt: skip
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    task: str
+    event_id: str
+    model_version: str
+    model_name: str
+    adapter_hash: str = ""  # of the weights that computed it (the version folder's meta.json)
+    label: str  # the label explained (the prediction's)
+    confidence: float
+    explanation: list[tuple[str, float]] = Field(default_factory=list)  # (word, score), best first
+    reason: str  # uncertain | sample | all | on_demand (driftline.models.explain_policy)
+    method: str = "grad_x_input"
+    event_ts_ms: int
+    computed_ts_ms: int = Field(default_factory=now_ms)
+    latency_ms: float = 0.0  # compute time of the batch it was part of, per text
+    error: str = ""
+
+    def to_row(self) -> Row:
+        """The ``explanations`` row: words and scores as two parallel arrays."""
+        return (
+            self.task, self.event_id, self.model_version, self.model_name, self.adapter_hash, self.label,
+            float(self.confidence), [word for word, _ in self.explanation],
+            [float(score) for _, score in self.explanation], self.reason, self.method,
+            to_datetime(self.event_ts_ms), self.event_ts_ms, to_datetime(self.computed_ts_ms),
+            self.computed_ts_ms, float(self.latency_ms), self.error,
+        )  # fmt: skip
+
+    @classmethod
+    def from_row(cls, row: Row) -> ExplanationRecord:
+        """The record of a ``SELECT <COLUMNS> FROM explanations`` row."""
+        data = dict(zip(cls.COLUMNS, row, strict=True))
+        for derived in ("event_time", "computed_time"):
+            data.pop(derived)
+        tokens, scores = data.pop("tokens"), data.pop("scores")
+        data["confidence"] = round(float(data["confidence"]), 6)  # Float32 column: 7 significant digits
+        data["explanation"] = [(str(t), round(float(s), 4)) for t, s in zip(tokens, scores, strict=True)]
+        return cls(**data)
+
+
 class AlertRecord(BaseModel):
     """What the alerts topic carries; ``evidence`` is free-form JSON (counts, baseline, samples)."""
 

@@ -1,23 +1,12 @@
-"""Model serving internals shared by Triton's python backend and the in-process ``LocalClient``.
+"""Model serving internals: what Triton's python backend runs, and the explanations beside it.
 
-``ClassifierRunner`` (runner.py) loads an exported artifact and predicts with explanations;
-``triton_model.TritonPythonModel`` adapts it to Triton's python backend; ``explain.py`` holds the
-attribution method. Kept import-light: importing this package does not import torch.
+- ``codec.py`` (texts -> token ids, head or head+tail truncation) and ``batching.py`` (length-sorted
+  calls within a token budget): what every inference client does before a call;
+- ``triton_model.py``: Triton's python backend running a version's chosen engine
+  (``driftline.models.engines``) on the tensor contract of ``driftline.models.inference.base``;
+- ``explain.py`` (the attribution method), ``explainer.Explainer`` (word attributions from a version's
+  torch weights) and ``explainer_pool.ExplainerPool`` (a batch of predictions -> ``explanations`` rows,
+  errors included, a few versions kept loaded): explanations off the serving path.
+
+Kept import-light: importing this package imports neither torch nor transformers.
 """
-
-from __future__ import annotations
-
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from driftline.models.serving.runner import ClassifierRunner, ItemResult
-
-__all__ = ["ClassifierRunner", "ItemResult"]
-
-
-def __getattr__(name: str):  # lazy: the CLI and clients import this package without loading torch
-    if name in __all__:
-        from driftline.models.serving import runner
-
-        return getattr(runner, name)
-    raise AttributeError(name)

@@ -40,6 +40,7 @@ from driftline.schema.records import (
     AlertRecord,
     DeadLetterRecord,
     DriftEvent,
+    ExplanationRecord,
     FeedbackRecord,
     PredictionRecord,
     insert_sql,
@@ -208,12 +209,18 @@ def drift_events_sink(metrics: PipelineMetrics | None = None, **kw: Any) -> Clic
     return _sink(DriftEvent, metrics, **kw)
 
 
+def explanations_sink(metrics: PipelineMetrics | None = None, **kw: Any) -> ClickHouseSink:
+    """Sink for ``ExplanationRecord.to_row()`` rows (the explainer service)."""
+    return _sink(ExplanationRecord, metrics, **kw)
+
+
 __all__ = [
     "PERMANENT_CODES",
     "ClickHouseSink",
     "alerts_sink",
     "dead_letters_sink",
     "drift_events_sink",
+    "explanations_sink",
     "feedback_sink",
     "labels_sink",
     "refusal",

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from bench.harness import free_ports
+from driftline.schema.records import ExplanationRecord, insert_sql
 from tests.schema.analytics_samples import SampleSet, build_samples, migration_statements
 
 pytestmark = pytest.mark.stack
@@ -45,6 +46,39 @@ CHROMIUM_FLAGS = [
 @pytest.fixture(scope="module")
 def samples() -> SampleSet:
     return build_samples(f"_dash{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture(scope="module")
+def explained(database: str, samples: SampleSet) -> dict[str, ExplanationRecord]:
+    """Explanation rows for the three least confident news events: two explained, one failed, plus
+    a row for another model version of the second (the dashboard must show the labelling version's)."""
+    from driftline.clients import clickhouse_client
+
+    client = clickhouse_client(database=database)
+    try:
+        rows = client.execute(
+            "SELECT event_id, model_version, label, confidence, event_ts_ms FROM labels FINAL "
+            "WHERE task = %(task)s ORDER BY confidence, event_ts_ms DESC LIMIT 3",
+            {"task": samples.news_task},
+        )
+        records: dict[str, ExplanationRecord] = {}
+        for i, (event_id, version, label, confidence, event_ts_ms) in enumerate(rows):
+            records[event_id] = ExplanationRecord(
+                task=samples.news_task, event_id=event_id, model_version=version, model_name="m",
+                label=label, confidence=confidence, reason="uncertain", event_ts_ms=event_ts_ms,
+                explanation=[] if i == 2 else [(f"why{i}", 0.6), (f"not{i}", -0.2)],
+                error="RuntimeError: boom" if i == 2 else "",
+            )  # fmt: skip
+        other = records[rows[1][0]].model_copy(
+            update={"model_version": "99", "explanation": [("stale", 1.0)]}
+        )
+        client.execute(
+            insert_sql(ExplanationRecord.TABLE, ExplanationRecord.COLUMNS),
+            [r.to_row() for r in [*records.values(), other]],
+        )
+    finally:
+        client.disconnect()
+    return records
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +107,9 @@ def database(samples: SampleSet) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def dashboard(database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def dashboard(
+    database: str, explained: dict[str, ExplanationRecord], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     port = free_ports(1)[0]
     log = tmp_path_factory.mktemp("dashboard") / "dashboard.log"
     env = {**os.environ, "DRIFTLINE_CLICKHOUSE__DATABASE": database}
@@ -194,6 +230,27 @@ def test_alerts_timeline(dashboard: str, samples: SampleSet) -> None:
     assert times == sorted(times, reverse=True)
 
 
+def test_least_confident_events_with_their_explanations(
+    dashboard: str, samples: SampleSet, explained: dict[str, ExplanationRecord]
+) -> None:
+    status, body = get(dashboard + f"api/explanations?task={samples.news_task}&range=1h")
+    assert status == 200
+    events = body["events"]
+    assert 0 < len(events) <= 50 and {e["task"] for e in events} == {samples.news_task}
+    confidences = [e["confidence"] for e in events]
+    assert confidences == sorted(confidences)  # least confident first
+    by_id = {e["event_id"]: e for e in events}
+    assert set(explained) <= set(by_id)
+    for event_id, record in explained.items():
+        got = by_id[event_id]
+        assert got["words"] == [[w, s] for w, s in record.explanation]  # the labelling version's row
+        assert got["reason"] == "uncertain" and got["error"] == record.error
+    assert any(e["error"] == "RuntimeError: boom" for e in events)
+    rest = [e for e in events if e["event_id"] not in explained]
+    assert rest and all(e["words"] == [] and e["reason"] == "" for e in rest)  # LEFT JOIN: not explained
+    assert all(e["text"].startswith("sample text for") for e in events)
+
+
 def test_unknown_task_is_empty_not_an_error(dashboard: str) -> None:
     status, body = get(dashboard + "api/labels?task=no_such_task_here")
     assert status == 200 and body["series"] == [] and body["totals"] == {}
@@ -261,10 +318,16 @@ def test_page_renders_every_chart_with_data(dashboard: str, samples: SampleSet, 
         "chart-sentiment",
         "chart-latency",
         "chart-alerts",
+        "chart-explanations",
     }
     for chart_id, attrs in page.charts.items():
         assert attrs.get("data-state") == "ok", f"{chart_id}: {attrs}"
         assert int(attrs["data-points"]) > 0, chart_id
+    explained = page.charts["chart-explanations"]
+    assert int(explained["data-series"]) == 2  # two explained rows among the least confident events
+    assert page.classes.get("word", 0) >= 4 and page.classes.get("explained-event", 0) == int(
+        explained["data-points"]
+    )
     labels = page.charts["chart-labels"]
     assert int(labels["data-series"]) == len(samples.news_label_counts) + 2  # news labels + pos/neg
     assert page.classes.get("pt", 0) >= int(labels["data-points"])  # every point drawn as a marker

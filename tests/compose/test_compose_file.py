@@ -135,6 +135,25 @@ def test_an_updater_per_task_each_in_its_own_consumer_group() -> None:
     assert len(set(updaters.values())) == len(updaters), "updaters share a consumer group"
 
 
+def test_an_explainer_computes_explanations_from_the_served_weights() -> None:
+    """Explanations are off the serving path: their own service, with torch, reading triton_repo."""
+    services = _services()
+    explainer = services["explainer"]
+    command = [str(c) for c in explainer["command"]]
+    assert command[:2] == ["driftline", "explainer"]
+    group = command[command.index("--group-id") + 1]
+    updater_groups = {
+        str(s["command"][s["command"].index("--group-id") + 1])
+        for s in _driftline_services().values()
+        if str(s["command"][1]) == "updater"
+    }
+    assert group not in updater_groups, "the explainer needs a consumer group of its own"
+    requirements = (REPO_ROOT / explainer["build"]["args"]["REQUIREMENTS"]).read_text()
+    assert "\ntorch==" in requirements and "\npeft==" in requirements
+    mounts = {str(v).split(":")[1]: str(v).split(":")[0] for v in explainer["volumes"]}
+    assert mounts[explainer["environment"]["DRIFTLINE_TRITON__REPOSITORY"]] == "../triton_repo"
+
+
 def test_secrets_have_no_defaults() -> None:
     text = COMPOSE.read_text()
     for secret in SECRETS:

@@ -68,6 +68,9 @@ NOT_RUN: dict[str, dict[str, str]] = {
     "driftline updater": {
         "faust": "driftline.clients.faust_broker_credentials: workers only",
     },
+    "driftline explainer": {
+        "faust": "driftline.clients.faust_broker_credentials: workers only",
+    },
     "tritonserver": {
         "triton_python_backend_utils": "provided by Triton's python backend stub at run time",
     },

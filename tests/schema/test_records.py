@@ -16,6 +16,7 @@ from driftline.schema.records import (
     AlertRecord,
     DeadLetterRecord,
     DriftEvent,
+    ExplanationRecord,
     FeedbackRecord,
     ModelRecord,
     ModelStatus,
@@ -42,6 +43,10 @@ SAMPLES = [
                adapter_hash="h", event_count=100, details={"x": 1}),
     ModelRecord(task="news_topic", version=2, adapter_hash="h", status=ModelStatus.SERVING,
                 metrics={"accuracy": 0.9}),
+    ExplanationRecord(task="news_topic", event_id="e1", model_version="1", model_name="m", adapter_hash="h",
+                      label="sport", confidence=0.55, explanation=[("goal", 0.5), ("match", -0.25)],
+                      reason="uncertain", event_ts_ms=1_700_000_000_000, computed_ts_ms=1_700_000_003_000,
+                      latency_ms=12.5),
 ]  # fmt: skip
 
 
@@ -84,8 +89,39 @@ def test_record_columns_are_the_migrated_table_columns(
 
 def test_every_written_table_has_a_record() -> None:
     assert {r.TABLE for r in SAMPLES} == {
-        "labels", "alerts", "dead_letters", "feedback", "drift_events", "model_versions",
+        "labels", "alerts", "dead_letters", "feedback", "drift_events", "model_versions", "explanations",
     }  # fmt: skip
+
+
+def test_explanation_row_keeps_words_and_scores_in_step_and_reads_back() -> None:
+    record = next(r for r in SAMPLES if isinstance(r, ExplanationRecord))
+    row = dict(zip(record.COLUMNS, record.to_row(), strict=True))
+    assert row["tokens"] == ["goal", "match"] and row["scores"] == [0.5, -0.25]
+    assert (
+        row["event_time"].timestamp() == 1_700_000_000 and row["computed_time"].timestamp() == 1_700_000_003
+    )
+    assert row["error"] == "" and row["method"] == "grad_x_input"
+    assert ExplanationRecord.from_row(record.to_row()) == record
+
+
+@pytest.mark.stack
+def test_explanations_replayed_rows_collapse_to_the_newest(settings) -> None:
+    """A replay computed later (even in another month) replaces the row; another version does not."""
+    from tests.conftest import migrated_database
+
+    first = next(r for r in SAMPLES if isinstance(r, ExplanationRecord))
+    replay = first.model_copy(
+        update={"computed_ts_ms": first.computed_ts_ms + 40 * 86_400_000, "explanation": [("goal", 0.75)]}
+    )
+    other = first.model_copy(update={"model_version": "2"})
+    with migrated_database(settings, "explanations_") as client:
+        sql = insert_sql(ExplanationRecord.TABLE, ExplanationRecord.COLUMNS)
+        for record in (first, replay, other):
+            client.execute(sql, [record.to_row()])
+        rows = client.execute(
+            f"SELECT {', '.join(ExplanationRecord.COLUMNS)} FROM explanations FINAL ORDER BY model_version"
+        )
+    assert [ExplanationRecord.from_row(row) for row in rows] == [replay, other]
 
 
 @pytest.mark.stack

@@ -8,6 +8,7 @@ Modules, all in ``driftline.apps.cli``:
 - ``modelling``: ``driftline data describe``, ``train``, ``export``
 - ``pipeline`` : ``driftline worker``, ``publish``, ``replay``, ``tail``
 - ``learning`` : ``driftline updater``, ``models list|promote|rollback``
+- ``explaining``: ``driftline explainer``, ``explain EVENT_ID``
 - ``demo``     : ``driftline demo``, ``dashboard``
 - ``config``   : ``driftline config show``
 """
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import typer
 
-from driftline.apps.cli import config, demo, learning, modelling, pipeline, stack
+from driftline.apps.cli import config, demo, explaining, learning, modelling, pipeline, stack
 
 app = typer.Typer(
     name="driftline",
@@ -25,7 +26,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,  # locals may hold secrets
 )
 
-for module in (stack, modelling, pipeline, learning, demo, config):
+for module in (stack, modelling, pipeline, explaining, learning, demo, config):
     module.register(app)
 
 

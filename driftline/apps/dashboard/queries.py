@@ -148,6 +148,35 @@ ORDER BY time DESC
 LIMIT 500"""
 
 
+# The least confident predictions in range and why: labels LEFT JOIN explanations on (task, event_id,
+# model_version), the explanation of the version that gave the label (written off the serving path
+# by `driftline explainer`; an event the policy skipped, or not explained yet, has none). Both sides
+# are bounded by the range (explanations carry the event's time) so the join stays small.
+EXPLANATIONS_LIMIT = 50
+EXPLANATIONS_SQL = f"""
+SELECT task, event_id, model_version, label, confidence, t, text, tokens, scores, reason, error
+FROM
+(
+    SELECT task, event_id, model_version, label, confidence, toUInt32(event_time) AS t, text
+    FROM labels FINAL
+    WHERE event_time >= toDateTime(%(start)s) AND event_time < toDateTime(%(end)s)
+      AND (%(task)s = '' OR task = %(task)s)
+    ORDER BY confidence ASC, event_time DESC
+    LIMIT {EXPLANATIONS_LIMIT}
+) AS least_confident
+ANY LEFT JOIN
+(
+    SELECT task, event_id, model_version, tokens, scores, reason, error
+    FROM explanations FINAL
+    WHERE event_time >= toDateTime(%(start)s) AND event_time < toDateTime(%(end)s)
+      AND (%(task)s = '' OR task = %(task)s)
+) AS explained USING (task, event_id, model_version)
+ORDER BY confidence ASC, t DESC"""
+
+#: characters of an event's text shown next to its explanation
+TEXT_PREVIEW = 240
+
+
 def _series(rows, key, value) -> list[dict[str, Any]]:
     grouped: dict[str, list] = {}
     for row in rows:
@@ -215,6 +244,26 @@ def shape_accuracy(rows: list[dict], serving: list[dict], timeline: list[dict], 
     ]
     markers.sort(key=lambda m: m["t"])
     return {"filters": f.to_json(), "unit": "accuracy", "series": series, "markers": markers}
+
+
+def shape_explanations(rows: list[dict], f: Filters) -> dict[str, Any]:
+    """Least confident events first, each with its top words (empty when not explained)."""
+    events = [
+        {
+            "t": r["t"],
+            "task": r["task"],
+            "event_id": r["event_id"],
+            "model_version": r["model_version"],
+            "label": r["label"],
+            "confidence": round(float(r["confidence"]), 4),
+            "text": r["text"][:TEXT_PREVIEW] + ("..." if len(r["text"]) > TEXT_PREVIEW else ""),
+            "words": [[w, round(float(s), 4)] for w, s in zip(r["tokens"], r["scores"], strict=True)],
+            "reason": r["reason"],  # '' = no explanation row for this version
+            "error": r["error"],
+        }
+        for r in rows
+    ]
+    return {"filters": f.to_json(), "events": events}
 
 
 def shape_timeline(rows: list[dict], f: Filters) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 Endpoints (all GET; filters ``task``, ``range`` = 15m|1h|6h|24h|7d|30d or ``from``/``to`` epoch s):
 ``/api/tasks``, ``/api/labels`` (events/min per task and label), ``/api/sentiment`` (by channel),
 ``/api/accuracy`` (per model version, with drift / model / serving markers), ``/api/latency``
-(p50/p90/p99 per task), ``/api/alerts`` (drift and alert timeline), ``/healthz``.
+(p50/p90/p99 per task), ``/api/alerts`` (drift and alert timeline), ``/api/explanations`` (the
+least confident events with the words behind their labels), ``/healthz``.
 Bad filters get 400 with a message, an unreachable ClickHouse 502; nothing leaks a stack trace.
 """
 
@@ -99,6 +100,12 @@ async def _alerts(request: web.Request) -> web.Response:
     return web.json_response(q.shape_timeline(rows, f))
 
 
+async def _explanations(request: web.Request) -> web.Response:
+    f = _filters(request)
+    rows = await request.app[STORE_KEY].query(q.EXPLANATIONS_SQL, f.params())
+    return web.json_response(q.shape_explanations(rows, f))
+
+
 def create_app(store: ClickHouseStore) -> web.Application:
     """The aiohttp application: JSON API routes, the page and static files over ``store``."""
     app = web.Application(middlewares=[_errors])
@@ -111,6 +118,7 @@ def create_app(store: ClickHouseStore) -> web.Application:
     app.router.add_get("/api/sentiment", _sentiment)
     app.router.add_get("/api/accuracy", _accuracy)
     app.router.add_get("/api/alerts", _alerts)
+    app.router.add_get("/api/explanations", _explanations)
     app.router.add_static("/static/", STATIC_DIR, show_index=False)
 
     async def _close(app: web.Application) -> None:

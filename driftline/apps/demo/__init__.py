@@ -6,7 +6,7 @@ Modules, in the order a run uses them:
 - ``events``    : the replayed stream (English news with the emerging entertainment class after the
   shift, Chinese chat) with ground truth and the feedback sample, written to the run folder;
 - ``models``    : get-or-train the initial adapters, export them, make them Triton's serving versions;
-- ``processes`` : worker / updater / dashboard subprocesses with their logs in the run folder;
+- ``processes`` : worker / updater / explainer / dashboard subprocesses with their logs in the run folder;
 - ``publisher`` : paced Kafka producer for events and (delayed) feedback;
 - ``live``      : counters read from ClickHouse, rendered with rich while the run goes on;
 - ``report``    : everything measured back out of ClickHouse: headline numbers, PNG plots, report.md;

@@ -1,4 +1,4 @@
-"""The demo's own processes (workers, updater, dashboard): started with logs in the run folder.
+"""The demo's own processes (workers, updater, explainer, dashboard): started with logs in the run folder.
 
 They run as ``driftline`` subprocesses, exactly what an operator would start by hand, so the demo
 exercises the real commands rather than an in-process imitation. Each gets its own session (process

@@ -4,7 +4,7 @@ Steps (each prints what it does; any failure stops the processes this run starte
 
 1. the local stack up (idempotent: a running stack is reused, never restarted);
 2. initial adapters trained or reused, exported, serving in Triton (``driftline.apps.demo.models``);
-3. worker(s), the updater and the dashboard started as ``driftline`` subprocesses;
+3. worker(s), the updater, the explainer and the dashboard started as ``driftline`` subprocesses;
 4. events published in phases with feedback for a sample, under a live view of ClickHouse counters;
 5. wait until the pipeline has labelled what was sent; stop what was started (unless
    ``keep_running``); the stack and the dashboard stay up for exploration;
@@ -102,6 +102,8 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> DemoResult:
 
     online_file = config.write_online_config(since_ts_ms=int(started * 1000))
     env = dict(os.environ, DRIFTLINE_ONLINE_FILE=str(online_file), PYTHONUNBUFFERED="1")
+    # the explainer shares the CPU with Triton and the workers: one torch thread unless told otherwise
+    env.setdefault("DRIFTLINE_EXPLAINER__TORCH_THREADS", "1")
     group = ProcessGroup(run_dir / "logs", env)
     started_ms = int(time.time() * 1000)
     store = DemoStore(settings.clickhouse, run_id, started_ms)
@@ -123,12 +125,13 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> DemoResult:
             "--group-id",
             f"driftline-demo-{run_id}",
         )
+        group.start("explainer", "explainer", "--group-id", f"driftline-demo-{run_id}-explainer")
         if config.dashboard:
             dashboard_url = _start_dashboard(group, settings, run_dir, log, port_in_use)
         for n, port in enumerate(ports):
             _wait_healthy(port, group.processes[n], timeout_s=240)
         timings["processes_s"] = round(time.monotonic() - t, 1)
-        log(f"{config.workers} worker(s) healthy; updater running (logs in {group.log_dir})")
+        log(f"{config.workers} worker(s) healthy; updater and explainer running (logs in {group.log_dir})")
 
         builder = StreamBuilder(config, run_id, served[NEWS_TASK].train_ids, served[CHAT_TASK].train_ids)
         initial = str(served[NEWS_TASK].version)
@@ -158,7 +161,8 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> DemoResult:
         )
     finally:
         if config.keep_running:
-            log(f"--keep-running: workers and updater stay up (pids {[p.pid for p in group.processes]})")
+            pids = [p.pid for p in group.processes]
+            log(f"--keep-running: workers, updater and explainer stay up (pids {pids})")
         else:
             codes = group.stop_all()
             log(f"stopped {', '.join(f'{k} ({v})' for k, v in codes.items())}")

@@ -220,6 +220,55 @@ function alertsChart(container, data) {
   setState(container, "ok", new Set(events.map(rowOf)).size, events.length);
 }
 
+// A table of the least confident events: label, confidence, text and the top words behind the label
+// (green: towards it, red: against), or why there is none. The container records what was drawn.
+function explanationsTable(container, data) {
+  const events = data.events || [];
+  const body = document.querySelector("#explanations-table tbody");
+  body.replaceChildren();
+  if (!events.length) {
+    message(container, "empty", "no predictions in this range");
+    setState(container, "empty", 0, 0);
+    return;
+  }
+  container.replaceChildren();
+  let explained = 0;
+  for (const e of events) {
+    const tr = document.createElement("tr");
+    tr.className = "explained-event";
+    tr.dataset.eventId = e.event_id;
+    const cells = [new Date(e.t * 1000).toLocaleString(), e.task, `${e.label} (v${e.model_version})`,
+                   e.confidence.toFixed(3), e.text];
+    for (const text of cells) {
+      const td = document.createElement("td");
+      td.textContent = text;
+      tr.appendChild(td);
+    }
+    const words = document.createElement("td");
+    for (const [word, score] of e.words) {
+      const span = document.createElement("span");
+      span.className = "word " + (score >= 0 ? "pos" : "neg");
+      span.textContent = word;
+      span.title = `${score >= 0 ? "+" : ""}${score.toFixed(4)}`;
+      words.appendChild(span);
+    }
+    const reason = document.createElement("td");
+    if (e.error) {
+      reason.className = "explain-error";
+      reason.textContent = "error: " + e.error;
+    } else if (e.reason) {
+      reason.textContent = e.reason;
+      explained += 1;
+    } else {
+      reason.className = "unexplained";
+      reason.textContent = "not explained";
+    }
+    tr.append(words, reason);
+    body.appendChild(tr);
+  }
+  setState(container, "ok", explained, events.length);
+}
+
 function query() {
   const p = new URLSearchParams({ range: state.range });
   if (state.task) p.set("task", state.task);
@@ -239,6 +288,7 @@ const PANELS = [
   ["chart-sentiment", "/api/sentiment", sentimentChart],
   ["chart-latency", "/api/latency", (c, d) => lineChart(c, d, { name: "latency" })],
   ["chart-alerts", "/api/alerts", alertsChart],
+  ["chart-explanations", "/api/explanations", explanationsTable],
 ];
 
 async function refresh() {
