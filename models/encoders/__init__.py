@@ -4,42 +4,34 @@ Public API (other areas code against exactly this)::
 
     load_encoder(name) -> EncoderBundle   # cached per process; fresh=True for a private copy
     encoder_path(name) -> Path            # save_pretrained folder (converted once for e5_small)
-    tokenizer_file(name) -> Path          # its tokenizer.json (what serving clients encode with)
+    tokenizer_file(name) -> Path          # the encoder's tokenizer.json (what a worker reads)
     mean_pool(last_hidden_state, attention_mask) -> Tensor
     embed(bundle, texts, max_length=256, normalize=True) -> Tensor
 
-Registry keys match ``encoder:`` in ``models/tasks.yaml``: ``minilm`` and ``e5_small``. Names are
-resolved lazily, so a process that only needs a tokenizer file does not import torch.
+Registry keys match ``encoder:`` in ``models/tasks.yaml``: ``minilm`` and ``e5_small``.
+
+``mean_pool`` and ``embed`` are torch code, imported on first use: a worker imports this package to
+find a tokenizer file and has no torch (compose/requirements/worker.txt). The imports are literal so
+that tests/compose/test_image_requirements.py follows them to what each image needs.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from driftline.models.encoders.registry import (
+    REGISTRY,
+    EncoderBundle,
+    EncoderSpec,
+    UnknownEncoderError,
+    encoder_path,
+    load_encoder,
+    tokenizer_file,
+)
 
 if TYPE_CHECKING:
     from driftline.models.encoders.pooling import embed, mean_pool
-    from driftline.models.encoders.registry import (
-        REGISTRY,
-        EncoderBundle,
-        EncoderSpec,
-        UnknownEncoderError,
-        encoder_path,
-        load_encoder,
-        tokenizer_file,
-    )
 
-_HOMES = {
-    "embed": "pooling",
-    "mean_pool": "pooling",
-    "REGISTRY": "registry",
-    "EncoderBundle": "registry",
-    "EncoderSpec": "registry",
-    "UnknownEncoderError": "registry",
-    "encoder_path": "registry",
-    "load_encoder": "registry",
-    "tokenizer_file": "registry",
-}
 __all__ = [
     "REGISTRY",
     "EncoderBundle",
@@ -53,7 +45,10 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    if name in _HOMES:
-        return getattr(importlib.import_module(f"driftline.models.encoders.{_HOMES[name]}"), name)
-    raise AttributeError(name)
+def __getattr__(name: str) -> Any:
+    """``embed`` and ``mean_pool`` from ``pooling`` (torch), imported when first asked for."""
+    if name in ("embed", "mean_pool"):
+        from driftline.models.encoders import pooling
+
+        return getattr(pooling, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

