@@ -128,6 +128,20 @@ class ClickHouseSettings(BaseModel):
     password: SecretStr = SecretStr("")
 
 
+#: Serving engines of a classifier version (driftline.models.engines): ``<library>-<graph>``; "auto" lets
+#: ``prepare_engines`` choose the fastest one that keeps torch's accuracy, by measurement.
+EngineSetting = Literal[
+    "auto",
+    "torch-fp32",
+    "ort-fp32",
+    "ort-int8",
+    "ort-fused-fp32",
+    "ort-fused-int8",
+    "openvino-fp32",
+    "openvino-int8",
+]
+
+
 class TritonSettings(BaseModel):
     """Triton endpoints, model repository, and the serving options ``export`` writes."""
 
@@ -144,6 +158,8 @@ class TritonSettings(BaseModel):
     token_budget: int = Field(4096, ge=1)  # tokens (rows x padded length) per call a client sends
     client_timeout_s: float = Field(30.0, gt=0)  # deadline of one gRPC request of TritonClient
     client_retries: int = Field(3, ge=0)  # extra attempts of a busy/unavailable request before backing off
+    engine: EngineSetting = "auto"  # what runs a served version: measured ("auto") or forced by name
+    engine_selection_texts: int = Field(256, ge=1)  # held-out texts the engine selection measures on
 
     @property
     def grpc_url(self) -> str:

@@ -45,6 +45,10 @@ class ArtifactMeta(BaseModel):
     parent: str | None = None  # adapter_hash of the artifact this one was trained from
     metrics: dict[str, object] = Field(default_factory=dict)
     train_config: dict[str, object] = Field(default_factory=dict)
+    # the inference engine that serves this version (models.engines) and the measurements it was chosen
+    # by, per engine name; written by models.engines.prepare_engines (meta.json is not hashed)
+    engine: str = "torch-fp32"
+    engines: dict[str, dict[str, object]] = Field(default_factory=dict)
     created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat())
 
 
@@ -74,6 +78,23 @@ def write_meta(artifact_dir: Path, meta: ArtifactMeta) -> ArtifactMeta:
     """Stamp the content hash and write ``meta.json``; returns the stamped meta."""
     meta = meta.model_copy(update={"adapter_hash": content_hash(artifact_dir)})
     (artifact_dir / META_FILE).write_text(meta.model_dump_json(indent=2), encoding="utf-8")
+    return meta
+
+
+def update_meta(artifact_dir: Path, **fields: object) -> ArtifactMeta:
+    """Rewrite ``meta.json`` with ``fields`` changed (validated), atomically; the hash is kept as it is.
+
+    For facts recorded about an artifact after it was written (e.g. its serving engine): a reader sees
+    the old or the new file, never half of one.
+    """
+    meta = ArtifactMeta.model_validate({**read_meta(artifact_dir).model_dump(), **fields})
+    path = artifact_dir / META_FILE
+    tmp = path.with_name(f".{META_FILE}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(meta.model_dump_json(indent=2), encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return meta
 
 

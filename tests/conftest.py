@@ -8,6 +8,7 @@ Parallel runs share the stack, so tests name their topics / models / rows with `
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,6 +19,10 @@ import pytest
 from bench.harness import free_ports, unique_suffix  # noqa: F401  (re-exported for the tests)
 from driftline.compose.stack.process import port_open
 from driftline.settings import Settings, get_settings
+
+# Exports in tests (and the workers, updaters and demos they start) choose an engine by the same rule
+# on a small held-out sample; full-size measurements are the benchmarks' job (bench.models_bench).
+os.environ.setdefault("DRIFTLINE_TRITON__ENGINE_SELECTION_TEXTS", "48")
 
 #: test folder -> the floor it tests (``pytest -m streams`` runs one floor); the root's own tests
 #: and tests/schema test the ground floor (settings, clients, schema, packaging, layering)

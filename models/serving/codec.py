@@ -23,11 +23,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from tokenizers import Tokenizer
 
 from driftline.models.normalize import normalize_all
+
+if TYPE_CHECKING:
+    from driftline.models.artifacts import ArtifactMeta
 
 Truncation = Literal["head", "head_tail"]
 TRUNCATIONS: tuple[str, ...] = ("head", "head_tail")
@@ -144,3 +147,17 @@ class TextCodec:
             ids.append([*self._prefix, *kept, *self._suffix])
             truncated.append(cut)
         return Encoded(ids, truncated)
+
+
+def codec_for(meta: ArtifactMeta) -> TextCodec:
+    """The codec a version (``meta.json``) is served with: its encoder, length and normalization, and
+    the truncation its task declares (``head`` for a task no longer declared)."""
+    from driftline.models.tasks import get_task
+
+    try:
+        truncation = get_task(meta.task).truncation
+    except KeyError:
+        truncation = "head"
+    return TextCodec.for_encoder(
+        meta.encoder, meta.max_length, normalize_input=meta.normalize_input, truncation=truncation
+    )

@@ -1,0 +1,94 @@
+"""Prepare a served version's engines: write its graphs, measure the engines, record the choice.
+
+This is what serving calls once per new version (``driftline export`` and the online updater's
+promotion): :func:`~driftline.models.engines.onnx_export.write_onnx`, then
+:func:`~driftline.models.engines.select.choose_engine` on held-out texts of the task's dataset (the
+validation split, else test; never training data), then the choice and every engine's measurements
+into the folder's ``meta.json`` (``engine``, ``engines``), where the serving model reads which engine
+to load. The ``triton.engine`` setting forces an engine instead of the measured choice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from driftline.models.artifacts import read_meta, update_meta
+from driftline.models.datasets import Example, load_dataset
+from driftline.models.engines.base import AUTO, GRAPH_FILES, graphs_read_by, split_name
+from driftline.models.engines.onnx_export import write_onnx
+from driftline.models.engines.select import EngineChoice, choose_engine
+from driftline.models.tasks import get_task
+from driftline.settings import get_settings
+
+
+def held_out_examples(task_name: str, limit: int) -> list[Example]:
+    """Up to ``limit`` examples of the task's validation split (else test), labels the task knows.
+
+    Taken in id order: ids are text hashes, so this is a fixed, label-blind sample of the split.
+    """
+    task = get_task(task_name)
+    dataset = load_dataset(task.dataset)
+    known = set(task.labels)
+    for split in ("validation", "test"):
+        examples = sorted((e for e in dataset.split(split) if e.label in known), key=lambda e: e.id)
+        if examples:
+            return examples[:limit]
+    raise ValueError(f"dataset {task.dataset} has no validation or test examples for task {task_name}")
+
+
+def prepare_engines(
+    version_dir: Path,
+    *,
+    engine: str | None = None,
+    engines: Sequence[str] | None = None,
+    texts: int | None = None,
+    num_threads: int | None = None,
+    accuracy_tolerance: float = 0.005,
+    min_agreement: float = 0.97,
+    keep_graphs: bool = False,
+    progress: bool = False,
+) -> EngineChoice:
+    """Write the graphs, choose the engine (or use ``engine``) and record it in ``meta.json``.
+
+    Defaults come from the settings: ``triton.engine`` (``auto``: by measurement),
+    ``triton.engine_selection_texts`` held-out texts, and ``triton.torch_threads`` threads (what one
+    served instance gets; 0: each library's default). ``engines`` limits the candidates (default all;
+    e.g. only those the serving image has libraries for). Afterwards only ``model.onnx`` (the serving
+    contract) and the chosen engine's graph stay, unless ``keep_graphs``: an e5_small version's four
+    graphs take 1.7 GB.
+    """
+    version_dir = Path(version_dir)
+    triton = get_settings().triton
+    engine = engine or triton.engine
+    for name in [*([] if engine == AUTO else [engine]), *(engines or [])]:
+        split_name(name)  # UnknownEngineError now, not after the export
+    write_onnx(version_dir)
+    examples = held_out_examples(read_meta(version_dir).task, texts or triton.engine_selection_texts)
+    choice = choose_engine(
+        version_dir,
+        [e.text for e in examples],
+        [e.label for e in examples],
+        accuracy_tolerance=accuracy_tolerance,
+        min_agreement=min_agreement,
+        num_threads=triton.torch_threads if num_threads is None else num_threads,
+        engines=engines,
+        force=None if engine == AUTO else engine,
+        progress=progress,
+    )
+    update_meta(
+        version_dir,
+        engine=choice.engine,
+        engines={name: measure.model_dump() for name, measure in choice.measures.items()},
+    )
+    if not keep_graphs:
+        prune_graphs(version_dir, choice.engine)
+    return choice
+
+
+def prune_graphs(version_dir: Path, engine: str) -> None:
+    """Delete the graph variants ``engine`` does not read; ``model.onnx`` always stays."""
+    keep = {"fp32", *graphs_read_by(engine)}
+    for graph, name in GRAPH_FILES.items():
+        if graph not in keep:
+            (Path(version_dir) / name).unlink(missing_ok=True)
