@@ -9,8 +9,9 @@ folder, writes its ONNX graphs (``driftline.models.engines.write_onnx``) and run
 (``ENGINE_NAMES``, via ``load_engine``; one that cannot load or run gets its error as its row) plus
 ``torch-fp32+explain``, what serving did before engines: a forward and the explanation's backward
 pass per batch (``driftline.models.serving.explainer.Explainer``; the row is left out with a note
-when that module is missing). On the task's test split (all of it; ``--quick``: the first
-``--limit`` texts) each row gets:
+when that module is missing). On the task's test split (the first ``--limit`` texts: 400 by default,
+64 with ``--quick``, 0 for all; news_topic has 207, chat_sentiment 1,699, and a full chat pass per
+engine would take the run past 6 minutes on the 2-core machine) each row gets:
 
 - sentences/s, p50/p99 per call with length-sorted batches within the token budget
   (``plan_batches``, settings ``triton.token_budget``, at most 64 rows): how serving runs, and the
@@ -37,6 +38,7 @@ import os
 import random
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -58,7 +60,10 @@ from driftline.models.tasks import get_task, load_tasks
 from driftline.settings import get_settings
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-console = Console()
+#: arrival-order cells up to this many rows get a warm-up call first (torch's first 1-row call at a new
+#: shape took ~1 s on the 2-core machine, most of a cell's budget; bigger calls amortize it)
+SMALL_BATCH = 8
+console = Console(width=max(Console().width, 130))  # the tables need ~120 columns, also in a log
 
 
 def artifact_for(task: str) -> tuple[Path, str]:
@@ -86,7 +91,7 @@ def test_texts(task: str, limit: int | None) -> tuple[list[str], list[str]]:
     """Texts and gold labels of the task's test split, in split order (the first ``limit``)."""
     from driftline.models.datasets import load_dataset
 
-    examples = load_dataset(get_task(task).dataset).split("test")[:limit]
+    examples = load_dataset(get_task(task).dataset).split("test")[: limit or None]
     return [e.text for e in examples], [e.label for e in examples]
 
 
@@ -145,6 +150,8 @@ def measure_row(
     row: dict[str, Any] = {**whole.summary(), "by_batch": {}}
     for size in work.batches:
         cells = count_batches(n, size)
+        if size <= SMALL_BATCH:
+            call(cells[0])  # a first call at a new shape pays one-off set-up a small cell cannot amortize
         row["by_batch"][str(size)] = run_plan(call, cells, n, budget_s=budgets.cell_s).summary()
         advance()
     return row, whole.probs
@@ -184,7 +191,9 @@ def measure_task(
     steps = 1 + len(batches)  # per row: the sorted pass and one cell per batch size
     bar = progress.add_task(f"{task}: writing ONNX graphs", total=1 + (len(ENGINE_NAMES) + 1) * steps)
     with version_folder(artifact) as folder:
+        started = time.perf_counter()
         write_onnx(folder)
+        onnx_write_s = round(time.perf_counter() - started, 1)
         progress.advance(bar)
         labels = list(read_meta(folder).labels)
         encoded = encode_texts(folder, texts)
@@ -219,6 +228,7 @@ def measure_task(
         "artifact": str(artifact),
         "artifact_source": source,
         "texts": len(texts),
+        "onnx_write_s": onnx_write_s,
         "token_budget": settings.token_budget,
         "max_batch": MAX_BATCH_SIZE,
         "padding_waste": {
@@ -230,18 +240,21 @@ def measure_task(
 
 
 def print_tables(result: dict[str, Any]) -> None:
-    """One rich table per task."""
-    header = table_header([int(b) for b in result["meta"]["batches"]])
+    """One rich table per task; notes and errors under it."""
+    header = table_header([int(b) for b in result["meta"]["batches"]])[:-1]  # the note goes below
     for task in result["engines"]:
         table = Table(title=f"{task} ({result['tasks'][task]['texts']} texts, * = chosen)")
         for column in header:
-            table.add_column(column, justify="left" if column in ("engine", "note") else "right")
+            table.add_column(column, justify="left" if column == "engine" else "right")
         for row in table_rows(result, task):
-            table.add_row(*row)
+            table.add_row(*row[:-1])
         console.print(table)
+        for name, row in result["engines"][task].items():
+            if row.get("error") or row.get("note"):
+                console.print(f"  {name}: {row.get('error') or row.get('note')}")
         waste = result["padding_waste"][task]
         console.print(
-            f"padding waste: {waste['before']:.1%} arrival order (32) -> {waste['after']:.1%} sorted budget"
+            f"  padding waste: {waste['before']:.1%} arrival order (32) -> {waste['after']:.1%} sorted budget"
         )
 
 
@@ -251,20 +264,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="the first --limit texts, short cells")
     parser.add_argument("--tasks", default=",".join(load_tasks()), help="comma list of tasks")
     parser.add_argument("--batches", default="1,8,32,64", help="comma list of arrival-order batch sizes")
-    parser.add_argument("--limit", type=int, default=None, help="texts per task (default all; quick 64)")
-    parser.add_argument("--budget", type=float, default=None, help="seconds per cell (1.5; quick 0.3)")
+    parser.add_argument("--limit", type=int, default=None, help="texts per task (400; quick 64; 0 = all)")
+    parser.add_argument("--budget", type=float, default=None, help="seconds per cell (1.0; quick 0.3)")
     parser.add_argument(
-        "--explain-budget", type=float, default=None, help="seconds of the explanation row (20; quick 3)"
+        "--explain-budget", type=float, default=None, help="seconds of the explanation row (15; quick 3)"
     )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
 
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # the torch engine's weight loading would print bars
     tasks = [t for t in args.tasks.split(",") if t]
     batches = [int(b) for b in args.batches.split(",") if b]
-    limit = args.limit if args.limit is not None else (64 if args.quick else None)
+    limit = args.limit if args.limit is not None else (64 if args.quick else 400)
     budgets = Budgets(
-        cell_s=args.budget if args.budget is not None else (0.3 if args.quick else 1.5),
-        explain_s=args.explain_budget if args.explain_budget is not None else (3.0 if args.quick else 20.0),
+        cell_s=args.budget if args.budget is not None else (0.3 if args.quick else 1.0),
+        explain_s=args.explain_budget if args.explain_budget is not None else (3.0 if args.quick else 15.0),
     )
     triton = get_settings().triton
     meta = {

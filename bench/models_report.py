@@ -111,8 +111,8 @@ def table_header(batches: list[int]) -> list[str]:
     """Column names of one task's table."""
     return [
         "engine",
-        "sorted budget /s",
-        *[f"b{size} /s" for size in batches],
+        "sorted/s",
+        *[f"b{size}/s" for size in batches],
         "p50 ms",
         "p99 ms",
         "accuracy",
@@ -153,8 +153,8 @@ def markdown(result: Mapping[str, Any]) -> str:
         "",
         f"Mode: {meta.get('mode')}; threads: {meta.get('threads')}; "
         f"token budget: {meta.get('token_budget')}; "
-        f"batch columns: arrival order, fixed count, {meta.get('budget_s')} s of calls per cell. "
-        "'sorted budget' = length-sorted batches within the token budget (how serving runs); p50/p99 "
+        f"bN: arrival order, batches of N, {meta.get('budget_s')} s of calls per cell. "
+        "sorted = length-sorted batches within the token budget (how serving runs); p50/p99 "
         "per call of those. * = chosen by export's rule (fastest within "
         f"{ACCURACY_TOLERANCE * 100:.1f} accuracy points of torch-fp32 and >= {MIN_AGREEMENT} agreement).",
     ]
