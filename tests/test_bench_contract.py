@@ -83,8 +83,8 @@ def test_models_result_without_a_torch_measurement_chooses_nothing() -> None:
     assert result["chosen"]["chat_sentiment"] == "torch-fp32"
 
 
-def _run(rate: float, p99: float | None = 800.0, task: str = "news_topic", **extra) -> dict:
-    return {"task": task, "events": 100, "stored": 100, "events_per_s": rate, "seconds": 100 / rate,
+def _run(per_s: float, p99: float | None = 800.0, task: str = "news_topic", **extra) -> dict:
+    return {"task": task, "events": 100, "stored": 100, "events_per_s": per_s, "seconds": 100 / per_s,
             "latency_p50_ms": 300.0, "latency_p99_ms": p99, "rate": None, **extra}  # fmt: skip
 
 
