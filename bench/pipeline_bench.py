@@ -521,7 +521,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument("--poll", type=float, default=0.1, help="ClickHouse poll interval (s)")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--artifact",
+        action="append",
+        default=[],
+        metavar="TASK=DIR",
+        help="serve this trained artifact (or version folder) for TASK instead of the harness's small "
+        "test model; the same flag works in an old checkout, so before/after use the same weights",
+    )
     args = parser.parse_args(argv)
+    artifacts = dict(item.split("=", 1) for item in args.artifact)
+    if artifacts:  # harness.pipeline_artifact exists in every checkout; served_model asks it for weights
+        small = harness.pipeline_artifact
+        harness.pipeline_artifact = lambda task: Path(artifacts[task]) if task in artifacts else small(task)
     if "engine_selection_texts" in TritonSettings.model_fields:
         # Exporting the benchmark's models chooses their engines by the usual rule on a smaller held-out
         # sample (256 texts x every engine would take minutes per model; bench.models_bench measures
@@ -574,6 +586,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "max_batch": max_batch,
         "models": {task: f"{s.name} v{s.version}" for task, s in served.items()},
         "checkout": str(REPO_ROOT),
+        "artifacts": artifacts or "harness test models",
     }
     result = assemble(meta, measured)
     (args.out / "pipeline_bench.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
