@@ -5,6 +5,7 @@
   outside ``artifacts/<task>/`` so ``driftline export`` never takes it for the task's real model.
 - ``served_model(task)``: export that artifact under a unique Triton model name and load it.
 - ``PipelineRun``: unique topics / app id for one run, worker processes (``driftline worker``),
+  the explainer service beside them when wanted (``start_explainer``, where ``explainer_available()``),
   a producer that remembers where each message landed, and ClickHouse queries. Its Kafka clients
   come from ``driftline.clients`` with the run's settings (the process's, or those of an explicit
   ``base_env`` such as a TLS cluster's), so security settings reach them as they reach the workers.
@@ -78,6 +79,16 @@ def stored_copies(settings: Settings, where: str, params: Any) -> dict[str, tupl
         params,
     )
     return {event_id: (n, final, labels) for event_id, n, final, labels in rows}
+
+
+def explainer_available() -> bool:
+    """Whether this checkout's CLI has the explainer service (``driftline explainer``)."""
+    from driftline.apps.cli import app
+
+    return any(
+        (command.name or getattr(command.callback, "__name__", "")) == "explainer"
+        for command in app.registered_commands
+    )
 
 
 def unique_suffix(prefix: str = "") -> str:
@@ -217,6 +228,7 @@ class PipelineRun:
     suffix: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     workers: list[tuple[subprocess.Popen, int, Path]] = field(default_factory=list)
     base_env: dict[str, str] | None = None
+    services: list[tuple[subprocess.Popen, Path]] = field(default_factory=list)  # explainers
 
     @property
     def topics(self) -> Topics:
@@ -260,6 +272,25 @@ class PipelineRun:
         self.workers.append((proc, port, log))
         return port
 
+    def start_explainer(self, log_dir: Path) -> subprocess.Popen:
+        """Start ``driftline explainer`` on this run's predictions topic, logging to ``log_dir``.
+
+        It gets a consumer group of its own that starts at the topic's beginning, so it sees every
+        prediction of the run whenever it finishes starting; ``stop`` ends it with the workers.
+        """
+        env = {
+            **self.env(),
+            "DRIFTLINE_EXPLAINER__GROUP_ID": f"test-explainer-{self.suffix}",
+            "DRIFTLINE_EXPLAINER__AUTO_OFFSET_RESET": "earliest",
+        }
+        log = log_dir / f"explainer-{self.suffix}-{len(self.services)}.log"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "driftline.apps.cli", "explainer"], cwd=REPO_ROOT, env=env,
+            stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        self.services.append((proc, log))
+        return proc
+
     def health(self, port: int) -> tuple[int, dict[str, Any]]:
         """HTTP status and JSON body of a worker's /health (0 and {} if unreachable)."""
         try:
@@ -290,17 +321,19 @@ class PipelineRun:
                 time.sleep(1)
 
     def stop(self) -> None:
-        """Stop the workers (TERM, then KILL after 30 s) and delete this run's topics."""
-        for proc, _, _ in self.workers:
+        """Stop the workers and services (TERM, then KILL after 30 s) and delete this run's topics."""
+        procs = [proc for proc, _, _ in self.workers] + [proc for proc, _ in self.services]
+        for proc in procs:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
-        for proc, _, _ in self.workers:
+        for proc in procs:
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         self.workers.clear()
+        self.services.clear()
         with contextlib.suppress(Exception):
             asyncio.run(self._delete_topics())
 

@@ -1,270 +1,309 @@
-"""Raw model benchmark: throughput and latency per task, in-process and through Triton.
+"""Model benchmark: every inference engine of each task's model, on the task's test texts, in-process.
 
 ``python -m bench.models_bench [--quick] [--tasks news_topic,chat_sentiment] [--batches 1,8,32,64]``
 
-For each task and batch size it sends batches of real test-split texts (so lengths and truncation
-are realistic) one request at a time and reports sentences/s and per-request latency p50/p99:
+Which engine should serve a version, and what does the serving path's batching buy? For each task it
+takes the latest trained artifact (``driftline.models.export.latest_artifact``; the harness's small
+test artifact when the task has none, said so in the report), copies it into a temporary version
+folder, writes its ONNX graphs (``driftline.models.engines.write_onnx``) and runs every engine
+(``ENGINE_NAMES``, via ``load_engine``; one that cannot load or run gets its error as its row) plus
+``torch-fp32+explain``, what serving did before engines: a forward and the explanation's backward
+pass per batch (``driftline.models.serving.explainer.Explainer``; the row is left out with a note
+when that module is missing). On the task's test split (the first ``--limit`` texts: 400 by default,
+64 with ``--quick``, 0 for all; news_topic has 207, chat_sentiment 1,699, and a full chat pass per
+engine would take the run past 6 minutes on the 2-core machine) each row gets:
 
-- ``local``: ``ClassifierRunner`` in this process (no transport, same maths as Triton);
-- ``triton``: ``TritonClient`` -> the task's artifact exported under a unique model name, loaded for
-  the run and unloaded afterwards (the served ``news_topic``/``chat_sentiment`` are never touched).
+- sentences/s, p50/p99 per call with length-sorted batches within the token budget
+  (``plan_batches``, settings ``triton.token_budget``, at most 64 rows): how serving runs, and the
+  pass whose labels give accuracy (vs gold) and agreement (labels equal to torch-fp32's);
+- sentences/s, p50/p99 per call at batch 1/8/32/64 in arrival order (``count_batches``), each cell
+  run for ``--budget`` seconds of calls (at least one call), so a slow engine cannot stretch the run;
+- per task, the padding waste of arrival-order batches of 32 against the sorted budget plan.
 
-Explanations are on in both (that is what production serves), so figures include the backward pass.
-Peak RSS of the Triton server plus its python-backend stub children is sampled during the Triton
-runs. Each cell runs for a time budget (at least 2 requests after one warm-up), which keeps the
-default run under ~5 minutes on a small CPU box; ``--quick`` shrinks budgets and batch sizes.
-Results go to ``bench/results/models_<time>.json`` and ``.md`` (gitignored), and the table is printed.
+Texts are encoded once by the model's codec (as the worker does); times cover the engine calls only.
+Threads: settings ``triton.torch_threads`` (0 = each library's default). The explanation row's labels
+are torch-fp32's (same weights, same forward pass): ``Explainer`` returns explanations only; being
+~3x slower than torch, its sorted pass runs the planned batches in a fixed shuffled order for
+``--explain-budget`` seconds instead of over every text.
+Results: ``bench/results/models_bench.json`` and ``.md`` (layout: ``bench.models_report``) and a
+table per task on the console. The default run takes ~6 minutes on the 2-core development machine.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import gc
 import json
+import os
+import random
 import shutil
-import statistics
-import threading
+import tempfile
 import time
-import uuid
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-import psutil
+import numpy as np
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from driftline.models.artifacts import META_FILE
-from driftline.models.export import ExportError, export, latest_artifact
+from bench.engine_timing import Call, EncodedTexts, encode_texts, engine_call, run_plan
+from bench.models_report import EXPLAIN_ROW, build_result, markdown, table_header, table_rows
+from driftline.models.artifacts import ADAPTER_DIR, HEAD_FILE, META_FILE, read_meta
+from driftline.models.export import MAX_BATCH_SIZE, ExportError, latest_artifact
+from driftline.models.serving.batching import count_batches, padding_waste, plan_batches
 from driftline.models.tasks import get_task, load_tasks
 from driftline.settings import get_settings
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-console = Console()
+#: arrival-order cells up to this many rows get a warm-up call first (torch's first 1-row call at a new
+#: shape took ~1 s on the 2-core machine, most of a cell's budget; bigger calls amortize it)
+SMALL_BATCH = 8
+console = Console(width=max(Console().width, 130))  # the tables need ~120 columns, also in a log
+
+
+def artifact_for(task: str) -> tuple[Path, str]:
+    """The task's latest trained artifact, else the harness's small test artifact; and which it is."""
+    try:
+        return latest_artifact(task), "latest trained artifact"
+    except ExportError:
+        from bench.harness import pipeline_artifact
+
+        return pipeline_artifact(task), "harness test artifact (the task has no trained one)"
+
+
+@contextmanager
+def version_folder(artifact: Path) -> Iterator[Path]:
+    """A temporary version folder holding a copy of ``artifact`` (removed afterwards)."""
+    with tempfile.TemporaryDirectory(prefix="models-bench-") as tmp:
+        folder = Path(tmp) / "1"
+        shutil.copytree(artifact / ADAPTER_DIR, folder / ADAPTER_DIR)
+        for name in (HEAD_FILE, META_FILE):
+            shutil.copy2(artifact / name, folder / name)
+        yield folder
+
+
+def test_texts(task: str, limit: int | None) -> tuple[list[str], list[str]]:
+    """Texts and gold labels of the task's test split, in split order (the first ``limit``)."""
+    from driftline.models.datasets import load_dataset
+
+    examples = load_dataset(get_task(task).dataset).split("test")[: limit or None]
+    return [e.text for e in examples], [e.label for e in examples]
+
+
+def explainer_call(folder: Path, texts: list[str], threads: int) -> Call | None:
+    """A call running the explanation (forward + backward) on the texts; None without an ``Explainer``."""
+    try:
+        from driftline.models.serving.explainer import Explainer
+    except ImportError:
+        return None
+    explainer = Explainer(folder, num_threads=threads or None, batch_size=MAX_BATCH_SIZE)
+
+    def call(batch: list[int]) -> None:
+        explainer.explain([texts[i] for i in batch])
+
+    return call
+
+
+@dataclass(frozen=True)
+class Budgets:
+    """Time limits: seconds of calls per arrival-order cell, and for the explanation row's sorted pass."""
+
+    cell_s: float
+    explain_s: float
 
 
 @dataclass
-class Cell:
-    """One benchmark cell: throughput and latency of one path at one batch size."""
+class Workload:
+    """One task's benchmark texts: encoded, planned as serving plans them, with their gold labels."""
 
-    task: str
-    path: str  # local | triton
-    batch: int
-    requests: int
-    sentences_per_s: float
-    p50_ms: float
-    p99_ms: float
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return ordered[index]
+    folder: Path
+    texts: list[str]
+    encoded: EncodedTexts
+    plan: list[list[int]]
+    batches: list[int]
+    threads: int
 
 
-def _artifact_for(task: str) -> Path:
-    """The task's latest trained artifact, else the cached tiny test artifact (speed is the same)."""
-    try:
-        return latest_artifact(task)
-    except ExportError:
-        fallback = get_settings().cache_dir / "test-artifacts" / task / "tiny-v1"
-        if (fallback / META_FILE).is_file():
-            return fallback
-        raise
+def measure_row(
+    call: Call, work: Workload, budgets: Budgets, advance: Callable[[], None], *, explain: bool = False
+) -> tuple[dict[str, Any], np.ndarray | None]:
+    """One row: the sorted budget pass and a time-budgeted cell per arrival-order batch size.
 
-
-def _texts(task: str, count: int = 256) -> list[str]:
-    from driftline.models.datasets import load_dataset
-
-    examples = load_dataset(get_task(task).dataset).split("test")
-    texts = [e.text for e in examples[:count]]
-    return texts * (count // max(1, len(texts)) + 1) if len(texts) < count else texts
-
-
-def _measure(run: Callable[[list[str]], object], texts: list[str], batch: int, budget_s: float) -> Cell:
-    """Requests of ``batch`` texts until ``budget_s`` is spent: at least 3 for batch <= 8, else 1.
-
-    Large batches on a small shared CPU take seconds each, so insisting on many of them would blow the
-    run time; the ``requests`` column says how many samples each p50/p99 rests on.
+    An engine's sorted pass covers every text (its labels give accuracy and agreement). The
+    explanation row's pass runs the same batches in a fixed shuffled order for ``budgets.explain_s``
+    (its labels are torch's anyway), so the long texts do not all come first.
     """
-    latencies: list[float] = []
-    minimum = 3 if batch <= 8 else 1
-    offset = 0
-    start = time.perf_counter()
-    while len(latencies) < minimum or time.perf_counter() - start < budget_s:
-        chunk = [texts[(offset + i) % len(texts)] for i in range(batch)]
-        offset += batch
-        t0 = time.perf_counter()
-        run(chunk)
-        latencies.append((time.perf_counter() - t0) * 1000.0)
-    total_s = sum(latencies) / 1000.0
-    return Cell("", "", batch, len(latencies), batch * len(latencies) / total_s,
-                statistics.median(latencies), _percentile(latencies, 0.99))  # fmt: skip
+    n = len(work.texts)
+    call(work.plan[0])  # warm-up on the longest batch: first calls allocate
+    if explain:
+        plan = list(work.plan)
+        random.Random(0).shuffle(plan)
+        whole = run_plan(call, plan, n, budget_s=budgets.explain_s)
+    else:
+        whole = run_plan(call, work.plan, n)
+    advance()
+    row: dict[str, Any] = {**whole.summary(), "by_batch": {}}
+    for size in work.batches:
+        cells = count_batches(n, size)
+        if size <= SMALL_BATCH:
+            call(cells[0])  # a first call at a new shape pays one-off set-up a small cell cannot amortize
+        row["by_batch"][str(size)] = run_plan(call, cells, n, budget_s=budgets.cell_s).summary()
+        advance()
+    return row, whole.probs
 
 
-class RssSampler:
-    """Peak RSS of tritonserver (the one serving our gRPC port) and its stub children."""
+def measure_named(name: str, work: Workload, budgets: Budgets, advance: Callable[[], None]) -> dict[str, Any]:
+    """The row of engine ``name`` (or the explanation row), with its probabilities under ``probs``;
+    a row holding only ``error`` (or ``note``) when it cannot load or run."""
+    from driftline.models.engines import load_engine
 
-    def __init__(self, grpc_port: int) -> None:
-        self.peak = 0
-        self._stop = threading.Event()
-        self._server = self._find(grpc_port)
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    @staticmethod
-    def _find(port: int) -> psutil.Process | None:
-        for proc in psutil.process_iter(["name", "cmdline"]):
-            cmd = " ".join(proc.info.get("cmdline") or [])
-            if "tritonserver" in (proc.info.get("name") or "") and f"--grpc-port={port}" in cmd:
-                return proc
-        return None
-
-    def _loop(self) -> None:
-        while not self._stop.is_set() and self._server is not None:
-            try:
-                procs = [self._server, *self._server.children(recursive=True)]
-                self.peak = max(self.peak, sum(p.memory_info().rss for p in procs if p.is_running()))
-            except psutil.Error:
-                pass
-            self._stop.wait(0.2)
-
-    def __enter__(self) -> RssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
-def bench_local(task: str, artifact: Path, batches: list[int], budget_s: float, progress, bar) -> list[Cell]:
-    """Cells for in-process inference (``ClassifierRunner``) at each batch size."""
-    from driftline.models.serving.runner import ClassifierRunner
-
-    runner = ClassifierRunner(artifact)
-    texts = _texts(task)
-    runner.predict(texts[:2])  # warm-up: first call allocates
-    cells = []
-    for batch in batches:
-        cell = _measure(lambda chunk: runner.predict(chunk), texts, batch, budget_s)
-        cell.task, cell.path = task, "local"
-        cells.append(cell)
-        progress.advance(bar)
-    return cells
-
-
-def bench_triton(task: str, artifact: Path, batches: list[int], budget_s: float, progress, bar) -> list[Cell]:
-    """Cells for ``TritonClient`` against the artifact exported under a unique model name."""
-    from driftline.clients import triton_client
-    from driftline.models.inference.triton import TritonClient
-
-    settings = get_settings()
-    name = f"bench_{task}_{uuid.uuid4().hex[:6]}"
-    admin = triton_client(settings)
-    texts = _texts(task)
-    model_dir = settings.triton.repository / name
-    loop = asyncio.new_event_loop()
-    client = TritonClient(timeout_s=600.0, retries=0)
-    cells = []
+    call: Call | None = None
     try:
-        export(task, artifact, name=name)
-        admin.load_model(name)
-        loop.run_until_complete(client.predict(name, texts[:2]))  # warm-up
-        for batch in batches:
-            cell = _measure(
-                lambda chunk: loop.run_until_complete(client.predict(name, chunk)), texts, batch, budget_s
-            )
-            cell.task, cell.path = task, "triton"
-            cells.append(cell)
-            progress.advance(bar)
+        if name == EXPLAIN_ROW:
+            call = explainer_call(work.folder, work.texts, work.threads)
+            if call is None:
+                return {"note": "skipped: driftline.models.serving.explainer is not available"}
+        else:
+            call = engine_call(load_engine(work.folder, name, work.threads), work.encoded)
+        row, probs = measure_row(call, work, budgets, advance, explain=name == EXPLAIN_ROW)
+        return {**row, "probs": probs}
+    except Exception as exc:  # one engine failing must not end the benchmark: its row says why
+        return {"error": f"{type(exc).__name__}: {exc}"[:500]}
     finally:
-        loop.run_until_complete(client.close())
-        loop.close()
-        try:
-            admin.unload_model(name)
-        finally:
-            admin.close()
-            shutil.rmtree(model_dir, ignore_errors=True)
-    return cells
+        del call  # the engine (and its session's memory) goes before the next one loads
+        gc.collect()
 
 
-def markdown(cells: list[Cell], peak_rss: int | None, meta: dict[str, object]) -> str:
-    """The benchmark report as a Markdown table."""
-    lines = [
-        f"# Model benchmark ({meta['started']})",
-        "",
-        f"Mode: {meta['mode']}; torch threads: {meta['threads']}; explanations on; texts: test split.",
-        "",
-        "| task | path | batch | requests | sentences/s | p50 ms | p99 ms |",
-        "|---|---|---:|---:|---:|---:|---:|",
-    ]
-    for c in cells:
-        lines.append(
-            f"| {c.task} | {c.path} | {c.batch} | {c.requests} | {c.sentences_per_s:.1f} "
-            f"| {c.p50_ms:.1f} | {c.p99_ms:.1f} |"
+def measure_task(
+    task: str, limit: int | None, batches: list[int], budgets: Budgets, progress: Progress
+) -> dict[str, Any]:
+    """Every row of one task, its padding waste and what it was measured on."""
+    from driftline.models.engines import ENGINE_NAMES, REFERENCE_ENGINE, write_onnx
+
+    settings = get_settings().triton
+    artifact, source = artifact_for(task)
+    texts, gold = test_texts(task, limit)
+    steps = 1 + len(batches)  # per row: the sorted pass and one cell per batch size
+    bar = progress.add_task(f"{task}: writing ONNX graphs", total=1 + (len(ENGINE_NAMES) + 1) * steps)
+    with version_folder(artifact) as folder:
+        started = time.perf_counter()
+        write_onnx(folder)
+        onnx_write_s = round(time.perf_counter() - started, 1)
+        progress.advance(bar)
+        labels = list(read_meta(folder).labels)
+        encoded = encode_texts(folder, texts)
+        lengths = encoded.lengths
+        plan = plan_batches(lengths, settings.token_budget, MAX_BATCH_SIZE)
+        work = Workload(folder, texts, encoded, plan, batches, settings.torch_threads)
+        gold_idx = np.array([labels.index(g) if g in labels else -1 for g in gold])
+        rows: dict[str, dict[str, Any]] = {}
+        reference: np.ndarray | None = None
+        names = [REFERENCE_ENGINE, *(n for n in ENGINE_NAMES if n != REFERENCE_ENGINE), EXPLAIN_ROW]
+        for index, name in enumerate(names):
+            progress.update(bar, description=f"{task}: {name}")
+            row = measure_named(name, work, budgets, lambda: progress.advance(bar))
+            progress.update(bar, completed=1 + (index + 1) * steps)
+            probs = row.pop("probs", None)
+            if probs is not None:
+                predicted = probs.argmax(axis=1)
+                row["accuracy"] = round(float((predicted == gold_idx).mean()), 4)
+                if name == REFERENCE_ENGINE:
+                    reference = predicted
+                if reference is not None:
+                    row["agreement"] = round(float((predicted == reference).mean()), 4)
+            elif name == EXPLAIN_ROW and "sentences_per_s" in row and reference is not None:
+                row["accuracy"] = rows[REFERENCE_ENGINE].get("accuracy")
+                row["agreement"] = 1.0
+                row["note"] = (
+                    f"labels are torch-fp32's (explanations only); sorted pass: {row['texts']} of "
+                    f"{len(texts)} texts in {budgets.explain_s:g} s"
+                )
+            rows[name] = row
+    return {
+        "artifact": str(artifact),
+        "artifact_source": source,
+        "texts": len(texts),
+        "onnx_write_s": onnx_write_s,
+        "token_budget": settings.token_budget,
+        "max_batch": MAX_BATCH_SIZE,
+        "padding_waste": {
+            "before": round(padding_waste(count_batches(len(lengths), 32), lengths), 4),
+            "after": round(padding_waste(plan, lengths), 4),
+        },
+        "rows": rows,
+    }
+
+
+def print_tables(result: dict[str, Any]) -> None:
+    """One rich table per task; notes and errors under it."""
+    header = table_header([int(b) for b in result["meta"]["batches"]])[:-1]  # the note goes below
+    for task in result["engines"]:
+        table = Table(title=f"{task} ({result['tasks'][task]['texts']} texts, * = chosen)")
+        for column in header:
+            table.add_column(column, justify="left" if column == "engine" else "right")
+        for row in table_rows(result, task):
+            table.add_row(*row[:-1])
+        console.print(table)
+        for name, row in result["engines"][task].items():
+            if row.get("error") or row.get("note"):
+                console.print(f"  {name}: {row.get('error') or row.get('note')}")
+        waste = result["padding_waste"][task]
+        console.print(
+            f"  padding waste: {waste['before']:.1%} arrival order (32) -> {waste['after']:.1%} sorted budget"
         )
-    if peak_rss is not None:
-        lines += ["", f"Peak RSS of tritonserver + python stubs: {peak_rss / 2**20:.0f} MiB"]
-    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line entry point: run the benchmark, write JSON and Markdown results."""
+    """Command line entry point: measure, print the tables, write JSON and Markdown."""
     parser = argparse.ArgumentParser(prog="python -m bench.models_bench", description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="short budgets, batch 1 and 8 only")
+    parser.add_argument("--quick", action="store_true", help="the first --limit texts, short cells")
     parser.add_argument("--tasks", default=",".join(load_tasks()), help="comma list of tasks")
-    parser.add_argument("--batches", default=None, help="comma list of batch sizes (default 1,8,32,64)")
-    parser.add_argument("--budget", type=float, default=None, help="seconds per cell (default 6, quick 1.5)")
-    parser.add_argument("--no-triton", action="store_true", help="in-process only")
+    parser.add_argument("--batches", default="1,8,32,64", help="comma list of arrival-order batch sizes")
+    parser.add_argument("--limit", type=int, default=None, help="texts per task (400; quick 64; 0 = all)")
+    parser.add_argument("--budget", type=float, default=None, help="seconds per cell (1.0; quick 0.3)")
+    parser.add_argument(
+        "--explain-budget", type=float, default=None, help="seconds of the explanation row (15; quick 3)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
 
-    import torch
+    from transformers.utils import logging as transformers_logging
 
-    from driftline.models.serving.runner import configure_threads
-
-    configure_threads()
+    transformers_logging.disable_progress_bar()  # the torch engine's weight loading would print bars
     tasks = [t for t in args.tasks.split(",") if t]
-    batches = [int(b) for b in (args.batches or ("1,8" if args.quick else "1,8,32,64")).split(",")]
-    budget = args.budget if args.budget is not None else (1.5 if args.quick else 6.0)
-    started = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    meta: dict[str, object] = {
-        "started": started, "mode": "quick" if args.quick else "default", "threads": torch.get_num_threads(),
-        "batches": batches, "budget_s": budget, "triton": get_settings().triton.grpc_url,
-    }  # fmt: skip
-    cells: list[Cell] = []
-    peak_rss: int | None = None
-    artifacts = {task: _artifact_for(task) for task in tasks}
-    meta["artifacts"] = {task: str(path) for task, path in artifacts.items()}
-    paths = 1 if args.no_triton else 2
+    batches = [int(b) for b in args.batches.split(",") if b]
+    limit = args.limit if args.limit is not None else (64 if args.quick else 400)
+    budgets = Budgets(
+        cell_s=args.budget if args.budget is not None else (0.3 if args.quick else 1.0),
+        explain_s=args.explain_budget if args.explain_budget is not None else (3.0 if args.quick else 15.0),
+    )
+    triton = get_settings().triton
+    meta = {
+        "started": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "mode": "quick" if args.quick else "default",
+        "threads": triton.torch_threads,
+        "cpus": os.cpu_count(),
+        "batches": batches,
+        "budget_s": budgets.cell_s,
+        "explain_budget_s": budgets.explain_s,
+        "token_budget": triton.token_budget,
+        "limit": limit,
+    }
+    measured: dict[str, dict[str, Any]] = {}
     with Progress(console=console) as progress:
-        bar = progress.add_task("benchmark cells", total=len(tasks) * len(batches) * paths)
         for task in tasks:
-            cells += bench_local(task, artifacts[task], batches, budget, progress, bar)
-        if not args.no_triton:
-            with RssSampler(get_settings().triton.grpc_port) as sampler:
-                for task in tasks:
-                    cells += bench_triton(task, artifacts[task], batches, budget, progress, bar)
-            peak_rss = sampler.peak or None
-
+            measured[task] = measure_task(task, limit, batches, budgets, progress)
+    result = build_result(meta, measured)
     args.out.mkdir(parents=True, exist_ok=True)
-    report = {"meta": meta, "peak_triton_rss_bytes": peak_rss, "cells": [asdict(c) for c in cells]}
-    (args.out / f"models_{started}.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
-    md = markdown(cells, peak_rss, meta)
-    (args.out / f"models_{started}.md").write_text(md, encoding="utf-8")
-
-    table = Table(title=f"models benchmark ({meta['mode']})")
-    for column in ("task", "path", "batch", "requests", "sentences/s", "p50 ms", "p99 ms"):
-        table.add_column(column, justify="right" if column not in ("task", "path") else "left")
-    for c in cells:
-        table.add_row(c.task, c.path, str(c.batch), str(c.requests), f"{c.sentences_per_s:.1f}",
-                      f"{c.p50_ms:.1f}", f"{c.p99_ms:.1f}")  # fmt: skip
-    console.print(table)
-    if peak_rss is not None:
-        console.print(f"peak RSS tritonserver + stubs: {peak_rss / 2**20:.0f} MiB")
-    console.print(f"written: {args.out / f'models_{started}.md'}")
+    (args.out / "models_bench.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+    (args.out / "models_bench.md").write_text(markdown(result), encoding="utf-8")
+    print_tables(result)
+    console.print(f"written: {args.out / 'models_bench.json'} and .md")
     return 0
 
 

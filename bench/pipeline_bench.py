@@ -1,31 +1,55 @@
 """Pipeline benchmark: end-to-end events/s and latency (produced to Kafka -> row in ClickHouse).
 
-Runs against the live stack with an isolated pipeline (unique topics, app id and Triton model name):
+``python -m bench.pipeline_bench [--quick] [--only raw,batched,per_event,peer,events] [--out DIR]``
 
-1. raw model throughput: ``TritonClient.predict`` on batches of ``--batch`` texts, ``--concurrency``
-   calls in flight: what the model alone can do, measured here on the same served model, texts and
-   machine state as the pipeline runs (``bench.models_bench`` measures models in more shapes),
-2. the pipeline with micro-batching (``max_batch=--batch``) and with batch size 1 (per event),
-   one ``driftline worker`` each; per-event latency is the time from the producer's send to the
-   first ClickHouse poll that sees the label row (poll interval ``--poll``),
-3. RSS of every process involved (workers, Kafka, ClickHouse, Triton, this process).
+Runs against the live stack with isolated pipelines (unique topics, app ids and Triton model names,
+``bench.harness``). Sections, each on the same test-split texts:
 
-Figures of merit: P1 = end-to-end batched events/s / raw model texts/s (target >= 0.9), P2 = batched
-/ per-event events/s (target >= 10). Writes ``bench/results/pipeline_bench.{json,md}``.
+- ``raw``: the served version's own engine (the one export chose, ``meta.json`` ``engine``, loaded with
+  ``load_engine`` from the served version folder) in this process, length-sorted token-budget calls
+  (``bench.engine_timing``): the model alone, the ceiling of the pipeline; plus the time of one
+  ``max_batch``-row call, whose 4x is the latency target;
+- ``batched``: ``news_topic`` through one ``driftline worker`` at default settings: events/s unpaced,
+  then send-to-row latency with events produced at 50 % of that measured maximum;
+- ``per_event``: the same with ``max_batch`` 1 (one event per inference call);
+- ``peer``: a plain peer (``bench.plain_peer``: one process, one message at a time, a transformers
+  pipeline, one ClickHouse insert per event) on its own topic and table;
+- ``events``: each task (news and chat events, whose schemas differ) through one worker at default
+  settings with the explainer service beside it when this checkout has one (default explain policy).
 
-    python -m bench.pipeline_bench --events 600 --per-event-events 60
+Latency is the time from the producer's send to the first ClickHouse poll that sees the row (poll
+interval ``--poll``). Each run first sends a few warm-up events and waits for their rows.
+
+Figures (``bench/results/pipeline_bench.json``, ``.md``): ``p1`` = batched events/s / raw engine
+sentences/s (target >= 0.9); ``p2`` = batched / per-event events/s (target >= 10);
+``p99_ms_at_half_load`` next to ``p99_target_ms`` = 4 x one max_batch call of the engine;
+``vs_plain_peer`` = batched / peer events/s; ``events_per_s[task]``; the details behind each under
+``details``. A section not run leaves its figures null.
+
+Before/after: the ``events`` section (``--only events``) uses only what the harness had before the
+engines work (``served_model``, ``PipelineRun``, ``clickhouse``) and imports nothing else new, so this
+file can be copied into a checkout of the old serving path (commit 8e4cf54) to measure it the same way;
+the explainer is started only where ``bench.harness.explainer_available()`` says it exists. That is
+also why the result assembly (``assemble``, ``markdown``: pure functions, tests/test_bench_contract.py)
+lives in this file rather than in a module of its own.
+
+``--quick`` takes ~5 minutes, the default run ~15 on the 2-core development machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import platform
 import statistics
+import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,39 +59,62 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+import bench.harness as harness  # noqa: E402
 from bench.harness import PipelineRun, ServedModel, clickhouse, served_model  # noqa: E402
 from driftline.clients import kafka_producer  # noqa: E402
-from driftline.settings import Settings, get_settings  # noqa: E402
+from driftline.settings import Settings, TritonSettings, get_settings  # noqa: E402
 
 RESULTS = REPO_ROOT / "bench" / "results"
+TASKS = ("news_topic", "chat_sentiment")
+SECTIONS = ("raw", "batched", "per_event", "peer", "events")
+P1_TARGET = 0.9
+P2_TARGET = 10.0
+LATENCY_TARGET_BATCHES = 4  # p99 at half load should stay under 4 one-batch model times
+HALF_LOAD = 0.5
+WARMUP_EVENTS = 8
+
+#: events per run: (quick, default)
+COUNTS = {
+    "batched": (200, 600),
+    "paced": (60, 200),
+    "per_event": (30, 60),
+    "peer": (30, 120),
+    "events_news_topic": (200, 600),
+    "events_chat_sentiment": (200, 1200),
+}
 
 
-def _texts(n: int) -> list[str]:
+# ---------------------------------------------------------------- texts and events
+
+
+def task_texts(task: str, n: int) -> list[str]:
+    """``n`` texts of the task's test split (repeated when it has fewer), in split order."""
     from driftline.models.datasets import load_dataset
+    from driftline.models.tasks import get_task
 
-    examples = load_dataset("bbc_news").split("test") + load_dataset("bbc_news").split("validation")
-    return [examples[i % len(examples)].text[:1500] for i in range(n)]
-
-
-async def raw_throughput(model: str, texts: list[str], batch: int, concurrency: int) -> dict[str, float]:
-    """Triton alone: texts/s for ``texts`` in batches of ``batch``, ``concurrency`` calls in flight."""
-    from driftline.models.inference.triton import TritonClient
-
-    async with TritonClient(max_batch_size=batch, max_concurrency=concurrency) as client:
-        await client.predict(model, texts[:batch])  # warm-up
-        semaphore = asyncio.Semaphore(concurrency)
-
-        async def one(chunk: list[str]) -> None:
-            async with semaphore:
-                await client.predict(model, chunk)
-
-        started = time.perf_counter()
-        await asyncio.gather(*(one(texts[i : i + batch]) for i in range(0, len(texts), batch)))
-        elapsed = time.perf_counter() - started
-    return {"texts": len(texts), "seconds": round(elapsed, 3), "texts_per_s": round(len(texts) / elapsed, 2)}
+    examples = load_dataset(get_task(task).dataset).split("test")
+    return [examples[i % len(examples)].text for i in range(n)]
 
 
-def _percentile(values: list[float], q: float) -> float:
+def event_doc(task: str, event_id: str, text: str) -> dict[str, Any]:
+    """The input event carrying ``text``: a news article (title + body) or a chat message."""
+    if task == "chat_sentiment":
+        return {"id": event_id, "timestamp": time.time(), "conversation_id": "bench", "user": "bench",
+                "channel": "bench", "text": text, "language": "zh"}  # fmt: skip
+    title, _, body = text.partition(". ")
+    return {"id": event_id, "timestamp": time.time(), "source": "bench", "title": title, "body": body}
+
+
+def topic_of(run: PipelineRun, task: str) -> str:
+    """The run's input topic of ``task``."""
+    return run.topics.chat if task == "chat_sentiment" else run.topics.news
+
+
+# ---------------------------------------------------------------- producing and measuring
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q`` quantile (0..1) by the nearest-rank rule."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
@@ -93,80 +140,246 @@ async def _produce_paced(
         await producer.stop()
 
 
-def pipeline_run(
-    served: ServedModel,
-    texts: list[str],
-    *,
-    batch: int,
-    poll: float,
-    log_dir: Path,
-    rate: float | None = None,
-) -> dict[str, Any]:
-    """One isolated worker run over ``texts``: events/s, send-to-row latency (s) and worker RSS."""
-    run = PipelineRun(
-        routes={"news": f"{served.task}@{served.name}", "chat": "-"},
-        extra_env={
-            "DRIFTLINE_PIPELINE__MAX_BATCH": str(batch),
-            "DRIFTLINE_PIPELINE__SINK_MAX_ROWS": str(max(batch, 1) if batch == 1 else 2000),
-            "DRIFTLINE_PIPELINE__SINK_MAX_AGE_S": "0.2" if batch > 1 else "0.05",
-            "DRIFTLINE_PIPELINE__BATCH_WITHIN_S": "0.1",
-        },
-    )
-    run.create_topics(partitions=4)
-    rss: dict[str, float] = {}
+def rows_seen(query: str, prefix: str) -> list[str]:
+    """Event ids starting with ``prefix`` that ``query`` (a SELECT of event_id ... LIKE %(p)s) finds."""
+    client = clickhouse()
     try:
-        run.start_worker(log_dir)
-        run.wait_healthy(timeout=180)
-        ids = [f"{run.suffix}-{i}" for i in range(len(texts))]
-        sent_at: dict[str, float] = {}
-        messages = []
-        now = time.time()
-        for event_id, text in zip(ids, texts, strict=True):
-            title, _, body = text.partition(". ")
-            doc = {"id": event_id, "timestamp": now, "source": "bench", "title": title, "body": body}
-            messages.append((event_id, json.dumps(doc).encode()))
-        started = time.time()
-        settings = run.settings
-        producer = threading.Thread(
-            target=lambda: asyncio.run(_produce_paced(settings, run.topics.news, messages, rate, sent_at)),
-            daemon=True,
-        )
-        producer.start()
-        seen: dict[str, float] = {}
-        client = clickhouse()
-        deadline = time.time() + 900
-        while len(seen) < len(ids) and time.time() < deadline:
-            rows = client.execute(
-                "SELECT event_id FROM labels WHERE event_id LIKE %(p)s", {"p": f"{run.suffix}-%"}
-            )
-            t = time.time()
-            for (event_id,) in rows:
-                seen.setdefault(event_id, t)
-            if len(seen) < len(ids):
-                time.sleep(poll)
-        finished = max(seen.values()) if seen else time.time()
-        producer.join(timeout=60)
-        produced = max(sent_at.values()) if sent_at else started
-        for proc, _, _ in run.workers:
-            rss[f"worker:{proc.pid}"] = round(psutil.Process(proc.pid).memory_info().rss / 2**20, 1)
+        return [event_id for (event_id,) in client.execute(query, {"p": f"{prefix}%"})]
     finally:
-        run.stop()
-    latencies = [seen[i] - sent_at[i] for i in seen]
+        client.disconnect()
+
+
+LABELS_QUERY = "SELECT event_id FROM labels WHERE event_id LIKE %(p)s"
+
+
+def measure(
+    settings: Settings,
+    topic: str,
+    task: str,
+    texts: list[str],
+    prefix: str,
+    *,
+    poll: float,
+    rate: float | None = None,
+    query: str = LABELS_QUERY,
+    timeout_s: float = 900.0,
+) -> dict[str, Any]:
+    """Produce one event per text (ids ``<prefix><i>``) and poll ClickHouse until every row is there.
+
+    Returns events/s (rows stored / time from the first send to the last row seen), send-to-row
+    latency percentiles in ms and counts.
+    """
+    messages = [
+        (f"{prefix}{i}", json.dumps(event_doc(task, f"{prefix}{i}", text), ensure_ascii=False).encode())
+        for i, text in enumerate(texts)
+    ]
+    sent_at: dict[str, float] = {}
+    producer = threading.Thread(
+        target=lambda: asyncio.run(_produce_paced(settings, topic, messages, rate, sent_at)), daemon=True
+    )
+    started = time.time()
+    producer.start()
+    seen: dict[str, float] = {}
+    deadline = started + timeout_s
+    while len(seen) < len(messages) and time.time() < deadline:
+        found = rows_seen(query, prefix)
+        now = time.time()
+        for event_id in found:
+            seen.setdefault(event_id, now)
+        if len(seen) < len(messages):
+            if not producer.is_alive() and len(sent_at) < len(messages):
+                break  # the producer failed: what was sent is all there is to wait for
+            time.sleep(poll)
+    producer.join(timeout=60)
+    finished = max(seen.values()) if seen else time.time()
     elapsed = finished - started
+    latencies = [(seen[i] - sent_at[i]) * 1000.0 for i in seen if i in sent_at]
     return {
-        "batch": batch,
+        "task": task,
         "rate": rate,
-        "events": len(ids),
+        "events": len(messages),
         "stored": len(seen),
-        "produce_s": round(produced - started, 3),
+        "produce_s": round(max(sent_at.values()) - started, 3) if sent_at else None,
         "seconds": round(elapsed, 3),
         "events_per_s": round(len(seen) / elapsed, 2) if elapsed > 0 else 0.0,
-        "latency_p50_s": round(_percentile(latencies, 0.5), 3) if latencies else None,
-        "latency_p99_s": round(_percentile(latencies, 0.99), 3) if latencies else None,
-        "latency_mean_s": round(statistics.fmean(latencies), 3) if latencies else None,
-        "worker_rss_mib": rss,
-        "note": "latency = send -> first poll seeing the row; unpaced runs include queueing",
+        "latency_p50_ms": round(percentile(latencies, 0.5), 1) if latencies else None,
+        "latency_p99_ms": round(percentile(latencies, 0.99), 1) if latencies else None,
+        "latency_mean_ms": round(statistics.fmean(latencies), 1) if latencies else None,
     }
+
+
+def warm_up(settings: Settings, topic: str, task: str, texts: list[str], prefix: str, poll: float) -> None:
+    """A few events first, waited for: worker, model and connections are warm when timing starts."""
+    measure(settings, topic, task, texts[:WARMUP_EVENTS], prefix, poll=poll, timeout_s=300.0)
+
+
+def worker_rss(run: PipelineRun) -> dict[str, float]:
+    """RSS in MiB of the run's worker and service processes."""
+    procs = [(f"worker:{p.pid}", p) for p, _, _ in run.workers]
+    procs += [(f"service:{p.pid}", p) for p, _ in getattr(run, "services", [])]
+    out: dict[str, float] = {}
+    for name, proc in procs:
+        with contextlib.suppress(psutil.Error):
+            out[name] = round(psutil.Process(proc.pid).memory_info().rss / 2**20, 1)
+    return out
+
+
+@contextlib.contextmanager
+def pipeline(
+    routes: dict[str, str], log_dir: Path, extra_env: dict[str, str] | None = None, explainer: bool = False
+) -> Iterator[PipelineRun]:
+    """A started, healthy worker on private topics (and the explainer beside it when asked)."""
+    run = PipelineRun(routes=routes, extra_env=extra_env or {})
+    run.create_topics(partitions=4)
+    try:
+        run.start_worker(log_dir)
+        if explainer:
+            run.start_explainer(log_dir)  # type: ignore[attr-defined]
+        run.wait_healthy(timeout=180)
+        yield run
+    finally:
+        run.stop()
+
+
+def route(served: ServedModel) -> str:
+    """A ``DRIFTLINE_ROUTES__*`` value sending a topic to ``served``."""
+    return f"{served.task}@{served.name}"
+
+
+# ---------------------------------------------------------------- sections
+
+
+def section_raw(served: ServedModel, texts: list[str], max_batch: int) -> dict[str, Any]:
+    """The served version's chosen engine in this process: sorted budget plan, and one max_batch call."""
+    from bench.engine_timing import encode_texts, engine_call, run_plan
+    from driftline.models.artifacts import read_meta
+    from driftline.models.engines import load_engine
+    from driftline.models.serving.batching import plan_batches
+
+    triton = get_settings().triton
+    folder = triton.repository / served.name / served.version
+    name = read_meta(folder).engine
+    engine = load_engine(folder, name, triton.torch_threads)
+    encoded = encode_texts(folder, texts)
+    plan = plan_batches(encoded.lengths, triton.token_budget, max_batch)
+    call = engine_call(engine, encoded)
+    call(plan[0])  # warm-up
+    best = max((run_plan(call, plan, len(texts)) for _ in range(2)), key=lambda r: r.sentences_per_s)
+    one = list(range(min(max_batch, len(texts))))
+    one_batch = run_plan(call, [one] * 3, len(texts))
+    return {
+        "engine": name,
+        "texts": len(texts),
+        "token_budget": triton.token_budget,
+        "sentences_per_s": round(best.sentences_per_s, 2),
+        "calls": len(best.latencies_ms),
+        "max_batch": max_batch,
+        "one_batch_ms": round(statistics.median(one_batch.latencies_ms), 1),
+        "one_batch_tokens": len(one) * max(encoded.lengths[i] for i in one),
+    }
+
+
+def section_batched(
+    served: ServedModel, texts: list[str], paced_texts: list[str], log_dir: Path, poll: float
+) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, float]]:
+    """Unpaced events/s at default settings, then latency at half that rate, on one worker."""
+    with pipeline({"news": route(served), "chat": "-"}, log_dir) as run:
+        topic = run.topics.news
+        warm_up(run.settings, topic, served.task, texts, f"{run.suffix}-w", poll)
+        batched = measure(run.settings, topic, served.task, texts, f"{run.suffix}-b", poll=poll)
+        rate = round(batched["events_per_s"] * HALF_LOAD, 2)
+        paced = None
+        if rate > 0:
+            paced = measure(
+                run.settings, topic, served.task, paced_texts, f"{run.suffix}-p", poll=poll, rate=rate
+            )
+        return batched, paced, worker_rss(run)
+
+
+def section_per_event(served: ServedModel, texts: list[str], log_dir: Path, poll: float) -> dict[str, Any]:
+    """Events/s with one event per inference call (``max_batch`` 1), otherwise default settings."""
+    with pipeline(
+        {"news": route(served), "chat": "-"}, log_dir, {"DRIFTLINE_PIPELINE__MAX_BATCH": "1"}
+    ) as run:
+        topic = run.topics.news
+        warm_up(run.settings, topic, served.task, texts, f"{run.suffix}-w", poll)
+        result = measure(run.settings, topic, served.task, texts, f"{run.suffix}-s", poll=poll)
+        return {**result, "max_batch": 1}
+
+
+def section_peer(served: ServedModel, texts: list[str], log_dir: Path, poll: float) -> dict[str, Any]:
+    """The plain peer (``bench.plain_peer``) on a topic and table of its own; both removed afterwards."""
+    run = PipelineRun(routes={"news": "-", "chat": "-"})  # its topics only: no worker
+    run.create_topics(partitions=4)
+    table = f"bench_peer_{run.suffix}"
+    folder = get_settings().triton.repository / served.name / served.version
+    log = log_dir / f"peer-{run.suffix}.log"
+    cmd = [sys.executable, "-m", "bench.plain_peer", "--topic", run.topics.news, "--version-dir", str(folder),
+           "--table", table, "--group", f"bench-peer-{run.suffix}"]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 300
+        while b"ready" not in log.read_bytes():
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"plain peer did not start:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        query = f"SELECT event_id FROM {table} WHERE event_id LIKE %(p)s"
+        topic = run.topics.news
+        warm = texts[:WARMUP_EVENTS]
+        measure(
+            run.settings, topic, served.task, warm, f"{run.suffix}-w", poll=poll, query=query, timeout_s=300
+        )
+        result = measure(run.settings, topic, served.task, texts, f"{run.suffix}-e", poll=poll, query=query)
+        rss = round(psutil.Process(proc.pid).memory_info().rss / 2**20, 1)
+        how = "transformers feature-extraction pipeline, one event per call, one ClickHouse insert per event"
+        return {**result, "rss_mib": rss, "how": how}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        with contextlib.suppress(Exception):
+            client = clickhouse()
+            client.execute(f"DROP TABLE IF EXISTS {table}")
+            client.disconnect()
+        run.stop()
+
+
+def explainer_supported() -> bool:
+    """Whether this checkout has the explainer service and the harness can start it (feature check)."""
+    check = getattr(harness, "explainer_available", None)
+    return bool(check and hasattr(PipelineRun, "start_explainer") and check())
+
+
+def section_events(
+    served: Mapping[str, ServedModel], texts: Mapping[str, list[str]], log_dir: Path, poll: float
+) -> dict[str, Any]:
+    """Each task at default settings through one worker (the explainer beside it where one exists).
+
+    Uses only ``served_model``/``PipelineRun``/``clickhouse`` of the harness (plus the guarded
+    explainer start), so it measures an old checkout's serving path the same way.
+    """
+    explainer = explainer_supported()
+    routes = {"news": route(served["news_topic"]), "chat": route(served["chat_sentiment"])}
+    out: dict[str, Any] = {"explainer": explainer, "tasks": {}}
+    with pipeline(routes, log_dir, explainer=explainer) as run:
+        for task in TASKS:
+            topic = topic_of(run, task)
+            prefix = f"{run.suffix}-{task}-"
+            warm_up(run.settings, topic, task, texts[task], f"{prefix}w", poll)
+            out["tasks"][task] = measure(run.settings, topic, task, texts[task], f"{prefix}e", poll=poll)
+        if explainer:
+            with contextlib.suppress(Exception):  # the table exists only where the explainer does
+                client = clickhouse()
+                rows = client.execute(
+                    "SELECT count() FROM explanations WHERE event_id LIKE %(p)s", {"p": f"{run.suffix}-%"}
+                )
+                client.disconnect()
+                out["explained_by_end"] = int(rows[0][0])
+        out["rss_mib"] = worker_rss(run)
+    return out
 
 
 def stack_rss() -> dict[str, float]:
@@ -188,100 +401,198 @@ def stack_rss() -> dict[str, float]:
     return found
 
 
+# ---------------------------------------------------------------- the report (pure)
+
+
+def _ratio(numerator: float | None, denominator: float | None, digits: int = 3) -> float | None:
+    if not numerator or not denominator:
+        return None
+    return round(numerator / denominator, digits)
+
+
+def assemble(meta: Mapping[str, Any], sections: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON document from the sections' measurements (missing sections give null figures).
+
+    ``sections`` may hold ``raw``, ``batched``, ``paced``, ``per_event``, ``peer``, ``events``
+    (``{"tasks": {task: measure}, ...}``) and ``rss_mib``, as the section functions return them.
+    """
+    raw, batched, paced = sections.get("raw"), sections.get("batched"), sections.get("paced")
+    single, peer, events = sections.get("per_event"), sections.get("peer"), sections.get("events")
+    batched_rate = batched["events_per_s"] if batched else None
+    one_batch_ms = raw["one_batch_ms"] if raw else None
+    event_tasks = (events or {}).get("tasks", {})
+    return {
+        "meta": dict(meta),
+        "p1": _ratio(batched_rate, raw["sentences_per_s"] if raw else None),
+        "p1_target": P1_TARGET,
+        "p2": _ratio(batched_rate, single["events_per_s"] if single else None, 2),
+        "p2_target": P2_TARGET,
+        "p99_ms_at_half_load": paced["latency_p99_ms"] if paced else None,
+        "p99_target_ms": round(LATENCY_TARGET_BATCHES * one_batch_ms, 1) if one_batch_ms else None,
+        "vs_plain_peer": _ratio(batched_rate, peer["events_per_s"] if peer else None, 2),
+        "events_per_s": {
+            task: (event_tasks[task]["events_per_s"] if task in event_tasks else None) for task in TASKS
+        },
+        "details": {
+            "raw_engine": raw,
+            "pipeline_batched": batched,
+            "pipeline_half_load": paced,
+            "pipeline_per_event": single,
+            "plain_peer": peer,
+            "events": events,
+        },
+        "rss_mib": dict(sections.get("rss_mib") or {}),
+    }
+
+
+def _cell(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
+def markdown(r: Mapping[str, Any]) -> str:
+    """The figures and the runs behind them as Markdown."""
+    meta, d = r["meta"], r["details"]
+    raw = d.get("raw_engine") or {}
+    events = d.get("events") or {}
+    lines = [
+        f"# Pipeline benchmark ({meta.get('when', '')})",
+        "",
+        f"Mode {meta.get('mode')}; {meta.get('cpus')} CPUs, load {meta.get('load_avg_1m')} at the end; "
+        f"served `{meta.get('models', {})}`.",
+        "",
+        "| figure | value | target |",
+        "|---|---:|---:|",
+        f"| P1 = end-to-end batched / raw engine | {_cell(r['p1'])} | >= {r['p1_target']} |",
+        f"| P2 = batched / per-event | {_cell(r['p2'])} | >= {r['p2_target']} |",
+        f"| p99 send-to-row ms at half load | {_cell(r['p99_ms_at_half_load'])} | "
+        f"<= {_cell(r['p99_target_ms'])} (4 x one batch) |",
+        f"| driftline / plain peer events/s | {_cell(r['vs_plain_peer'])} | |",
+    ]
+    for task, rate in r["events_per_s"].items():
+        lines.append(f"| events/s {task} (default settings) | {_cell(rate)} | |")
+    lines += [
+        "",
+        "| run | events | events/s | p50 ms | p99 ms |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    if raw:
+        lines.append(
+            f"| raw engine `{raw['engine']}` (sorted budget {raw['token_budget']}) | {raw['texts']} | "
+            f"{raw['sentences_per_s']} | | one {raw['max_batch']}-row call: {raw['one_batch_ms']} ms |"
+        )
+    named = [
+        ("pipeline batched (default settings)", d.get("pipeline_batched")),
+        ("pipeline at half load", d.get("pipeline_half_load")),
+        ("pipeline per event (max_batch 1)", d.get("pipeline_per_event")),
+        ("plain peer", d.get("plain_peer")),
+        *[(f"events {task}", run) for task, run in events.get("tasks", {}).items()],
+    ]
+    for label, run in named:
+        if run:
+            rate = f", paced {run['rate']}/s" if run.get("rate") else ""
+            lines.append(
+                f"| {label}{rate} | {run['stored']}/{run['events']} | {run['events_per_s']} | "
+                f"{_cell(run['latency_p50_ms'])} | {_cell(run['latency_p99_ms'])} |"
+            )
+    if events:
+        lines += [
+            "",
+            f"Explainer service beside the events worker: {'yes' if events.get('explainer') else 'no'}",
+        ]
+        if "explained_by_end" in events:
+            lines[-1] += f" ({events['explained_by_end']} explanations written by the end of the run)."
+    if r.get("rss_mib"):
+        lines += ["", "RSS (MiB): " + ", ".join(f"{k} {v}" for k, v in r["rss_mib"].items())]
+    lines += ["", "Latency = producer send -> first ClickHouse poll seeing the row."]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- command line
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Run the benchmark, write pipeline_bench.json and .md under ``--out``; returns the result."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--events", type=int, default=600, help="events for the batched run")
-    parser.add_argument("--per-event-events", type=int, default=60, help="events for the batch-size-1 run")
-    parser.add_argument("--paced-events", type=int, default=60, help="events for the paced latency run")
-    parser.add_argument("--paced-fraction", type=float, default=0.5, help="paced rate as a share of raw")
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--concurrency", type=int, default=1, help="raw model: calls in flight")
-    parser.add_argument("--poll", type=float, default=0.2, help="ClickHouse poll interval (s)")
+    """Run the chosen sections, write pipeline_bench.json and .md under ``--out``; returns the result."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.pipeline_bench", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--quick", action="store_true", help="fewer events per run (~5 minutes)")
+    parser.add_argument(
+        "--only", default=",".join(SECTIONS), help=f"comma list of sections: {','.join(SECTIONS)}"
+    )
+    parser.add_argument("--poll", type=float, default=0.1, help="ClickHouse poll interval (s)")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--artifact",
+        action="append",
+        default=[],
+        metavar="TASK=DIR",
+        help="serve this trained artifact (or version folder) for TASK instead of the harness's small "
+        "test model; the same flag works in an old checkout, so before/after use the same weights",
+    )
     args = parser.parse_args(argv)
+    artifacts = dict(item.split("=", 1) for item in args.artifact)
+    if artifacts:  # harness.pipeline_artifact exists in every checkout; served_model asks it for weights
+        small = harness.pipeline_artifact
+        harness.pipeline_artifact = lambda task: Path(artifacts[task]) if task in artifacts else small(task)
+    if "engine_selection_texts" in TritonSettings.model_fields:
+        # Exporting the benchmark's models chooses their engines by the usual rule on a smaller held-out
+        # sample (256 texts x every engine would take minutes per model; bench.models_bench measures
+        # engines in full). Only where the setting exists: the old checkout refuses unknown variables.
+        os.environ.setdefault("DRIFTLINE_TRITON__ENGINE_SELECTION_TEXTS", "32" if args.quick else "64")
+        get_settings.cache_clear()
+    sections = [s for s in args.only.split(",") if s]
+    unknown = sorted(set(sections) - set(SECTIONS))
+    if unknown:
+        parser.error(f"unknown sections {unknown}; choose from {', '.join(SECTIONS)}")
+    count = {name: pair[0 if args.quick else 1] for name, pair in COUNTS.items()}
     args.out.mkdir(parents=True, exist_ok=True)
     log_dir = get_settings().run_dir / "bench-logs"  # worker logs stay out of the results folder
     log_dir.mkdir(parents=True, exist_ok=True)
-    texts = _texts(max(args.events, args.per_event_events))
-    with served_model("news_topic") as served:
-        raw = asyncio.run(raw_throughput(served.name, texts[: args.events], args.batch, args.concurrency))
-        raw_single = asyncio.run(raw_throughput(served.name, texts[: args.per_event_events], 1, 1))
-        batched = pipeline_run(
-            served, texts[: args.events], batch=args.batch, poll=args.poll, log_dir=log_dir
-        )
-        single = pipeline_run(
-            served, texts[: args.per_event_events], batch=1, poll=args.poll, log_dir=log_dir
-        )
-        rate = round(raw["texts_per_s"] * args.paced_fraction, 2)
-        paced = pipeline_run(
-            served, texts[: args.paced_events], batch=args.batch, poll=args.poll, log_dir=log_dir, rate=rate
-        )
-        rss = stack_rss()
-    p1 = batched["events_per_s"] / raw["texts_per_s"] if raw["texts_per_s"] else 0.0
-    p2 = batched["events_per_s"] / single["events_per_s"] if single["events_per_s"] else 0.0
-    result = {
+    max_batch = get_settings().pipeline.max_batch
+    news_n = max(count["batched"], count["paced"], count["peer"], count["events_news_topic"])
+    texts = {"news_topic": task_texts("news_topic", news_n)}
+    if "events" in sections:
+        texts["chat_sentiment"] = task_texts("chat_sentiment", count["events_chat_sentiment"])
+    news = texts["news_topic"]
+    measured: dict[str, Any] = {}
+    with contextlib.ExitStack() as stack:
+        served = {task: stack.enter_context(served_model(task)) for task in texts}
+        if "raw" in sections:
+            measured["raw"] = section_raw(served["news_topic"], news[: count["batched"]], max_batch)
+        rss: dict[str, float] = {}
+        if "batched" in sections:
+            measured["batched"], measured["paced"], worker = section_batched(
+                served["news_topic"], news[: count["batched"]], news[: count["paced"]], log_dir, args.poll
+            )
+            rss.update(worker)
+        if "per_event" in sections:
+            measured["per_event"] = section_per_event(
+                served["news_topic"], news[: count["per_event"]], log_dir, args.poll
+            )
+        if "peer" in sections:
+            measured["peer"] = section_peer(served["news_topic"], news[: count["peer"]], log_dir, args.poll)
+        if "events" in sections:
+            event_texts = {task: texts[task][: count[f"events_{task}"]] for task in TASKS}
+            measured["events"] = section_events(served, event_texts, log_dir, args.poll)
+            rss.update(measured["events"]["rss_mib"])
+        measured["rss_mib"] = {**stack_rss(), **rss}
+    meta = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {
-            "cpus": psutil.cpu_count(),
-            "python": platform.python_version(),
-            "load_avg_1m": round(psutil.getloadavg()[0], 2),
-        },
-        "batch": args.batch,
-        "model": {"task": served.task, "triton_model": served.name, "version": served.version},
-        "raw_model": raw,
-        "raw_model_per_event": raw_single,
-        "raw_batched_over_per_event": round(raw["texts_per_s"] / raw_single["texts_per_s"], 2),
-        "pipeline_batched": batched,
-        "pipeline_per_event": single,
-        "pipeline_paced": paced,
-        "P1_end_to_end_over_raw": round(p1, 3),
-        "P1_target": 0.9,
-        "P2_batched_over_per_event": round(p2, 2),
-        "P2_target": 10,
-        "rss_mib": {
-            **rss,
-            **batched["worker_rss_mib"],
-            **single["worker_rss_mib"],
-            **paced["worker_rss_mib"],
-        },
+        "mode": "quick" if args.quick else "default",
+        "sections": sections,
+        "cpus": psutil.cpu_count(),
+        "python": platform.python_version(),
+        "load_avg_1m": round(os.getloadavg()[0], 2),
+        "max_batch": max_batch,
+        "models": {task: f"{s.name} v{s.version}" for task, s in served.items()},
+        "checkout": str(REPO_ROOT),
+        "artifacts": artifacts or "harness test models",
     }
-    (args.out / "pipeline_bench.json").write_text(json.dumps(result, indent=2))
-    (args.out / "pipeline_bench.md").write_text(markdown(result))
+    result = assemble(meta, measured)
+    (args.out / "pipeline_bench.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+    (args.out / "pipeline_bench.md").write_text(markdown(result), encoding="utf-8")
     print(markdown(result))
     return result
-
-
-def markdown(r: dict[str, Any]) -> str:
-    """The results table and figures of merit as Markdown."""
-    b, s, raw, pc = r["pipeline_batched"], r["pipeline_per_event"], r["raw_model"], r["pipeline_paced"]
-    lines = [
-        f"# Pipeline benchmark ({r['when']})",
-        "",
-        f"Model `{r['model']['triton_model']}` v{r['model']['version']} ({r['model']['task']}), "
-        f"{r['machine']['cpus']} CPUs, load {r['machine']['load_avg_1m']} at the end.",
-        "",
-        "| run | events | events/s | p50 latency (s) | p99 latency (s) |",
-        "|---|---:|---:|---:|---:|",
-        f"| raw model (Triton, batch {r['batch']}) | {raw['texts']} | {raw['texts_per_s']} | | |",
-        f"| raw model (Triton, batch 1) | {r['raw_model_per_event']['texts']} | "
-        f"{r['raw_model_per_event']['texts_per_s']} | | |",
-        f"| pipeline, batch {b['batch']} | {b['stored']}/{b['events']} | {b['events_per_s']} | "
-        f"{b['latency_p50_s']} | {b['latency_p99_s']} |",
-        f"| pipeline, batch 1 | {s['stored']}/{s['events']} | {s['events_per_s']} | "
-        f"{s['latency_p50_s']} | {s['latency_p99_s']} |",
-        f"| pipeline, batch {pc['batch']}, paced {pc['rate']}/s | {pc['stored']}/{pc['events']} | "
-        f"{pc['events_per_s']} | {pc['latency_p50_s']} | {pc['latency_p99_s']} |",
-        "",
-        f"- P1 = end-to-end / raw = **{r['P1_end_to_end_over_raw']}** (target >= {r['P1_target']})",
-        f"- P2 = batched / per-event = **{r['P2_batched_over_per_event']}** (target >= {r['P2_target']}); "
-        f"the model alone gains {r['raw_batched_over_per_event']}x from batching on this machine",
-        "",
-        "RSS (MiB): " + ", ".join(f"{k} {v}" for k, v in r["rss_mib"].items()),
-        "",
-        f"Latency: {b['note']}.",
-    ]
-    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
