@@ -211,7 +211,10 @@ async def test_run_update_promote_reject_crash(
 
         def corrupt_export(*args, **kwargs) -> int:
             version = real_export(*args, **kwargs)
-            (repo / name / str(version) / "head.safetensors").write_bytes(b"not a safetensors file")
+            folder = repo / name / str(version)
+            # whatever engine export chose (its ONNX graph, or the torch weights) cannot load now
+            for weights in [folder / "head.safetensors", *folder.glob("*.onnx")]:
+                weights.write_bytes(b"not a weights file")
             return version
 
         with monkeypatch.context() as patch:
