@@ -80,19 +80,15 @@ class LocalClient(InferenceClient):
         """The folder's ``ModelInfo`` and engine (loaded once)."""
         if folder not in self._loaded:
             from driftline.models.engines import load_engine
-            from driftline.models.tasks import TaskConfig, get_task
+            from driftline.models.serving.codec import codec_for
 
             meta = read_meta(folder)
-            try:
-                task: TaskConfig | None = get_task(meta.task)
-            except KeyError:
-                task = None
             engine_name = self._engine_name or meta.engine
             info = ModelInfo(
                 encoder=meta.encoder,
                 max_length=meta.max_length,
                 normalize_input=meta.normalize_input,
-                truncation=task.truncation if task is not None else "head",
+                truncation=codec_for(meta).truncation,
                 labels=list(meta.labels),
                 versions={folder.name: VersionInfo(list(meta.labels), meta.adapter_hash, engine_name)},
             )

@@ -109,6 +109,7 @@ class TextCodec:
             raise ValueError(f"max_length {max_length} leaves no room for text tokens")
 
     @classmethod
+    @lru_cache(maxsize=32)  # the inference clients ask per call; a codec is immutable once built
     def for_encoder(
         cls,
         encoder: str,
