@@ -279,6 +279,9 @@ class Settings(BaseSettings):
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
     learning: LearningConfig = Field(default_factory=LearningConfig)
     explainer: ExplainerSettings = Field(default_factory=ExplainerSettings)
+    # CPU niceness the background services (explainer, updater) give themselves at start, so that on
+    # a host they share with Triton and the workers, inference gets the cores first; 0 = equal
+    background_nice: int = Field(10, ge=0, le=19)
     tasks_file: Path = Field(default_factory=lambda: _package_file("driftline.models", "tasks.yaml"))
     online_file: Path = Field(default_factory=lambda: _package_file("driftline.online", "online.yaml"))
     routes_file: Path | None = None  # a YAML routing table replacing `routes`

@@ -91,7 +91,8 @@ def _run(per_s: float, p99: float | None = 800.0, task: str = "news_topic", **ex
 def test_pipeline_result_has_the_figures_and_their_details() -> None:
     sections = {
         "raw": {"engine": "ort-int8", "texts": 600, "token_budget": 4096, "sentences_per_s": 80.0,
-                "calls": 20, "max_batch": 64, "one_batch_ms": 500.0, "one_batch_tokens": 8192},
+                "calls": 20, "max_batch": 64, "one_batch_ms": 500.0, "one_batch_tokens": 8192,
+                "batch1_sentences_per_s": 50.0},
         "batched": _run(76.0),
         "paced": _run(38.0, p99=1200.0, rate=38.0),
         "per_event": _run(4.0, max_batch=1),
@@ -105,6 +106,7 @@ def test_pipeline_result_has_the_figures_and_their_details() -> None:
     json.dumps(result)
     assert result["p1"] == pytest.approx(76.0 / 80.0, abs=1e-3)
     assert result["p2"] == pytest.approx(19.0)
+    assert result["p2_engine_ceiling"] == pytest.approx(80.0 / 50.0)
     assert result["p99_ms_at_half_load"] == 1200.0
     assert result["p99_target_ms"] == 2000.0  # 4 x one max_batch call
     assert result["vs_plain_peer"] == pytest.approx(4.0)
@@ -119,7 +121,7 @@ def test_pipeline_result_of_the_events_section_alone_keeps_every_key() -> None:
     """``--only events`` (e.g. on the old serving checkout): the other figures are null, not missing."""
     events = {"explainer": False, "tasks": {task: _run(10.0, task=task) for task in TASKS}}
     result = assemble({"when": "now"}, {"events": events})
-    for key in ("p1", "p2", "p99_ms_at_half_load", "p99_target_ms", "vs_plain_peer"):
+    for key in ("p1", "p2", "p2_engine_ceiling", "p99_ms_at_half_load", "p99_target_ms", "vs_plain_peer"):
         assert result[key] is None
     assert result["events_per_s"] == dict.fromkeys(TASKS, 10.0)
     assert "Explainer service beside the events worker: no" in pipeline_markdown(result)

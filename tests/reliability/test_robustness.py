@@ -128,3 +128,21 @@ def test_augment_makes_noisy_copies_of_examples() -> None:
     assert all(n.label == e.label for n, e in zip(noisy[::2], examples, strict=True))
     assert sum(n.text != e.text for n, e in zip(noisy[::2], examples, strict=True)) >= 9
     assert noisy == augment(examples, copies=2)
+
+
+def test_every_format_and_control_character_but_newline_and_tab_is_stripped() -> None:
+    """The one-pass stripper removes exactly Unicode's Cf and Cc characters, whatever the code point."""
+    from driftline.models.normalize import _strip_invisible
+
+    for code in range(0x110000):
+        if 0xD800 <= code <= 0xDFFF or code == 0x0D:  # surrogates cannot stand alone; \r becomes \n
+            continue
+        ch = chr(code)
+        invisible = ch not in "\n\t" and unicodedata.category(ch) in ("Cf", "Cc")
+        assert _strip_invisible(f"a{ch}b") == ("ab" if invisible else f"a{ch}b"), hex(code)
+
+
+def test_text_without_look_alikes_is_returned_as_is_by_the_folding() -> None:
+    text = "Plain English, naïve café, 中文 and Русский язык"
+    assert fold_homoglyphs(text) == text
+    assert fold_homoglyphs("p\u0430ypal") == "paypal"  # Cyrillic a in a Latin word still folds

@@ -17,7 +17,7 @@ from typing import Any
 
 import typer
 
-from driftline.apps.cli.pipeline import LOGLEVELS, kafka_preflight
+from driftline.apps.cli.pipeline import LOGLEVELS, kafka_preflight, yield_cpu_to_serving
 from driftline.schema.records import ExplanationRecord
 from driftline.settings import Settings, get_settings
 
@@ -175,6 +175,7 @@ def explainer(
 
     if loglevel not in LOGLEVELS:
         raise typer.BadParameter(f"loglevel must be one of {LOGLEVELS}")
+    yield_cpu_to_serving()
     logging.basicConfig(level=loglevel.upper(), handlers=[json_handler()], force=True)
     kafka_preflight()
     settings = get_settings()

@@ -108,7 +108,7 @@ def updater(
     once: str = typer.Option("", help="Run one update now with this trigger reason, then exit."),
 ) -> None:
     """Run the updater: drift alerts + new feedback -> LoRA update -> evaluate -> hot swap."""
-    from driftline.apps.cli.pipeline import kafka_preflight
+    from driftline.apps.cli.pipeline import kafka_preflight, yield_cpu_to_serving
     from driftline.clients import kafka_producer
     from driftline.online.config import online_config
     from driftline.online.loop import run_updater
@@ -118,6 +118,7 @@ def updater(
     from driftline.online.updater import Updater
     from driftline.settings import get_settings
 
+    yield_cpu_to_serving()
     settings = get_settings()
     kafka_preflight()
 

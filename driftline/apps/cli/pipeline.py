@@ -7,8 +7,10 @@ Topic arguments accept a ``Topics`` field name (``news``, ``chat``, ``feedback``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import os
 import random
 import sys
 import time
@@ -37,6 +39,30 @@ def kafka_preflight() -> None:
         raise typer.Exit(1) from None
     except Exception:  # unreachable brokers: the client's own retries and errors take over
         return
+
+
+def yield_cpu_to_serving() -> None:
+    """Lower this process's CPU priority by ``background_nice`` (explainer, updater).
+
+    Called first thing, before torch or asyncio start threads: Linux applies ``nice`` per thread and
+    new threads inherit it. Where the kernel groups the scheduler by session
+    (``kernel.sched_autogroup_enabled``, the default on desktop and many server kernels), a thread's
+    nice only counts inside its session's group and the groups share the cores equally, so a
+    background service in a session of its own would still take half the machine from Triton; as
+    the leader of its own session (how ``driftline demo`` and the benchmarks start it) it also lowers
+    its group (``/proc/self/autogroup``). Serving then wins whenever the cores are contended, and
+    background work takes what is left instead of slowing every inference call. In containers the
+    orchestrator's CPU shares do this job.
+    """
+    increment = get_settings().background_nice
+    if not increment:
+        return
+    with contextlib.suppress(OSError):
+        os.nice(increment)
+    autogroup = Path("/proc/self/autogroup")
+    if os.getsid(0) == os.getpid() and autogroup.exists():  # the group is this session's alone
+        with contextlib.suppress(OSError):
+            autogroup.write_text(str(increment), encoding="ascii")
 
 
 def resolve_topic(name: str) -> str:
