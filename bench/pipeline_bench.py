@@ -26,7 +26,8 @@ sentences/s (target >= 0.9); ``p2`` = batched / per-event events/s (target >= 10
 ``vs_plain_peer`` = batched / peer events/s; ``events_per_s[task]``; the details behind each under
 ``details``, among them ``p2_engine_ceiling`` (the engine's own batched / one-text-per-call
 sentences/s) and the batched run's ``cpu_share`` per part (Triton, worker, Kafka, ClickHouse, this
-process, idle): on one host the engine gets only what the rest of the pipeline leaves it. A section not run leaves its figures null.
+process, idle): on one host the engine gets only what the rest of the pipeline leaves it. A section
+not run leaves its figures null.
 
 Before/after: the ``events`` section (``--only events``) uses only what the harness had before the
 engines work (``served_model``, ``PipelineRun``, ``clickhouse``) and imports nothing else new, so this
