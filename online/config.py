@@ -99,12 +99,25 @@ class PromotionConfig(_Strict):
     min_holdout: int = 20  # refuse to judge on fewer recent held-out labels
 
 
+class LabelRequestConfig(_Strict):
+    """Which predictions ask a person for a label (``online/label_requests.py``)."""
+
+    enabled: bool = True
+    budget_fraction: float = Field(0.05, ge=0, le=1)  # share of events requested in steady state
+    drift_boost: float = Field(3.0, ge=1)  # budget multiplier while a drift is active
+    random_share: float = Field(0.2, ge=0, le=1)  # part of the budget drawn uniformly at random
+    uncertainty: Literal["margin", "entropy"] = "margin"
+    label_spread: float = Field(0.15, ge=0)  # score penalty per earlier pick of the same label in a step
+    duplicate_bits: int = Field(3, ge=0, le=64)  # SimHash distance at which two texts count as one
+
+
 class TaskOnlineConfig(_Strict):
     """Everything online learning needs for one task."""
 
     drift: DriftConfig = Field(default_factory=DriftConfig)
     updater: UpdaterConfig = Field(default_factory=UpdaterConfig)
     promotion: PromotionConfig = Field(default_factory=PromotionConfig)
+    label_requests: LabelRequestConfig = Field(default_factory=LabelRequestConfig)
 
 
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
