@@ -70,10 +70,11 @@ class Topics(BaseModel):
     predictions: str = "driftline.predictions"
     alerts: str = "driftline.alerts"
     deadletter: str = "driftline.deadletter"
+    label_requests: str = "driftline.label-requests"
 
     def all(self) -> list[str]:
         """Every topic name, in field order."""
-        return [self.news, self.chat, self.feedback, self.predictions, self.alerts, self.deadletter]
+        return [getattr(self, name) for name in type(self).model_fields]
 
 
 class KafkaSettings(BaseModel):

@@ -105,6 +105,7 @@ class LabelRequestConfig(_Strict):
     enabled: bool = True
     budget_fraction: float = Field(0.05, ge=0, le=1)  # share of events requested in steady state
     drift_boost: float = Field(3.0, ge=1)  # budget multiplier while a drift is active
+    drift_boost_s: float = Field(1800.0, ge=0)  # how long after a drift event the boost lasts
     random_share: float = Field(0.2, ge=0, le=1)  # part of the budget drawn uniformly at random
     uncertainty: Literal["margin", "entropy"] = "margin"
     label_spread: float = Field(0.15, ge=0)  # score penalty per earlier pick of the same label in a step

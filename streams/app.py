@@ -150,7 +150,7 @@ def build_pipeline(
     # offsets of these topics commit only once their outputs are durable (streams.checkpoint)
     checkpoint = Checkpoint(
         [*topics.inputs, topics.predictions.get_topic_name(), topics.alerts.get_topic_name(),
-         topics.deadletter.get_topic_name()]
+         topics.deadletter.get_topic_name(), topics.label_requests.get_topic_name()]
     )  # fmt: skip
     checkpoint.install(app)
     batching = {

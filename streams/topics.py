@@ -25,6 +25,7 @@ class PipelineTopics:
     predictions: faust.TopicT
     alerts: faust.TopicT
     deadletter: faust.TopicT
+    label_requests: faust.TopicT
 
 
 def declare_topics(app: faust.App, names: Topics, routes: list[Route]) -> PipelineTopics:
@@ -39,6 +40,7 @@ def declare_topics(app: faust.App, names: Topics, routes: list[Route]) -> Pipeli
         predictions=topic(names.predictions),
         alerts=topic(names.alerts),
         deadletter=topic(names.deadletter),
+        label_requests=topic(names.label_requests),
     )
 
 
@@ -58,4 +60,7 @@ async def ensure_topics(
 
 def pipeline_topic_names(names: Topics, routes: list[Route]) -> list[str]:
     """Every topic a pipeline worker consumes or produces."""
-    return [*(r.topic for r in routes), names.feedback, names.predictions, names.alerts, names.deadletter]
+    return [
+        *(r.topic for r in routes), names.feedback, names.predictions, names.alerts, names.deadletter,
+        names.label_requests,
+    ]  # fmt: skip

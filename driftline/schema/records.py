@@ -78,6 +78,54 @@ class PredictionRecord(BaseModel):
         )  # fmt: skip
 
 
+class LabelRequestRecord(BaseModel):
+    """An event a worker asks a person to label (``label_requests``, 0007; topic ``label_requests``).
+
+    Carries the event's text and the prediction (label, probabilities, the version that made it) and
+    why it was chosen (``online/label_requests.py``): ``random`` picks record their inclusion
+    probability, ``uncertain`` ones record 0. The explanation, when the explain policy selected the
+    event, is in ``explanations`` under the same (task, event_id, model_version).
+    """
+
+    TABLE: ClassVar[str] = "label_requests"
+    COLUMNS: ClassVar[tuple[str, ...]] = (
+        "task", "event_id", "text", "label", "confidence", "label_names", "probabilities", "model_name",
+        "model_version", "adapter_hash", "reason", "uncertainty", "sampling_probability", "drift_active",
+        "status", "event_time", "event_ts_ms", "requested_ts_ms", "updated_ts_ms",
+    )  # fmt: skip
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    task: str
+    event_id: str
+    text: str
+    label: str
+    confidence: float
+    label_names: list[str]
+    probabilities: list[float]
+    model_name: str
+    model_version: str
+    adapter_hash: str = ""
+    reason: str  # random | uncertain
+    uncertainty: float
+    sampling_probability: float = 0.0  # inclusion probability of a random pick; 0 for uncertain ones
+    drift_active: bool = False
+    status: str = "requested"  # requested | answered | expired
+    event_ts_ms: int
+    requested_ts_ms: int = Field(default_factory=now_ms)
+    updated_ts_ms: int = Field(default_factory=now_ms)
+
+    def to_row(self) -> Row:
+        """The ``label_requests`` row."""
+        return (
+            self.task, self.event_id, self.text, self.label, float(self.confidence), list(self.label_names),
+            [float(p) for p in self.probabilities], self.model_name, self.model_version, self.adapter_hash,
+            self.reason, float(self.uncertainty), float(self.sampling_probability), int(self.drift_active),
+            self.status, to_datetime(self.event_ts_ms), self.event_ts_ms, self.requested_ts_ms,
+            self.updated_ts_ms,
+        )  # fmt: skip
+
+
 class ExplanationRecord(BaseModel):
     """The top words behind one event's label under one model version (``explanations``, 0005).
 

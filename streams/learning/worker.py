@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,9 +28,9 @@ from prometheus_client import Counter, Gauge
 from pydantic import ValidationError
 
 from driftline.kafka_admin import internal_topic_configs
-from driftline.schema.records import AlertRecord, DriftEvent, PredictionRecord
+from driftline.schema.records import AlertRecord, DriftEvent, LabelRequestRecord, PredictionRecord
 from driftline.settings import LearningConfig, PipelineConfig, Settings
-from driftline.streams.agents import StoreRejected, send_dead_letter
+from driftline.streams.agents import StoreAgent, StoreRejected, send_dead_letter
 from driftline.streams.checkpoint import Checkpoint
 from driftline.streams.faust_compat import load_topic_metadata
 from driftline.streams.learning.feedback import FeedbackOutcome, FeedbackStage, Release
@@ -41,8 +41,9 @@ from driftline.streams.learning.observations import (
     ObservationBatch,
     PredictionObservation,
 )
+from driftline.streams.learning.requests import RequestLabels
 from driftline.streams.sinks.base import BatchingSink
-from driftline.streams.sinks.clickhouse import drift_events_sink, feedback_sink
+from driftline.streams.sinks.clickhouse import drift_events_sink, feedback_sink, label_requests_sink
 from driftline.streams.stages import Stages, raw_message
 from driftline.streams.topics import PipelineTopics
 
@@ -241,8 +242,10 @@ class DriftWatchAgent:
         stages: Stages,
         metrics: LearningMetrics,
         checkpoint: Checkpoint,
+        on_drift: Callable[[DriftEvent], None] | None = None,
     ) -> None:
         self.watch = watch
+        self.on_drift = on_drift
         self.app = app
         self.table = table
         self.lc = learning_config
@@ -266,6 +269,8 @@ class DriftWatchAgent:
     async def publish(self, events: list[DriftEvent]) -> None:
         """One ``drift`` alert per event on the alerts topic."""
         for event in events:
+            if self.on_drift is not None:
+                self.on_drift(event)
             alert = AlertRecord(**event.to_alert())
             self.metrics.drift_events.labels(event.task, event.detector).inc()
             self.stages.metrics.alerts.labels(alert.kind).inc()
@@ -327,6 +332,7 @@ def register_learning(
     # a refused drift_events row (no one source message; its alert is on the alerts topic) is logged
     sinks["feedback"] = feedback_sink(rejected=StoreRejected(stages, topics), **batching)
     sinks["drift_events"] = drift_events_sink(**batching)
+    sinks["label_requests"] = label_requests_sink(**batching)  # refused rows: logged and counted
     stage = FeedbackStage(
         lc,
         reject=stages.reject,
@@ -356,6 +362,13 @@ def register_learning(
 
     observer = PredictionObserver(stage, observations)
     stages.prediction_hooks.append(observer)
+    requests = RequestLabels(topics.label_requests)
+    stages.prediction_hooks.append(requests)
+    store_requests = StoreAgent(
+        sinks["label_requests"], LabelRequestRecord, LabelRequestRecord.to_row, config=config,
+        metrics=stages.metrics, checkpoint=checkpoint,
+    )  # fmt: skip
+    app.agent(topics.label_requests, name="store-label-requests")(store_requests.run)
     shared = {"topics": topics, "stages": stages, "metrics": metrics, "checkpoint": checkpoint}
     feedback = FeedbackAgent(
         stage, observer, config=config, learning_config=lc, sink=sinks["feedback"], **shared
@@ -368,6 +381,7 @@ def register_learning(
         table=table,
         learning_config=lc,
         sink=sinks["drift_events"],
+        on_drift=requests.drift_seen,
         **shared,
     )
     app.agent(observations, name="drift-watch")(drift.run)

@@ -42,6 +42,7 @@ from driftline.schema.records import (
     DriftEvent,
     ExplanationRecord,
     FeedbackRecord,
+    LabelRequestRecord,
     PredictionRecord,
     insert_sql,
 )
@@ -214,6 +215,11 @@ def explanations_sink(metrics: PipelineMetrics | None = None, **kw: Any) -> Clic
     return _sink(ExplanationRecord, metrics, **kw)
 
 
+def label_requests_sink(metrics: PipelineMetrics | None = None, **kw: Any) -> ClickHouseSink:
+    """Sink for ``LabelRequestRecord.to_row()`` rows (the workers' label requests)."""
+    return _sink(LabelRequestRecord, metrics, **kw)
+
+
 __all__ = [
     "PERMANENT_CODES",
     "ClickHouseSink",
@@ -222,6 +228,7 @@ __all__ = [
     "drift_events_sink",
     "explanations_sink",
     "feedback_sink",
+    "label_requests_sink",
     "labels_sink",
     "refusal",
 ]

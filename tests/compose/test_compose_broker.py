@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from driftline.compose.stack.kafka import KAFKA_DIR, jars_dir, jars_ready
-from driftline.settings import REPO_ROOT, get_settings
+from driftline.settings import REPO_ROOT, Topics, get_settings
 
 SCRIPT = REPO_ROOT / "compose" / "kafka" / "compose-broker.sh"
 
@@ -119,7 +119,8 @@ def test_compose_broker_serves_sasl_scram_to_driftline(tmp_path: Path) -> None:
         assert done.returncode == 0, f"{done.stdout[-2000:]}\n{done.stderr[-3000:]}\nbroker:\n{log[-3000:]}"
         runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
     first, second = runs
-    assert len(first["created"]) == 6 and first["via_host_listener"] == [] and second["created"] == []
+    assert len(first["created"]) == len(Topics.model_fields)
+    assert first["via_host_listener"] == [] and second["created"] == []
     assert first["configs"] == {"max.message.bytes": str(32 << 20), "min.insync.replicas": "1"}
     assert first["wrong_password"] == second["wrong_password"] == "refused"
     log = (tmp_path / "broker.log").read_text()
