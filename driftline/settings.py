@@ -210,6 +210,9 @@ class PipelineConfig(BaseModel):
     max_text_chars: int = 100_000  # text field limit
     deadletter_payload_bytes: int = 256 << 10  # original bytes kept per dead letter (rest summarised)
     session_timeout_s: float = 30.0  # how long a dead worker holds its partitions before a rebalance
+    # how long the next offset to commit may stay a hole (skipped/abandoned, later ones read) before
+    # the worker seeks its partition back to it (streams.checkpoint)
+    redeliver_after_s: float = Field(30.0, gt=0)
     surge: SurgeSettings = Field(default_factory=SurgeSettings)
 
 

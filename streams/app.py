@@ -150,7 +150,9 @@ def build_pipeline(
     # offsets of these topics commit only once their outputs are durable (streams.checkpoint)
     checkpoint = Checkpoint(
         [*topics.inputs, topics.predictions.get_topic_name(), topics.alerts.get_topic_name(),
-         topics.deadletter.get_topic_name(), topics.label_requests.get_topic_name()]
+         topics.deadletter.get_topic_name(), topics.label_requests.get_topic_name()],
+        redeliver_after_s=config.redeliver_after_s,
+        on_redeliver=lambda topic: metrics.redeliveries.labels(topic).inc(),
     )  # fmt: skip
     checkpoint.install(app)
     batching = {

@@ -11,6 +11,7 @@ faust-streaming release it was not checked against. Why each override exists: ``
 from __future__ import annotations
 
 import logging
+from collections.abc import Container, Iterator
 from importlib.metadata import version
 from typing import Any
 
@@ -129,6 +130,21 @@ class KeepLiveQueuesFlowControl(FlowControlEvent):
             super().resume()
             return
         self._resume.set()
+
+
+def partition_offsets(app: Any) -> Iterator[tuple[Any, int | None, Container[int]]]:
+    """Each assigned partition with its committed offset and the offsets acked since, while the
+    consumer is in a steady state (nothing while a rebalance is under way or flow is suspended)."""
+    consumer = app.consumer
+    if app.rebalancing or not consumer.flow_active:
+        return
+    for tp in consumer.assignment():
+        yield tp, consumer._committed_offset.get(tp), consumer._acked_index[tp]
+
+
+async def seek_back(app: Any, tp: Any, offset: int) -> None:
+    """Make the consumer read ``tp`` again from ``offset`` (in its own thread, read offset reset)."""
+    await app.consumer.seek_wait({tp: offset})
 
 
 def install(app: Any, gate: CommitGate) -> None:

@@ -79,6 +79,12 @@ class PipelineMetrics:
             ["sink"],
             registry=r,
         )
+        self.redeliveries = Counter(
+            "driftline_redeliveries_total",
+            "Partitions sought back to a committed offset that became a hole (skipped or abandoned)",
+            ["topic"],
+            registry=r,
+        )
         self.sink_pending = Gauge(
             "driftline_sink_pending_rows", "Rows buffered, not yet stored", ["sink"], registry=r
         )

@@ -204,3 +204,112 @@ def test_faust_compat_refuses_unchecked_faust_releases() -> None:
     for release in ("0.11.3", "0.16.0", "1.0"):
         with pytest.raises(RuntimeError, match="not supported"):
             check_version(release)
+
+
+# --- holes: the next offset to commit that the running consumer will never read again -------------
+
+
+def test_a_message_passed_over_is_a_hole_once_it_lasted_long_enough() -> None:
+    gate = CommitGate([TOPIC])
+    consumer = _consumer(gate)
+    consumer._committed_offset[TP0] = 5
+    later = [_msg(6), _msg(7)]
+    gate.begin(later)  # offset 5 was skipped (never begun) while 6 and 7 reached the agent
+    gate.done(later)
+    _ack(consumer, later)
+    acked = consumer._acked_index[TP0]
+    assert consumer._new_offset(TP0) is None  # the gate holds everything after the hole
+    assert gate.hole(TP0, 5, acked, now=100.0, after_s=30) is None  # first sight
+    assert gate.hole(TP0, 5, acked, now=129.0, after_s=30) is None
+    assert gate.hole(TP0, 5, acked, now=130.0, after_s=30) == 5
+    gate.redelivering(TP0, 5)
+    assert gate.hole(TP0, 5, acked, now=131.0, after_s=30) is None  # waits for later ones again
+    again = _msg(5)
+    gate.begin([again])
+    gate.done([again])
+    _ack(consumer, [again])
+    assert consumer._new_offset(TP0) == 8  # the redelivered offset closes the hole
+
+
+def test_in_flight_waiting_or_acked_offsets_are_not_holes() -> None:
+    gate = CommitGate([TOPIC])
+    slow, later = _msg(5), _msg(6)
+    gate.begin([slow, later])  # 5 still classifying (or held by a sink), 6 done
+    gate.done([later])
+    assert gate.hole(TP0, 5, {6}, now=0.0, after_s=1) is None
+    assert gate.hole(TP0, 5, {6}, now=100.0, after_s=1) is None
+    gate.done([slow])
+    assert gate.hole(TP0, 5, {5, 6}, now=200.0, after_s=1) is None  # acked: commits next round
+    # nothing later read yet: offset 7 may still be queued for its agent, not a hole
+    assert gate.hole(TP0, 7, set(), now=300.0, after_s=1) is None
+    assert gate.hole(TP0, 7, set(), now=400.0, after_s=1) is None
+
+
+def test_an_abandoned_message_is_a_hole_even_with_nothing_after_it() -> None:
+    gate = CommitGate([TOPIC])
+    failed = _msg(3)
+    gate.begin([failed])
+    gate.abandon([failed])  # Kafka was down when its prediction was produced: the agent gave up
+    assert gate.hole(TP0, 3, set(), now=10.0, after_s=5) is None
+    assert gate.hole(TP0, 3, set(), now=15.0, after_s=5) == 3
+    gate.redelivering(TP0, 3)
+    assert gate.min_inflight(TP0) is None  # the given-up delivery no longer blocks commits
+    assert gate.hole(TP0, 3, set(), now=100.0, after_s=5) is None
+
+
+def test_a_hole_that_moves_or_is_revoked_starts_its_clock_again() -> None:
+    gate = CommitGate([TOPIC])
+    gate.begin([_msg(9)])
+    assert gate.hole(TP0, 4, set(), now=0.0, after_s=10) is None
+    assert gate.hole(TP0, 5, set(), now=9.0, after_s=10) is None  # the commit moved on
+    assert gate.hole(TP0, 5, set(), now=18.0, after_s=10) is None
+    gate.retain(set())  # revoked: a new owner seeks to the commit itself
+    assert gate.hole(TP0, 5, set(), now=25.0, after_s=10) is None
+    assert gate.hole(TP0, 5, set(), now=35.0, after_s=10) == 5
+    # before the first commit the hole is measured from the log start
+    gate.starts[TP(TOPIC, 1)] = 0
+    gate.begin([ConsumerMessage(TOPIC, 1, 2, 0.0, 0, None, None, b"{}", None, tp=TP(TOPIC, 1))])
+    assert gate.hole(TP(TOPIC, 1), None, set(), now=0.0, after_s=1) is None
+    assert gate.hole(TP(TOPIC, 1), None, set(), now=1.0, after_s=1) == 0
+
+
+class _SteadyConsumer:
+    """What ``Checkpoint.redeliver`` reads of Faust's consumer, and the seeks it asks for."""
+
+    flow_active = True
+
+    def __init__(self, committed: dict, acked: dict) -> None:
+        self._committed_offset = committed
+        self._acked_index = acked
+        self.seeks: list[dict] = []
+
+    def assignment(self) -> set:
+        return set(self._committed_offset)
+
+    async def seek_wait(self, partitions: dict) -> None:
+        self.seeks.append(dict(partitions))
+
+
+class _App:
+    rebalancing = False
+
+    def __init__(self, consumer: _SteadyConsumer) -> None:
+        self.consumer = consumer
+
+
+async def test_checkpoint_seeks_gated_holes_back_and_reports_them() -> None:
+    from driftline.streams.checkpoint import Checkpoint
+
+    other = TP("ungated", 0)
+    topics: list[str] = []
+    checkpoint = Checkpoint([TOPIC], redeliver_after_s=5, on_redeliver=topics.append)
+    consumer = _SteadyConsumer({TP0: 2, other: 0}, {TP0: set(), other: set()})
+    app = _App(consumer)
+    checkpoint.begin([_msg(3), ConsumerMessage("ungated", 0, 1, 0.0, 0, None, None, b"", None, tp=other)])
+    assert await checkpoint.redeliver(app, now=0.0) == []
+    app.rebalancing = True  # mid-rebalance: the new assignment's seek decides, not this check
+    assert await checkpoint.redeliver(app, now=10.0) == []
+    app.rebalancing = False
+    assert await checkpoint.redeliver(app, now=10.0) == [(TP0, 2)]
+    assert consumer.seeks == [{TP0: 2}]
+    assert topics == [TOPIC]
