@@ -234,6 +234,7 @@ class LearningConfig(BaseModel):
     lookup_chunk: int = Field(1000, ge=1)  # event ids per ClickHouse lookup (query size limit)
     observe_max: int = Field(500, ge=1)  # observation batches per drift-watch step
     observe_within_s: float = Field(0.5, gt=0)
+    request_status_s: float = Field(10.0, gt=0)  # how often label requests are marked answered/expired
 
 
 class ExplainerSettings(BaseModel):

@@ -9,6 +9,9 @@ path, only for the events a task's ``explain`` settings (``models/tasks.yaml``) 
 - ``sample``: the random sample only (reason ``sample``);
 - ``none``: nothing; ``driftline explain EVENT_ID`` still explains one event (reason ``on_demand``).
 
+Whatever the policy, an event a worker asks a person to label is explained too (reason
+``label_request``), so the annotator sees the words behind the prediction.
+
 The sample is not drawn from a random generator but from a hash of (task, event_id): the same event
 is chosen every time, so a replay of the predictions topic (the service is at-least-once) recomputes
 exactly the rows it wrote before, which then collapse in ClickHouse, and two explainer processes
@@ -32,6 +35,7 @@ class ExplainReason(StrEnum):
     SAMPLE = "sample"
     ALL = "all"
     ON_DEMAND = "on_demand"
+    LABEL_REQUEST = "label_request"  # a person is asked to label it (streams.explainer)
 
 
 def sample_point(task: str, event_id: str) -> float:

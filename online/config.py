@@ -110,6 +110,7 @@ class LabelRequestConfig(_Strict):
     uncertainty: Literal["margin", "entropy"] = "margin"
     label_spread: float = Field(0.15, ge=0)  # score penalty per earlier pick of the same label in a step
     duplicate_bits: int = Field(3, ge=0, le=64)  # SimHash distance at which two texts count as one
+    expire_after_s: float = Field(86400.0, gt=0)  # a request nobody answered this long becomes expired
 
 
 class TaskOnlineConfig(_Strict):

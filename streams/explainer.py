@@ -13,6 +13,12 @@ group of its own, one batch at a time:
 3. the rows are written to ClickHouse ``explanations`` through the batching ``ClickHouseSink``
    (retried until stored), and only then are the batch's offsets committed.
 
+It also reads the label-requests topic: every event a worker asks a person to label is explained
+(reason ``label_request``) unless its task's policy already selects it from its prediction, so the
+annotator page can always highlight the words behind the prediction. The worker publishes a
+request without one on purpose: it never runs a backward pass; the row joins the request on
+(task, event_id, model_version).
+
 So delivery is at-least-once: after a crash or a rebalance the batch is read again, the same events
 are selected (the sample is a hash of task and event id) and their rows collapse in the
 ``ReplacingMergeTree``. Each batch logs one progress line with its counts and timings.
@@ -27,21 +33,22 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
 from driftline.clients import kafka_consumer
-from driftline.models.explain_policy import explain_reason
+from driftline.models.explain_policy import ExplainReason, explain_reason
 from driftline.models.serving.explainer_pool import ExplainerPool, ExplainRequest
 from driftline.models.tasks import ExplainSettings, UnknownTaskError, get_task
-from driftline.schema.records import ExplanationRecord, PredictionRecord
+from driftline.schema.records import ExplanationRecord, LabelRequestRecord, PredictionRecord
 from driftline.settings import Settings
 from driftline.streams.sinks.base import BatchingSink
 
 log = logging.getLogger(__name__)
 
 Policy = Callable[[str], ExplainSettings]
+Record = TypeVar("Record", PredictionRecord, LabelRequestRecord)
 
 
 def task_policy(task: str) -> ExplainSettings:
@@ -93,42 +100,60 @@ class ExplainerService:
         self.settings = settings
         self.config = settings.explainer
         self.topic = settings.kafka.topics.predictions
+        self.requests_topic = settings.kafka.topics.label_requests
         self.pool = pool
         self.sink = sink
         self.policy = policy
         self._policies: dict[str, ExplainSettings] = {}
         self.totals: Counter[str] = Counter()
 
-    def parse(self, values: Sequence[bytes | None], report: BatchReport) -> list[PredictionRecord]:
-        """The batch's prediction records; unreadable ones are counted and logged."""
+    def parse(
+        self, values: Sequence[bytes | None], report: BatchReport, model: type[Record] = PredictionRecord
+    ) -> list[Record]:
+        """The batch's records of type ``model``; unreadable ones are counted and logged."""
         records = []
         for value in values:
             try:
-                records.append(PredictionRecord.model_validate_json(value or b""))
+                records.append(model.model_validate_json(value or b""))
             except ValidationError as exc:
                 report.unreadable += 1
-                log.error("unreadable prediction skipped", extra={"error": str(exc)[:300]})
+                log.error(f"unreadable {model.TABLE} record skipped", extra={"error": str(exc)[:300]})
         return records
 
-    def select(self, records: Sequence[PredictionRecord], report: BatchReport) -> list[ExplainRequest]:
-        """The requests for the records their task's policy selects."""
+    def _reason(self, record: Record) -> ExplainReason | None:
+        if record.task not in self._policies:
+            self._policies[record.task] = self.policy(record.task)
+        return explain_reason(self._policies[record.task], record.task, record.event_id, record.confidence)
+
+    def select(
+        self,
+        records: Sequence[PredictionRecord],
+        report: BatchReport,
+        label_requests: Sequence[LabelRequestRecord] = (),
+    ) -> list[ExplainRequest]:
+        """The requests for the records their task's policy selects, and for the label requests
+        whose prediction it does not select."""
         requests = []
         for record in records:
-            if record.task not in self._policies:
-                self._policies[record.task] = self.policy(record.task)
-            reason = explain_reason(
-                self._policies[record.task], record.task, record.event_id, record.confidence
-            )
+            reason = self._reason(record)
             if reason is not None:
                 report.reasons[reason.value] += 1
                 requests.append(ExplainRequest.from_prediction(record, reason.value))
+        for request in label_requests:
+            if self._reason(request) is None:  # else explained from its prediction, same key
+                report.reasons[ExplainReason.LABEL_REQUEST.value] += 1
+                requests.append(ExplainRequest.from_prediction(request, ExplainReason.LABEL_REQUEST.value))
         report.selected = len(requests)
         return requests
 
-    async def process(self, values: Sequence[bytes | None]) -> BatchReport:
-        """Select, explain and store one batch; returns once its rows are stored."""
-        report = BatchReport(read=len(values))
-        requests = self.select(self.parse(values, report), report)
+    async def process(
+        self, values: Sequence[bytes | None], request_values: Sequence[bytes | None] = ()
+    ) -> BatchReport:
+        """Select, explain and store one batch (predictions, label requests); returns once its rows
+        are stored."""
+        report = BatchReport(read=len(values) + len(request_values))
+        label_requests = self.parse(request_values, report, LabelRequestRecord)
+        requests = self.select(self.parse(values, report), report, label_requests)
         rows: list[ExplanationRecord] = []
         if requests:
             started = time.perf_counter()
@@ -152,6 +177,7 @@ class ExplainerService:
         stop = stop or asyncio.Event()
         consumer = kafka_consumer(
             self.topic,
+            self.requests_topic,
             settings=self.settings,
             group_id=self.config.group_id,
             enable_auto_commit=False,
@@ -163,7 +189,7 @@ class ExplainerService:
         log.info(
             "explainer started",
             extra={
-                "topic": self.topic,
+                "topics": f"{self.topic},{self.requests_topic}",
                 "group_id": self.config.group_id,
                 "repository": str(self.pool.repository),
             },
@@ -175,8 +201,9 @@ class ExplainerService:
                 )
                 if not batches:
                     continue
-                values = [m.value for messages in batches.values() for m in messages]
-                report = await self.process(values)
+                values = [m.value for tp, ms in batches.items() if tp.topic == self.topic for m in ms]
+                asked = [m.value for tp, ms in batches.items() if tp.topic != self.topic for m in ms]
+                report = await self.process(values, asked)
                 try:
                     await consumer.commit({tp: messages[-1].offset + 1 for tp, messages in batches.items()})
                 except CommitFailedError as exc:  # rebalanced meanwhile: the new owner reads it again

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from driftline.schema.records import ExplanationRecord, PredictionRecord
+from driftline.schema.records import ExplanationRecord, LabelRequestRecord, PredictionRecord
 from driftline.schema.timestamps import now_ms
 
 log = logging.getLogger(__name__)
@@ -68,8 +68,8 @@ class ExplainRequest:
     reason: str
 
     @classmethod
-    def from_prediction(cls, record: PredictionRecord, reason: str) -> ExplainRequest:
-        """The request for a predictions-topic record."""
+    def from_prediction(cls, record: PredictionRecord | LabelRequestRecord, reason: str) -> ExplainRequest:
+        """The request for a predictions-topic or label-requests-topic record."""
         return cls(
             task=record.task,
             event_id=record.event_id,

@@ -27,7 +27,10 @@ import faust
 from prometheus_client import Counter, Gauge
 from pydantic import ValidationError
 
+from driftline.clients import clickhouse_client
 from driftline.kafka_admin import internal_topic_configs
+from driftline.models.tasks import load_tasks
+from driftline.online.config import online_config
 from driftline.schema.records import AlertRecord, DriftEvent, LabelRequestRecord, PredictionRecord
 from driftline.settings import LearningConfig, PipelineConfig, Settings
 from driftline.streams.agents import StoreAgent, StoreRejected, send_dead_letter
@@ -41,6 +44,7 @@ from driftline.streams.learning.observations import (
     ObservationBatch,
     PredictionObservation,
 )
+from driftline.streams.learning.request_status import RequestStatus
 from driftline.streams.learning.requests import RequestLabels
 from driftline.streams.sinks.base import BatchingSink
 from driftline.streams.sinks.clickhouse import drift_events_sink, feedback_sink, label_requests_sink
@@ -369,6 +373,12 @@ def register_learning(
         metrics=stages.metrics, checkpoint=checkpoint,
     )  # fmt: skip
     app.agent(topics.label_requests, name="store-label-requests")(store_requests.run)
+    status = RequestStatus(
+        lambda: clickhouse_client(settings.clickhouse),
+        lambda task: online_config(task).label_requests.expire_after_s,
+        load_tasks(),
+    )
+    app.timer(interval=lc.request_status_s, on_leader=True, name="label-request-status")(status.update)
     shared = {"topics": topics, "stages": stages, "metrics": metrics, "checkpoint": checkpoint}
     feedback = FeedbackAgent(
         stage, observer, config=config, learning_config=lc, sink=sinks["feedback"], **shared

@@ -4,7 +4,9 @@ Prediction records go to a private predictions topic; the service (in-process, i
 group) must write an ``explanations`` row for exactly the events the task's policy selects (the
 uncertain ones and the hash-sampled confident ones), with words of the event's text computed from
 the version folder's weights, an error row for a version whose folder is gone, nothing for the
-rest, and then commit its offsets. ClickHouse is a throwaway database migrated from the package.
+rest, and then commit its offsets. A label request for an event the policy skips is explained too
+(reason ``label_request``); one for an event the policy selects is not explained twice.
+ClickHouse is a throwaway database migrated from the package.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from driftline.models.artifacts import read_meta
 from driftline.models.explain_policy import sampled
 from driftline.models.serving.explainer_pool import ExplainerPool
 from driftline.models.tasks import get_task
-from driftline.schema.records import ExplanationRecord, PredictionRecord
+from driftline.schema.records import ExplanationRecord, LabelRequestRecord, PredictionRecord
 from driftline.settings import Settings
 from driftline.streams.explainer import ExplainerService
 from driftline.streams.sinks.clickhouse import explanations_sink
@@ -54,6 +56,15 @@ def _prediction(i: int, event_id: str, confidence: float, model: str, version: s
     )  # fmt: skip
 
 
+def _label_request(p: PredictionRecord) -> LabelRequestRecord:
+    return LabelRequestRecord(
+        task=p.task, event_id=p.event_id, text=p.text, label=p.label, confidence=p.confidence,
+        label_names=p.label_names, probabilities=p.probabilities, model_name=p.model_name,
+        model_version=p.model_version, reason="random", uncertainty=0.5, sampling_probability=0.05,
+        event_ts_ms=p.event_ts_ms,
+    )  # fmt: skip
+
+
 def _sampled_id(run: str, want: bool) -> str:
     rate = get_task(TASK).explain.sample_rate
     return next(f"{run}-{n}" for n in range(100_000) if sampled(TASK, f"{run}-{n}", rate) is want)
@@ -78,9 +89,11 @@ async def test_explains_exactly_the_selected_events_and_records_a_missing_versio
     with migrated_database(base, "explainer_") as ch:
         database = ch.execute("SELECT currentDatabase()")[0][0]
         topic = unique_suffix("test.predictions.")
+        requests_topic = unique_suffix("test.label-requests.")
         settings = settings_for({
             **os.environ, "DRIFTLINE_CLICKHOUSE__DATABASE": database,
             "DRIFTLINE_KAFKA__TOPICS__PREDICTIONS": topic,
+            "DRIFTLINE_KAFKA__TOPICS__LABEL_REQUESTS": requests_topic,
             "DRIFTLINE_EXPLAINER__GROUP_ID": unique_suffix("test-explainer-"),
             "DRIFTLINE_EXPLAINER__AUTO_OFFSET_RESET": "earliest", "DRIFTLINE_EXPLAINER__POLL_S": "0.2",
             "DRIFTLINE_EXPLAINER__MAX_BATCH": "4", "DRIFTLINE_TRITON__REPOSITORY": str(tmp_path),
@@ -95,12 +108,17 @@ async def test_explains_exactly_the_selected_events_and_records_a_missing_versio
         gone = _prediction(len(records), f"{run}-gone", 0.3, model, "7")  # no folder for version 7
         values = [r.model_dump_json().encode() for r in [*records, gone]] + [b"not a prediction"]
 
-        await create_missing_topics(settings, [topic], partitions=2)
+        asked = [records[len(uncertain) + 1], records[0]]  # skipped by the policy; already uncertain
+        asked_values = [_label_request(r).model_dump_json().encode() for r in asked]
+
+        await create_missing_topics(settings, [topic, requests_topic], partitions=2)
         producer = kafka_producer(settings)
         await producer.start()
         try:
             for value in values:
                 await producer.send_and_wait(topic, value, key=value[:16])
+            for value in asked_values:
+                await producer.send_and_wait(requests_topic, value, key=value[:16])
         finally:
             await producer.stop()
 
@@ -110,13 +128,15 @@ async def test_explains_exactly_the_selected_events_and_records_a_missing_versio
         stop = asyncio.Event()
         running = asyncio.create_task(service.run(stop))
         expected = {event_id for event_id, _ in uncertain} | {sampled_confident[0], gone.event_id}
+        expected |= {asked[0].event_id}
+        n_read = len(values) + len(asked_values)
         columns = ", ".join(ExplanationRecord.COLUMNS)
         rows: list[ExplanationRecord] = []
         for _ in range(300):
             rows = [
                 ExplanationRecord.from_row(r) for r in ch.execute(f"SELECT {columns} FROM explanations FINAL")
             ]
-            if (service.totals["read"] >= len(values) and len(rows) >= len(expected)) or running.done():
+            if (service.totals["read"] >= n_read and len(rows) >= len(expected)) or running.done():
                 break
             await asyncio.sleep(0.3)
         await asyncio.sleep(0.5)  # anything more (a wrongly selected event) would have landed by now
@@ -130,6 +150,8 @@ async def test_explains_exactly_the_selected_events_and_records_a_missing_versio
         assert set(by_id) == expected
         assert {by_id[e].reason for e, _ in uncertain} == {"uncertain"}
         assert by_id[sampled_confident[0]].reason == "sample"
+        assert by_id[asked[0].event_id].reason == "label_request"
+        assert service.totals["selected"] == len(expected)  # the uncertain request was not explained twice
         text_of = {r.event_id: r for r in records}
         meta_hash = read_meta(artifact).adapter_hash
         for event_id in expected - {gone.event_id}:
@@ -146,3 +168,4 @@ async def test_explains_exactly_the_selected_events_and_records_a_missing_versio
         )
         assert service.totals["unreadable"] == 1
         assert await _committed(settings, topic, 2) == len(values)  # every offset committed, junk included
+        assert await _committed(settings, requests_topic, 2) == len(asked_values)

@@ -4,7 +4,8 @@ One worker (own topics, app id and Triton model) classifies news events with a l
 of 25 % (a quarter of it random) set through its own online file. Every request must be on the
 run's label-requests topic and in ``label_requests`` with status ``requested``, name an event that
 has a ``labels`` row from the same model version with the same label, record the sampling
-probability of its random picks, and the count must follow the budget.
+probability of its random picks, and the count must follow the budget. Feedback then answers some
+of the requests: the worker's status pass marks exactly those ``answered``, the rest stay requested.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def test_requests_follow_the_budget_and_join_their_predictions(
     )
     run = PipelineRun(
         routes={"news": f"news_topic@{news_model.name}", "chat": "-"},
-        extra_env={"DRIFTLINE_ONLINE_FILE": str(online_file)},
+        extra_env={"DRIFTLINE_ONLINE_FILE": str(online_file), "DRIFTLINE_LEARNING__REQUEST_STATUS_S": "1"},
     )
     s = run.suffix
     texts = [e.text[:1500] for e in load_dataset("bbc_news").split("test")][:N_EVENTS]
@@ -80,6 +81,30 @@ def test_requests_follow_the_budget_and_join_their_predictions(
 
         rows = wait_for(requested, timeout=60)
         on_topic = [json.loads(v) for v in run.consume_all(run.topics.label_requests)]
+
+        # a person answers every other request (the true label, whatever the model said)
+        answered = sorted(r[0] for r in rows)[::2]
+        truth = {
+            f"{s}-e{i}": e.label for i, e in enumerate(load_dataset("bbc_news").split("test")[:N_EVENTS])
+        }
+        feedback = [
+            {"event_id": event_id, "task": "news_topic", "label": truth[event_id], "source": "annotator:test",
+             "timestamp": time.time()}
+            for event_id in answered
+        ]  # fmt: skip
+        run.produce(run.topics.feedback, [(f["event_id"].encode(), json.dumps(f).encode()) for f in feedback])
+
+        def statuses() -> dict[str, str]:
+            found = dict(
+                clickhouse().execute(
+                    "SELECT event_id, status FROM label_requests FINAL "
+                    "WHERE task = 'news_topic' AND event_id LIKE %(p)s",
+                    {"p": f"{s}-e%"},
+                )
+            )
+            return found if sum(v == "answered" for v in found.values()) >= len(answered) else {}
+
+        after = wait_for(statuses, timeout=90)
     finally:
         run.stop()
 
@@ -92,3 +117,6 @@ def test_requests_follow_the_budget_and_join_their_predictions(
         assert probability == pytest.approx(BUDGET * RANDOM_SHARE if reason == "random" else 0.0)
         assert 0.0 <= score <= 1.0
     assert any(r[3] == "uncertain" for r in rows)
+    assert after, "the answered requests were marked answered"
+    assert {k for k, v in after.items() if v == "answered"} == set(answered)
+    assert {v for k, v in after.items() if k not in answered} == {"requested"}
