@@ -281,6 +281,9 @@ class Settings(BaseSettings):
     web_host: str = "127.0.0.1"
     web_port: int = 6066
     dashboard_port: int = 8088
+    # annotator id -> token, as JSON ({"ann-1": "..."}): who may answer label requests on the
+    # dashboard's annotator page; empty = the page is read-only (there is no open write endpoint)
+    annotator_tokens: dict[str, SecretStr] = Field(default_factory=dict)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
     learning: LearningConfig = Field(default_factory=LearningConfig)
     explainer: ExplainerSettings = Field(default_factory=ExplainerSettings)

@@ -75,4 +75,5 @@ def register(app: typer.Typer) -> None:
             port or settings.dashboard_port,
             ClickHouseStore(ch),
             ready=lambda url: console.print(f"dashboard on [bold]{url}[/] (Ctrl+C to stop)", highlight=False),
+            settings=settings,
         )

@@ -4,7 +4,9 @@ Endpoints (all GET; filters ``task``, ``range`` = 15m|1h|6h|24h|7d|30d or ``from
 ``/api/tasks``, ``/api/labels`` (events/min per task and label), ``/api/sentiment`` (by channel),
 ``/api/accuracy`` (per model version, with drift / model / serving markers), ``/api/latency``
 (p50/p90/p99 per task), ``/api/alerts`` (drift and alert timeline), ``/api/explanations`` (the
-least confident events with the words behind their labels), ``/healthz``.
+least confident events with the words behind their labels), ``/healthz``; the annotator page
+``/annotate`` with its ``/api/requests`` and token-protected ``POST /api/feedback``
+(``driftline.apps.dashboard.annotate``).
 Bad filters get 400 with a message, an unreachable ClickHouse 502; nothing leaks a stack trace.
 """
 
@@ -21,7 +23,9 @@ from typing import Any
 from aiohttp import web
 
 from driftline.apps.dashboard import queries as q
+from driftline.apps.dashboard.annotate import Annotator
 from driftline.apps.dashboard.store import ClickHouseStore, StoreError
+from driftline.settings import Settings
 
 log = logging.getLogger("driftline.dashboard")
 STATIC_DIR = Path(str(resources.files("driftline.apps.dashboard") / "static"))
@@ -53,6 +57,10 @@ def _filters(request: web.Request) -> q.Filters:
 
 async def _index(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+async def _annotate(request: web.Request) -> web.StreamResponse:
+    return web.FileResponse(STATIC_DIR / "annotate.html", headers={"Cache-Control": "no-cache"})
 
 
 async def _health(request: web.Request) -> web.Response:
@@ -106,11 +114,15 @@ async def _explanations(request: web.Request) -> web.Response:
     return web.json_response(q.shape_explanations(rows, f))
 
 
-def create_app(store: ClickHouseStore) -> web.Application:
-    """The aiohttp application: JSON API routes, the page and static files over ``store``."""
+def create_app(store: ClickHouseStore, annotator: Annotator | None = None) -> web.Application:
+    """The aiohttp application: JSON API routes, the pages and static files over ``store``; the
+    annotator routes when ``annotator`` is given."""
     app = web.Application(middlewares=[_errors])
     app[STORE_KEY] = store
     app.router.add_get("/", _index)
+    app.router.add_get("/annotate", _annotate)
+    if annotator is not None:
+        annotator.add_routes(app)
     app.router.add_get("/healthz", _health)
     app.router.add_get("/api/tasks", _tasks)
     app.router.add_get("/api/labels", _labels)
@@ -128,11 +140,15 @@ def create_app(store: ClickHouseStore) -> web.Application:
     return app
 
 
-def serve(host: str, port: int, store: ClickHouseStore, ready: Any = None) -> None:
-    """Run until interrupted; ``ready`` (a callable) is told the bound URL once listening."""
+def serve(
+    host: str, port: int, store: ClickHouseStore, ready: Any = None, settings: Settings | None = None
+) -> None:
+    """Run until interrupted; ``ready`` (a callable) is told the bound URL once listening. With
+    ``settings``, the annotator routes are served too."""
 
     async def _main() -> None:
-        runner = web.AppRunner(create_app(store), access_log=None)
+        annotator = Annotator(settings, store) if settings is not None else None
+        runner = web.AppRunner(create_app(store, annotator), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, host, port)
         await site.start()
