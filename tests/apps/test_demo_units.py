@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 
 from driftline.apps.demo.config import NEW_CLASS, NEWS_TASK, DemoConfig
@@ -12,24 +13,27 @@ from driftline.apps.demo.report import analyse, render_markdown, rolling, write_
 from driftline.apps.demo.store import DriftRow, LabelRow, VersionRow
 
 
-def test_stream_phases_truth_and_exclusions(tmp_path: Path) -> None:
+@pytest.mark.parametrize("new_class", [NEW_CLASS, "sport"])
+def test_stream_phases_truth_and_exclusions(tmp_path: Path, new_class: str) -> None:
     from driftline.models.datasets import load_dataset
 
-    config = DemoConfig.preset(quick=True, run_dir=tmp_path, feedback_fraction=0.5)
+    config = DemoConfig.preset(
+        quick=True, run_dir=tmp_path, feedback_fraction=0.5, labeler="random", new_class=new_class
+    )
     news = load_dataset("bbc_news").examples
     seen = {e.id for e in news[:200]}
     builder = StreamBuilder(config, "r1", seen, set())
     pre = [builder.next_news("pre") for _ in range(100)]
     post = [builder.next_news("post") for _ in range(200)]
-    assert all(e.label != NEW_CLASS for e, _ in pre)
-    share = sum(e.label == NEW_CLASS for e, _ in post) / len(post)
+    assert all(e.label != new_class for e, _ in pre)
+    share = sum(e.label == new_class for e, _ in post) / len(post)
     assert 0.25 < share < 0.55  # configured 0.4
     by_id = {e.id: e for e in news}
     for event, payload in pre + post:
         assert event.text_id not in seen
         example = by_id[event.text_id]
         assert example.label == event.label
-        if example.label != NEW_CLASS:
+        if example.label != new_class:
             assert example.split != "test"  # kept for the updater's original-test check
         assert payload["id"] == event.event_id and event.event_id.startswith("demo-r1-news-")
         assert (payload["title"] + ". " + payload["body"]).strip() == example.text or payload[
@@ -39,6 +43,22 @@ def test_stream_phases_truth_and_exclusions(tmp_path: Path) -> None:
     assert 0.35 < sum(e.feedback for e, _ in pre + post) / 300 < 0.65
     chat, payload = builder.next_chat("pre")
     assert chat.task == "chat_sentiment" and payload["text"] and payload["language"] == "zh"
+
+    # the active labeler gets the same stream, and no event is labelled before a worker asks
+    active = StreamBuilder(config.model_copy(update={"labeler": "active"}), "r1", seen, set())
+    again = [active.next_news("pre") for _ in range(100)] + [active.next_news("post") for _ in range(200)]
+    assert [e.text_id for e, _ in again] == [e.text_id for e, _ in pre + post]
+    assert not any(e.feedback for e, _ in again)
+
+
+def test_online_config_turns_label_requests_on_for_the_active_labeler(tmp_path: Path) -> None:
+    import yaml
+
+    for labeler, enabled in (("active", True), ("random", False)):
+        config = DemoConfig.preset(quick=True, run_dir=tmp_path, labeler=labeler, request_fraction=0.12)
+        merged = yaml.safe_load(config.write_online_config().read_text())
+        assert merged["defaults"]["label_requests"]["enabled"] is enabled
+        assert merged["defaults"]["label_requests"]["budget_fraction"] == 0.12
 
 
 def test_chat_share_follows_config(tmp_path: Path) -> None:
@@ -114,10 +134,13 @@ def test_headline_numbers_are_computed_from_rows() -> None:
     assert h.recovered_accuracy == 0.9 and h.recovered_events == 10
     assert h.promotion_delay_events == 10
     assert abs(h.recovery_ratio - 1.0) < 1e-9
-    assert h.entertainment_accuracy_before == 0.0 and h.entertainment_accuracy_after == 1.0
+    assert h.new_class_accuracy_before == 0.0 and h.new_class_accuracy_after == 1.0
     assert h.latency_ms[NEWS_TASK]["p50"] == 14.0
     assert h.end_to_end_ms[NEWS_TASK]["p99"] == 50.0
     assert h.feedback_joined_by_pipeline == 7
+    assert h.labels_to_promotion == 20  # every event before index 20 (v2's first) was labelled
+    events[3].feedback = events[15].feedback = events[25].feedback = False
+    assert analyse(events, labels, drift, versions, initial_version="1")[0].labels_to_promotion == 18
 
 
 def test_rejected_update_has_no_recovery() -> None:

@@ -23,6 +23,16 @@ def register(app: typer.Typer) -> None:
         workers: int = typer.Option(1, min=1, help="Pipeline worker processes."),
         rate: float = typer.Option(None, min=0.1, help="Events per second (default: the preset's)."),
         seed: int = typer.Option(0, help="Seed of the stream (which texts, which get feedback)."),
+        new_class: str = typer.Option(
+            "entertainment",
+            "--new-class",
+            help="The news class the first adapter never sees (any BBC class).",
+        ),
+        labeler: str = typer.Option(
+            "active",
+            "--labeler",
+            help="active: answer the workers' label requests; random: label a random share of events.",
+        ),
     ) -> None:
         """The main job: stack, initial models, workers, updater, a replayed stream with an emerging
         class, live progress, and a report with plots (report.md) in the run folder."""
@@ -31,9 +41,18 @@ def register(app: typer.Typer) -> None:
         from driftline.apps.demo.config import DemoConfig
         from driftline.apps.demo.runner import DemoError, default_run_dir, run_demo
         from driftline.compose.stack.process import StackError
+        from driftline.models.tasks import get_task
 
+        news_labels = get_task("news_topic").labels
+        if new_class not in news_labels:
+            raise typer.BadParameter(
+                f"{new_class!r} is not a news_topic class {news_labels}", param_hint="--new-class"
+            )
+        if labeler not in ("active", "random"):
+            raise typer.BadParameter("expected active or random", param_hint="--labeler")
         overrides: dict[str, object] = {"keep_running": keep_running, "dashboard": dashboard,
-                                        "workers": workers, "seed": seed}  # fmt: skip
+                                        "workers": workers, "seed": seed, "new_class": new_class,
+                                        "labeler": labeler}  # fmt: skip
         if rate is not None:
             overrides["rate"] = rate
         config = DemoConfig.preset(quick=quick, run_dir=(run_dir or default_run_dir()).resolve(), **overrides)

@@ -14,7 +14,7 @@ training steps, label minimums) into the run folder and points its worker and up
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, Field
@@ -45,9 +45,14 @@ class DemoConfig(BaseModel):
     news_post_min: int = 150
     news_post_max: int = 700
     news_after: int = 300
-    entertainment_share: float = 0.35
+    new_class: str = NEW_CLASS  # the news class the first adapter never sees, arriving at the shift
+    new_class_share: float = 0.35
     chat_per_news: float = 0.5  # chat events published per news event
+    # who labels: "active" answers the workers' label requests (online/label_requests.py), "random"
+    # labels a random feedback_fraction of all events; either way after feedback_delay_s, as a person
+    labeler: Literal["active", "random"] = "active"
     feedback_fraction: float = 0.2
+    request_fraction: float = 0.1  # active: the label-request budget (boosted during a drift)
     feedback_delay_s: float = 2.0  # a human labels an event a little after it was classified
     rate: float = 8.0  # events per second, news + chat
     # waits
@@ -95,9 +100,10 @@ class DemoConfig(BaseModel):
             "news_post_min": 60,
             "news_post_max": 220,
             "news_after": 90,
-            "entertainment_share": 0.4,
+            "new_class_share": 0.4,
             "chat_per_news": 0.3,
             "feedback_fraction": 0.3,
+            "request_fraction": 0.15,
             "feedback_delay_s": 1.0,
             "rate": 10.0,
             "decision_timeout_s": 240.0,
@@ -142,6 +148,9 @@ class DemoConfig(BaseModel):
             overrides = deep_merge(
                 overrides, {"defaults": {"updater": {"feedback_since_ts_ms": since_ts_ms}}}
             )
+        # active labelling: the workers' label requests are what the simulated annotator answers
+        requests = {"enabled": self.labeler == "active", "budget_fraction": self.request_fraction}
+        overrides = deep_merge({"defaults": {"label_requests": requests}}, overrides)
         merged = deep_merge(base, overrides)
         out = self.run_dir / "online.yaml"
         out.write_text(

@@ -1,7 +1,12 @@
 """The replayed stream: news with an emerging class, chat alongside, ground truth and feedback sample.
 
+The feedback sample is drawn here for the ``random`` labeler; the ``active`` one labels what the
+workers request (``driftline.apps.demo.publisher``). Both draw the same random numbers, so a seed
+gives the same stream whichever labels it.
+
 Why the demo builds its own stream instead of ``driftline replay``: the story needs phases (news
-without entertainment, then a mix with it, then more of the mix once the updater has decided) and
+without the new class - ``new_class``, entertainment by default - then a mix with it, then more of
+the mix once the updater has decided) and
 it needs to know the true label of every event it sent, so that each number in the report is
 measured (prediction rows in ClickHouse against the truth kept here), never assumed.
 
@@ -10,7 +15,7 @@ Texts are chosen so the story is honest:
 - nothing the initial adapters trained on is replayed (their training ids are excluded);
 - news of the old classes never comes from the test split, which the updater keeps for its
   "no forgetting" check on the original classes;
-- entertainment may come from any split (it is not part of that original-test check);
+- the new class may come from any split (it is not part of that original-test check);
 - texts are drawn without replacement; only when a pool runs out does it start over, and the
   number of repeated texts is reported (a repeated text that got feedback could flatter the update).
 """
@@ -23,7 +28,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from driftline.apps.demo.config import CHAT_TASK, NEW_CLASS, NEWS_TASK, DemoConfig
+from driftline.apps.demo.config import CHAT_TASK, NEWS_TASK, DemoConfig
 from driftline.models.datasets import Example
 
 PHASES = ("pre", "post", "after")  # before the shift, shifted before the decision, after it
@@ -86,9 +91,10 @@ class StreamBuilder:
         news = load_dataset(get_task(NEWS_TASK).dataset).examples
         chat = load_dataset(get_task(CHAT_TASK).dataset).examples
         self.old = Pool(
-            [e for e in news if e.label != NEW_CLASS and e.split != "test" and e.id not in news_seen], rng
+            [e for e in news if e.label != config.new_class and e.split != "test" and e.id not in news_seen],
+            rng,
         )
-        self.new = Pool([e for e in news if e.label == NEW_CLASS and e.id not in news_seen], rng)
+        self.new = Pool([e for e in news if e.label == config.new_class and e.id not in news_seen], rng)
         self.chat = Pool([e for e in chat if e.split != "test" and e.id not in chat_seen], rng)
         self.drawn: dict[str, int] = {"old": 0, "new": 0, "chat": 0}
         self.counts: dict[str, int] = {NEWS_TASK: 0, CHAT_TASK: 0}
@@ -106,7 +112,9 @@ class StreamBuilder:
         index = self.counts[task]
         self.counts[task] += 1
         event_id = f"demo-{self.run_id}-{kind}-{index}"
-        feedback = self._rng.random() < self.config.feedback_fraction
+        # random labelling decides here; active labelling when a worker requests the label (publisher)
+        sampled = self._rng.random() < self.config.feedback_fraction
+        feedback = sampled and self.config.labeler == "random"
         event = DemoEvent(event_id, task, kind, example.label, phase, example.id, feedback, index)
         now = datetime.now(UTC).isoformat()
         if kind == "news":
@@ -126,7 +134,7 @@ class StreamBuilder:
         """The next news event of ``phase``: old classes only before the shift, a mix after it."""
         if phase not in PHASES:
             raise ValueError(f"unknown phase {phase!r}")
-        emerging = phase != "pre" and self._rng.random() < self.config.entertainment_share
+        emerging = phase != "pre" and self._rng.random() < self.config.new_class_share
         pool, name = (self.new, "new") if emerging else (self.old, "old")
         self.drawn[name] += 1
         return self._event(pool.draw(), NEWS_TASK, "news", phase)

@@ -1,7 +1,7 @@
 """Initial adapters for the demo: get-or-train, export, and make them Triton's serving versions.
 
 Every demo run starts the story from the same place: news_topic served by an adapter trained
-without entertainment, chat_sentiment by its own first adapter. If Triton already serves exactly
+without the demo's new class, chat_sentiment by its own first adapter. If Triton already serves exactly
 that adapter (same content hash) it is only (re)loaded; if it serves something else (say, the
 version a previous demo promoted), the initial adapter is exported as a new version and hot-swapped
 in, so a re-run is a fresh story without restarting anything. Training is cached by
@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from driftline.apps.demo.config import CHAT_TASK, NEW_CLASS, NEWS_TASK, DemoConfig, TrainPlan
+from driftline.apps.demo.config import CHAT_TASK, NEWS_TASK, DemoConfig, TrainPlan
 
 Log = Callable[[str], None]
 
@@ -99,7 +99,7 @@ def prepare_models(config: DemoConfig, log: Log) -> dict[str, ServingModel]:
     """Train or reuse, export if needed, load in Triton, register; one entry per task."""
     from driftline.models.artifacts import read_meta
 
-    plans = {NEWS_TASK: (config.news_train, [NEW_CLASS]), CHAT_TASK: (config.chat_train, [])}
+    plans = {NEWS_TASK: (config.news_train, [config.new_class]), CHAT_TASK: (config.chat_train, [])}
     out: dict[str, ServingModel] = {}
     for task, (plan, exclude) in plans.items():
         result, train_ids = _train(task, plan, exclude, config, log)

@@ -2,13 +2,19 @@
 
 The publisher owns the phase logic: ``pre`` for a fixed number of news events, ``post`` until the
 updater has decided (between ``news_post_min`` and ``news_post_max`` events, pausing at the max),
-then ``after``. Feedback for the sampled events is sent ``feedback_delay_s`` later, as a human label
-would be, which also gives the pipeline time to store the prediction it joins against.
+then ``after``. Feedback is sent ``feedback_delay_s`` after it is due, as a human label would be,
+which also gives the pipeline time to store the prediction it joins against. Who labels what:
+
+- ``labeler: random``: the events the stream builder sampled (``feedback_fraction``), due when sent;
+- ``labeler: active``: a simulated annotator reads the label-requests topic and answers each request
+  for an event of this run with its true label, due when the request arrives. The workers choose
+  (``online/label_requests.py``); the demo only plays the person.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import json
 import time
@@ -29,6 +35,7 @@ class PublishState:
     phase: str = "starting"
     published: dict[str, int] = field(default_factory=dict)
     feedback_sent: int = 0
+    requests_answered: int = 0  # active labeler: label requests of this run answered
     planned_news: int = 0
     news_sent: int = 0
     waiting_for_decision_s: float = 0.0
@@ -62,6 +69,9 @@ class DemoPublisher:
         topics = get_settings().kafka.topics
         self.topic_of = {"news": topics.news, "chat": topics.chat}
         self.feedback_topic = topics.feedback
+        self.requests_topic = topics.label_requests
+        self._by_id: dict[str, DemoEvent] = {}
+        self._scheduled = 0
 
     async def _pace(self) -> None:
         delay = self._started + self._sent_total / self.config.rate - time.perf_counter()
@@ -77,10 +87,43 @@ class DemoPublisher:
         self._sent_total += 1
         self.state.published[event.task] = self.state.published.get(event.task, 0) + 1
         self.events.append(event)
+        self._by_id[event.event_id] = event
         truth.write(json.dumps(event.truth_row(), ensure_ascii=False) + "\n")
         if event.feedback:
-            due = time.monotonic() + self.config.feedback_delay_s
-            heapq.heappush(self._feedback, (due, self._sent_total, event))
+            self._due(event)
+
+    def _due(self, event: DemoEvent) -> None:
+        """Schedule the event's label ``feedback_delay_s`` from now."""
+        self._scheduled += 1  # tie-breaker: first scheduled, first sent
+        heapq.heappush(
+            self._feedback, (time.monotonic() + self.config.feedback_delay_s, self._scheduled, event)
+        )
+
+    async def _answer_requests(self, ready: asyncio.Event) -> None:
+        """The simulated annotator: every label request for an event of this run gets its truth."""
+        from driftline.clients import kafka_consumer
+
+        consumer = kafka_consumer(
+            self.requests_topic, settings=get_settings(), group_id=None, auto_offset_reset="latest"
+        )
+        await consumer.start()
+        try:
+            await consumer.seek_to_end()
+            ready.set()
+            while True:
+                batches = await consumer.getmany(timeout_ms=500)
+                for message in (m for messages in batches.values() for m in messages):
+                    try:
+                        event_id = json.loads(message.value)["event_id"]
+                    except (ValueError, KeyError, TypeError):
+                        continue
+                    event = self._by_id.get(event_id)
+                    if event is not None and not event.feedback:
+                        event.feedback = True
+                        self.state.requests_answered += 1
+                        self._due(event)
+        finally:
+            await consumer.stop()
 
     async def _flush_feedback(self, producer: Any, everything: bool = False) -> None:
         now = time.monotonic()
@@ -108,6 +151,15 @@ class DemoPublisher:
 
         producer = kafka_producer(get_settings(), linger_ms=5)
         await producer.start()
+        annotator = None
+        if self.config.labeler == "active":
+            ready = asyncio.Event()
+            annotator = asyncio.create_task(self._answer_requests(ready))
+            await asyncio.wait(
+                [annotator, asyncio.create_task(ready.wait())], return_when=asyncio.FIRST_COMPLETED
+            )
+            if annotator.done():
+                annotator.result()  # raises why the annotator could not start
         self._started = time.perf_counter()
         cfg = self.config
         try:
@@ -149,10 +201,19 @@ class DemoPublisher:
                 for _ in range(cfg.news_after):
                     await self._news_step(producer, "after", truth)
                 self.state.phase = "feedback"
+                if annotator is not None:
+                    await asyncio.sleep(cfg.feedback_delay_s + 2.0)  # requests of the last events
                 await self._flush_feedback(producer, everything=True)
                 await producer.flush()
         finally:
+            if annotator is not None:
+                annotator.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await annotator
             await producer.stop()
+        if annotator is not None:  # the truth file says which events were labelled in the end
+            rows = (json.dumps(e.truth_row(), ensure_ascii=False) + "\n" for e in self.events)
+            self.truth_file.write_text("".join(rows), encoding="utf-8")
         self.state.phase = "published"
         self.state.done = True
         return self.state

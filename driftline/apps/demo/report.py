@@ -57,8 +57,11 @@ class Headline:
 
     events_published: dict[str, int] = field(default_factory=dict)
     events_labelled: dict[str, int] = field(default_factory=dict)
+    new_class: str = NEW_CLASS
+    labeler: str = ""  # active | random
     feedback_sent: int = 0
     feedback_joined_by_pipeline: int = 0
+    labels_to_promotion: int | None = None  # news labels sent for events published before it served
     initial_version: str = ""
     pre_shift_accuracy: float | None = None
     drop_accuracy: float | None = None
@@ -74,8 +77,8 @@ class Headline:
     recovered_accuracy: float | None = None
     recovered_events: int = 0
     recovery_ratio: float | None = None
-    entertainment_accuracy_before: float | None = None
-    entertainment_accuracy_after: float | None = None
+    new_class_accuracy_before: float | None = None
+    new_class_accuracy_after: float | None = None
     chat_accuracy: float | None = None
     throughput_eps: dict[str, float] = field(default_factory=dict)
     latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -141,9 +144,14 @@ def analyse(
     *,
     initial_version: str,
     feedback_joined: int = 0,
+    new_class: str = NEW_CLASS,
+    labeler: str = "",
 ) -> tuple[Headline, list[Graded]]:
     """Grade the run against the truth and compute the headline; pure, no I/O."""
-    h = Headline(initial_version=initial_version, feedback_joined_by_pipeline=feedback_joined)
+    h = Headline(
+        initial_version=initial_version, feedback_joined_by_pipeline=feedback_joined, new_class=new_class,
+        labeler=labeler,
+    )  # fmt: skip
     for task in (NEWS_TASK, CHAT_TASK):
         h.events_published[task] = sum(e.task == task for e in events)
         h.events_labelled[task] = len({r.event_id for r in labels if r.task == task})
@@ -179,11 +187,15 @@ def analyse(
         h.recovered_accuracy, h.recovered_events = _accuracy(recovered), len(recovered)
         first_new = next((i for i, g in enumerate(shifted) if g.version == h.promoted_version), None)
         h.promotion_delay_events = first_new
-        ent_after = [g for g in recovered if g.truth == NEW_CLASS]
-        h.entertainment_accuracy_after = _accuracy(ent_after)
+        h.new_class_accuracy_after = _accuracy([g for g in recovered if g.truth == new_class])
+        served_from = min(g.index for g in recovered) if recovered else None
+        if served_from is not None:
+            h.labels_to_promotion = sum(
+                e.feedback for e in events if e.task == NEWS_TASK and e.index < served_from
+            )
     if h.recovered_accuracy is not None and h.pre_shift_accuracy:
         h.recovery_ratio = h.recovered_accuracy / h.pre_shift_accuracy
-    h.entertainment_accuracy_before = _accuracy([g for g in drop if g.truth == NEW_CLASS])
+    h.new_class_accuracy_before = _accuracy([g for g in drop if g.truth == new_class])
     h.chat_accuracy = _accuracy(grade(events, labels, CHAT_TASK))
 
     for task in (NEWS_TASK, CHAT_TASK):
@@ -241,7 +253,7 @@ def plot_accuracy(
         shift = next((g.index for g in news if g.phase != "pre"), None)
         if shift is not None:
             ax.axvline(shift, color="k", ls=":", lw=1)
-            ax.text(shift, 1.02, " shift: entertainment arrives", fontsize=8, va="bottom")
+            ax.text(shift, 1.02, f" shift: {h.new_class} arrives", fontsize=8, va="bottom")
         shifted = [g for g in news if g.phase != "pre"]
         news_drift = [d for d in drift if d.task == NEWS_TASK]
         for k, d in enumerate(news_drift):
@@ -343,7 +355,7 @@ def render_markdown(h: Headline, context: dict[str, Any]) -> str:
     )
     decision = (h.decision or "none") + (f" version {h.promoted_version}" if h.promoted_version else "")
     promotion = "n/a" if h.promotion_delay_events is None else str(h.promotion_delay_events)
-    entertainment = f"{_fmt(h.entertainment_accuracy_before)} -> {_fmt(h.entertainment_accuracy_after)}"
+    new_class = f"{_fmt(h.new_class_accuracy_before)} -> {_fmt(h.new_class_accuracy_after)}"
     rows = [
         ("pre-shift accuracy (initial version)", _fmt(h.pre_shift_accuracy)),
         (
@@ -356,7 +368,8 @@ def render_markdown(h: Headline, context: dict[str, Any]) -> str:
         ("shifted events labelled before the new version served", promotion),
         (f"recovered accuracy (shifted, new version, n={h.recovered_events})", _fmt(h.recovered_accuracy)),
         ("recovery ratio (recovered / pre-shift)", _fmt(h.recovery_ratio, pct=False)),
-        ("entertainment accuracy before -> after", entertainment),
+        (f"{h.new_class} accuracy before -> after", new_class),
+        ("labels sent before the promoted version served", str(h.labels_to_promotion)),
         ("chat_sentiment accuracy (whole run)", _fmt(h.chat_accuracy)),
     ]
     lines = [
@@ -367,7 +380,7 @@ def render_markdown(h: Headline, context: dict[str, Any]) -> str:
         "run: predictions and model versions from ClickHouse `labels`, drift from `drift_events`, "
         "decisions from `model_versions`, truth from the replayed datasets (`events.jsonl`).",
         "",
-        "## Headline (news_topic, emerging class: entertainment)",
+        f"## Headline (news_topic, emerging class: {h.new_class}, {h.labeler} labelling)",
         "",
         "| measure | value |",
         "|---|---|",
@@ -426,11 +439,14 @@ def write_report(
     feedback_joined: int,
     window: int,
     context: dict[str, Any],
+    new_class: str = NEW_CLASS,
+    labeler: str = "",
 ) -> Headline:
     """Analyse the run and write the plots, headline.json and report.md into ``run_dir``."""
     h, news = analyse(
-        events, labels, drift, versions, initial_version=initial_version, feedback_joined=feedback_joined
-    )
+        events, labels, drift, versions, initial_version=initial_version, feedback_joined=feedback_joined,
+        new_class=new_class, labeler=labeler,
+    )  # fmt: skip
     plot_accuracy(news, h, drift, run_dir / "accuracy.png", window)
     plot_throughput(labels, run_dir / "throughput.png")
     plot_latency(labels, run_dir / "latency.png")

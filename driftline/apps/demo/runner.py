@@ -27,7 +27,7 @@ from typing import Any
 from rich.console import Console
 from rich.live import Live
 
-from driftline.apps.demo.config import CHAT_TASK, NEW_CLASS, NEWS_TASK, DemoConfig
+from driftline.apps.demo.config import CHAT_TASK, NEWS_TASK, DemoConfig
 from driftline.apps.demo.report import Headline, _fmt, decision_of, write_report
 from driftline.settings import get_settings
 
@@ -157,7 +157,12 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> DemoResult:
         timings["stream_s"] = round(time.monotonic() - t, 1)
         log(
             f"published {sum(publisher.state.published.values())} events, "
-            f"{publisher.state.feedback_sent} feedback"
+            f"{publisher.state.feedback_sent} feedback ({config.labeler} labelling"
+            + (
+                f", {publisher.state.requests_answered} requests answered)"
+                if config.labeler == "active"
+                else ")"
+            )
         )
     finally:
         if config.keep_running:
@@ -187,7 +192,7 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> DemoResult:
             "initial adapters": "; ".join(
                 f"{s.task} v{s.version} {s.adapter_hash} ({'cached' if s.reused_training else 'trained'}, "
                 f"test accuracy {_fmt(s.test_accuracy)}"
-                + (f" on all classes, {NEW_CLASS} never trained" if s.task == NEWS_TASK else "")
+                + (f" on all classes, {config.new_class} never trained" if s.task == NEWS_TASK else "")
                 + ")"
                 for s in served.values()
             ),
@@ -208,6 +213,8 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> DemoResult:
         feedback_joined=len(joined),
         window=20 if config.quick else 40,
         context=context,
+        new_class=config.new_class,
+        labeler=config.labeler,
     )
     store.close()
     timings["report_s"] = round(time.monotonic() - t, 1)
@@ -281,7 +288,9 @@ def _print_headline(
 ) -> None:
     from rich.table import Table
 
-    table = Table(title="driftline demo: headline (news_topic, emerging class entertainment)")
+    table = Table(
+        title=f"driftline demo: headline (news_topic, emerging class {h.new_class}, {h.labeler} labelling)"
+    )
     table.add_column("measure")
     table.add_column("value", justify="right")
     table.add_row("pre-shift accuracy", _fmt(h.pre_shift_accuracy))
@@ -296,8 +305,8 @@ def _print_headline(
     table.add_row(f"recovered accuracy (n={h.recovered_events})", _fmt(h.recovered_accuracy))
     table.add_row("recovery ratio", _fmt(h.recovery_ratio, pct=False))
     table.add_row(
-        "entertainment accuracy before -> after",
-        f"{_fmt(h.entertainment_accuracy_before)} -> {_fmt(h.entertainment_accuracy_after)}",
+        f"{h.new_class} accuracy before -> after",
+        f"{_fmt(h.new_class_accuracy_before)} -> {_fmt(h.new_class_accuracy_after)}",
     )
     console.print(table)
     console.print(f"report: [bold]{run_dir / 'report.md'}[/] (plots beside it)", highlight=False)
