@@ -81,6 +81,10 @@ class TaskConfig(BaseModel):
     lora: LoraSettings = Field(default_factory=LoraSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
     explain: ExplainSettings = Field(default_factory=ExplainSettings)
+    # a feedback label outside ``labels``: dead-lettered (reject), stored and proposed as a new class
+    # for a person to accept (propose), or stored and accepted at once (accept); online/taxonomy.py
+    new_labels: Literal["reject", "propose", "accept"] = "reject"
+    new_label_min_examples: int = Field(3, ge=1)  # distinct events carrying it before it is proposed
 
     @field_validator("labels")
     @classmethod

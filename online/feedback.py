@@ -24,6 +24,7 @@ from cachetools import TTLCache
 from pydantic import ValidationError
 
 from driftline.models.tasks import load_tasks
+from driftline.online.taxonomy import MAX_LABEL_CHARS, usable_label
 from driftline.schema.events import FeedbackEvent
 from driftline.schema.records import FeedbackRecord
 
@@ -39,13 +40,22 @@ class FeedbackError(ValueError):
 
 
 def check_feedback(event: FeedbackEvent) -> FeedbackEvent:
-    """The one task/label check of feedback: both must be in the task catalogue (``FeedbackError``)."""
+    """The one task/label check of feedback (``FeedbackError``): the task must be declared, and so
+    must the label unless the task's taxonomy is open (``new_labels`` propose or accept)."""
     tasks = load_tasks()
     if event.task not in tasks:
         raise FeedbackError(
             "unknown_task", f"task {event.task!r} is not one of {sorted(tasks)}", "UnknownTask"
         )
-    if event.label not in tasks[event.task].labels:
+    task = tasks[event.task]
+    if event.label not in task.labels and task.new_labels != "reject" and not usable_label(event.label):
+        raise FeedbackError(
+            "unknown_label",
+            f"label {event.label!r} is not declared for task {event.task!r} and cannot name a new class "
+            f"(1-{MAX_LABEL_CHARS} printable characters)",
+            "UnknownLabel",
+        )
+    if event.label not in task.labels and task.new_labels == "reject":
         raise FeedbackError(
             "unknown_label",
             f"label {event.label!r} is not one of {tasks[event.task].labels} for task {event.task!r}",

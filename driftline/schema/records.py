@@ -15,7 +15,7 @@ import json
 import uuid
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -205,6 +205,34 @@ class AlertRecord(BaseModel):
             self.alert_id, self.kind, self.task, to_datetime(self.created_ts_ms), self.created_ts_ms,
             self.severity, self.subject, self.message,
             json.dumps(self.evidence, ensure_ascii=False, sort_keys=True),
+        )  # fmt: skip
+
+
+class TaskLabelRecord(BaseModel):
+    """A label of a task's open taxonomy (``task_labels``, 0008): proposed by feedback or accepted.
+
+    ``examples`` are event ids whose feedback carried the label; a change of status is a new row with
+    a later ``updated_ts_ms`` (read with ``FINAL``).
+    """
+
+    TABLE: ClassVar[str] = "task_labels"
+    COLUMNS: ClassVar[tuple[str, ...]] = (
+        "task", "label", "status", "source", "examples", "proposed_time", "proposed_ts_ms", "updated_ts_ms",
+    )  # fmt: skip
+
+    task: str
+    label: str
+    status: Literal["proposed", "accepted"]
+    source: str  # feedback | cli:<user>
+    examples: list[str] = Field(default_factory=list)
+    proposed_ts_ms: int = Field(default_factory=now_ms)
+    updated_ts_ms: int = Field(default_factory=now_ms)
+
+    def to_row(self) -> Row:
+        """The ``task_labels`` row."""
+        return (
+            self.task, self.label, self.status, self.source, list(self.examples),
+            to_datetime(self.proposed_ts_ms), self.proposed_ts_ms, self.updated_ts_ms,
         )  # fmt: skip
 
 

@@ -4,6 +4,7 @@ Data flow (all JSON, topics raw bytes)::
 
     classify agents --prediction hook--> FeedbackJoiner (memory) + observations topic (key: task)
     feedback topic --validate/join--> ClickHouse feedback --> observations topic
+                        |--undeclared label (open taxonomy)--> alerts topic + ClickHouse task_labels
                         '--bad / unknown_event_id--> deadletter topic
     observations topic --DriftMonitor per task--> alerts topic (kind "drift") + ClickHouse drift_events
                         '--state--> Faust table ``drift-monitors`` (changelog: survives restarts)
@@ -44,10 +45,16 @@ from driftline.streams.learning.observations import (
     ObservationBatch,
     PredictionObservation,
 )
+from driftline.streams.learning.proposals import ClassProposals
 from driftline.streams.learning.request_status import RequestStatus
 from driftline.streams.learning.requests import RequestLabels
 from driftline.streams.sinks.base import BatchingSink
-from driftline.streams.sinks.clickhouse import drift_events_sink, feedback_sink, label_requests_sink
+from driftline.streams.sinks.clickhouse import (
+    drift_events_sink,
+    feedback_sink,
+    label_requests_sink,
+    task_labels_sink,
+)
 from driftline.streams.stages import Stages, raw_message
 from driftline.streams.topics import PipelineTopics
 
@@ -154,9 +161,11 @@ class FeedbackAgent:
         stages: Stages,
         metrics: LearningMetrics,
         checkpoint: Checkpoint,
+        proposals: ClassProposals | None = None,
     ) -> None:
         self.stage = stage
         self.observer = observer
+        self.proposals = proposals
         self.config = config
         self.lc = learning_config
         self.topics = topics
@@ -191,6 +200,8 @@ class FeedbackAgent:
             release()
         if outcome.joined:
             await self.observer.publish(self.observations(outcome))
+            if self.proposals is not None:  # undeclared labels of open-taxonomy tasks
+                await self.proposals([j for j, _, _ in outcome.joined])
             releases: list[Release] = [release for _, release, _ in outcome.joined]
 
             def stored(releases: list[Release] = releases) -> None:
@@ -337,6 +348,7 @@ def register_learning(
     sinks["feedback"] = feedback_sink(rejected=StoreRejected(stages, topics), **batching)
     sinks["drift_events"] = drift_events_sink(**batching)
     sinks["label_requests"] = label_requests_sink(**batching)  # refused rows: logged and counted
+    sinks["task_labels"] = task_labels_sink(**batching)
     stage = FeedbackStage(
         lc,
         reject=stages.reject,
@@ -380,8 +392,17 @@ def register_learning(
     )
     app.timer(interval=lc.request_status_s, on_leader=True, name="label-request-status")(status.update)
     shared = {"topics": topics, "stages": stages, "metrics": metrics, "checkpoint": checkpoint}
+    proposals = ClassProposals(
+        topics.alerts, sinks["task_labels"], lambda: clickhouse_client(settings.clickhouse)
+    )
     feedback = FeedbackAgent(
-        stage, observer, config=config, learning_config=lc, sink=sinks["feedback"], **shared
+        stage,
+        observer,
+        config=config,
+        learning_config=lc,
+        sink=sinks["feedback"],
+        proposals=proposals,
+        **shared,
     )
     app.agent(topics.feedback, name="learn-feedback")(feedback.run)
     app.timer(interval=lc.retry_s, name="retry-feedback")(feedback.retry)

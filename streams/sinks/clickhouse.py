@@ -44,6 +44,7 @@ from driftline.schema.records import (
     FeedbackRecord,
     LabelRequestRecord,
     PredictionRecord,
+    TaskLabelRecord,
     insert_sql,
 )
 from driftline.settings import ClickHouseSettings, get_settings
@@ -220,6 +221,11 @@ def label_requests_sink(metrics: PipelineMetrics | None = None, **kw: Any) -> Cl
     return _sink(LabelRequestRecord, metrics, **kw)
 
 
+def task_labels_sink(metrics: PipelineMetrics | None = None, **kw: Any) -> ClickHouseSink:
+    """Sink for ``TaskLabelRecord.to_row()`` rows (labels proposed or accepted by the workers)."""
+    return _sink(TaskLabelRecord, metrics, **kw)
+
+
 __all__ = [
     "PERMANENT_CODES",
     "ClickHouseSink",
@@ -231,4 +237,5 @@ __all__ = [
     "label_requests_sink",
     "labels_sink",
     "refusal",
+    "task_labels_sink",
 ]

@@ -18,9 +18,11 @@ from driftline.schema.records import (
     DriftEvent,
     ExplanationRecord,
     FeedbackRecord,
+    LabelRequestRecord,
     ModelRecord,
     ModelStatus,
     PredictionRecord,
+    TaskLabelRecord,
     insert_sql,
 )
 from tests.schema.analytics_samples import migration_statements
@@ -47,6 +49,12 @@ SAMPLES = [
                       label="sport", confidence=0.55, explanation=[("goal", 0.5), ("match", -0.25)],
                       reason="uncertain", event_ts_ms=1_700_000_000_000, computed_ts_ms=1_700_000_003_000,
                       latency_ms=12.5),
+    LabelRequestRecord(task="news_topic", event_id="e1", text="x", label="sport", confidence=0.4,
+                       label_names=["sport", "tech"], probabilities=[0.4, 0.6], model_name="m",
+                       model_version="1", reason="random", uncertainty=0.8, sampling_probability=0.01,
+                       event_ts_ms=1_700_000_000_000),
+    TaskLabelRecord(task="news_topic", label="science", status="proposed", source="feedback",
+                    examples=["e1"]),
 ]  # fmt: skip
 
 
@@ -90,6 +98,7 @@ def test_record_columns_are_the_migrated_table_columns(
 def test_every_written_table_has_a_record() -> None:
     assert {r.TABLE for r in SAMPLES} == {
         "labels", "alerts", "dead_letters", "feedback", "drift_events", "model_versions", "explanations",
+        "label_requests", "task_labels",
     }  # fmt: skip
 
 

@@ -8,6 +8,7 @@ Modules, all in ``driftline.apps.cli``:
 - ``modelling``: ``driftline data describe``, ``train``, ``export``
 - ``pipeline`` : ``driftline worker``, ``publish``, ``replay``, ``tail``
 - ``learning`` : ``driftline updater``, ``models list|promote|rollback``
+- ``labelling``: ``driftline labels list|accept`` (open taxonomy)
 - ``explaining``: ``driftline explainer``, ``explain EVENT_ID``
 - ``demo``     : ``driftline demo``, ``dashboard``
 - ``config``   : ``driftline config show``
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import typer
 
-from driftline.apps.cli import config, demo, explaining, learning, modelling, pipeline, stack
+from driftline.apps.cli import config, demo, explaining, labelling, learning, modelling, pipeline, stack
 
 app = typer.Typer(
     name="driftline",
@@ -26,7 +27,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,  # locals may hold secrets
 )
 
-for module in (stack, modelling, pipeline, explaining, learning, demo, config):
+for module in (stack, modelling, pipeline, explaining, learning, labelling, demo, config):
     module.register(app)
 
 
