@@ -6,7 +6,10 @@ load and save it only through this module, so the artifact format (``models/arti
 reader and one writer on the PyTorch side:
 
 * :func:`build_classifier` makes a trainable one: fresh LoRA and head, or continued from a parent
-  artifact's adapter and head (the incremental update path);
+  artifact's adapter and head (the incremental update path). A task whose labels extend the
+  parent's (an accepted new class, ``online/task_labels.py``) gets the parent's head grown by one
+  output per new label, *imprinted* from the mean embedding of that label's examples
+  (:func:`grow_head`), so training starts from a head that already points at the new class;
 * :func:`load_classifier` loads an artifact in eval mode, LoRA optionally merged into the encoder
   weights for faster inference, with :meth:`Classifier.predict_proba`;
 * :func:`save_artifact` writes adapter, head and meta atomically.
@@ -21,7 +24,7 @@ import json
 import os
 import shutil
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +124,23 @@ class Classifier(nn.Module):
         probs = self.predict_proba(texts, max_length=max_length)
         return [self.labels[i] for i in probs.argmax(axis=1)]
 
+    @torch.inference_mode()
+    def mean_embedding(self, texts: Sequence[str], batch_size: int = 32) -> torch.Tensor:
+        """The mean of the texts' pooled vectors, ``(hidden,)`` (what the head sees)."""
+        if not texts:
+            raise ValueError("mean_embedding() needs at least one text")
+        was_training = self.training
+        self.eval()
+        total = None
+        try:
+            for start in range(0, len(texts), batch_size):
+                batch = self.tokenize(texts[start : start + batch_size])
+                pooled = self.pooled(batch["input_ids"], batch["attention_mask"]).float().sum(dim=0)
+                total = pooled if total is None else total + pooled
+        finally:
+            self.train(was_training)
+        return total / len(texts)
+
     def merge_lora(self) -> Classifier:
         """Fold the LoRA deltas into the encoder weights (inference only: no more adapter switching)."""
         if isinstance(self.encoder, PeftModel):
@@ -150,36 +170,71 @@ def _lora_config(task: TaskConfig) -> LoraConfig:
 
 
 def build_classifier(
-    task: TaskConfig, parent: Path | None = None, max_length: int | None = None
+    task: TaskConfig,
+    parent: Path | None = None,
+    max_length: int | None = None,
+    new_examples: Mapping[str, Sequence[str]] | None = None,
 ) -> Classifier:
-    """A trainable classifier for ``task``: fresh LoRA + zero-mean head, or continued from ``parent``."""
+    """A trainable classifier for ``task``: fresh LoRA + zero-mean head, or continued from ``parent``.
+
+    When ``task.labels`` extends the parent's labels, the head grows by the new labels, each imprinted
+    from the texts ``new_examples[label]`` (``ValueError`` when a new label has none).
+    """
     bundle = load_encoder(task.encoder, fresh=True)  # private copy: peft injects layers in place
-    head = nn.Linear(bundle.hidden_size, len(task.labels))
     if parent is None:
         encoder = get_peft_model(bundle.model, _lora_config(task))
+        head = nn.Linear(bundle.hidden_size, len(task.labels))
         nn.init.normal_(head.weight, std=0.02)
         nn.init.zeros_(head.bias)
     else:
         parent_meta = read_meta(parent)
         _check_parent(task, parent_meta)
         encoder = PeftModel.from_pretrained(bundle.model, parent / ADAPTER_DIR, is_trainable=True)
+        head = nn.Linear(bundle.hidden_size, len(parent_meta.labels))
         head.load_state_dict(load_file(parent / HEAD_FILE))
-    return Classifier(
+    model = Classifier(
         encoder,
         head,
         bundle.tokenizer,
-        task.labels,
+        task.labels[: head.out_features],
         encoder_name=task.encoder,
         max_length=max_length or task.max_length,
         normalize_input=task.normalize_input,
     )
+    added = task.labels[head.out_features :]
+    if added:
+        missing = [label for label in added if not (new_examples or {}).get(label)]
+        if missing:
+            raise ValueError(f"new labels {missing} need example texts to imprint the grown head from")
+        vectors = [model.mean_embedding(list(new_examples[label])) for label in added]  # type: ignore[index]
+        model.head = grow_head(model.head, vectors)
+        model.labels = list(task.labels)
+    return model
+
+
+def grow_head(head: nn.Linear, vectors: Sequence[torch.Tensor]) -> nn.Linear:
+    """``head`` with one more output per vector, the old outputs unchanged (weight imprinting).
+
+    A new row is its class's mean embedding, rescaled to the mean norm of the existing rows; its bias
+    is the mean existing bias. The new class then scores its own examples about as high as a trained
+    class scores typical inputs, and training refines it from there instead of from noise.
+    """
+    with torch.no_grad():
+        old_w, old_b = head.weight.detach().float(), head.bias.detach().float()
+        scale = float(old_w.norm(dim=1).mean())
+        rows = [v.float() / max(float(v.norm()), 1e-12) * scale for v in vectors]
+        grown = nn.Linear(head.in_features, head.out_features + len(rows))
+        grown.weight.copy_(torch.cat([old_w, torch.stack(rows)]))
+        grown.bias.copy_(torch.cat([old_b, old_b.mean().repeat(len(rows))]))
+    return grown
 
 
 def _check_parent(task: TaskConfig, meta: ArtifactMeta) -> None:
-    if meta.task != task.name or meta.encoder != task.encoder or list(meta.labels) != list(task.labels):
+    grows = list(task.labels[: len(meta.labels)]) == list(meta.labels)  # new labels appended
+    if meta.task != task.name or meta.encoder != task.encoder or not grows:
         raise ValueError(
             f"parent artifact ({meta.task}, {meta.encoder}, {meta.labels}) does not match task "
-            f"({task.name}, {task.encoder}, {task.labels})"
+            f"({task.name}, {task.encoder}, {task.labels}): labels may only be appended"
         )
 
 

@@ -166,7 +166,9 @@ def train_classifier(
 
     ``parent`` continues from that artifact's adapter and head (incremental update; meta.parent records
     the parent's ``adapter_hash``). ``max_steps`` caps the optimiser steps (cycling epochs if needed);
-    otherwise ``epochs`` (default from the task) passes are made. Training labels must be a subset of
+    otherwise ``epochs`` (default from the task) passes are made. ``task.labels`` may extend the
+    parent's labels (appended new classes): the head then grows, each new output imprinted from its
+    examples in ``train`` (``models.classifier.grow_head``). Training labels must be a subset of
     the task's labels; the head always has one output per task label, so a class missing from
     ``train`` (``--exclude-label``) is still a valid output, just never learned. ``evaluate_on`` is
     scored after training and stored as ``meta.metrics``. ``extra_config`` is merged into
@@ -202,7 +204,10 @@ def train_classifier(
         n_augmented = len(noisy)
         train = list(train) + noisy
     parent_meta = read_meta(parent) if parent is not None else None
-    model = build_classifier(task, parent=parent, max_length=max_length)
+    # labels appended since the parent (accepted new classes): the head grows, imprinted from them
+    grown = [label for label in task.labels if parent_meta and label not in parent_meta.labels]
+    new_examples = {label: [e.text for e in train if e.label == label] for label in grown}
+    model = build_classifier(task, parent=parent, max_length=max_length, new_examples=new_examples or None)
     encoded = _encode(model, train, max_length)
     lengths = [len(ids) for ids in encoded.ids]
 
@@ -272,6 +277,7 @@ def train_classifier(
         "train_seconds": round(train_seconds, 2),
         "examples_per_second": round(seen / max(1e-9, train_seconds), 2),
         "n_eval": len(evaluate_on or []),
+        "grown_labels": grown,
         **(extra_config or {}),
     }
     meta = ArtifactMeta(
