@@ -27,7 +27,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,6 +89,32 @@ def explainer_available() -> bool:
         (command.name or getattr(command.callback, "__name__", "")) == "explainer"
         for command in app.registered_commands
     )
+
+
+def event_doc(task: str, event_id: str, text: str, source: str = "bench") -> dict[str, Any]:
+    """The input event carrying ``text``: a news article (title + body) or a chat message."""
+    if task == "chat_sentiment":
+        return {"id": event_id, "timestamp": time.time(), "conversation_id": source, "user": source,
+                "channel": source, "text": text, "language": "zh"}  # fmt: skip
+    title, _, body = text.partition(". ")
+    return {"id": event_id, "timestamp": time.time(), "source": source, "title": title, "body": body}
+
+
+def news_messages(ids_and_texts: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    """Keyed news-topic messages (``PipelineRun.produce``) for (event id, article text) pairs."""
+    return [
+        (i.encode(), json.dumps(event_doc("news_topic", i, t, "test")).encode()) for i, t in ids_and_texts
+    ]
+
+
+def stop_process(proc: subprocess.Popen, timeout_s: float = 30) -> int:
+    """SIGTERM ``proc`` and wait; SIGKILL it if it has not exited after ``timeout_s``. Its exit code."""
+    proc.terminate()
+    try:
+        return proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
 
 
 def unique_suffix(prefix: str = "") -> str:

@@ -63,7 +63,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 import bench.harness as harness  # noqa: E402
-from bench.harness import PipelineRun, ServedModel, clickhouse, served_model  # noqa: E402
+from bench.harness import PipelineRun, ServedModel, clickhouse, event_doc, served_model  # noqa: E402
 from driftline.clients import kafka_producer  # noqa: E402
 from driftline.settings import Settings, TritonSettings, get_settings  # noqa: E402
 
@@ -98,15 +98,6 @@ def task_texts(task: str, n: int) -> list[str]:
 
     examples = load_dataset(get_task(task).dataset).split("test")
     return [examples[i % len(examples)].text for i in range(n)]
-
-
-def event_doc(task: str, event_id: str, text: str) -> dict[str, Any]:
-    """The input event carrying ``text``: a news article (title + body) or a chat message."""
-    if task == "chat_sentiment":
-        return {"id": event_id, "timestamp": time.time(), "conversation_id": "bench", "user": "bench",
-                "channel": "bench", "text": text, "language": "zh"}  # fmt: skip
-    title, _, body = text.partition(". ")
-    return {"id": event_id, "timestamp": time.time(), "source": "bench", "title": title, "body": body}
 
 
 def topic_of(run: PipelineRun, task: str) -> str:

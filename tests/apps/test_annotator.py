@@ -19,7 +19,6 @@ import base64
 import json
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -28,7 +27,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bench.harness import PipelineRun, ServedModel, free_ports, served_model, wait_for
+from bench.harness import (
+    PipelineRun,
+    ServedModel,
+    free_ports,
+    news_messages,
+    served_model,
+    stop_process,
+    wait_for,
+)
 from driftline.models.datasets import load_dataset
 from driftline.settings import REPO_ROOT, get_settings
 from tests.apps.cdp import Browser
@@ -135,18 +142,8 @@ def test_annotator_clicks_through_requests_and_the_answers_join(
             run.start_worker(tmp_path)
             run.start_explainer(tmp_path)
             run.wait_healthy()
-            events = []
-            for i, e in enumerate(examples):
-                title, _, body = e.text[:1500].partition(". ")
-                doc = {
-                    "id": f"{s}-e{i}",
-                    "timestamp": time.time(),
-                    "source": "test",
-                    "title": title,
-                    "body": body,
-                }
-                events.append((doc["id"].encode(), json.dumps(doc).encode()))
-            run.produce(run.topics.news, events)
+            texts = [(f"{s}-e{i}", e.text[:1500]) for i, e in enumerate(examples)]
+            run.produce(run.topics.news, news_messages(texts))
 
             def requested() -> list[str]:
                 rows = ch.execute("SELECT event_id FROM label_requests FINAL WHERE status = 'requested'")
@@ -191,8 +188,7 @@ def test_annotator_clicks_through_requests_and_the_answers_join(
             status = wait_for(statuses, timeout=60)
         finally:
             if dashboard is not None:
-                dashboard.terminate()
-                dashboard.wait(30)
+                stop_process(dashboard)
             run.stop()
 
     assert highlighted >= 1, "the request's explanation words are highlighted"

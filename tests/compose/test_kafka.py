@@ -12,7 +12,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from bench.harness import unique_suffix
+from bench.harness import stop_process, unique_suffix
 
 pytestmark = pytest.mark.stack
 
@@ -110,12 +110,7 @@ async def test_faust_agent_round_trip(kafka_bootstrap, tmp_path: Path):
     try:
         got = await _consume(kafka_bootstrap, dst, 3, 120)
     finally:
-        worker.terminate()
-        try:
-            worker.wait(30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
+        stop_process(worker)
         log.close()
         await _delete(kafka_bootstrap, src, dst)
     assert got == [b"ALPHA", b"BETA", b"GAMMA"], (tmp_path / "worker.log").read_text()[-3000:]

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from aiokafka import TopicPartition
 
-from bench.harness import unique_suffix
+from bench.harness import stop_process, unique_suffix
 from driftline.clients import kafka_consumer, kafka_producer
 from driftline.kafka_admin import create_missing_topics
 from driftline.settings import get_settings
@@ -80,12 +80,7 @@ async def test_a_passed_over_offset_is_sought_back_and_committed(tmp_path: Path)
                     break
                 await asyncio.sleep(0.5)
         finally:
-            worker.terminate()
-            try:
-                worker.wait(30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait()
+            stop_process(worker)
     logs = log_path.read_text(errors="replace")
     assert set(got) == {f"v{i}".encode() for i in range(N)}, (sorted(set(got)), logs[-3000:])
     assert "redelivering a hole" in logs

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bench.harness import PipelineRun, ServedModel, clickhouse, served_model, wait_for
+from bench.harness import PipelineRun, ServedModel, clickhouse, news_messages, served_model, wait_for
 from driftline.models.datasets import load_dataset
 from driftline.settings import REPO_ROOT, get_settings
 
@@ -52,18 +52,8 @@ def test_undeclared_feedback_label_is_proposed_then_accepted(news_model: ServedM
         run.create_topics(partitions=2)
         run.start_worker(tmp_path)
         run.wait_healthy()
-        events = []
-        for i, e in enumerate(examples):
-            title, _, body = e.text[:1200].partition(". ")
-            doc = {
-                "id": f"{s}-e{i}",
-                "timestamp": time.time(),
-                "source": "test",
-                "title": title,
-                "body": body,
-            }
-            events.append((doc["id"].encode(), json.dumps(doc).encode()))
-        run.produce(run.topics.news, events)
+        texts = [(f"{s}-e{i}", e.text[:1200]) for i, e in enumerate(examples)]
+        run.produce(run.topics.news, news_messages(texts))
 
         def labelled() -> bool:
             rows = clickhouse().execute(
