@@ -57,7 +57,10 @@ class Checkpoint:
         install(app, self._gate)
 
         async def redeliver_holes() -> None:
-            await self.redeliver(app)
+            try:
+                await self.redeliver(app)
+            except Exception as exc:  # a broker away mid-seek: the next round tries again
+                log.warning("hole check failed", extra={"error": f"{type(exc).__name__}: {exc}"[:300]})
 
         app.timer(interval=max(0.5, self.redeliver_after_s / 4), name="redeliver-holes")(redeliver_holes)
 

@@ -92,7 +92,9 @@ async def _annotate(url: str, truth: dict[str, str], profile: Path) -> tuple[lis
         first = await page.js("document.getElementById('request').dataset.eventId")
         highlighted = await page.js("document.querySelectorAll('#text mark.word').length")
         shot = await page.send("Page.captureScreenshot", format="png")  # the page as a person sees it
-        (REPO_ROOT / "bench" / "results" / "annotator.png").write_bytes(base64.b64decode(shot["data"]))
+        results = REPO_ROOT / "bench" / "results"  # generated, not in git: absent on a fresh clone
+        results.mkdir(parents=True, exist_ok=True)
+        (results / "annotator.png").write_bytes(base64.b64decode(shot["data"]))
         await page.click(f'.label-btn[data-label="{truth[first]}"]')
         await page.wait_for("document.body.dataset.answered === '1'")
         answers.append((first, truth[first]))
