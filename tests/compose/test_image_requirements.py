@@ -74,9 +74,8 @@ NOT_RUN: dict[str, dict[str, str]] = {
         "topics and applies migrations",
     },
     "driftline dashboard": {
-        "aiokafka": "driftline.clients' Kafka helpers; the dashboard reads ClickHouse only",
         "faust": "driftline.clients.faust_broker_credentials: workers only",
-        "tritonclient": "driftline.clients.triton_client; the dashboard reads ClickHouse only",
+        "tritonclient": "driftline.clients.triton_client; the dashboard reads ClickHouse, publishes feedback",
     },
     "driftline updater": {
         "faust": "driftline.clients.faust_broker_credentials: workers only",

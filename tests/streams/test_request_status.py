@@ -21,11 +21,10 @@ from driftline.schema.records import FeedbackRecord, LabelRequestRecord
 from driftline.streams.learning.request_status import RequestStatus
 
 DAY_S = 86400.0
-NOW = time.time()
 
 
 def _request(event_id: str, age_s: float) -> LabelRequestRecord:
-    at_ms = int((NOW - age_s) * 1000)
+    at_ms = int((time.time() - age_s) * 1000)  # relative to when the test runs, not to import
     return LabelRequestRecord(
         task="news_topic", event_id=event_id, text=f"text of {event_id}", label="tech", confidence=0.41,
         label_names=["business", "tech"], probabilities=[0.59, 0.41], model_name="m", model_version="3",
@@ -35,7 +34,7 @@ def _request(event_id: str, age_s: float) -> LabelRequestRecord:
 
 
 def _feedback(event_id: str, age_s: float) -> FeedbackRecord:
-    at_ms = int((NOW - age_s) * 1000)
+    at_ms = int((time.time() - age_s) * 1000)  # relative to when the test runs, not to import
     return FeedbackRecord(
         task="news_topic", event_id=event_id, label="business", source="annotator:ann-1",
         feedback_ts_ms=at_ms, joined_ts_ms=at_ms, predicted_label="tech", correct=False, confidence=0.41,
