@@ -42,9 +42,10 @@ class TaskLabel:
     feedback: int = 0
 
 
-def task_labels(client: Any, task: str) -> list[TaskLabel]:
-    """The task's proposed and accepted labels, oldest change first, with their feedback counts."""
-    counts = dict(client.execute(FEEDBACK_SQL, {"task": task}))
+def task_labels(client: Any, task: str, *, feedback: bool = True) -> list[TaskLabel]:
+    """The task's proposed and accepted labels, oldest change first, with their feedback counts
+    (``feedback=False``: without, and without the count over the ``feedback`` table)."""
+    counts = dict(client.execute(FEEDBACK_SQL, {"task": task})) if feedback else {}
     return [
         TaskLabel(*row, feedback=int(counts.get(row[1], 0)))
         for row in client.execute(SELECT_SQL, {"task": task})
@@ -68,7 +69,7 @@ def accept_label(client: Any, task: TaskConfig, label: str, *, who: str | None =
         raise LabelError(f"{label!r} is already one of {task.name}'s declared labels")
     if not usable_label(label):
         raise LabelError(f"{label!r} is not a usable label name (1-{MAX_LABEL_CHARS} printable characters)")
-    existing = {r.label: r for r in task_labels(client, task.name)}
+    existing = {r.label: r for r in task_labels(client, task.name, feedback=False)}
     before = existing.get(label)
     record = TaskLabelRecord(
         task=task.name,

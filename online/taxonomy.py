@@ -56,10 +56,6 @@ class ProposalTracker:
         """These labels of ``task`` are recorded already (proposed or accepted): never announce them."""
         self._known.update((task, label) for label in labels)
 
-    def is_known(self, task: str, label: str) -> bool:
-        """Whether ``label`` of ``task`` was proposed or accepted already."""
-        return (task, label) in self._known
-
     def observe(self, task: TaskConfig, label: str, event_id: str) -> Proposal | None:
         """Feedback of ``task`` named ``label`` for ``event_id``: the proposal to make now, if any."""
         if label in task.labels or task.new_labels == "reject" or (task.name, label) in self._known:
