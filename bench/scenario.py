@@ -30,7 +30,8 @@ from driftline.online.config import UpdaterConfig, online_config
 from driftline.online.drift import DriftMonitor
 from driftline.online.sources import ListSource
 from driftline.online.trigger import UpdateTrigger
-from driftline.online.updater import Updater
+from driftline.online.updater import Updater, holdout_split
+from driftline.schema.timestamps import now_ms
 
 NEW_CLASS = "entertainment"
 STREAM_SPLITS = ("validation", "test")
@@ -79,6 +80,7 @@ class ScenarioResult:
     decision: str = ""
     decision_metrics: dict[str, Any] = field(default_factory=dict)
     update_at_event: int | None = None
+    waits: int = 0  # times the gate (or the holdout size) asked for more labels first
     update_seconds: float = 0.0
     feedback_labels: int = 0
     stream_texts: int = 0
@@ -210,7 +212,7 @@ def run_emerging_class(
             }
             events = monitor.update_prediction(prediction)
             if rng.random() < cfg.feedback_rate:
-                source.examples.append(example)
+                source.add(example, now_ms())
                 result.feedback_labels += 1
                 trigger.on_feedback()
                 events += monitor.update_feedback(label == example.label)
@@ -230,16 +232,28 @@ def run_emerging_class(
         reason = trigger.reason() if result.update_at_event is None else None
         if reason is not None:
             log(f"update due at event {i}: {reason}")
+            drift, since = trigger.drift, trigger.since_ts_ms
+            trigger.mark_updated()
+            limit = updater_cfg.max_recent_labels
+            recent = source.recent_examples("news_topic", limit)
+            fresh = source.recent_examples("news_topic", limit, since) if since else None
+            holdout = holdout_split(recent, fresh, updater_cfg.holdout_fraction)[1]
+            if len(holdout) < updater.policy.min_holdout:
+                result.waits += 1
+                trigger.wait(drift, since, updater_cfg.wait_labels)
+                continue
             started = time.perf_counter()
-            recent = source.recent_examples("news_topic", updater_cfg.max_recent_labels)
-            candidate = updater.build_candidate(artifact, recent)
+            candidate = updater.build_candidate(artifact, recent, fresh)
             result.update_seconds = round(time.perf_counter() - started, 1)
+            log(f"update at event {i}: {candidate.decision.verdict} - {candidate.decision.reason}")
+            if candidate.decision.wait:
+                result.waits += 1
+                trigger.wait(drift, since, updater_cfg.wait_labels)
+                continue
             result.update_at_event = i
             result.promoted = candidate.decision.promote
             result.decision = candidate.decision.reason
             result.decision_metrics = candidate.decision.metrics
-            trigger.mark_updated()
-            log(f"update at event {i}: {'PROMOTED' if result.promoted else 'rejected'} - {result.decision}")
             if result.promoted:
                 artifact, version = candidate.artifact, version + 1
                 adapter_hash = candidate.meta.adapter_hash

@@ -32,18 +32,23 @@ class TrainResult:
 def training_data(
     task: TaskConfig, *, exclude: Sequence[str] = (), limit: int | None = None, seed: int = 0
 ) -> tuple[list[Example], list[Example]]:
-    """(train, test) examples for a task's dataset: train split filtered/limited, full test split."""
+    """(train, test) examples for a task's dataset: train split filtered/limited, full test split.
+
+    A task with an open taxonomy (``new_labels`` propose/accept) may declare fewer labels than its
+    dataset has: examples of the others are left out of both splits (the taxonomy may grow by them
+    later, from feedback). A closed task must declare every dataset label.
+    """
     dataset = load_dataset(task.dataset)
     undeclared = sorted(set(dataset.labels) - set(task.labels))
-    if undeclared:
+    if undeclared and task.new_labels == "reject":
         raise ValueError(
             f"dataset {dataset.name!r} has labels {undeclared} not declared by task {task.name!r}"
         )
     bad = sorted(set(exclude) - set(task.labels))
     if bad:
         raise ValueError(f"cannot exclude unknown labels {bad}; task labels: {task.labels}")
-    train = limit_per_class(exclude_labels(dataset.split("train"), exclude), limit, seed=seed)
-    return train, dataset.split("test")
+    train = limit_per_class(exclude_labels(dataset.split("train"), [*exclude, *undeclared]), limit, seed=seed)
+    return train, exclude_labels(dataset.split("test"), undeclared)
 
 
 def cache_key(task: TaskConfig, train: Sequence[Example], options: dict[str, object]) -> str:

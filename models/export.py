@@ -191,7 +191,9 @@ def build_config(
     config.version_policy.specific.versions.extend(sorted(set(versions)))
     config.input.add(name="INPUT_IDS", data_type=mc.TYPE_INT64, dims=[-1])
     config.input.add(name="ATTENTION_MASK", data_type=mc.TYPE_INT64, dims=[-1])
-    config.output.add(name="PROBS", data_type=mc.TYPE_FP32, dims=[len(task.labels)])
+    # one config serves every listed version, and a version may have grown its head by accepted
+    # labels (online/taxonomy.py): the width is per version, named by its ``versions`` entry
+    config.output.add(name="PROBS", data_type=mc.TYPE_FP32, dims=[-1])
     group = mc.ModelInstanceGroup.KIND_GPU if kind == "gpu" else mc.ModelInstanceGroup.KIND_CPU
     config.instance_group.add(kind=group, count=options.instances)
     config.dynamic_batching.preferred_batch_size.extend(sorted(set(options.preferred_batch_sizes)))
@@ -199,7 +201,7 @@ def build_config(
     newest = (described or {}).get(max(versions)) if versions else None
     encoding = newest or {}  # the newest version's encoding (what version=None requests get)
     parameters = {
-        "labels": json.dumps(task.labels, ensure_ascii=False),
+        "labels": json.dumps(list(encoding.get("labels", task.labels)), ensure_ascii=False),
         "task": task.name,
         "encoder": str(encoding.get("encoder", task.encoder)),
         "max_length": str(encoding.get("max_length", task.max_length)),
@@ -285,6 +287,8 @@ def set_serving_versions(name: str, versions: Sequence[int], repository: Path | 
         ),
         **{key: str(newest[key]) for key in ("encoder", "max_length") if key in newest},
     }
+    if "labels" in newest:
+        parameters["labels"] = json.dumps(list(newest["labels"]), ensure_ascii=False)
     if "normalize_input" in newest:
         parameters["normalize_input"] = "true" if newest["normalize_input"] else "false"
     for file in (CONFIG_FILE, GPU_CONFIG_FILE):
@@ -312,9 +316,12 @@ def _check_artifact(artifact: Path, task: TaskConfig) -> None:
         if not (artifact / required).exists():
             raise ExportError(f"artifact {artifact} is missing {required}")
     meta = read_meta(artifact)
-    if meta.labels != task.labels:
+    declared, grown = meta.labels[: len(task.labels)], meta.labels[len(task.labels) :]
+    # a head grown by accepted labels keeps the declared ones first, in order, and appends the rest
+    if declared != task.labels or len(set(meta.labels)) != len(meta.labels):
         raise ExportError(
             f"artifact {artifact} labels {meta.labels} differ from task {task.name!r} {task.labels}"
+            + (f" (labels it adds: {grown})" if grown else "")
         )
     if meta.adapter_hash and meta.adapter_hash != content_hash(artifact):
         raise ExportError(

@@ -78,7 +78,9 @@ class UpdaterConfig(_Strict):
     # learn from earlier runs' labels in the same database (the demo) sets its start time here.
     feedback_since_ts_ms: int | None = None
     replay_size: int = 400  # original training examples mixed in against forgetting
-    holdout_fraction: float = Field(0.2, gt=0, lt=1)  # recent feedback kept out of training for evaluation
+    # share of the feedback that arrived after the drift kept out of training to judge the candidate on
+    holdout_fraction: float = Field(0.3, gt=0, lt=1)
+    wait_labels: int = Field(20, ge=1)  # the gate said "wait": retry after this many more labels
     epochs: int = 2
     max_steps: int | None = 150
     # Optimiser / cost knobs for the incremental run; None = the task's training settings.
@@ -91,12 +93,14 @@ class UpdaterConfig(_Strict):
 
 
 class PromotionConfig(_Strict):
-    """When a candidate adapter replaces the serving one."""
+    """When a candidate adapter replaces the serving one (``online/promotion.py``)."""
 
     metric: Literal["accuracy", "macro_f1"] = "accuracy"
     margin: float = 0.01  # candidate must beat serving on recent feedback by this much
     tolerance: float = 0.02  # and may lose at most this much on the original test set
-    min_holdout: int = 20  # refuse to judge on fewer recent held-out labels
+    confidence: float = Field(0.95, gt=0.5, lt=1)  # one-sided paired test on the recent holdout
+    min_holdout: int = Field(15, ge=1)  # wait (do not judge) below this many held-out labels
+    max_holdout: int = Field(200, ge=1)  # no significant gain on this many labels: reject
 
 
 class LabelRequestConfig(_Strict):

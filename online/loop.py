@@ -69,9 +69,12 @@ async def run_updater(
             for task, trigger in triggers.items():
                 reason = trigger.reason()
                 if reason:
+                    drift, since_ts_ms = trigger.drift, trigger.since_ts_ms
                     trigger.mark_updated()
-                    outcome = await asyncio.to_thread(updaters[task].run_update, reason)
+                    outcome = await asyncio.to_thread(updaters[task].run_update, reason, since_ts_ms)
                     updaters[task].log(f"{task}: {outcome.reason}")
+                    if outcome.waiting:  # too little evidence: same drift, retry with more labels
+                        trigger.wait(drift, since_ts_ms, outcome.more_labels)
                     if on_outcome is not None:
                         on_outcome(outcome)
     finally:

@@ -1,17 +1,37 @@
-"""When a candidate adapter may replace the serving one.
+"""When a candidate adapter may replace the serving one: a gate that decides on evidence.
 
-Two tests, both must pass: the candidate must be *better* on held-out recent feedback (the data
-that showed the drift) by ``margin``, and *not worse* on the original test set beyond
-``tolerance`` (catastrophic forgetting guard). A holdout too small to judge is a rejection, not a
-coin flip: promotions are cheap to retry once more feedback has arrived.
+Both models are scored on the *same* held-out texts, so the comparison is paired: only the texts
+on which they disagree about correctness say anything, and an exact one-sided McNemar test (a
+binomial test on those discordant pairs) says whether the candidate's gain is more than luck.
+Three verdicts, not two:
+
+- ``promote``: significantly better on recent feedback (``confidence``), by at least ``margin``,
+  and not worse on the original test set beyond ``tolerance`` (the forgetting guard);
+- ``reject``: significantly worse, or forgetting, or still no significant gain once the holdout
+  reached ``max_holdout`` labels (the evidence is in and it says no);
+- ``wait``: too few held-out labels (``min_holdout``) or a gain that is not significant yet. More
+  labels are cheap to wait for; rejecting a good candidate because ten texts were drawn badly is
+  not. The updater retries once more feedback has arrived (``online.trigger.UpdateTrigger.wait``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
+from scipy.stats import binomtest
+
 from driftline.online.config import PromotionConfig
+
+
+class Verdict(StrEnum):
+    """What the gate says about a candidate."""
+
+    PROMOTE = "promote"
+    REJECT = "reject"
+    WAIT = "wait"
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,20 +43,81 @@ class Scores:
 
 
 @dataclass(frozen=True, slots=True)
-class Decision:
-    """The promotion policy's verdict: promote or not, why, and the scores it compared."""
+class Paired:
+    """Candidate against serving on the same held-out texts: who was right where they differ."""
 
-    promote: bool
+    n: int  # texts compared
+    candidate_only: int  # the candidate right, serving wrong
+    serving_only: int  # serving right, the candidate wrong
+
+    @classmethod
+    def of(cls, candidate_correct: Sequence[bool], serving_correct: Sequence[bool]) -> Paired:
+        """Count the discordant pairs of two equally long correctness vectors."""
+        if len(candidate_correct) != len(serving_correct):
+            raise ValueError("paired scores need the same texts for both models")
+        pairs = list(zip(candidate_correct, serving_correct, strict=True))
+        return cls(
+            len(pairs),
+            sum(1 for c, s in pairs if c and not s),
+            sum(1 for c, s in pairs if s and not c),
+        )
+
+    def p_better(self) -> float:
+        """One-sided exact McNemar p-value for "the candidate is more often right"."""
+        discordant = self.candidate_only + self.serving_only
+        if discordant == 0:
+            return 1.0
+        return float(binomtest(self.candidate_only, discordant, 0.5, alternative="greater").pvalue)
+
+    def p_worse(self) -> float:
+        """One-sided exact McNemar p-value for "the candidate is more often wrong"."""
+        discordant = self.candidate_only + self.serving_only
+        if discordant == 0:
+            return 1.0
+        return float(binomtest(self.serving_only, discordant, 0.5, alternative="greater").pvalue)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The gate's verdict, why, and the numbers behind it (stored in the registry and the alert)."""
+
+    verdict: Verdict
     reason: str
     metrics: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def promote(self) -> bool:
+        """The candidate may serve."""
+        return self.verdict is Verdict.PROMOTE
+
+    @property
+    def wait(self) -> bool:
+        """Not enough evidence either way yet: judge again with more labels."""
+        return self.verdict is Verdict.WAIT
+
+
+def too_few(policy: PromotionConfig, n_holdout: int) -> Decision:
+    """The verdict before any training: the holdout is too small to judge a candidate on."""
+    return Decision(
+        Verdict.WAIT,
+        f"only {n_holdout} held-out labels from after the drift (< {policy.min_holdout}); "
+        "waiting for more feedback",
+        {"n_recent_holdout": n_holdout, "min_holdout": policy.min_holdout},
+    )
+
 
 def decide(
-    policy: PromotionConfig, candidate: Scores, serving: Scores, n_recent_holdout: int, n_original: int
+    policy: PromotionConfig,
+    candidate: Scores,
+    serving: Scores,
+    paired: Paired,
+    n_original: int,
 ) -> Decision:
-    """Promote or reject, with the numbers behind it (stored in the registry and the alert)."""
+    """Promote, reject or wait, with the evidence behind it."""
     gain = candidate.recent - serving.recent
     loss = serving.original - candidate.original
+    alpha = 1.0 - policy.confidence
+    p_better, p_worse = paired.p_better(), paired.p_worse()
     metrics = {
         "metric": policy.metric,
         "candidate_recent": round(candidate.recent, 4),
@@ -47,33 +128,45 @@ def decide(
         "original_loss": round(loss, 4),
         "margin": policy.margin,
         "tolerance": policy.tolerance,
-        "n_recent_holdout": n_recent_holdout,
+        "confidence": policy.confidence,
+        "n_recent_holdout": paired.n,
+        "candidate_only_right": paired.candidate_only,
+        "serving_only_right": paired.serving_only,
+        "p_better": round(p_better, 6),
+        "p_worse": round(p_worse, 6),
         "n_original": n_original,
         # Flat keys read by the analytics view model_versions_metrics (0004_analytics.sql).
         "accuracy" if policy.metric == "accuracy" else "macro_f1": round(candidate.recent, 4),
         "baseline_accuracy" if policy.metric == "accuracy" else "baseline_macro_f1": round(serving.recent, 4),
     }
-    if n_recent_holdout < policy.min_holdout:
-        return Decision(
-            False, f"only {n_recent_holdout} held-out recent labels (< {policy.min_holdout})", metrics
-        )
-    if gain < policy.margin:
-        return Decision(
-            False,
-            f"{policy.metric} on recent feedback {candidate.recent:.3f} vs serving {serving.recent:.3f}: "
-            f"gain {gain:+.3f} below margin {policy.margin}",
-            metrics,
-        )
+    versus = (
+        f"{policy.metric} on recent feedback {serving.recent:.3f} -> {candidate.recent:.3f} ({gain:+.3f})"
+    )
+    evidence = (
+        f"{paired.candidate_only} texts only the candidate got right, {paired.serving_only} only serving, "
+        f"of {paired.n}"
+    )
+    if paired.n < policy.min_holdout:
+        decision = too_few(policy, paired.n)
+        return Decision(decision.verdict, decision.reason, metrics)
     if loss > policy.tolerance:
         return Decision(
-            False,
+            Verdict.REJECT,
             f"{policy.metric} on the original test set fell {loss:.3f} "
             f"({serving.original:.3f} -> {candidate.original:.3f}), beyond tolerance {policy.tolerance}",
             metrics,
         )
-    return Decision(
-        True,
-        f"{policy.metric} on recent feedback {serving.recent:.3f} -> {candidate.recent:.3f} ({gain:+.3f}); "
-        f"original test {serving.original:.3f} -> {candidate.original:.3f}",
-        metrics,
-    )
+    if p_worse < alpha:
+        worse = f"{versus}: significantly worse (p={p_worse:.3g}; {evidence})"
+        return Decision(Verdict.REJECT, worse, metrics)
+    if p_better < alpha and gain >= policy.margin:
+        return Decision(
+            Verdict.PROMOTE,
+            f"{versus}, p={p_better:.3g} ({evidence}); original test {serving.original:.3f} -> "
+            f"{candidate.original:.3f}",
+            metrics,
+        )
+    short = f"gain {gain:+.3f} not shown at {policy.confidence:.0%} (p={p_better:.3g}; {evidence})"
+    if paired.n >= policy.max_holdout:
+        return Decision(Verdict.REJECT, f"{versus}: {short} on a full holdout of {paired.n}", metrics)
+    return Decision(Verdict.WAIT, f"{versus}: {short}; waiting for more feedback", metrics)

@@ -17,19 +17,35 @@ from driftline.models.datasets import Example, text_id
 class ExampleSource(Protocol):
     """Where labelled recent traffic comes from (ClickHouse in production, a list in the benchmark)."""
 
-    def recent_examples(self, task: str, limit: int) -> list[Example]:
-        """Up to ``limit`` of the newest labelled examples of ``task``, oldest first."""
+    def recent_examples(self, task: str, limit: int, since_ts_ms: int | None = None) -> list[Example]:
+        """Up to ``limit`` of the newest labelled examples of ``task``, oldest first.
+
+        ``since_ts_ms``: only feedback that arrived at or after this time (epoch ms).
+        """
 
 
 @dataclass
 class ListSource:
-    """In-memory feedback (scenario, benchmark, tests)."""
+    """In-memory feedback (scenario, benchmark, tests); ``add`` records when each label arrived."""
 
     examples: list[Example] = field(default_factory=list)
+    arrived_ms: list[int] = field(default_factory=list)  # parallel to examples where known
 
-    def recent_examples(self, task: str, limit: int) -> list[Example]:
-        """The last ``limit`` examples held."""
-        return self.examples[-limit:]
+    def add(self, example: Example, arrived_ms: int) -> None:
+        """Hold one label that arrived at ``arrived_ms``."""
+        if len(self.arrived_ms) != len(self.examples):
+            raise ValueError("ListSource: add() on a source built without arrival times")
+        self.examples.append(example)
+        self.arrived_ms.append(int(arrived_ms))
+
+    def recent_examples(self, task: str, limit: int, since_ts_ms: int | None = None) -> list[Example]:
+        """The last ``limit`` examples held (that arrived at or after ``since_ts_ms``, if given)."""
+        if since_ts_ms is None:
+            return self.examples[-limit:]
+        if len(self.arrived_ms) != len(self.examples):
+            raise ValueError("ListSource: since_ts_ms needs arrival times (build it with add())")
+        kept = [e for e, t in zip(self.examples, self.arrived_ms, strict=True) if t >= since_ts_ms]
+        return kept[-limit:]
 
 
 class ClickHouseSource:
@@ -42,8 +58,11 @@ class ClickHouseSource:
         self.client = client
         self.since_ts_ms = since_ts_ms or 0
 
-    def recent_examples(self, task: str, limit: int) -> list[Example]:
-        """Up to ``limit`` of the newest joined feedback labels of ``task`` with their texts, oldest first."""
+    def recent_examples(self, task: str, limit: int, since_ts_ms: int | None = None) -> list[Example]:
+        """Up to ``limit`` of the newest joined feedback labels of ``task`` with their texts, oldest first.
+
+        ``since_ts_ms``: only feedback joined at or after it (and after the source's own ``since``).
+        """
         # 18.16-compatible join: ANY INNER JOIN (subquery) USING, distinct column names on each side.
         rows = self.client.execute(
             """
@@ -57,7 +76,7 @@ class ClickHouseSource:
             ORDER BY feedback_ts_ms DESC
             LIMIT %(limit)s
             """,
-            {"task": task, "limit": int(limit), "since": self.since_ts_ms},
+            {"task": task, "limit": int(limit), "since": max(self.since_ts_ms, int(since_ts_ms or 0))},
         )
         return [
             Example(id=text_id(text), text=text, label=label) for _, text, label in reversed(rows) if text

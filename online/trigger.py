@@ -15,6 +15,9 @@ class UpdateTrigger:
     After a drift, the update also waits for ``labels_after_drift`` labels that arrived *after* it:
     labels from before the change teach the candidate nothing about it, and a candidate trained on a
     handful of examples of the new distribution is rejected or barely helps.
+
+    When the promotion gate answers "wait" (too little evidence), ``wait`` keeps the drift and asks
+    for ``more`` labels before the next try; no cooldown applies to that retry.
     """
 
     def __init__(self, config: UpdaterConfig, clock: Callable[[], float] = time.monotonic) -> None:
@@ -22,8 +25,15 @@ class UpdateTrigger:
         self._clock = clock
         self.new_labels = 0
         self.drift: DriftEvent | None = None
+        self._drift_since_ms: int | None = None
         self._labels_at_drift = 0
         self._last_update = float("-inf")
+        self._waiting_for: int | None = None  # new_labels needed before a retry the gate asked for
+
+    @property
+    def since_ts_ms(self) -> int | None:
+        """When the change began: the first detection of the current drift (epoch ms), or None."""
+        return self._drift_since_ms
 
     def on_feedback(self, n: int = 1) -> None:
         """Count ``n`` new feedback labels."""
@@ -35,10 +45,15 @@ class UpdateTrigger:
             return
         if self.drift is None:  # the first detection of a change starts its label count
             self._labels_at_drift = self.new_labels
+            self._drift_since_ms = event.detected_ts_ms
         self.drift = event
 
     def reason(self) -> str | None:
         """Why an update is due now, or None."""
+        if self._waiting_for is not None:
+            if self.new_labels < self._waiting_for:
+                return None
+            return f"more evidence ({self.new_labels} labels since the gate asked to wait)"
         if self._clock() - self._last_update < self.config.cooldown_s:
             return None
         if (
@@ -55,5 +70,13 @@ class UpdateTrigger:
         """An update ran: start counting afresh and begin the cooldown."""
         self.new_labels = 0
         self.drift = None
+        self._drift_since_ms = None
         self._labels_at_drift = 0
+        self._waiting_for = None
         self._last_update = self._clock()
+
+    def wait(self, drift: DriftEvent | None, since_ts_ms: int | None, more: int) -> None:
+        """The gate needs more evidence: keep the drift (and its start) and retry after ``more`` labels."""
+        self.drift = drift
+        self._drift_since_ms = since_ts_ms
+        self._waiting_for = self.new_labels + max(1, more)

@@ -1,11 +1,13 @@
-"""The updater: turn drift and fresh feedback into a LoRA update, and promote it only if it is better.
+"""The updater: turn drift and fresh feedback into a LoRA update, and promote it only on evidence.
 
 ``online.trigger.UpdateTrigger`` decides *when* (a drift event plus enough new labels, or every N
-labels, with a cooldown); ``Updater.build_candidate`` does the work at library level (train from the serving
-adapter on recent feedback + a replay sample of the original training data, evaluate candidate and
-serving on held-out recent feedback and on the original test set, apply the promotion policy);
-``Updater.run_update`` adds the side effects: registry rows, export + hot swap into Triton, alerts.
-Serving changes only in the last step, so a crash or a worse candidate leaves it untouched.
+labels, with a cooldown); ``Updater.build_candidate`` does the work at library level (train from the
+serving adapter on recent feedback + a replay sample of the original training data, score candidate
+and serving on the same held-out feedback from after the drift and on the original test set, let
+the gate of ``online.promotion`` promote, reject or wait); ``Updater.run_update`` adds the side
+effects: registry rows, export + hot swap into Triton, alerts. Serving changes only in the last
+step, so a crash or a worse candidate leaves it untouched; a "wait" (too little evidence) costs no
+registry row, and the caller retries once more labels have arrived (``UpdateOutcome.more_labels``).
 The Triton model (and registry key) is ``UpdaterConfig.model_name`` or the ``model_name`` argument,
 defaulting to the task name, so tests and the demo can update a model of their own.
 Labelled traffic comes from an ``online.sources.ExampleSource``; ``online.loop.run_updater`` is the
@@ -14,7 +16,9 @@ Labelled traffic comes from an ``online.sources.ExampleSource``; ``online.loop.r
 
 from __future__ import annotations
 
+import math
 import random
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,7 +28,7 @@ from typing import Any
 from driftline.models.datasets import Example
 from driftline.models.tasks import TaskConfig, get_task
 from driftline.online.config import UpdaterConfig, online_config
-from driftline.online.promotion import Decision, Scores, decide
+from driftline.online.promotion import Decision, Paired, Scores, decide, too_few
 from driftline.online.registry import ModelRegistry
 from driftline.online.serving import ServedButNotRecorded, serve_version
 from driftline.online.sources import ExampleSource
@@ -64,6 +68,31 @@ def original_labels(parent: Path) -> set[str]:
     return set(counts) or set(meta.labels)
 
 
+def holdout_split(
+    recent: Sequence[Example], fresh: Sequence[Example] | None, fraction: float
+) -> tuple[list[Example], list[Example]]:
+    """(train, holdout): the holdout is a stable share of ``fresh`` (feedback from after the drift).
+
+    A candidate is judged on the distribution it was built for, never on labels from before the
+    change; everything not held out trains it. ``fresh`` None: the holdout comes from all of
+    ``recent`` (an update without a drift, e.g. every N labels).
+    """
+    recent = dedupe_latest(recent)
+    _, holdout = split_holdout(dedupe_latest(fresh) if fresh is not None else recent, fraction)
+    held = {e.id for e in holdout}
+    return [e for e in recent if e.id not in held], holdout
+
+
+def _score(metric: str, truth: Sequence[str], predicted: Sequence[str]) -> float:
+    """``metric`` of predictions; a label the model cannot predict simply counts as wrong."""
+    from driftline.models.metrics import classification_report
+
+    if not truth:
+        return 0.0
+    labels = sorted(set(truth) | set(predicted))
+    return float(classification_report(list(truth), list(predicted), labels)[metric])
+
+
 @dataclass
 class Candidate:
     """A trained candidate with its evaluation, the policy's decision and what it trained on."""
@@ -85,6 +114,8 @@ class UpdateOutcome:
     task: str
     trigger: str
     promoted: bool = False
+    waiting: bool = False  # the gate wants more evidence: retry after ``more_labels`` labels
+    more_labels: int = 0
     version: int | None = None
     reason: str = ""
     candidate: Candidate | None = None
@@ -109,6 +140,7 @@ class Updater:
         original_eval_size: int = 300,
         log: Callable[[str], None] = print,
         model_name: str | None = None,
+        label_set: Callable[[], Sequence[str]] | None = None,
     ) -> None:
         self.task = task
         self.task_config: TaskConfig = get_task(task)
@@ -126,6 +158,8 @@ class Updater:
         self.seed = seed
         self.original_eval_size = original_eval_size
         self.log = log
+        # the labels a next version may have: declared + accepted (online.task_labels.label_set)
+        self.label_set = label_set or (lambda: list(self.task_config.labels))
 
     # -- library level ------------------------------------------------------------------------
 
@@ -145,20 +179,46 @@ class Updater:
         test = rng.sample(test, min(self.original_eval_size, len(test)))
         return replay, test
 
-    def build_candidate(self, parent: Path, recent: Sequence[Example]) -> Candidate:
-        """Train from ``parent`` on recent + replay, evaluate both models, apply the policy."""
+    def _grown_task(
+        self, parent: Path, train: list[Example], holdout: list[Example]
+    ) -> tuple[TaskConfig, list[Example], list[Example]]:
+        """The task with the candidate's labels: the parent's, then accepted labels it has examples of.
+
+        Feedback naming a label that is only proposed (not accepted) waits outside training and
+        evaluation; an accepted label with no training example yet waits for the next update.
+        """
+        from driftline.models.artifacts import read_meta
+
+        parent_labels = list(read_meta(parent).labels)
+        seen = {e.label for e in train}
+        grown = [label for label in self.label_set() if label not in parent_labels and label in seen]
+        labels = [*parent_labels, *grown]
+        task = self.task_config
+        if labels != list(task.labels):
+            task = task.model_copy(update={"labels": labels})
+        usable = set(labels)
+        return task, [e for e in train if e.label in usable], [e for e in holdout if e.label in usable]
+
+    def build_candidate(
+        self, parent: Path, recent: Sequence[Example], fresh: Sequence[Example] | None = None
+    ) -> Candidate:
+        """Train from ``parent`` on recent + replay, score both models on the same texts, apply the gate.
+
+        ``fresh``: the feedback that arrived after the drift; the holdout is drawn from it only.
+        """
         from driftline.models.artifacts import new_artifact_dir
         from driftline.models.classifier import load_classifier
-        from driftline.models.training import evaluate, train_classifier
+        from driftline.models.training import train_classifier
 
-        recent_train, holdout = split_holdout(dedupe_latest(recent), self.config.holdout_fraction)
+        recent_train, holdout = holdout_split(recent, fresh, self.config.holdout_fraction)
+        task, recent_train, holdout = self._grown_task(parent, recent_train, holdout)
         replay, original_test = self._original_data(original_labels(parent), {e.id for e in recent_train})
         holdout_ids = {e.id for e in holdout}
         replay = [e for e in replay if e.id not in holdout_ids]
         out_dir = new_artifact_dir(self.task, self.artifacts_dir)
         started = time.perf_counter()
         meta = train_classifier(
-            self.task_config,
+            task,
             list(recent_train) + replay,
             None,
             parent=parent,
@@ -177,15 +237,23 @@ class Updater:
         train_seconds = time.perf_counter() - started
         started = time.perf_counter()
         metric = self.policy.metric
-        scores = {}
+        scores, correct = {}, {}
         for name, path in (("candidate", out_dir), ("serving", parent)):
             model = load_classifier(path)
-            on_recent = evaluate(model, holdout)[metric] if holdout else 0.0
-            on_original = evaluate(model, original_test)[metric] if original_test else 0.0
-            scores[name] = Scores(recent=float(on_recent), original=float(on_original))
+            on_holdout = model.predict([e.text for e in holdout]) if holdout else []
+            on_original = model.predict([e.text for e in original_test]) if original_test else []
+            correct[name] = [p == e.label for p, e in zip(on_holdout, holdout, strict=True)]
+            scores[name] = Scores(
+                recent=_score(metric, [e.label for e in holdout], on_holdout),
+                original=_score(metric, [e.label for e in original_test], on_original),
+            )
         eval_seconds = time.perf_counter() - started
         decision = decide(
-            self.policy, scores["candidate"], scores["serving"], len(holdout), len(original_test)
+            self.policy,
+            scores["candidate"],
+            scores["serving"],
+            Paired.of(correct["candidate"], correct["serving"]),
+            len(original_test),
         )
         decision.metrics.update(
             {
@@ -193,6 +261,8 @@ class Updater:
                 "eval_seconds": round(eval_seconds, 1),
                 "n_train_recent": len(recent_train),
                 "n_replay": len(replay),
+                "n_fresh": len(fresh) if fresh is not None else None,
+                "labels": list(task.labels),
             }
         )
         return Candidate(
@@ -227,22 +297,30 @@ class Updater:
     def _save(self, record: ModelRecord) -> ModelRecord:
         return self.registry.save(record) if self.registry else record
 
-    def run_update(self, trigger: str) -> UpdateOutcome:
+    def run_update(self, trigger: str, since_ts_ms: int | None = None) -> UpdateOutcome:
         """Train, judge and (maybe) hot-swap. Never raises; never leaves serving changed on failure.
 
-        Every outcome is published on the alerts topic: promoted (info), rejected by the policy
-        (warning), failed before a decision or during export/swap (critical, serving unchanged).
+        ``since_ts_ms``: when the drift began (``UpdateTrigger.since_ts_ms``); the holdout is drawn
+        from feedback that arrived after it. Every outcome is published on the alerts topic:
+        promoted (info), waiting for evidence (info), rejected by the gate (warning), failed before
+        a decision or during export/swap (critical, serving unchanged).
         """
         outcome = UpdateOutcome(self.task, trigger)
         try:
-            return self._run_update(trigger, outcome)
+            return self._run_update(trigger, since_ts_ms, outcome)
         except Exception as exc:  # a bug or outage after the swap step (registry write): say so
             serving = f"version {outcome.version} serves" if outcome.promoted else "serving unchanged"
             outcome.reason = f"update bookkeeping failed ({serving}): {type(exc).__name__}: {exc}"
             self.publish_failure(outcome.reason)
             return outcome
 
-    def _run_update(self, trigger: str, outcome: UpdateOutcome) -> UpdateOutcome:
+    def _wait(self, outcome: UpdateOutcome, decision: Decision, more: int) -> UpdateOutcome:
+        outcome.waiting, outcome.more_labels = True, max(1, more)
+        outcome.reason = f"waiting: {decision.reason}"
+        self._notify("update waiting", "info", decision.reason, decision.metrics)
+        return outcome
+
+    def _run_update(self, trigger: str, since_ts_ms: int | None, outcome: UpdateOutcome) -> UpdateOutcome:
         from driftline.models.artifacts import read_meta
         from driftline.models.export import export
 
@@ -252,6 +330,13 @@ class Updater:
             if len(recent) < self.config.min_new_labels:
                 outcome.reason = f"only {len(recent)} labelled recent events (< {self.config.min_new_labels})"
                 return outcome
+            fresh = None
+            if since_ts_ms is not None:
+                fresh = self.source.recent_examples(self.task, self.config.max_recent_labels, since_ts_ms)
+            _, holdout = holdout_split(recent, fresh, self.config.holdout_fraction)
+            if len(holdout) < self.policy.min_holdout:  # no candidate could be judged: do not train one
+                more = math.ceil((self.policy.min_holdout - len(holdout)) / self.config.holdout_fraction)
+                return self._wait(outcome, too_few(self.policy, len(holdout)), more)
             self.log(f"{self.model_name}: update triggered by {trigger}; {len(recent)} recent labels")
             self._notify(
                 "update started",
@@ -259,7 +344,7 @@ class Updater:
                 f"training a candidate from version {serving_version} on {len(recent)} "
                 f"recent labels ({trigger})",
             )
-            candidate = self.build_candidate(parent, recent)
+            candidate = self.build_candidate(parent, recent, fresh)
             parent_hash = read_meta(parent).adapter_hash
         except Exception as exc:
             outcome.reason = (
@@ -269,6 +354,9 @@ class Updater:
             return outcome
         outcome.candidate = candidate
         decision = candidate.decision
+        if decision.wait:
+            shutil.rmtree(candidate.artifact, ignore_errors=True)  # the next try trains afresh
+            return self._wait(outcome, decision, self.config.wait_labels)
         record = ModelRecord(
             task=self.model_name,
             adapter_hash=candidate.meta.adapter_hash,
@@ -338,7 +426,7 @@ class Updater:
         self.log(reason)
         self._notify("update failed", "critical", reason)
 
-    def _notify(self, what: str, severity: str, message: str) -> None:
+    def _notify(self, what: str, severity: str, message: str, evidence: dict[str, Any] | None = None) -> None:
         """A ``model`` alert that is not a registry decision (an update started, an update failed)."""
         now = int(time.time() * 1000)
         alert = {
@@ -349,7 +437,7 @@ class Updater:
             "severity": severity,
             "subject": f"{self.model_name} {what}",
             "message": message,
-            "evidence": {"message": message, "task": self.task},
+            "evidence": {**(evidence or {}), "message": message, "task": self.task},
         }
         try:
             self.publish(alert)

@@ -141,3 +141,36 @@ def test_run_plan_puts_probabilities_back_in_input_order_and_honours_the_time_bu
 
     cut = run_plan(call, plan, 5, budget_s=0.0, min_calls=2)  # budget spent at once: min_calls only
     assert len(cut.latencies_ms) == 2 and sorted(cut.done) == [0, 1, 3, 4]
+
+
+def _headline(labels: int, recovery: float | None, decision: str = "promoted") -> dict:
+    return {
+        "decision": decision, "decision_reason": "why", "labels_to_decision": labels,
+        "labels_shift_to_promotion": labels + 10,
+        "labels_to_promotion": labels + 30, "promotion_delay_events": 200, "recovery_ratio": recovery,
+        "pre_shift_accuracy": 0.95, "drop_accuracy": 0.6, "recovered_accuracy": recovery and 0.95 * recovery,
+        "new_class_accuracy_before": 0.0, "new_class_accuracy_after": 0.9, "feedback_sent": 100,
+        "detection_delay_events": 40,
+    }  # fmt: skip
+
+
+def test_labels_bench_document_has_the_issue_keys_and_the_ratio() -> None:
+    from bench.labels_bench import assemble, row_of
+
+    results = {
+        "random": row_of(_headline(80, 0.97)),
+        "active": row_of(_headline(30, 0.96)),
+        "open_taxonomy": row_of(_headline(40, 0.93)),
+    }
+    report = json.loads(json.dumps(assemble(results, quick=True, seed=0, budget=0.2)))
+    for scenario in ("random", "active"):
+        assert report[scenario]["labels_to_promotion"] is not None
+        assert report[scenario]["recovery_ratio"] is not None
+    assert report["open_taxonomy"]["recovery_ratio"] == 0.93
+    assert report["active"]["labels_to_promotion"] == 30  # labels from the shift on
+    assert report["active"]["labels_until_served"] == 40
+    assert report["active"]["labels_total_to_promotion"] == 60
+    assert report["active_label_ratio"] == 0.375
+    # no ratio when either side never promoted: labels "to promotion" would mean nothing
+    results["random"] = row_of(_headline(120, None, decision="rejected"))
+    assert assemble(results, quick=True, seed=0, budget=0.2)["active_label_ratio"] is None

@@ -103,7 +103,10 @@ def check_contract(model: onnx.ModelProto, n_labels: int) -> None:
         (v.name, v.type.tensor_type.elem_type, len(v.type.tensor_type.shape.dim))
         for v in [*model.graph.input, *model.graph.output]
     ]
-    labels = model.graph.output[0].type.tensor_type.shape.dim[1].dim_value if model.graph.output else None
+    # the label axis is symbolic ("labels": a version may grow its head, one config serves all
+    # versions); a graph with a fixed width must have this model's width
+    dim = model.graph.output[0].type.tensor_type.shape.dim[1] if model.graph.output else None
+    labels = None if dim is None else (n_labels if dim.dim_param else dim.dim_value)
     if have != want or labels != n_labels:
         raise ValueError(f"graph IO {have} (labels {labels}) is not the contract {want} (labels {n_labels})")
 
@@ -118,7 +121,11 @@ def export_fp32(classifier: Classifier, path: Path) -> onnx.ModelProto:
         classifier.encoder_name, classifier.max_length, normalize_input=classifier.normalize_input
     )
     sample = token_batches(codec, _TRACE_TEXTS, token_budget=1 << 30, max_batch=len(_TRACE_TEXTS))[0]
-    dynamic = {INPUT_IDS: {0: "batch", 1: "seq"}, ATTENTION_MASK: {0: "batch", 1: "seq"}, PROBS: {0: "batch"}}
+    dynamic = {
+        INPUT_IDS: {0: "batch", 1: "seq"},
+        ATTENTION_MASK: {0: "batch", 1: "seq"},
+        PROBS: {0: "batch", 1: "labels"},
+    }
     with _atomic(path) as tmp:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # tracer and deprecation chatter; the graph is checked instead
@@ -133,8 +140,18 @@ def export_fp32(classifier: Classifier, path: Path) -> onnx.ModelProto:
                 do_constant_folding=True,
                 dynamo=False,
             )
-        model = onnx.load(tmp)
+        model = symbolic_labels(onnx.load(tmp))
+        onnx.save(model, str(tmp))
         check_contract(model, len(classifier.labels))
+    return model
+
+
+def symbolic_labels(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Name ``PROBS``'s label axis ("labels") instead of fixing it; the tracer and the graph tools
+    write the traced width, but one Triton config serves versions of different widths."""
+    for output in model.graph.output:
+        if output.name == PROBS and len(output.type.tensor_type.shape.dim) == 2:
+            output.type.tensor_type.shape.dim[1].dim_param = "labels"  # clears dim_value (a oneof)
     return model
 
 
@@ -235,7 +252,7 @@ def write_onnx(version_dir: Path, graphs: set[str] | None = None) -> dict[str, P
     fused: list[onnx.ModelProto] = []
 
     def write(graph: str, model: onnx.ModelProto) -> Path:
-        full = restore(model, table)
+        full = symbolic_labels(restore(model, table))
         check_contract(full, n_labels)
         return _save(full, paths[graph])
 

@@ -139,8 +139,15 @@ def test_headline_numbers_are_computed_from_rows() -> None:
     assert h.end_to_end_ms[NEWS_TASK]["p99"] == 50.0
     assert h.feedback_joined_by_pipeline == 7
     assert h.labels_to_promotion == 20  # every event before index 20 (v2's first) was labelled
+    assert h.labels_shift_to_promotion == 10  # of them, the shifted events 10..19
     events[3].feedback = events[15].feedback = events[25].feedback = False
     assert analyse(events, labels, drift, versions, initial_version="1")[0].labels_to_promotion == 18
+    # what the promotion took: labels sent from the shift until the update that promoted started
+    for e in events:
+        e.feedback_ts_ms = 10_050 + e.index * 100 if e.feedback else 0
+    h, _ = analyse(events, labels, drift, versions, initial_version="1", update_starts_ms=[10_300, 11_460])
+    assert h.labels_to_decision == 5  # shifted events 10-14, labelled by 11,450 ms
+    assert analyse(events, labels, drift, versions, initial_version="1")[0].labels_to_decision is None
 
 
 def test_rejected_update_has_no_recovery() -> None:
@@ -172,3 +179,15 @@ def test_report_files(tmp_path: Path) -> None:
     text = (tmp_path / "report.md").read_text()
     assert "90.0%" in text and "3 events (label_mix)" in text and "something absent" in text
     assert render_markdown(h, {}).startswith("# driftline demo report")
+
+
+def test_open_taxonomy_tasks_file_drops_the_new_class_and_accepts_new_labels(tmp_path) -> None:
+    from driftline.apps.demo.config import DemoConfig
+    from driftline.models.tasks import load_tasks
+
+    config = DemoConfig.preset(quick=True, run_dir=tmp_path, open_taxonomy=True, new_class="sport")
+    tasks = load_tasks(config.write_tasks_file())
+    news, package = tasks["news_topic"], load_tasks()["news_topic"]
+    assert news.labels == [label for label in package.labels if label != "sport"]
+    assert news.new_labels == "accept"
+    assert tasks["chat_sentiment"] == load_tasks()["chat_sentiment"]  # nothing else changes

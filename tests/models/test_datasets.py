@@ -147,3 +147,17 @@ def test_describe_prints_counts_per_class_and_split() -> None:
 
     bad = CliRunner().invoke(app, ["data", "describe", "nope"])
     assert bad.exit_code == 2 and "unknown dataset" in bad.output
+
+
+def test_open_taxonomy_tasks_may_declare_fewer_labels_than_their_dataset() -> None:
+    from driftline.models.cache import training_data
+    from driftline.models.tasks import get_task
+
+    news = get_task("news_topic")
+    fewer = [label for label in news.labels if label != "tech"]
+    closed = news.model_copy(update={"labels": fewer})
+    with pytest.raises(ValueError, match="not declared"):
+        training_data(closed)  # a closed taxonomy must declare every dataset label
+    train, test = training_data(closed.model_copy(update={"new_labels": "propose"}), limit=5)
+    assert {e.label for e in train} == set(fewer) and {e.label for e in test} == set(fewer)
+    assert len(train) == 5 * len(fewer)

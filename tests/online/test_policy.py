@@ -4,23 +4,47 @@ from __future__ import annotations
 
 from driftline.models.datasets import Example, text_id
 from driftline.online.config import PromotionConfig, UpdaterConfig
-from driftline.online.promotion import Scores, decide
+from driftline.online.promotion import Paired, Scores, Verdict, decide, too_few
 from driftline.online.trigger import UpdateTrigger
-from driftline.online.updater import split_holdout
+from driftline.online.updater import holdout_split, split_holdout
 from driftline.schema.records import DriftEvent
 
-POLICY = PromotionConfig(margin=0.02, tolerance=0.01, min_holdout=20)
+POLICY = PromotionConfig(margin=0.02, tolerance=0.01, min_holdout=20, max_holdout=100, confidence=0.95)
 
 
-def test_promotes_only_when_better_recent_and_not_worse_original() -> None:
-    ok = decide(POLICY, Scores(0.90, 0.95), Scores(0.70, 0.955), 50, 300)
-    assert ok.promote and ok.metrics["recent_gain"] == 0.2
-    small_gain = decide(POLICY, Scores(0.71, 0.96), Scores(0.70, 0.96), 50, 300)
-    assert not small_gain.promote and "below margin" in small_gain.reason
-    forgot = decide(POLICY, Scores(0.95, 0.90), Scores(0.70, 0.96), 50, 300)
-    assert not forgot.promote and "original test set" in forgot.reason
-    tiny = decide(POLICY, Scores(1.0, 1.0), Scores(0.0, 0.0), 5, 300)
-    assert not tiny.promote and "held-out" in tiny.reason
+def test_paired_counts_and_exact_mcnemar_p_values() -> None:
+    paired = Paired.of([True, True, False, True, False], [False, True, True, True, False])
+    assert (paired.n, paired.candidate_only, paired.serving_only) == (5, 1, 1)
+    assert Paired(10, 5, 0).p_better() == 1 / 32  # five wins, no losses: 0.5**5
+    assert Paired(10, 0, 5).p_worse() == 1 / 32
+    assert Paired(10, 0, 0).p_better() == 1.0  # they never disagree: no evidence at all
+    assert Paired(40, 6, 2).p_better() > 0.05  # 6 against 2 is not yet more than luck
+
+
+def test_gate_promotes_only_on_a_significant_paired_gain_without_forgetting() -> None:
+    ok = decide(POLICY, Scores(0.90, 0.95), Scores(0.70, 0.955), Paired(50, 11, 1), 300)
+    assert ok.verdict is Verdict.PROMOTE and ok.promote and ok.metrics["p_better"] < 0.05
+    forgot = decide(POLICY, Scores(0.95, 0.90), Scores(0.70, 0.96), Paired(50, 13, 0), 300)
+    assert forgot.verdict is Verdict.REJECT and "original test set" in forgot.reason
+    worse = decide(POLICY, Scores(0.60, 0.96), Scores(0.80, 0.96), Paired(50, 0, 10), 300)
+    assert worse.verdict is Verdict.REJECT and "significantly worse" in worse.reason
+
+
+def test_gate_waits_for_evidence_instead_of_rejecting() -> None:
+    # the run that motivated it: serving 1.000 vs candidate 0.909 on a holdout of 11 texts
+    tiny = decide(POLICY, Scores(0.909, 0.95), Scores(1.0, 0.95), Paired(11, 0, 1), 300)
+    assert tiny.wait and not tiny.promote and "waiting" in tiny.reason
+    unsure = decide(POLICY, Scores(0.80, 0.95), Scores(0.70, 0.95), Paired(40, 6, 2), 300)
+    assert unsure.wait and "not shown" in unsure.reason
+    # the same unconvincing gain on a full holdout: the evidence is in, and it says no
+    full = decide(POLICY, Scores(0.80, 0.95), Scores(0.75, 0.95), Paired(100, 9, 4), 300)
+    assert full.verdict is Verdict.REJECT and "full holdout" in full.reason
+    # significant but below the margin: waits while the holdout grows, rejected once it is full
+    small = decide(POLICY, Scores(0.71, 0.95), Scores(0.70, 0.95), Paired(60, 8, 0), 300)
+    assert small.wait
+    assert decide(POLICY.model_copy(update={"max_holdout": 50}), Scores(0.71, 0.95), Scores(0.70, 0.95),
+                  Paired(100, 8, 0), 300).verdict is Verdict.REJECT  # fmt: skip
+    assert too_few(POLICY, 3).wait and "only 3 held-out" in too_few(POLICY, 3).reason
 
 
 def _drift() -> DriftEvent:
@@ -74,3 +98,36 @@ def test_holdout_split_is_stable_and_disjoint() -> None:
     assert 150 < len(holdout) < 250 and len(train) + len(holdout) == 1000
     assert split_holdout(list(reversed(examples)), 0.2)[1][::-1] == holdout
     assert not {e.id for e in train} & {e.id for e in holdout}
+
+
+def test_trigger_wait_keeps_the_drift_and_retries_after_more_labels_without_cooldown() -> None:
+    now = [0.0]
+    trigger = UpdateTrigger(
+        UpdaterConfig(min_new_labels=10, labels_after_drift=5, retrain_every_labels=1000, cooldown_s=600),
+        clock=lambda: now[0],
+    )
+    first, later = _drift(), _drift()
+    trigger.on_drift(first)
+    trigger.on_drift(later)  # a second detector: the change still began at the first detection
+    assert trigger.since_ts_ms == first.detected_ts_ms
+    trigger.on_feedback(10)
+    assert trigger.reason()
+    drift, since = trigger.drift, trigger.since_ts_ms
+    trigger.mark_updated()
+    trigger.wait(drift, since, more=7)  # the gate: too little evidence
+    trigger.on_feedback(6)
+    assert trigger.reason() is None
+    trigger.on_feedback()
+    assert "more evidence" in (trigger.reason() or "")  # inside the cooldown, yet due
+    assert trigger.since_ts_ms == first.detected_ts_ms and trigger.drift is drift
+    trigger.mark_updated()
+    assert trigger.reason() is None and trigger.since_ts_ms is None
+
+
+def test_holdout_comes_only_from_feedback_after_the_drift() -> None:
+    before = [Example(text_id(f"old {i}"), f"old {i}", "sport") for i in range(300)]
+    after = [Example(text_id(f"new {i}"), f"new {i}", "tech") for i in range(100)]
+    train, holdout = holdout_split(before + after, after, 0.3)
+    assert holdout and {e.id for e in holdout} <= {e.id for e in after}
+    assert len(train) + len(holdout) == 400 and not {e.id for e in train} & {e.id for e in holdout}
+    assert len(holdout_split(before + after, None, 0.3)[1]) > len(holdout)  # no drift: from all

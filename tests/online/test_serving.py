@@ -144,7 +144,7 @@ def test_gpu_serving_options_survive_an_updater_promotion(tmp_path: Path) -> Non
     from driftline.models.artifacts import read_meta
     from driftline.models.datasets import load_dataset
     from driftline.models.export import CONFIG_FILE, ServingOptions, export, read_config
-    from driftline.online.promotion import Decision
+    from driftline.online.promotion import Decision, Verdict
     from driftline.online.sources import ListSource
     from driftline.online.updater import Candidate, Updater
     from tests.models.serving_support import small_artifact
@@ -157,9 +157,9 @@ def test_gpu_serving_options_survive_an_updater_promotion(tmp_path: Path) -> Non
     assert export("news_topic", artifact, name="gpu_m", repository=tmp_path, options=gpu) == 1
 
     class PromotingUpdater(Updater):
-        def build_candidate(self, parent: Path, recent: list) -> Candidate:
+        def build_candidate(self, parent: Path, recent: list, fresh: list | None = None) -> Candidate:
             return Candidate(
-                artifact, read_meta(artifact), Decision(True, "better"), len(recent), 0, 0.0, 0.0
+                artifact, read_meta(artifact), Decision(Verdict.PROMOTE, "better"), len(recent), 0, 0.0, 0.0
             )
 
     recent = load_dataset("bbc_news").split("test")[:80]

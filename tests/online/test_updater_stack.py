@@ -7,8 +7,10 @@ version (4 training steps) serves; then, in order:
 1. ``run_updater`` consumes a drift alert and feedback from Kafka, trains a candidate on the
    feedback, the policy promotes it, and it is exported and hot-swapped in (version 2 serves,
    registry: 2 serving / 1 retired, an ``info`` model alert on the alerts topic);
-2. a candidate the policy cannot accept (impossible margin) is rejected: serving untouched, a
-   ``rejected`` registry row, a ``warning`` alert saying why;
+2. a candidate the gate cannot accept (impossible margin, and the holdout already counts as full)
+   is rejected: serving untouched, a ``rejected`` registry row, a ``warning`` alert saying why;
+   with too few held-out labels the gate waits instead: nothing trained, no registry row, an
+   ``info`` alert saying how many labels it waits for;
 3. training crashes (injected exception): serving untouched, a ``critical`` alert saying why;
 4. the exported version cannot be loaded (its weights are corrupted after export): the swap is
    rolled back, version 2 keeps serving and answering, a ``critical`` alert and a ``rejected`` row.
@@ -120,10 +122,11 @@ async def test_run_update_promote_reject_crash(
         }
     )
     registry = ModelRegistry(db)
+    source = ListSource()  # filled once the drift below exists: this feedback came after it
     swapper = TritonSwapper(drain_quiet_s=0.5, drain_timeout_s=5, ready_timeout_s=90)
     updater = Updater(
         TASK,
-        source=ListSource(_feedback_examples()),
+        source=source,
         registry=registry,
         swapper=swapper,
         publish=publish,
@@ -148,6 +151,8 @@ async def test_run_update_promote_reject_crash(
             event_count=100,
             signal="error_rate",
         )
+        for example in _feedback_examples():
+            source.add(example, drift.detected_ts_ms + 1)
         await producer.send_and_wait(alerts_topic, json.dumps(drift.to_alert()).encode())
         await producer.send_and_wait(alerts_topic, b'{"kind": "drift", "task": "news_topic", "evidence": 7}')
         for i in range(25):
@@ -188,12 +193,22 @@ async def test_run_update_promote_reject_crash(
         assert rows[2].status == ModelStatus.SERVING and rows[1].status == ModelStatus.RETIRED
         assert rows[2].metrics["candidate_recent"] >= rows[2].metrics["serving_recent"] + 0.01
 
-        # 2. a candidate the policy cannot accept: serving untouched, rejected row, warning alert.
-        updater.policy = updater.policy.model_copy(update={"margin": 1.01})
+        assert rows[2].metrics["p_better"] < 0.05 and rows[2].metrics["n_recent_holdout"] >= 15
+
+        # 2. a candidate the gate cannot accept: serving untouched, rejected row, warning alert.
+        updater.policy = updater.policy.model_copy(update={"margin": 1.01, "max_holdout": 1})
         rejected = await asyncio.to_thread(updater.run_update, "test: impossible margin")
-        assert not rejected.promoted and "below margin" in rejected.reason
+        assert not rejected.promoted and not rejected.waiting
+        assert "on a full holdout" in rejected.reason, rejected.reason
         assert swapper.serving_versions(name) == [2]
         assert [r.status for r in registry.list(name) if r.version == 0] == [ModelStatus.REJECTED]
+        # ... and with too few held-out labels it waits: nothing trained, nothing registered.
+        updater.policy = updater.policy.model_copy(update={"min_holdout": 1000, "max_holdout": 2000})
+        waiting = await asyncio.to_thread(updater.run_update, "test: thin evidence")
+        assert waiting.waiting and not waiting.promoted and waiting.candidate is None
+        assert waiting.more_labels > 1000 and "waiting" in waiting.reason
+        assert len(registry.list(name)) == 3
+        updater.policy = updater.policy.model_copy(update={"min_holdout": 15})
 
         # 3. training crashes: serving untouched, critical alert with the cause.
         def boom(*args, **kwargs):
@@ -206,7 +221,9 @@ async def test_run_update_promote_reject_crash(
         assert swapper.serving_versions(name) == [2]
 
         # 4. the exported version cannot load in Triton: swap rolled back, version 2 keeps serving.
-        updater.policy = updater.policy.model_copy(update={"margin": -1.0, "tolerance": 1.0})
+        import driftline.online.updater
+        from driftline.online.promotion import Decision, Verdict
+
         real_export = driftline.models.export.export
 
         def corrupt_export(*args, **kwargs) -> int:
@@ -219,6 +236,8 @@ async def test_run_update_promote_reject_crash(
 
         with monkeypatch.context() as patch:
             patch.setattr(driftline.models.export, "export", corrupt_export)
+            # whatever the evidence, this candidate passes the gate: the export is what fails
+            patch.setattr(driftline.online.updater, "decide", lambda *a: Decision(Verdict.PROMOTE, "planted"))
             broken = await asyncio.to_thread(updater.run_update, "test: unloadable export")
         assert not broken.promoted and "keeps serving" in broken.reason, broken.reason
         assert swapper.serving_versions(name) == [2]
@@ -230,15 +249,16 @@ async def test_run_update_promote_reject_crash(
 
         # Every decision reached the alerts topic, with the why.
         # (2 drift alerts sent above, then per update: "update started" + its outcome)
-        alerts = [a for a in await _read_topic(bootstrap, alerts_topic, expect=10) if a["kind"] == "model"]
+        alerts = [a for a in await _read_topic(bootstrap, alerts_topic, expect=11) if a["kind"] == "model"]
         started = [a for a in alerts if a["subject"] == f"{name} update started"]
         assert len(started) == 4, alerts
         by_severity = {}
         for alert in alerts:
             if alert not in started:
                 by_severity.setdefault(alert["severity"], []).append(alert["message"])
-        assert len(by_severity.get("info", [])) == 1, alerts
-        assert any("below margin" in m for m in by_severity["warning"])
+        assert len(by_severity.get("info", [])) == 2, alerts  # the promotion and the wait
+        assert any("held-out labels from after the drift" in m for m in by_severity["info"])
+        assert any("on a full holdout" in m for m in by_severity["warning"])
         assert any("injected training failure" in m for m in by_severity["critical"])
         assert any("keeps serving" in m for m in by_severity["critical"])
         assert all(a["task"] == name for a in alerts)

@@ -33,6 +33,18 @@ def register(app: typer.Typer) -> None:
             "--labeler",
             help="active: answer the workers' label requests; random: label a random share of events.",
         ),
+        label_budget: float = typer.Option(
+            None,
+            "--label-budget",
+            min=0.01,
+            max=1.0,
+            help="Share of news events labelled (random) or requested (active; boosted during a drift).",
+        ),
+        open_taxonomy: bool = typer.Option(
+            False,
+            "--open-taxonomy",
+            help="The new class is not declared at all: learned through new_labels: accept.",
+        ),
     ) -> None:
         """The main job: stack, initial models, workers, updater, a replayed stream with an emerging
         class, live progress, and a report with plots (report.md) in the run folder."""
@@ -52,9 +64,11 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter("expected active or random", param_hint="--labeler")
         overrides: dict[str, object] = {"keep_running": keep_running, "dashboard": dashboard,
                                         "workers": workers, "seed": seed, "new_class": new_class,
-                                        "labeler": labeler}  # fmt: skip
+                                        "labeler": labeler, "open_taxonomy": open_taxonomy}  # fmt: skip
         if rate is not None:
             overrides["rate"] = rate
+        if label_budget is not None:
+            overrides["feedback_fraction" if labeler == "random" else "request_fraction"] = label_budget
         config = DemoConfig.preset(quick=quick, run_dir=(run_dir or default_run_dir()).resolve(), **overrides)
         console = Console()
         try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from functools import partial
 from typing import Any
 
 import typer
@@ -15,6 +16,14 @@ import typer
 models_app = typer.Typer(
     help="Model versions: list the registry, promote a version, roll back.", no_args_is_help=True
 )
+
+
+def _label_set(client: Any, task: str) -> list[str]:
+    """The labels ``task``'s next version may have: declared, then accepted (``task_labels``)."""
+    from driftline.models.tasks import get_task
+    from driftline.online.task_labels import label_set, task_labels
+
+    return label_set(get_task(task), task_labels(client, task, feedback=False))
 
 
 def _alert_publisher(loop: asyncio.AbstractEventLoop | None = None, producer: Any = None):
@@ -138,6 +147,7 @@ def updater(
                     swapper=TritonSwapper(log=typer.echo),
                     publish=publish,
                     log=typer.echo,
+                    label_set=partial(_label_set, registry.client, name),
                 )
                 for name in task
             }

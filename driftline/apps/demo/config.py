@@ -47,6 +47,9 @@ class DemoConfig(BaseModel):
     news_after: int = 300
     new_class: str = NEW_CLASS  # the news class the first adapter never sees, arriving at the shift
     new_class_share: float = 0.35
+    # open taxonomy: new_class is not even declared; news_topic runs with new_labels: accept, and the
+    # class is learned from the annotators' labels (accepted, head grown) - write_tasks_file
+    open_taxonomy: bool = False
     chat_per_news: float = 0.5  # chat events published per news event
     # who labels: "active" answers the workers' label requests (online/label_requests.py), "random"
     # labels a random feedback_fraction of all events; either way after feedback_delay_s, as a person
@@ -134,6 +137,27 @@ class DemoConfig(BaseModel):
         }
         values.update(overrides)
         return cls(run_dir=run_dir, **values)
+
+    def write_tasks_file(self) -> Path:
+        """The active tasks file with ``new_class`` removed from news_topic and ``new_labels: accept``.
+
+        Written into the run folder; the demo points ``DRIFTLINE_TASKS_FILE`` at it, for itself and
+        the processes it starts. The package's own tasks file is never changed.
+        """
+        from driftline.settings import get_settings
+
+        base_file = get_settings().tasks_file
+        raw = yaml.safe_load(base_file.read_text(encoding="utf-8")) or {}
+        news = raw["tasks"][NEWS_TASK]
+        news["labels"] = [label for label in news["labels"] if label != self.new_class]
+        news["new_labels"] = "accept"
+        out = self.run_dir / "tasks.yaml"
+        out.write_text(
+            f"# driftline demo --open-taxonomy: {base_file} without {self.new_class!r} in {NEWS_TASK}\n"
+            + yaml.safe_dump(raw, sort_keys=False, allow_unicode=True),
+            encoding="utf-8",
+        )
+        return out
 
     def write_online_config(self, since_ts_ms: int | None = None) -> Path:
         """Merge the overrides over the active online config; write it into the run folder.

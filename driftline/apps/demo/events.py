@@ -48,6 +48,7 @@ class DemoEvent:
     feedback: bool
     index: int = -1  # position in the task's stream, set when published
     published_ts_ms: int = 0
+    feedback_ts_ms: int = 0  # when its label was sent (0: never)
 
     def truth_row(self) -> dict[str, Any]:
         """The event as one line of ``events.jsonl`` (the run's ground truth)."""

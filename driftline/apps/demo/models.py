@@ -99,7 +99,9 @@ def prepare_models(config: DemoConfig, log: Log) -> dict[str, ServingModel]:
     """Train or reuse, export if needed, load in Triton, register; one entry per task."""
     from driftline.models.artifacts import read_meta
 
-    plans = {NEWS_TASK: (config.news_train, [config.new_class]), CHAT_TASK: (config.chat_train, [])}
+    # with an open taxonomy the class is not declared at all: nothing to exclude, the task lacks it
+    unseen = [] if config.open_taxonomy else [config.new_class]
+    plans = {NEWS_TASK: (config.news_train, unseen), CHAT_TASK: (config.chat_train, [])}
     out: dict[str, ServingModel] = {}
     for task, (plan, exclude) in plans.items():
         result, train_ids = _train(task, plan, exclude, config, log)

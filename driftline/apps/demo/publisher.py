@@ -132,6 +132,7 @@ class DemoPublisher:
             if everything and due > time.monotonic():
                 await asyncio.sleep(due - time.monotonic())
             value = json.dumps(feedback_payload(event)).encode()
+            event.feedback_ts_ms = int(time.time() * 1000)
             await producer.send(self.feedback_topic, value=value, key=event.event_id.encode())
             self.state.feedback_sent += 1
 

@@ -59,9 +59,14 @@ class Headline:
     events_labelled: dict[str, int] = field(default_factory=dict)
     new_class: str = NEW_CLASS
     labeler: str = ""  # active | random
+    open_taxonomy: bool = False  # new_class was not declared: learned through new_labels: accept
     feedback_sent: int = 0
     feedback_joined_by_pipeline: int = 0
     labels_to_promotion: int | None = None  # news labels sent for events published before it served
+    labels_shift_to_promotion: int | None = None  # ... of them, for events from the shift on
+    # news labels sent from the shift until the update that promoted started: what the promotion
+    # took (the rest arrived while it trained, exported and swapped)
+    labels_to_decision: int | None = None
     initial_version: str = ""
     pre_shift_accuracy: float | None = None
     drop_accuracy: float | None = None
@@ -146,11 +151,13 @@ def analyse(
     feedback_joined: int = 0,
     new_class: str = NEW_CLASS,
     labeler: str = "",
+    open_taxonomy: bool = False,
+    update_starts_ms: Sequence[int] = (),
 ) -> tuple[Headline, list[Graded]]:
     """Grade the run against the truth and compute the headline; pure, no I/O."""
     h = Headline(
         initial_version=initial_version, feedback_joined_by_pipeline=feedback_joined, new_class=new_class,
-        labeler=labeler,
+        labeler=labeler, open_taxonomy=open_taxonomy,
     )  # fmt: skip
     for task in (NEWS_TASK, CHAT_TASK):
         h.events_published[task] = sum(e.task == task for e in events)
@@ -182,6 +189,13 @@ def analyse(
         h.decision = "promoted" if decision.version and decision.status != "rejected" else "rejected"
         h.decision_reason = decision.reason
         h.promoted_version = decision.version if h.decision == "promoted" else ""
+        started = [t for t in update_starts_ms if t <= decision.created_ts_ms]
+        if h.promoted_version and started:
+            h.labels_to_decision = sum(
+                1
+                for e in events
+                if e.task == NEWS_TASK and e.phase != "pre" and 0 < e.feedback_ts_ms <= max(started)
+            )
     if h.promoted_version:
         recovered = [g for g in shifted if g.version == h.promoted_version]
         h.recovered_accuracy, h.recovered_events = _accuracy(recovered), len(recovered)
@@ -192,6 +206,11 @@ def analyse(
         if served_from is not None:
             h.labels_to_promotion = sum(
                 e.feedback for e in events if e.task == NEWS_TASK and e.index < served_from
+            )
+            h.labels_shift_to_promotion = sum(
+                e.feedback
+                for e in events
+                if e.task == NEWS_TASK and e.phase != "pre" and e.index < served_from
             )
     if h.recovered_accuracy is not None and h.pre_shift_accuracy:
         h.recovery_ratio = h.recovered_accuracy / h.pre_shift_accuracy
@@ -370,6 +389,8 @@ def render_markdown(h: Headline, context: dict[str, Any]) -> str:
         ("recovery ratio (recovered / pre-shift)", _fmt(h.recovery_ratio, pct=False)),
         (f"{h.new_class} accuracy before -> after", new_class),
         ("labels sent before the promoted version served", str(h.labels_to_promotion)),
+        ("... of them from the shift on", str(h.labels_shift_to_promotion)),
+        ("labels from the shift until the promoting update started", str(h.labels_to_decision)),
         ("chat_sentiment accuracy (whole run)", _fmt(h.chat_accuracy)),
     ]
     lines = [
@@ -380,7 +401,9 @@ def render_markdown(h: Headline, context: dict[str, Any]) -> str:
         "run: predictions and model versions from ClickHouse `labels`, drift from `drift_events`, "
         "decisions from `model_versions`, truth from the replayed datasets (`events.jsonl`).",
         "",
-        f"## Headline (news_topic, emerging class: {h.new_class}, {h.labeler} labelling)",
+        f"## Headline (news_topic, emerging class: {h.new_class}"
+        + (" (undeclared, open taxonomy)" if h.open_taxonomy else "")
+        + f", {h.labeler} labelling)",
         "",
         "| measure | value |",
         "|---|---|",
@@ -441,11 +464,13 @@ def write_report(
     context: dict[str, Any],
     new_class: str = NEW_CLASS,
     labeler: str = "",
+    open_taxonomy: bool = False,
+    update_starts_ms: Sequence[int] = (),
 ) -> Headline:
     """Analyse the run and write the plots, headline.json and report.md into ``run_dir``."""
     h, news = analyse(
         events, labels, drift, versions, initial_version=initial_version, feedback_joined=feedback_joined,
-        new_class=new_class, labeler=labeler,
+        new_class=new_class, labeler=labeler, open_taxonomy=open_taxonomy, update_starts_ms=update_starts_ms,
     )  # fmt: skip
     plot_accuracy(news, h, drift, run_dir / "accuracy.png", window)
     plot_throughput(labels, run_dir / "throughput.png")

@@ -81,6 +81,10 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> DemoResult:
     from driftline.compose.stack.manager import Stack
 
     console = console or Console()
+    if config.open_taxonomy:  # before anything reads the tasks: this process and its children
+        config.run_dir.mkdir(parents=True, exist_ok=True)
+        os.environ["DRIFTLINE_TASKS_FILE"] = str(config.write_tasks_file())
+        get_settings.cache_clear()
     log = lambda message: console.print(f"[dim]{datetime.now():%H:%M:%S}[/] {message}", highlight=False)  # noqa: E731
     settings = get_settings()
     run_dir = config.run_dir
@@ -140,6 +144,8 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> DemoResult:
             # A rejection alone does not end the shifted phase: more labels arrive and the updater
             # tries again. Once the publisher pauses no new labels come, so then a rejection ends the
             # wait - unless an update is still training (its "update started" alert is the newest).
+            # A "wait for evidence" does not: labels still in flight (feedback_delay_s) may be the
+            # ones the gate waits for; decision_timeout_s bounds that wait.
             versions = await asyncio.to_thread(store.versions)
             first = decision_of(versions, initial)
             if first is not None and first.version:
@@ -192,7 +198,12 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> DemoResult:
             "initial adapters": "; ".join(
                 f"{s.task} v{s.version} {s.adapter_hash} ({'cached' if s.reused_training else 'trained'}, "
                 f"test accuracy {_fmt(s.test_accuracy)}"
-                + (f" on all classes, {config.new_class} never trained" if s.task == NEWS_TASK else "")
+                + (
+                    f" on the declared classes, {config.new_class} "
+                    + ("not declared" if config.open_taxonomy else "never trained")
+                    if s.task == NEWS_TASK
+                    else ""
+                )
                 + ")"
                 for s in served.values()
             ),
@@ -215,6 +226,12 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> DemoResult:
         context=context,
         new_class=config.new_class,
         labeler=config.labeler,
+        open_taxonomy=config.open_taxonomy,
+        update_starts_ms=[
+            ts
+            for task, _, ts, subject, _ in store.model_alerts()
+            if task == NEWS_TASK and subject.endswith("update started")
+        ],
     )
     store.close()
     timings["report_s"] = round(time.monotonic() - t, 1)

@@ -1,0 +1,177 @@
+"""Label-efficiency benchmark: active against random labelling, and a class nobody declared.
+
+    python -m bench.labels_bench [--quick] [--seed N] [--budget F]
+
+Runs the emerging-class demo (``driftline demo``, as a subprocess on topics of its own) three
+times at the same label budget (``--label-budget``: the share of news events labelled at random, or
+requested by the workers' label requests):
+
+- ``random``: a simulated annotator labels a random share of events;
+- ``active``: it answers the workers' label requests (uncertainty + diversity, boosted during a
+  drift; online/label_requests.py);
+- ``open_taxonomy``: active, and the emerging class is not even declared: it is learned through
+  ``new_labels: accept`` and a grown head.
+
+For each it reports the labels the promotion took: those sent from the shift until the update that
+promoted started (``labels_to_promotion``; the gate decides when the evidence suffices, so this is
+where a better choice of events shows). ``labels_until_served`` adds the labels that arrived while
+that update trained, exported and swapped (a matter of wall time and label rate, not of the
+choice), ``labels_total_to_promotion`` the pre-shift labels too. Also the shifted events until the
+new version served, the recovery ratio (accuracy of the new version on
+the shifted stream / pre-shift accuracy) and the new class's accuracy. Writes
+``bench/results/labels_bench.json`` and a bar chart ``labels_bench.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from bench.harness import unique_suffix
+from driftline.settings import Topics
+
+RESULTS = Path(__file__).parent / "results"
+SCENARIOS: dict[str, list[str]] = {
+    "random": ["--labeler", "random"],
+    "active": ["--labeler", "active"],
+    "open_taxonomy": ["--labeler", "active", "--open-taxonomy"],
+}
+TARGETS = {"active_label_ratio_max": 0.5, "recovery_ratio_min": 0.95, "open_taxonomy_recovery_min": 0.9}
+
+
+def run_scenario(
+    name: str, args: list[str], *, quick: bool, seed: int, budget: float, out: Path
+) -> dict[str, Any]:
+    """One demo run on topics of its own; its headline numbers (or why it failed)."""
+    suffix = unique_suffix()
+    env = dict(os.environ, DRIFTLINE_PIPELINE__APP_ID=f"bench-labels-{suffix}", COLUMNS="120")
+    for topic in Topics.model_fields:
+        env[f"DRIFTLINE_KAFKA__TOPICS__{topic.upper()}"] = f"bench.labels.{suffix}.{topic}"
+    run_dir = out / name
+    cmd = [
+        *(sys.executable, "-m", "driftline.apps.cli", "demo", "--no-dashboard", "--seed", str(seed)),
+        *("--label-budget", str(budget), "--run-dir", str(run_dir), *args),
+        *(["--quick"] if quick else []),
+    ]
+    started = time.monotonic()
+    with (out / f"{name}.log").open("w", encoding="utf-8") as log:
+        code = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
+    seconds = round(time.monotonic() - started, 1)
+    headline_file = run_dir / "headline.json"
+    if code != 0 or not headline_file.is_file():
+        return {"ok": False, "exit_code": code, "seconds": seconds, "log": str(out / f"{name}.log")}
+    row = row_of(json.loads(headline_file.read_text(encoding="utf-8")))
+    return {**row, "seconds": seconds, "run_dir": str(run_dir)}
+
+
+def row_of(h: dict[str, Any]) -> dict[str, Any]:
+    """The figures of one run, from its ``headline.json``."""
+    return {
+        "ok": True,
+        "decision": h["decision"],
+        "decision_reason": h["decision_reason"],
+        "labels_to_promotion": h["labels_to_decision"],
+        "labels_until_served": h["labels_shift_to_promotion"],
+        "labels_total_to_promotion": h["labels_to_promotion"],
+        "events_to_promotion": h["promotion_delay_events"],
+        "recovery_ratio": h["recovery_ratio"],
+        "pre_shift_accuracy": h["pre_shift_accuracy"],
+        "drop_accuracy": h["drop_accuracy"],
+        "recovered_accuracy": h["recovered_accuracy"],
+        "new_class_accuracy_before": h["new_class_accuracy_before"],
+        "new_class_accuracy_after": h["new_class_accuracy_after"],
+        "feedback_sent": h["feedback_sent"],
+        "detection_delay_events": h["detection_delay_events"],
+    }
+
+
+def assemble(results: dict[str, dict[str, Any]], *, quick: bool, seed: int, budget: float) -> dict[str, Any]:
+    """The ``labels_bench.json`` document: one entry per scenario, the ratio, the targets."""
+    report: dict[str, Any] = {**results, "quick": quick, "seed": seed, "label_budget": budget,
+                              "targets": TARGETS}  # fmt: skip
+    random_labels = results.get("random", {}).get("labels_to_promotion")
+    active_labels = results.get("active", {}).get("labels_to_promotion")
+    promoted = all(results.get(n, {}).get("decision") == "promoted" for n in ("random", "active"))
+    report["active_label_ratio"] = (
+        round(active_labels / random_labels, 3)
+        if promoted and random_labels and active_labels is not None
+        else None
+    )
+    return report
+
+
+def plot(results: dict[str, dict[str, Any]], path: Path) -> None:
+    """Labels to promotion and recovery ratio per scenario, side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(results)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
+    left.bar(names, [results[n].get("labels_to_promotion") or 0 for n in names], color="#4c72b0")
+    left.set_title("labels from the shift to promotion")
+    right.bar(names, [results[n].get("recovery_ratio") or 0 for n in names], color="#55a868")
+    right.axhline(0.95, color="grey", linestyle="--", linewidth=1)
+    right.set_ylim(0, 1.1)
+    right.set_title("recovery ratio")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run the scenarios, print the table, write the JSON and the chart; return the report."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="the quick demo preset (small slices)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--budget", type=float, default=None, help="label budget (default 0.2 quick, 0.15)")
+    parser.add_argument("--only", choices=list(SCENARIOS), action="append", help="run only these")
+    args = parser.parse_args(argv)
+    budget = args.budget or (0.2 if args.quick else 0.15)
+    console = Console()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / "labels_runs" / time.strftime("%Y%m%dT%H%M%S")
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict[str, Any]] = {}
+    for name in args.only or list(SCENARIOS):
+        console.print(
+            f"[bold]{name}[/]: demo {'--quick ' if args.quick else ''}seed {args.seed}, budget {budget}"
+        )
+        results[name] = run_scenario(
+            name, SCENARIOS[name], quick=args.quick, seed=args.seed, budget=budget, out=out
+        )
+        console.print(
+            f"  {name}: {json.dumps({k: v for k, v in results[name].items() if k != 'decision_reason'})}"
+        )
+    report = assemble(results, quick=args.quick, seed=args.seed, budget=budget)
+    table = Table(
+        title=f"labels_bench ({'quick' if args.quick else 'default'} demo, seed {args.seed}, budget {budget})"
+    )
+    for column in ("scenario", "decision", "labels shift->promotion", "events shift->promotion", "recovery",
+                   "new class after"):  # fmt: skip
+        table.add_column(column)
+    for name, r in results.items():
+        table.add_row(name, str(r.get("decision", "failed")), str(r.get("labels_to_promotion")),
+                      str(r.get("events_to_promotion")), str(r.get("recovery_ratio")),
+                      str(r.get("new_class_accuracy_after")))  # fmt: skip
+    console.print(table)
+    if report["active_label_ratio"] is not None:
+        console.print(f"active / random labels to promotion: {report['active_label_ratio']}")
+    (RESULTS / "labels_bench.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    plot(results, RESULTS / "labels_bench.png")
+    console.print(f"wrote {RESULTS / 'labels_bench.json'} and labels_bench.png")
+    return report
+
+
+if __name__ == "__main__":
+    main()
