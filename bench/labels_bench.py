@@ -119,7 +119,7 @@ def plot(results: dict[str, dict[str, Any]], path: Path) -> None:
     names = list(results)
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
     left.bar(names, [results[n].get("labels_to_promotion") or 0 for n in names], color="#4c72b0")
-    left.set_title("labels from the shift to promotion")
+    left.set_title("labels from the shift until the promoting update")
     right.bar(names, [results[n].get("recovery_ratio") or 0 for n in names], color="#55a868")
     right.axhline(0.95, color="grey", linestyle="--", linewidth=1)
     right.set_ylim(0, 1.1)

@@ -29,7 +29,7 @@ def register(app: typer.Typer) -> None:
             help="The news class the first adapter never sees (any BBC class).",
         ),
         labeler: str = typer.Option(
-            "random",
+            "active",
             "--labeler",
             help="active: answer the workers' label requests; random: label a random share of events.",
         ),

@@ -53,9 +53,7 @@ class DemoConfig(BaseModel):
     chat_per_news: float = 0.5  # chat events published per news event
     # who labels: "active" answers the workers' label requests (online/label_requests.py), "random"
     # labels a random feedback_fraction of all events; either way after feedback_delay_s, as a person
-    # random stays the default until active promotes reliably: with it the updater's holdout came out
-    # too small (default run: 16 < 20 held-out labels, rejected; docs/history.md)
-    labeler: Literal["active", "random"] = "random"
+    labeler: Literal["active", "random"] = "active"
     feedback_fraction: float = 0.2
     request_fraction: float = 0.1  # active: the label-request budget (boosted during a drift)
     feedback_delay_s: float = 2.0  # a human labels an event a little after it was classified
