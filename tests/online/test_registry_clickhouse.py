@@ -103,6 +103,9 @@ def test_feedback_view_and_training_query(db) -> None:
     # a run that starts later (the demo) does not learn from these labels
     later = int(time.time() * 1000) + 3_600_000
     assert ClickHouseSource(db, since_ts_ms=later).recent_examples("news_topic", limit=3) == []
+    # the updater's holdout: only feedback joined after the drift began
+    assert ClickHouseSource(db).recent_examples("news_topic", limit=3, since_ts_ms=later) == []
+    assert len(ClickHouseSource(db).recent_examples("news_topic", limit=10, since_ts_ms=1)) == 4
 
 
 def test_drift_events_table_takes_event_rows(db) -> None:
