@@ -237,8 +237,7 @@ def run_emerging_class(
             limit = updater_cfg.max_recent_labels
             recent = source.recent_examples("news_topic", limit)
             fresh = source.recent_examples("news_topic", limit, since) if since else None
-            holdout = holdout_split(recent, fresh, updater_cfg.holdout_fraction)[1]
-            if len(holdout) < updater.policy.min_holdout:
+            if updater.labels_short(len(holdout_split(recent, fresh, updater_cfg.holdout_fraction)[1])):
                 result.waits += 1
                 trigger.wait(drift, since, updater_cfg.wait_labels)
                 continue

@@ -64,17 +64,18 @@ class Paired:
 
     def p_better(self) -> float:
         """One-sided exact McNemar p-value for "the candidate is more often right"."""
-        discordant = self.candidate_only + self.serving_only
-        if discordant == 0:
-            return 1.0
-        return float(binomtest(self.candidate_only, discordant, 0.5, alternative="greater").pvalue)
+        return _more_often(self.candidate_only, self.serving_only)
 
     def p_worse(self) -> float:
         """One-sided exact McNemar p-value for "the candidate is more often wrong"."""
-        discordant = self.candidate_only + self.serving_only
-        if discordant == 0:
-            return 1.0
-        return float(binomtest(self.serving_only, discordant, 0.5, alternative="greater").pvalue)
+        return _more_often(self.serving_only, self.candidate_only)
+
+
+def _more_often(wins: int, losses: int) -> float:
+    """P(at least ``wins`` of the discordant pairs) if either side were as likely to win each."""
+    if wins + losses == 0:
+        return 1.0
+    return float(binomtest(wins, wins + losses, 0.5, alternative="greater").pvalue)
 
 
 @dataclass(frozen=True, slots=True)

@@ -179,6 +179,11 @@ class Updater:
         test = rng.sample(test, min(self.original_eval_size, len(test)))
         return replay, test
 
+    def labels_short(self, n_holdout: int) -> int:
+        """About how many more post-drift labels a holdout of ``n_holdout`` needs (0: enough to judge)."""
+        missing = self.policy.min_holdout - n_holdout
+        return math.ceil(missing / self.config.holdout_fraction) if missing > 0 else 0
+
     def _grown_task(
         self, parent: Path, train: list[Example], holdout: list[Example]
     ) -> tuple[TaskConfig, list[Example], list[Example]]:
@@ -333,10 +338,10 @@ class Updater:
             fresh = None
             if since_ts_ms is not None:
                 fresh = self.source.recent_examples(self.task, self.config.max_recent_labels, since_ts_ms)
-            _, holdout = holdout_split(recent, fresh, self.config.holdout_fraction)
-            if len(holdout) < self.policy.min_holdout:  # no candidate could be judged: do not train one
-                more = math.ceil((self.policy.min_holdout - len(holdout)) / self.config.holdout_fraction)
-                return self._wait(outcome, too_few(self.policy, len(holdout)), more)
+            n_holdout = len(holdout_split(recent, fresh, self.config.holdout_fraction)[1])
+            more = self.labels_short(n_holdout)
+            if more:  # no candidate could be judged: do not train one
+                return self._wait(outcome, too_few(self.policy, n_holdout), more)
             self.log(f"{self.model_name}: update triggered by {trigger}; {len(recent)} recent labels")
             self._notify(
                 "update started",
