@@ -36,6 +36,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from bench.charts import Panel, bar_pair
 from bench.harness import unique_suffix
 from driftline.settings import Topics
 
@@ -49,9 +50,12 @@ TARGETS = {"active_label_ratio_max": 0.5, "recovery_ratio_min": 0.95, "open_taxo
 
 
 def run_scenario(
-    name: str, args: list[str], *, quick: bool, seed: int, budget: float, out: Path
+    name: str, args: list[str], *, quick: bool, seed: int, budget: float | None, out: Path
 ) -> dict[str, Any]:
-    """One demo run on topics of its own; its headline numbers (or why it failed)."""
+    """One demo run on topics of its own; its headline numbers (or why it failed).
+
+    ``budget`` None: the preset's label budget.
+    """
     suffix = unique_suffix()
     env = dict(os.environ, DRIFTLINE_PIPELINE__APP_ID=f"bench-labels-{suffix}", COLUMNS="120")
     for topic in Topics.model_fields:
@@ -59,7 +63,8 @@ def run_scenario(
     run_dir = out / name
     cmd = [
         *(sys.executable, "-m", "driftline.apps.cli", "demo", "--no-dashboard", "--seed", str(seed)),
-        *("--label-budget", str(budget), "--run-dir", str(run_dir), *args),
+        *(("--label-budget", str(budget)) if budget is not None else ()),
+        *("--run-dir", str(run_dir), *args),
         *(["--quick"] if quick else []),
     ]
     started = time.monotonic()
@@ -79,6 +84,7 @@ def row_of(h: dict[str, Any]) -> dict[str, Any]:
         "ok": True,
         "decision": h["decision"],
         "decision_reason": h["decision_reason"],
+        "fit": h.get("decision_fit") or None,
         "labels_to_promotion": h["labels_to_decision"],
         "labels_until_served": h["labels_shift_to_promotion"],
         "labels_total_to_promotion": h["labels_to_promotion"],
@@ -111,22 +117,15 @@ def assemble(results: dict[str, dict[str, Any]], *, quick: bool, seed: int, budg
 
 def plot(results: dict[str, dict[str, Any]], path: Path) -> None:
     """Labels to promotion and recovery ratio per scenario, side by side."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     names = list(results)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
-    left.bar(names, [results[n].get("labels_to_promotion") or 0 for n in names], color="#4c72b0")
-    left.set_title("labels from the shift until the promoting update")
-    right.bar(names, [results[n].get("recovery_ratio") or 0 for n in names], color="#55a868")
-    right.axhline(0.95, color="grey", linestyle="--", linewidth=1)
-    right.set_ylim(0, 1.1)
-    right.set_title("recovery ratio")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    bar_pair(
+        path,
+        names,
+        Panel([results[n].get("labels_to_promotion") or 0 for n in names],
+              "labels from the shift until the promoting update"),
+        Panel([results[n].get("recovery_ratio") or 0 for n in names], "recovery ratio", "#55a868",
+              target=0.95, ylim=(0, 1.1)),
+    )  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -242,7 +242,7 @@ def run_emerging_class(
                 trigger.wait(drift, since, updater_cfg.wait_labels)
                 continue
             started = time.perf_counter()
-            candidate = updater.build_candidate(artifact, recent, fresh)
+            candidate = updater.train_candidate(artifact, recent, fresh)
             result.update_seconds = round(time.perf_counter() - started, 1)
             log(f"update at event {i}: {candidate.decision.verdict} - {candidate.decision.reason}")
             if candidate.decision.wait:

@@ -339,12 +339,15 @@ def export(
     promote: bool = True,
     options: ServingOptions | None = None,
     progress: bool = False,
+    inherit_engine_from: Path | None = None,
 ) -> int:
     """Copy ``artifact`` (default: the task's latest) to the next version folder; return its number.
 
     Serving options (``kind`` included) are inherited from the model's current config unless
     ``options``/``kind`` say otherwise (``ServingOptions.for_model``).
-    The version's engines are written and measured before it appears (``progress`` shows that work).
+    The version's engines are written and measured before it appears (``progress`` shows that work);
+    ``inherit_engine_from``: a version folder with the same encoder and adapter (a head refit's
+    parent) whose engine choice carries over unmeasured (``prepare_engines``).
     The version folder is assembled under a hidden temporary name and renamed into place, so Triton
     (or a concurrent export) never sees half-copied weights; a concurrent export that took the same
     number makes this one move on to the next number.
@@ -369,7 +372,8 @@ def export(
         (staging / "model.py").write_text(MODEL_PY, encoding="utf-8")
         from driftline.models.engines import prepare_engines  # torch/onnx: only when exporting
 
-        prepare_engines(staging, progress=progress)  # ONNX graphs + the engine chosen by measurement
+        # ONNX graphs + the engine chosen by measurement
+        prepare_engines(staging, progress=progress, inherit_from=inherit_engine_from)
         version = (model_versions(model_dir) or [0])[-1] + 1
         while True:
             try:

@@ -260,6 +260,7 @@ def train_classifier(
 
     train_config: dict[str, object] = {
         "recipe_version": RECIPE_VERSION,
+        "fit": "lora",
         "epochs": epochs if not max_steps else None,
         "max_steps": max_steps,
         "steps": step,

@@ -80,7 +80,13 @@ class UpdaterConfig(_Strict):
     replay_size: int = 400  # original training examples mixed in against forgetting
     # share of the feedback that arrived after the drift kept out of training to judge the candidate on
     holdout_fraction: float = Field(0.3, gt=0, lt=1)
-    wait_labels: int = Field(20, ge=1)  # the gate said "wait": retry after this many more labels
+    # the gate said "wait": retry after this many more labels at most (fewer when the projected
+    # evidence needs fewer: online.promotion.Paired.more_to_show)
+    wait_labels: int = Field(20, ge=1)
+    # what a drift-triggered update trains first: "head" refits the classifier head on the frozen
+    # encoder's features (models/head_refit.py: seconds) and trains the adapter at once only when the
+    # gate rejects that; "lora" always trains adapter + head. Updates without a drift train LoRA.
+    drift_fit: Literal["head", "lora"] = "head"
     epochs: int = 2
     max_steps: int | None = 150
     # Optimiser / cost knobs for the incremental run; None = the task's training settings.

@@ -12,7 +12,10 @@ policy:
   records that probability, so accuracy measured on these labels can be reweighted without bias
   (Horvitz-Thompson: weight 1 / probability). The hash makes a replay pick the same events;
 - spends the rest on **uncertainty**: 1 - (top probability - second) (``margin``) or the entropy
-  normalised to 0..1 (``entropy``), highest first, with **diversity**: each earlier pick of the same
+  normalised to 0..1 (``entropy``), highest first, but only on events whose score is among the top
+  of the *recent stream* (its last 1,000 scores), not merely of the step: a micro-batch is often a
+  handful of events, and the least sure of a few confident predictions teaches nothing. Unspent
+  budget waits (capped) for such an event. With **diversity**: each earlier pick of the same
   predicted label in the step lowers a candidate's score by ``label_spread``, and a text whose
   SimHash is within ``duplicate_bits`` of a recent request's is not asked again.
 
@@ -108,12 +111,16 @@ class LabelRequester:
     MAX_CREDIT = 8.0
     #: SimHashes of recent requests kept for the duplicate check
     RECENT = 512
+    #: recent events' scores that set the threshold, and how many are needed before it applies
+    SCORES = 1000
+    MIN_SCORES = 50
 
     def __init__(self, task: str, config: LabelRequestConfig) -> None:
         self.task = task
         self.config = config
         self._credit = 0.0
         self._recent: deque[int] = deque(maxlen=self.RECENT)
+        self._scores: deque[float] = deque(maxlen=self.SCORES)
 
     def budget(self, drift_active: bool) -> float:
         """The share of events to request now."""
@@ -143,12 +150,27 @@ class LabelRequester:
         active_share = budget - p_random
         earned = active_share * len(candidates)
         self._credit = min(self._credit + earned, self.MAX_CREDIT + earned)
-        picks.extend(self._by_uncertainty(rest))
+        threshold = self._threshold(active_share)
+        self._scores.extend(score for score, _ in rest)
+        picks.extend(self._by_uncertainty(rest, threshold))
         return picks
 
-    def _by_uncertainty(self, scored: Iterable[tuple[float, Candidate]]) -> list[Pick]:
-        """Greedy: the most uncertain candidate, less ``label_spread`` per earlier pick of its label."""
-        pool = sorted(scored, key=lambda item: item[0], reverse=True)
+    def _threshold(self, active_share: float) -> float:
+        """The score an event must reach: the recent scores' top ``active_share`` (a little wider).
+
+        A step is one micro-batch, often a handful of events; its best event is not worth a label
+        just for being the best of few. Judged against the recent stream, the picks are the events
+        that stand out there, and the budget credit saves up for them. Slightly wider than the share
+        itself, so the credit, not the threshold, is what limits spending.
+        """
+        if len(self._scores) < self.MIN_SCORES:
+            return float("-inf")
+        return float(np.quantile(np.fromiter(self._scores, float), max(0.0, 1.0 - 1.5 * active_share)))
+
+    def _by_uncertainty(self, scored: Iterable[tuple[float, Candidate]], threshold: float) -> list[Pick]:
+        """Of the events reaching ``threshold``: the most uncertain, less ``label_spread`` per earlier
+        pick of its label, first; near-duplicates of recent requests skipped."""
+        pool = [item for item in scored if item[0] >= threshold]
         per_label: dict[str, int] = {}
         picks: list[Pick] = []
         while self._credit >= 1.0 and pool:

@@ -2,7 +2,9 @@
 
 It consumes the alerts and feedback topics (through the one client factory, so a secured
 cluster's settings reach it), feeds each task's ``UpdateTrigger`` and, when one fires, runs that
-task's ``Updater.run_update`` in a worker thread so the consumer keeps polling.
+task's ``Updater.run_update`` in a worker thread so the consumer keeps polling. At start and after
+each promotion it warms the updaters' feature caches (``Updater.warm``), so the head refit that
+answers the next drift embeds only the new feedback.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ async def run_updater(
     await consumer.start()
     stop = stop or asyncio.Event()
     try:
+        for task in tasks:  # the consumer holds its position meanwhile; feedback waits in the topic
+            await _warm(updaters[task])
         while not stop.is_set():
             batches = await consumer.getmany(timeout_ms=int(poll_s * 1000), max_records=1000)
             for tp, messages in batches.items():
@@ -75,7 +79,20 @@ async def run_updater(
                     updaters[task].log(f"{task}: {outcome.reason}")
                     if outcome.waiting:  # too little evidence: same drift, retry with more labels
                         trigger.wait(drift, since_ts_ms, outcome.more_labels)
+                    if outcome.promoted:
+                        await _warm(updaters[task])
                     if on_outcome is not None:
                         on_outcome(outcome)
     finally:
         await consumer.stop()
+
+
+async def _warm(updater: Updater) -> None:
+    """Embed the serving version's replay and test texts ahead of the next head refit (best effort)."""
+    try:
+        cached = await asyncio.to_thread(updater.warm)
+    except Exception as exc:  # a cold cache only makes the next update slower
+        updater.log(f"{updater.task}: feature cache not warmed: {type(exc).__name__}: {exc}")
+        return
+    if cached:
+        updater.log(f"{updater.task}: {cached} replay and test texts embedded for head refits")

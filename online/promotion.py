@@ -70,6 +70,23 @@ class Paired:
         """One-sided exact McNemar p-value for "the candidate is more often wrong"."""
         return _more_often(self.serving_only, self.candidate_only)
 
+    def more_to_show(self, alpha: float, limit: int = 1000) -> int | None:
+        """About how many more held-out texts would make the candidate's lead significant at ``alpha``.
+
+        A projection: more texts disagree at the rate seen so far, and the candidate wins the same
+        share of them. None when the candidate is not ahead (no number of texts like these would
+        show a gain) or not within ``limit`` texts.
+        """
+        wins, losses = self.candidate_only, self.serving_only
+        if wins <= losses or self.n == 0:
+            return None
+        rate, share = (wins + losses) / self.n, wins / (wins + losses)
+        for more in range(limit + 1):
+            extra = more * rate
+            if _more_often(round(wins + extra * share), round(losses + extra * (1 - share))) < alpha:
+                return more
+        return None
+
 
 def _more_often(wins: int, losses: int) -> float:
     """P(at least ``wins`` of the discordant pairs) if either side were as likely to win each."""
@@ -170,4 +187,5 @@ def decide(
     short = f"gain {gain:+.3f} not shown at {policy.confidence:.0%} (p={p_better:.3g}; {evidence})"
     if paired.n >= policy.max_holdout:
         return Decision(Verdict.REJECT, f"{versus}: {short} on a full holdout of {paired.n}", metrics)
+    metrics["more_holdout_to_show"] = paired.more_to_show(alpha)
     return Decision(Verdict.WAIT, f"{versus}: {short}; waiting for more feedback", metrics)

@@ -1,11 +1,14 @@
-"""The updater: turn drift and fresh feedback into a LoRA update, and promote it only on evidence.
+"""The updater: turn drift and fresh feedback into a new version, and promote it only on evidence.
 
 ``online.trigger.UpdateTrigger`` decides *when* (a drift event plus enough new labels, or every N
 labels, with a cooldown); ``Updater.build_candidate`` does the work at library level (train from the
 serving adapter on recent feedback + a replay sample of the original training data, score candidate
 and serving on the same held-out feedback from after the drift and on the original test set, let
 the gate of ``online.promotion`` promote, reject or wait); ``Updater.run_update`` adds the side
-effects: registry rows, export + hot swap into Triton, alerts. Serving changes only in the last
+effects: registry rows, export + hot swap into Triton, alerts. What a candidate trains: a drift is
+answered first by a head refit (``models.head_refit``, seconds: the adapter is kept, only the head
+learns), and by a LoRA update of adapter and head when the gate rejects that; updates without a
+drift are LoRA updates (``UpdaterConfig.drift_fit``). Serving changes only in the last
 step, so a crash or a worse candidate leaves it untouched; a "wait" (too little evidence) costs no
 registry row, and the caller retries once more labels have arrived (``UpdateOutcome.more_labels``).
 The Triton model (and registry key) is ``UpdaterConfig.model_name`` or the ``model_name`` argument,
@@ -23,7 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from driftline.models.datasets import Example
 from driftline.models.tasks import TaskConfig, get_task
@@ -35,6 +38,7 @@ from driftline.online.sources import ExampleSource
 from driftline.schema.records import ModelRecord, ModelStatus
 
 Publish = Callable[[dict[str, Any]], None]
+Fit = Literal["lora", "head"]  # what a candidate trains: adapter and head, or the head alone
 
 
 def dedupe_latest(examples: Sequence[Example]) -> list[Example]:
@@ -81,6 +85,54 @@ def holdout_split(
     _, holdout = split_holdout(dedupe_latest(fresh) if fresh is not None else recent, fraction)
     held = {e.id for e in holdout}
     return [e for e in recent if e.id not in held], holdout
+
+
+def _predictions(
+    fit: Fit, candidate: Path, serving: Path, texts: Sequence[str], cache: Any | None = None
+) -> dict[str, list[str]]:
+    """Each model's predicted label for every text: ``{"candidate": [...], "serving": [...]}``.
+
+    A head refit shares the serving version's encoder and adapter, so the texts are embedded once
+    (or taken from ``cache``, a ``models.head_refit.FeatureCache``) and both heads read the same
+    features; otherwise each model classifies them in full.
+    """
+    from driftline.models.classifier import load_classifier
+
+    if not texts:
+        return {"candidate": [], "serving": []}
+    if fit == "head":
+        import torch
+        from safetensors.torch import load_file
+
+        from driftline.models.artifacts import HEAD_FILE, read_meta
+        from driftline.models.head_refit import FeatureCache, encoder_key
+
+        model = load_classifier(candidate)
+        cache = cache if cache is not None else FeatureCache()
+        features = cache.features(model, encoder_key(candidate), list(texts))
+        serving_labels = read_meta(serving).labels
+        serving_head = torch.nn.Linear(features.shape[1], len(serving_labels))
+        serving_head.load_state_dict(load_file(serving / HEAD_FILE))
+        heads = {"candidate": (model.head, model.labels), "serving": (serving_head, serving_labels)}
+        with torch.inference_mode():
+            return {
+                name: [labels[i] for i in head(features).argmax(dim=1).tolist()]
+                for name, (head, labels) in heads.items()
+            }
+    models = {"candidate": candidate, "serving": serving}
+    return {name: load_classifier(path).predict(list(texts)) for name, path in models.items()}
+
+
+def _engine_parent(fit: str | None, parent: Path) -> Path | None:
+    """A head refit runs its parent's encoder and adapter: its export inherits the parent's engine.
+
+    Engine speed is the encoder's and the quantized encoder is identical, so measuring every engine
+    again would only repeat the parent's ranking (and take most of the update's time on two
+    cores). None (measure as for any export) for a LoRA update, or a parent never measured.
+    """
+    from driftline.models.artifacts import read_meta
+
+    return parent if fit == "head" and read_meta(parent).engines else None
 
 
 def _score(metric: str, truth: Sequence[str], predicted: Sequence[str]) -> float:
@@ -160,6 +212,9 @@ class Updater:
         self.log = log
         # the labels a next version may have: declared + accepted (online.task_labels.label_set)
         self.label_set = label_set or (lambda: list(self.task_config.labels))
+        from driftline.models.head_refit import FeatureCache  # torch + peft: only once an updater exists
+
+        self.features = FeatureCache()  # replay and test texts, embedded once per encoder (head refits)
 
     # -- library level ------------------------------------------------------------------------
 
@@ -178,6 +233,38 @@ class Updater:
         replay = rng.sample(train, min(self.config.replay_size, len(train)))
         test = rng.sample(test, min(self.original_eval_size, len(test)))
         return replay, test
+
+    def warm(self) -> int:
+        """Embed the replay sample and the original test set with the serving encoder, ahead of need.
+
+        A drift is answered by a head refit, whose slowest part would otherwise be embedding these
+        same texts again; the updater process calls this while idle. Returns how many texts are
+        cached; does nothing (0) when the task's drift updates train LoRA or nothing is serving.
+        """
+        from driftline.models.classifier import load_classifier
+        from driftline.models.head_refit import encoder_key
+
+        if self.config.drift_fit != "head" or self.swapper is None:
+            return 0
+        try:
+            parent, _ = self.serving_artifact()
+        except RuntimeError:
+            return 0
+        replay, test = self._original_data(original_labels(parent), set())
+        texts = [e.text for e in replay + test]
+        self.features.features(load_classifier(parent), encoder_key(parent), texts)
+        return len(self.features)
+
+    def labels_to_retry(self, decision: Decision) -> int:
+        """After a "not significant yet": the labels the projected evidence needs, at most ``wait_labels``.
+
+        When the candidate is ahead, the gate projects how many more held-out texts would show it
+        (``Paired.more_to_show``); the holdout takes ``holdout_fraction`` of new labels.
+        """
+        more = decision.metrics.get("more_holdout_to_show")
+        if not more:
+            return self.config.wait_labels
+        return max(1, min(self.config.wait_labels, math.ceil(more / self.config.holdout_fraction)))
 
     def labels_short(self, n_holdout: int) -> int:
         """About how many more post-drift labels a holdout of ``n_holdout`` needs (0: enough to judge)."""
@@ -205,15 +292,19 @@ class Updater:
         return task, [e for e in train if e.label in usable], [e for e in holdout if e.label in usable]
 
     def build_candidate(
-        self, parent: Path, recent: Sequence[Example], fresh: Sequence[Example] | None = None
+        self,
+        parent: Path,
+        recent: Sequence[Example],
+        fresh: Sequence[Example] | None = None,
+        fit: Fit = "lora",
     ) -> Candidate:
         """Train from ``parent`` on recent + replay, score both models on the same texts, apply the gate.
 
         ``fresh``: the feedback that arrived after the drift; the holdout is drawn from it only.
+        ``fit``: "lora" trains adapter and head (``models.training``); "head" refits only the head
+        on the frozen encoder's features (``models.head_refit``: seconds instead of minutes).
         """
         from driftline.models.artifacts import new_artifact_dir
-        from driftline.models.classifier import load_classifier
-        from driftline.models.training import train_classifier
 
         recent_train, holdout = holdout_split(recent, fresh, self.config.holdout_fraction)
         task, recent_train, holdout = self._grown_task(parent, recent_train, holdout)
@@ -222,31 +313,16 @@ class Updater:
         replay = [e for e in replay if e.id not in holdout_ids]
         out_dir = new_artifact_dir(self.task, self.artifacts_dir)
         started = time.perf_counter()
-        meta = train_classifier(
-            task,
-            list(recent_train) + replay,
-            None,
-            parent=parent,
-            out_dir=out_dir,
-            epochs=self.config.epochs,
-            max_steps=self.config.max_steps,
-            batch_size=self.config.batch_size,
-            max_length=self.config.max_length,
-            lr=self.config.lr,
-            head_lr=self.config.head_lr,
-            threads=self.config.threads,
-            seed=self.seed,
-            progress=self.progress,
-            extra_config={"online_update": True, "n_recent": len(recent_train), "n_replay": len(replay)},
-        )
+        extra = {"online_update": True, "n_recent": len(recent_train), "n_replay": len(replay)}
+        meta = self._fit(fit, task, list(recent_train) + replay, parent, out_dir, extra)
         train_seconds = time.perf_counter() - started
         started = time.perf_counter()
         metric = self.policy.metric
+        texts = [e.text for e in holdout] + [e.text for e in original_test]
+        predicted = _predictions(fit, out_dir, parent, texts, self.features)
         scores, correct = {}, {}
-        for name, path in (("candidate", out_dir), ("serving", parent)):
-            model = load_classifier(path)
-            on_holdout = model.predict([e.text for e in holdout]) if holdout else []
-            on_original = model.predict([e.text for e in original_test]) if original_test else []
+        for name, labels in predicted.items():
+            on_holdout, on_original = labels[: len(holdout)], labels[len(holdout) :]
             correct[name] = [p == e.label for p, e in zip(on_holdout, holdout, strict=True)]
             scores[name] = Scores(
                 recent=_score(metric, [e.label for e in holdout], on_holdout),
@@ -262,6 +338,7 @@ class Updater:
         )
         decision.metrics.update(
             {
+                "fit": fit,
                 "train_seconds": round(train_seconds, 1),
                 "eval_seconds": round(eval_seconds, 1),
                 "n_train_recent": len(recent_train),
@@ -279,6 +356,68 @@ class Updater:
             train_seconds,
             eval_seconds,
             frozenset(e.id for e in recent_train),
+        )
+
+    def train_candidate(
+        self, parent: Path, recent: Sequence[Example], fresh: Sequence[Example] | None = None
+    ) -> Candidate:
+        """The candidate an update builds: ``build_candidate`` with the fit the trigger calls for.
+
+        After a drift (``fresh`` given) and with ``drift_fit`` "head", the fast head refit comes
+        first; when the gate rejects it, a LoRA candidate trains at once (its metrics keep the head
+        refit's reason). Otherwise a LoRA update.
+        """
+        fit: Fit = "head" if fresh is not None and self.config.drift_fit == "head" else "lora"
+        candidate = self.build_candidate(parent, recent, fresh, fit)
+        if fit == "head" and not candidate.decision.promote and not candidate.decision.wait:
+            head_reason = candidate.decision.reason
+            self.log(f"{self.model_name}: head refit rejected ({head_reason}); training the adapter")
+            shutil.rmtree(candidate.artifact, ignore_errors=True)
+            candidate = self.build_candidate(parent, recent, fresh, "lora")
+            candidate.decision.metrics["head_refit_rejected"] = head_reason
+        return candidate
+
+    def _fit(
+        self,
+        fit: Fit,
+        task: TaskConfig,
+        train: list[Example],
+        parent: Path,
+        out_dir: Path,
+        extra: dict[str, Any],
+    ) -> Any:
+        """Train the candidate into ``out_dir``; its artifact meta."""
+        if fit == "head":
+            from driftline.models.head_refit import refit_head
+
+            return refit_head(
+                task,
+                train,
+                parent=parent,
+                out_dir=out_dir,
+                seed=self.seed,
+                threads=self.config.threads,
+                extra_config=extra,
+                cache=self.features,
+            )
+        from driftline.models.training import train_classifier
+
+        return train_classifier(
+            task,
+            train,
+            None,
+            parent=parent,
+            out_dir=out_dir,
+            epochs=self.config.epochs,
+            max_steps=self.config.max_steps,
+            batch_size=self.config.batch_size,
+            max_length=self.config.max_length,
+            lr=self.config.lr,
+            head_lr=self.config.head_lr,
+            threads=self.config.threads,
+            seed=self.seed,
+            progress=self.progress,
+            extra_config=extra,
         )
 
     # -- with side effects --------------------------------------------------------------------
@@ -349,7 +488,7 @@ class Updater:
                 f"training a candidate from version {serving_version} on {len(recent)} "
                 f"recent labels ({trigger})",
             )
-            candidate = self.build_candidate(parent, recent, fresh)
+            candidate = self.train_candidate(parent, recent, fresh)
             parent_hash = read_meta(parent).adapter_hash
         except Exception as exc:
             outcome.reason = (
@@ -361,7 +500,7 @@ class Updater:
         decision = candidate.decision
         if decision.wait:
             shutil.rmtree(candidate.artifact, ignore_errors=True)  # the next try trains afresh
-            return self._wait(outcome, decision, self.config.wait_labels)
+            return self._wait(outcome, decision, self.labels_to_retry(decision))
         record = ModelRecord(
             task=self.model_name,
             adapter_hash=candidate.meta.adapter_hash,
@@ -388,6 +527,7 @@ class Updater:
                 name=self.model_name,
                 promote=False,
                 repository=self.swapper.repository,
+                inherit_engine_from=_engine_parent(decision.metrics.get("fit"), parent),
             )
             engine = read_meta(self.swapper.repository / self.model_name / str(version)).engine
             record = self._save(record.model_copy(update={"version": version, "engine": engine}))

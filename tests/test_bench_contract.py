@@ -174,3 +174,20 @@ def test_labels_bench_document_has_the_issue_keys_and_the_ratio() -> None:
     # no ratio when either side never promoted: labels "to promotion" would mean nothing
     results["random"] = row_of(_headline(120, None, decision="rejected"))
     assert assemble(results, quick=True, seed=0, budget=0.2)["active_label_ratio"] is None
+
+
+def test_promotion_bench_counts_the_promoted_seeds() -> None:
+    from bench.labels_bench import row_of
+    from bench.promotion_bench import assemble
+
+    runs = {seed: row_of(_headline(30 + seed, 0.97)) for seed in range(9)}
+    runs[9] = row_of(_headline(50, None, decision="rejected"))
+    runs[3]["recovery_ratio"] = 0.91
+    report = json.loads(json.dumps(assemble(runs)))
+    assert report["quick_demo_promotions"] == 9 and report["quick_demo_seeds"] == 10
+    assert report["quick_demo_promoted_seeds"] == list(range(9))
+    assert report["quick_demo_min_recovery"] == 0.91
+    assert report["runs"]["9"]["decision"] == "rejected"
+    # a run that failed outright (no headline) is not a promotion
+    runs[0] = {"ok": False, "exit_code": 1}
+    assert assemble(runs)["quick_demo_promotions"] == 8

@@ -17,7 +17,7 @@ from driftline.models.artifacts import read_meta, update_meta
 from driftline.models.datasets import Example, load_dataset
 from driftline.models.engines.base import AUTO, GRAPH_FILES, graphs_read_by, split_name
 from driftline.models.engines.onnx_export import write_onnx
-from driftline.models.engines.select import EngineChoice, choose_engine
+from driftline.models.engines.select import EngineChoice, EngineMeasure, choose_engine
 from driftline.models.tasks import get_task
 from driftline.settings import get_settings
 
@@ -48,6 +48,7 @@ def prepare_engines(
     min_agreement: float = 0.97,
     keep_graphs: bool = False,
     progress: bool = False,
+    inherit_from: Path | None = None,
 ) -> EngineChoice:
     """Write the graphs, choose the engine (or use ``engine``) and record it in ``meta.json``.
 
@@ -58,8 +59,15 @@ def prepare_engines(
     only their graphs are written. Afterwards only ``model.onnx`` (the serving
     contract) and the chosen engine's graph stay, unless ``keep_graphs``: an e5_small version's four
     graphs take 1.7 GB.
+
+    ``inherit_from``: a prepared version with the same encoder and adapter (this one only has a
+    new head: ``models.head_refit``). Its engine choice and measurements carry over and only that
+    engine's graphs are written: speed is the encoder's, and the quantization of the encoder's
+    weights is identical, so measuring again would only repeat the parent's ranking.
     """
     version_dir = Path(version_dir)
+    if inherit_from is not None:
+        return _inherit(version_dir, Path(inherit_from))
     triton = get_settings().triton
     engine = engine or triton.engine
     # the candidates: as asked, else the settings' list (unless an engine is forced), else every engine
@@ -90,6 +98,18 @@ def prepare_engines(
     if not keep_graphs:
         prune_graphs(version_dir, choice.engine)
     return choice
+
+
+def _inherit(version_dir: Path, parent: Path) -> EngineChoice:
+    """Write the parent's engine's graphs for ``version_dir``; copy its choice and measurements."""
+    parent_meta = read_meta(parent)
+    if not parent_meta.engines:
+        raise ValueError(f"{parent} has no engine measurements to inherit")
+    write_onnx(version_dir, set(graphs_read_by(parent_meta.engine)))
+    update_meta(version_dir, engine=parent_meta.engine, engines=parent_meta.engines)
+    prune_graphs(version_dir, parent_meta.engine)
+    measures = {name: EngineMeasure.model_validate(m) for name, m in parent_meta.engines.items()}
+    return EngineChoice(engine=parent_meta.engine, measures=measures, texts=0)
 
 
 def prune_graphs(version_dir: Path, engine: str) -> None:

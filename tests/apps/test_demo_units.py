@@ -117,7 +117,7 @@ def _scenario():
     ]
     versions = [
         VersionRow(NEWS_TASK, "1", "serving", "initial", "{}", 9_000, 9_000),
-        VersionRow(NEWS_TASK, "2", "serving", "promoted: better", "{}", 11_900, 11_950),
+        VersionRow(NEWS_TASK, "2", "serving", "promoted: better", '{"fit": "head"}', 11_900, 11_950),
     ]
     return events, labels, drift, versions
 
@@ -130,7 +130,7 @@ def test_headline_numbers_are_computed_from_rows() -> None:
     assert h.drop_accuracy == 0.6 and h.drop_events == 10
     assert h.detection_delay_events == 3 and h.first_detector == "label_mix"
     assert h.false_alarms_before_shift == 1
-    assert h.decision == "promoted" and h.promoted_version == "2"
+    assert h.decision == "promoted" and h.promoted_version == "2" and h.decision_fit == "head"
     assert h.recovered_accuracy == 0.9 and h.recovered_events == 10
     assert h.promotion_delay_events == 10
     assert abs(h.recovery_ratio - 1.0) < 1e-9
@@ -156,7 +156,7 @@ def test_rejected_update_has_no_recovery() -> None:
     labels = [lab if lab.model_version == "1" else LabelRow(*{**lab.__dict__, "model_version": "1"}.values())
               for lab in labels]  # fmt: skip
     h, _ = analyse(events, labels, drift, versions, initial_version="1")
-    assert h.decision == "rejected" and h.promoted_version == ""
+    assert h.decision == "rejected" and h.promoted_version == "" and h.decision_fit == ""
     assert h.recovered_accuracy is None and h.recovery_ratio is None
     assert h.drop_events == 20
 

@@ -23,6 +23,17 @@ from driftline.settings import get_settings
 RECIPE = "tiny-v1"
 
 
+#: texts of a class news_topic was never trained on (a head grown or refitted for "science")
+SCIENCE = [
+    "Astronomers measured the expansion rate of the universe with a new space telescope.",
+    "Physicists observed quantum entanglement between particles separated by kilometres.",
+    "Biologists sequenced the genome of a deep sea microbe that survives without oxygen.",
+    "Chemists made a catalyst that splits water into hydrogen using sunlight.",
+    "A study of fossil teeth shows early mammals ate insects rather than plants.",
+    "Researchers mapped the neurons of a fruit fly brain in unprecedented detail.",
+]
+
+
 def small_artifact(task_name: str) -> Path:
     """A few-step LoRA classifier for ``task_name`` (cached; trained on first use, ~10-30 s)."""
     from driftline.models.datasets import limit_per_class, load_dataset

@@ -20,16 +20,7 @@ from driftline.models.classifier import build_classifier, load_classifier
 from driftline.models.datasets import Example, load_dataset
 from driftline.models.tasks import get_task
 from driftline.models.training import train_classifier
-from tests.models.serving_support import small_artifact
-
-SCIENCE = [
-    "Astronomers measured the expansion rate of the universe with a new space telescope.",
-    "Physicists observed quantum entanglement between particles separated by kilometres.",
-    "Biologists sequenced the genome of a deep sea microbe that survives without oxygen.",
-    "Chemists made a catalyst that splits water into hydrogen using sunlight.",
-    "A study of fossil teeth shows early mammals ate insects rather than plants.",
-    "Researchers mapped the neurons of a fruit fly brain in unprecedented detail.",
-]
+from tests.models.serving_support import SCIENCE, small_artifact
 
 
 def _grown_task():

@@ -1,4 +1,4 @@
-"""The label-request policy: budget, random share with its probability, uncertainty, diversity."""
+"""The label-request policy: budget, random share with its probability, uncertainty, diversity, surplus."""
 
 from __future__ import annotations
 
@@ -116,3 +116,28 @@ def test_simhash_is_close_for_near_copies_and_far_for_other_texts() -> None:
 def test_a_disabled_or_zero_budget_requests_nothing() -> None:
     assert run(LabelRequester("t", LabelRequestConfig(enabled=False)), stream(500), 64) == []
     assert run(LabelRequester("t", LabelRequestConfig(budget_fraction=0.0)), stream(500), 64) == []
+
+
+def sure_stream(n: int, seed: int, prefix: str = "e") -> list[Candidate]:
+    """A well-trained model's stream: mostly sure (top probability 0.9 .. 0.999), one in ten unsure."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        label = rng.choice(LABELS)
+        top = rng.uniform(0.4, 0.6) if rng.random() < 0.1 else rng.uniform(0.9, 0.999)
+        probs = {name: (top if name == label else (1 - top) / 3) for name in LABELS}
+        out.append(
+            Candidate(f"{prefix}{i}", f"story {i} w{rng.randrange(10**6)} w{rng.randrange(10**6)}", probs)
+        )
+    return out
+
+
+@pytest.mark.parametrize("step", [1, 3])
+def test_tiny_micro_batches_still_ask_about_the_unsure_events(step: int) -> None:
+    """The least sure of three confident predictions is not worth a label: the stream decides."""
+    events = sure_stream(4000, seed=4)
+    config = LabelRequestConfig(budget_fraction=0.05, random_share=0.0)
+    picks = run(LabelRequester("news_topic", config), events, step)
+    assert 0.035 <= len(picks) / len(events) <= 0.06
+    unsure = [p for p in picks if p.uncertainty > 0.3]
+    assert len(unsure) / len(picks) >= 0.9, (len(unsure), len(picks))

@@ -47,6 +47,28 @@ def test_gate_waits_for_evidence_instead_of_rejecting() -> None:
     assert too_few(POLICY, 3).wait and "only 3 held-out" in too_few(POLICY, 3).reason
 
 
+def test_a_wait_projects_the_labels_the_evidence_still_needs() -> None:
+    from driftline.online.sources import ListSource
+    from driftline.online.updater import Updater
+
+    # 4 of 10 texts won, none lost: p = 0.0625; two more texts like these make it 5-0 (p = 0.031)
+    assert Paired(10, 4, 0).more_to_show(0.05) == 2
+    assert Paired(22, 2, 0).more_to_show(0.05) > Paired(10, 4, 0).more_to_show(0.05)
+    assert Paired(10, 2, 3).more_to_show(0.05) is None  # behind: no amount of the same shows a gain
+    assert Paired(10, 0, 0).more_to_show(0.05) is None
+    wait = decide(POLICY, Scores(1.0, 0.95), Scores(0.6, 0.95), Paired(20, 4, 0), 300)
+    assert wait.wait and wait.metrics["more_holdout_to_show"] == 3  # 1 in 5 texts disagree
+
+    updater = Updater(
+        "news_topic", source=ListSource(), config=UpdaterConfig(holdout_fraction=0.3, wait_labels=20)
+    )
+    assert updater.labels_to_retry(wait) == 10  # 3 held-out texts at 30 % of the new labels
+    far = decide(POLICY, Scores(0.75, 0.95), Scores(0.70, 0.95), Paired(40, 3, 1), 300)
+    assert far.wait and updater.labels_to_retry(far) == 20  # capped at wait_labels
+    behind = decide(POLICY, Scores(0.70, 0.95), Scores(0.72, 0.95), Paired(40, 2, 3), 300)
+    assert behind.wait and updater.labels_to_retry(behind) == 20
+
+
 def _drift() -> DriftEvent:
     return DriftEvent(
         detector="error_rate",

@@ -4,11 +4,14 @@ One Triton model under a unique name (``UpdaterConfig.model_name``), its own Cli
 (all migrations applied) and its own Kafka topics, so nothing shared is touched. A weak first
 version (4 training steps) serves; then, in order:
 
-1. ``run_updater`` consumes a drift alert and feedback from Kafka, trains a candidate on the
-   feedback, the policy promotes it, and it is exported and hot-swapped in (version 2 serves,
-   registry: 2 serving / 1 retired, an ``info`` model alert on the alerts topic);
+1. ``run_updater`` consumes a drift alert and feedback from Kafka, refits the head on the
+   feedback (the drift response: the adapter is kept), the policy promotes it, and it is exported
+   (inheriting the parent's engine choice) and hot-swapped in (version 2 serves, registry: 2 serving /
+   1 retired, an ``info`` model alert on the alerts topic);
 2. a candidate the gate cannot accept (impossible margin, and the holdout already counts as full)
-   is rejected: serving untouched, a ``rejected`` registry row, a ``warning`` alert saying why;
+   is rejected: after a drift the head refit is rejected first and a LoRA candidate trains at once,
+   and is rejected too: serving untouched, a ``rejected`` registry row, a ``warning`` alert saying
+   why;
    with too few held-out labels the gate waits instead: nothing trained, no registry row, an
    ``info`` alert saying how many labels it waits for;
 3. training crashes (injected exception): serving untouched, a ``critical`` alert saying why;
@@ -194,12 +197,26 @@ async def test_run_update_promote_reject_crash(
         assert rows[2].metrics["candidate_recent"] >= rows[2].metrics["serving_recent"] + 0.01
 
         assert rows[2].metrics["p_better"] < 0.05 and rows[2].metrics["n_recent_holdout"] >= 15
+        # a drift is answered by a head refit: version 2 runs version 1's adapter weights unchanged,
+        # and its export inherited version 1's engine choice instead of measuring again
+        from driftline.models.artifacts import read_meta
+        from driftline.models.head_refit import encoder_key
+
+        assert rows[2].metrics["fit"] == "head"
+        assert encoder_key(repo / name / "2") == encoder_key(repo / name / "1")
+        v1, v2 = read_meta(repo / name / "1"), read_meta(repo / name / "2")
+        assert (v2.engine, v2.engines) == (v1.engine, v1.engines) and v1.engines
 
         # 2. a candidate the gate cannot accept: serving untouched, rejected row, warning alert.
         updater.policy = updater.policy.model_copy(update={"margin": 1.01, "max_holdout": 1})
-        rejected = await asyncio.to_thread(updater.run_update, "test: impossible margin")
+        # (after a drift: the head refit is rejected, so the adapter trains too, in the same update)
+        rejected = await asyncio.to_thread(
+            updater.run_update, "test: impossible margin", drift.detected_ts_ms
+        )
         assert not rejected.promoted and not rejected.waiting
-        assert "on a full holdout" in rejected.reason, rejected.reason
+        assert rejected.reason.startswith("rejected: "), rejected.reason
+        assert rejected.candidate.decision.metrics["fit"] == "lora"
+        assert "on a full holdout" in rejected.candidate.decision.metrics["head_refit_rejected"]
         assert swapper.serving_versions(name) == [2]
         assert [r.status for r in registry.list(name) if r.version == 0] == [ModelStatus.REJECTED]
         # ... and with too few held-out labels it waits: nothing trained, nothing registered.
@@ -258,7 +275,7 @@ async def test_run_update_promote_reject_crash(
                 by_severity.setdefault(alert["severity"], []).append(alert["message"])
         assert len(by_severity.get("info", [])) == 2, alerts  # the promotion and the wait
         assert any("held-out labels from after the drift" in m for m in by_severity["info"])
-        assert any("on a full holdout" in m for m in by_severity["warning"])
+        assert any(rejected.reason.removeprefix("rejected: ") in m for m in by_severity["warning"])
         assert any("injected training failure" in m for m in by_severity["critical"])
         assert any("keeps serving" in m for m in by_severity["critical"])
         assert all(a["task"] == name for a in alerts)

@@ -78,6 +78,7 @@ class Headline:
     promoted_version: str = ""
     decision: str = ""
     decision_reason: str = ""
+    decision_fit: str = ""  # what the decided candidate trained: "head" (refit) or "lora"
     promotion_delay_events: int | None = None  # shifted events labelled before the new version served
     recovered_accuracy: float | None = None
     recovered_events: int = 0
@@ -92,6 +93,15 @@ class Headline:
     def to_dict(self) -> dict[str, Any]:
         """The headline as a JSON-ready dict (``headline.json``)."""
         return asdict(self)
+
+
+def _metrics(text: str) -> dict[str, Any]:
+    """A registry row's metrics JSON as a dict (empty when it is not an object)."""
+    try:
+        value = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _accuracy(rows: Sequence[Graded]) -> float | None:
@@ -188,6 +198,7 @@ def analyse(
     if decision is not None:
         h.decision = "promoted" if decision.version and decision.status != "rejected" else "rejected"
         h.decision_reason = decision.reason
+        h.decision_fit = str(_metrics(decision.metrics).get("fit") or "")
         h.promoted_version = decision.version if h.decision == "promoted" else ""
         started = [t for t in update_starts_ms if t <= decision.created_ts_ms]
         if h.promoted_version and started:
@@ -373,6 +384,7 @@ def render_markdown(h: Headline, context: dict[str, Any]) -> str:
         else f"{h.detection_delay_events} events ({h.first_detector})"
     )
     decision = (h.decision or "none") + (f" version {h.promoted_version}" if h.promoted_version else "")
+    decision += f" ({'head refit' if h.decision_fit == 'head' else h.decision_fit})" if h.decision_fit else ""
     promotion = "n/a" if h.promotion_delay_events is None else str(h.promotion_delay_events)
     new_class = f"{_fmt(h.new_class_accuracy_before)} -> {_fmt(h.new_class_accuracy_after)}"
     rows = [
