@@ -92,6 +92,10 @@ class FeatureCache:
     def __len__(self) -> int:
         return len(self._store)
 
+    def missing(self, key: str, texts: Sequence[str]) -> list[str]:
+        """The distinct ``texts`` not cached under ``key``, in first-seen order."""
+        return [text for text in dict.fromkeys(texts) if (key, text) not in self._store]
+
     def features(self, model: Classifier, key: str, texts: Sequence[str]) -> torch.Tensor:
         """``pooled_features(model, texts)``, embedding only the texts not cached under ``key``."""
         found = {text: self._store.get((key, text)) for text in dict.fromkeys(texts)}

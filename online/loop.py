@@ -2,9 +2,10 @@
 
 It consumes the alerts and feedback topics (through the one client factory, so a secured
 cluster's settings reach it), feeds each task's ``UpdateTrigger`` and, when one fires, runs that
-task's ``Updater.run_update`` in a worker thread so the consumer keeps polling. At start and after
-each promotion it warms the updaters' feature caches (``Updater.warm``), so the head refit that
-answers the next drift embeds only the new feedback.
+task's ``Updater.run_update`` in a worker thread so the consumer keeps polling. From the start and
+after each promotion it warms the updaters' feature caches (``Updater.warm``, a few dozen texts
+between polls, so a drift never waits for the warm-up), so the head refit that answers the next
+drift embeds little more than the new feedback.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from driftline.clients import kafka_client_kwargs
 from driftline.online.trigger import UpdateTrigger
 from driftline.online.updater import UpdateOutcome, Updater
 from driftline.schema.records import DriftEvent
+
+WARM_STEP = 32  # texts embedded per warm-up step (about a second on two busy cores)
 
 
 async def run_updater(
@@ -50,8 +53,7 @@ async def run_updater(
     await consumer.start()
     stop = stop or asyncio.Event()
     try:
-        for task in tasks:  # the consumer holds its position meanwhile; feedback waits in the topic
-            await _warm(updaters[task])
+        cold = set(tasks)  # feature caches still warming (a step per poll)
         while not stop.is_set():
             batches = await consumer.getmany(timeout_ms=int(poll_s * 1000), max_records=1000)
             for tp, messages in batches.items():
@@ -80,19 +82,24 @@ async def run_updater(
                     if outcome.waiting:  # too little evidence: same drift, retry with more labels
                         trigger.wait(drift, since_ts_ms, outcome.more_labels)
                     if outcome.promoted:
-                        await _warm(updaters[task])
+                        cold.add(task)  # a new version: its encoder's features, from now on
                     if on_outcome is not None:
                         on_outcome(outcome)
+            for task in sorted(cold):
+                if not await _warm(updaters[task]):
+                    cold.discard(task)
+                break  # one step per poll
     finally:
         await consumer.stop()
 
 
-async def _warm(updater: Updater) -> None:
-    """Embed the serving version's replay and test texts ahead of the next head refit (best effort)."""
+async def _warm(updater: Updater, step: int = WARM_STEP) -> int:
+    """One warm-up step of ``updater``'s feature cache; how many texts remain (0: warm or failed)."""
     try:
-        cached = await asyncio.to_thread(updater.warm)
+        left = await asyncio.to_thread(updater.warm, step)
     except Exception as exc:  # a cold cache only makes the next update slower
         updater.log(f"{updater.task}: feature cache not warmed: {type(exc).__name__}: {exc}")
-        return
-    if cached:
-        updater.log(f"{updater.task}: {cached} replay and test texts embedded for head refits")
+        return 0
+    if not left and len(updater.features):
+        updater.log(f"{updater.task}: {len(updater.features)} replay and test texts embedded for head refits")
+    return left

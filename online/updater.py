@@ -215,6 +215,7 @@ class Updater:
         from driftline.models.head_refit import FeatureCache  # torch + peft: only once an updater exists
 
         self.features = FeatureCache()  # replay and test texts, embedded once per encoder (head refits)
+        self._warm_model: tuple[str, Any] | None = None  # (encoder key, classifier) while warming
 
     # -- library level ------------------------------------------------------------------------
 
@@ -234,12 +235,13 @@ class Updater:
         test = rng.sample(test, min(self.original_eval_size, len(test)))
         return replay, test
 
-    def warm(self) -> int:
-        """Embed the replay sample and the original test set with the serving encoder, ahead of need.
+    def warm(self, limit: int | None = None) -> int:
+        """Embed the serving encoder's replay and test texts ahead of need; how many remain to embed.
 
         A drift is answered by a head refit, whose slowest part would otherwise be embedding these
-        same texts again; the updater process calls this while idle. Returns how many texts are
-        cached; does nothing (0) when the task's drift updates train LoRA or nothing is serving.
+        same texts again. ``limit``: embed at most this many now (the updater process warms in
+        small steps between polls, so a drift is never kept waiting by the warm-up). Returns 0 when
+        all are cached, the task's drift updates train LoRA, or nothing is serving.
         """
         from driftline.models.classifier import load_classifier
         from driftline.models.head_refit import encoder_key
@@ -250,10 +252,17 @@ class Updater:
             parent, _ = self.serving_artifact()
         except RuntimeError:
             return 0
+        key = encoder_key(parent)
         replay, test = self._original_data(original_labels(parent), set())
-        texts = [e.text for e in replay + test]
-        self.features.features(load_classifier(parent), encoder_key(parent), texts)
-        return len(self.features)
+        missing = self.features.missing(key, [e.text for e in replay + test])
+        now = missing[:limit] if limit is not None else missing
+        if now:
+            if self._warm_model is None or self._warm_model[0] != key:
+                self._warm_model = (key, load_classifier(parent))
+            self.features.features(self._warm_model[1], key, now)
+        if len(now) == len(missing):
+            self._warm_model = None  # warm: the model is not needed until the next version
+        return len(missing) - len(now)
 
     def labels_to_retry(self, decision: Decision) -> int:
         """After a "not significant yet": the labels the projected evidence needs, at most ``wait_labels``.

@@ -1,0 +1,69 @@
+"""``Updater.warm``: the serving encoder's replay and test texts are embedded ahead of a head refit,
+in steps, and a refit afterwards embeds only its new feedback texts.
+
+No Triton: a folder shaped like a model repository (one version: a small news_topic artifact) and a
+stand-in swapper that reports it as serving; the updater reads the serving version from there.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+import driftline.models.head_refit as head_refit
+from driftline.models.datasets import load_dataset
+from driftline.online.config import UpdaterConfig
+from driftline.online.sources import ListSource
+from driftline.online.updater import Updater
+from tests.models.serving_support import small_artifact
+
+
+class _Serving:
+    """What the updater asks a swapper for: the repository and the serving versions."""
+
+    def __init__(self, repository: Path) -> None:
+        self.repository = repository
+
+    def serving_versions(self, model: str) -> list[int]:
+        return [1]
+
+
+def test_warm_up_in_steps_then_a_refit_embeds_only_new_texts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shutil.copytree(small_artifact("news_topic"), tmp_path / "repo" / "news_topic" / "1")
+    config = UpdaterConfig(replay_size=40, drift_fit="head")
+    updater = Updater(
+        "news_topic", source=ListSource(), swapper=_Serving(tmp_path / "repo"), config=config,
+        artifacts_dir=tmp_path / "artifacts", progress=False, original_eval_size=30,
+    )  # fmt: skip
+    embedded: list[str] = []
+    real = head_refit.pooled_features
+
+    def counting(model, texts, batch_size=32):
+        embedded.extend(texts)
+        return real(model, texts, batch_size)
+
+    monkeypatch.setattr(head_refit, "pooled_features", counting)
+    left = [updater.warm(25)]
+    while left[-1]:
+        left.append(updater.warm(25))
+    assert left[0] == 70 - 25 and left == sorted(left, reverse=True) and len(left) == 3
+    assert len(embedded) == len(set(embedded)) == 70  # 40 replay + 30 test, each once
+    assert updater.warm(25) == 0 and len(embedded) == 70  # warm: nothing more to do
+
+    parent = tmp_path / "repo" / "news_topic" / "1"
+    feedback = load_dataset("bbc_news").split("validation")[:12]
+    embedded.clear()
+    candidate = updater.build_candidate(parent, feedback, feedback, fit="head")
+    assert candidate.decision.metrics["fit"] == "head"
+    assert set(embedded) <= {e.text for e in feedback}  # replay and test came from the cache
+
+
+def test_lora_updaters_do_not_warm(tmp_path: Path) -> None:
+    updater = Updater(
+        "news_topic", source=ListSource(), swapper=_Serving(tmp_path), config=UpdaterConfig(drift_fit="lora")
+    )
+    assert updater.warm() == 0 and len(updater.features) == 0
