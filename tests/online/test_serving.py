@@ -157,7 +157,9 @@ def test_gpu_serving_options_survive_an_updater_promotion(tmp_path: Path) -> Non
     assert export("news_topic", artifact, name="gpu_m", repository=tmp_path, options=gpu) == 1
 
     class PromotingUpdater(Updater):
-        def build_candidate(self, parent: Path, recent: list, fresh: list | None = None) -> Candidate:
+        def build_candidate(
+            self, parent: Path, recent: list, fresh: list | None = None, fit: str = "lora"
+        ) -> Candidate:
             return Candidate(
                 artifact, read_meta(artifact), Decision(Verdict.PROMOTE, "better"), len(recent), 0, 0.0, 0.0
             )
