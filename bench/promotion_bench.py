@@ -43,6 +43,14 @@ def assemble(runs: dict[int, dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def save(report: dict[str, Any]) -> Path:
+    """Write ``promotion_bench.json`` under ``bench/results``."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / "promotion_bench.json"
+    path.write_text(json.dumps(report, indent=2), encoding="utf-8")
+    return path
+
+
 def plot(runs: dict[int, dict[str, Any]], path: Path) -> None:
     """Recovery ratio and shifted events until the new version served, per seed."""
     seeds = list(runs)
@@ -77,6 +85,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 f"recovery {runs[seed].get('recovery_ratio')}, fit {runs[seed].get('fit')}"
             )
             progress.advance(bar)
+            save(assemble(runs))  # after every seed: a run that is stopped still leaves its count
     report = assemble(runs)
     table = Table(title=f"promotion_bench: quick demo, seeds 0..{args.seeds - 1}")
     for column in ("seed", "decision", "fit", "labels to decision", "events to served", "recovery"):
@@ -87,8 +96,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                       str(r.get("recovery_ratio")))  # fmt: skip
     console.print(table)
     console.print(f"quick_demo_promotions: {report['quick_demo_promotions']} of {report['quick_demo_seeds']}")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "promotion_bench.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    save(report)
     plot(runs, RESULTS / "promotion_bench.png")
     console.print(f"wrote {RESULTS / 'promotion_bench.json'} and promotion_bench.png")
     return report
