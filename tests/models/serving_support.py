@@ -34,6 +34,21 @@ SCIENCE = [
 ]
 
 
+def count_embeddings(monkeypatch) -> list[str]:
+    """Every text the head refit's encoder embeds from now on (``models.head_refit.pooled_features``)."""
+    import driftline.models.head_refit as head_refit
+
+    embedded: list[str] = []
+    real = head_refit.pooled_features
+
+    def counting(model, texts, batch_size=32):
+        embedded.extend(texts)
+        return real(model, texts, batch_size)
+
+    monkeypatch.setattr(head_refit, "pooled_features", counting)
+    return embedded
+
+
 def small_artifact(task_name: str) -> Path:
     """A few-step LoRA classifier for ``task_name`` (cached; trained on first use, ~10-30 s)."""
     from driftline.models.datasets import limit_per_class, load_dataset

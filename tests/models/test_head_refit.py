@@ -16,13 +16,12 @@ from pathlib import Path
 
 import pytest
 
-import driftline.models.head_refit as head_refit
 from driftline.models.artifacts import ADAPTER_DIR, read_meta
 from driftline.models.classifier import load_classifier
 from driftline.models.datasets import Example, limit_per_class, load_dataset
 from driftline.models.head_refit import FeatureCache, encoder_key, refit_head
 from driftline.models.tasks import get_task
-from tests.models.serving_support import SCIENCE, small_artifact
+from tests.models.serving_support import SCIENCE, count_embeddings, small_artifact
 
 UNSEEN_SCIENCE = [
     "Geologists dated volcanic rock layers to show when the continents drifted apart.",
@@ -66,14 +65,7 @@ def test_refit_changes_only_the_head_and_learns(tmp_path: Path) -> None:
 
 def test_cache_embeds_each_text_once_per_encoder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     parent = small_artifact("news_topic")
-    embedded: list[str] = []
-    real = head_refit.pooled_features
-
-    def counting(model, texts, batch_size=32):
-        embedded.extend(texts)
-        return real(model, texts, batch_size)
-
-    monkeypatch.setattr(head_refit, "pooled_features", counting)
+    embedded = count_embeddings(monkeypatch)
     cache = FeatureCache()
     replay = _news("train", 6)
     refit_head(_task(grown=False), replay, parent=parent, out_dir=tmp_path / "a", cache=cache)

@@ -12,12 +12,11 @@ from pathlib import Path
 
 import pytest
 
-import driftline.models.head_refit as head_refit
 from driftline.models.datasets import load_dataset
 from driftline.online.config import UpdaterConfig
 from driftline.online.sources import ListSource
 from driftline.online.updater import Updater
-from tests.models.serving_support import small_artifact
+from tests.models.serving_support import count_embeddings, small_artifact
 
 
 class _Serving:
@@ -39,14 +38,7 @@ def test_warm_up_in_steps_then_a_refit_embeds_only_new_texts(
         "news_topic", source=ListSource(), swapper=_Serving(tmp_path / "repo"), config=config,
         artifacts_dir=tmp_path / "artifacts", progress=False, original_eval_size=30,
     )  # fmt: skip
-    embedded: list[str] = []
-    real = head_refit.pooled_features
-
-    def counting(model, texts, batch_size=32):
-        embedded.extend(texts)
-        return real(model, texts, batch_size)
-
-    monkeypatch.setattr(head_refit, "pooled_features", counting)
+    embedded = count_embeddings(monkeypatch)
     left = [updater.warm(25)]
     while left[-1]:
         left.append(updater.warm(25))
