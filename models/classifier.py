@@ -124,22 +124,33 @@ class Classifier(nn.Module):
         probs = self.predict_proba(texts, max_length=max_length)
         return [self.labels[i] for i in probs.argmax(axis=1)]
 
-    @torch.inference_mode()
+    @torch.no_grad()
+    def embed(self, texts: Sequence[str], batch_size: int = 32) -> torch.Tensor:
+        """What the head sees for each text, ``(len(texts), hidden)`` float32, in input order.
+
+        Length-sorted batches (little padding), put back in order. ``no_grad``, not inference mode:
+        a head refit trains on these features.
+        """
+        out = torch.zeros((len(texts), self.head.in_features))
+        if not texts:
+            return out
+        was_training = self.training
+        self.eval()
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        try:
+            for start in range(0, len(order), batch_size):
+                chunk = order[start : start + batch_size]
+                batch = self.tokenize([texts[i] for i in chunk])
+                out[chunk] = self.pooled(batch["input_ids"], batch["attention_mask"]).float()
+        finally:
+            self.train(was_training)
+        return out
+
     def mean_embedding(self, texts: Sequence[str], batch_size: int = 32) -> torch.Tensor:
         """The mean of the texts' pooled vectors, ``(hidden,)`` (what the head sees)."""
         if not texts:
             raise ValueError("mean_embedding() needs at least one text")
-        was_training = self.training
-        self.eval()
-        total = None
-        try:
-            for start in range(0, len(texts), batch_size):
-                batch = self.tokenize(texts[start : start + batch_size])
-                pooled = self.pooled(batch["input_ids"], batch["attention_mask"]).float().sum(dim=0)
-                total = pooled if total is None else total + pooled
-        finally:
-            self.train(was_training)
-        return total / len(texts)
+        return self.embed(texts, batch_size).mean(dim=0)
 
     def merge_lora(self) -> Classifier:
         """Fold the LoRA deltas into the encoder weights (inference only: no more adapter switching)."""

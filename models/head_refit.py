@@ -37,30 +37,6 @@ LR = 3e-3
 WEIGHT_DECAY = 0.01
 
 
-@torch.no_grad()
-def pooled_features(model: Classifier, texts: Sequence[str], batch_size: int = 32) -> torch.Tensor:
-    """What the head sees for each text, ``(len(texts), hidden)`` float32, in input order.
-
-    Computed under ``no_grad`` (not inference mode): the features are then trained on.
-
-    Texts are embedded in length-sorted batches (little padding) and put back in order.
-    """
-    if not texts:
-        return torch.zeros((0, model.head.in_features))
-    was_training = model.training
-    model.eval()
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    out = torch.zeros((len(texts), model.head.in_features))
-    try:
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
-            batch = model.tokenize([texts[i] for i in chunk])
-            out[chunk] = model.pooled(batch["input_ids"], batch["attention_mask"]).float()
-    finally:
-        model.train(was_training)
-    return out
-
-
 def encoder_key(artifact_dir: Path) -> str:
     """A hash of an artifact's adapter: versions with equal keys embed texts identically.
 
@@ -97,10 +73,10 @@ class FeatureCache:
         return [text for text in dict.fromkeys(texts) if (key, text) not in self._store]
 
     def features(self, model: Classifier, key: str, texts: Sequence[str]) -> torch.Tensor:
-        """``pooled_features(model, texts)``, embedding only the texts not cached under ``key``."""
+        """``model.embed(texts)``, embedding only the texts not cached under ``key``."""
         found = {text: self._store.get((key, text)) for text in dict.fromkeys(texts)}
         missing = [text for text, vector in found.items() if vector is None]
-        for text, vector in zip(missing, pooled_features(model, missing), strict=True):
+        for text, vector in zip(missing, model.embed(missing), strict=True):
             found[text] = self._store[(key, text)] = vector
         if not texts:
             return torch.zeros((0, model.head.in_features))

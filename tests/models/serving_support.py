@@ -35,17 +35,17 @@ SCIENCE = [
 
 
 def count_embeddings(monkeypatch) -> list[str]:
-    """Every text the head refit's encoder embeds from now on (``models.head_refit.pooled_features``)."""
-    import driftline.models.head_refit as head_refit
+    """Every text a classifier embeds for a head from now on (``Classifier.embed``)."""
+    from driftline.models.classifier import Classifier
 
     embedded: list[str] = []
-    real = head_refit.pooled_features
+    real = Classifier.embed
 
     def counting(model, texts, batch_size=32):
         embedded.extend(texts)
         return real(model, texts, batch_size)
 
-    monkeypatch.setattr(head_refit, "pooled_features", counting)
+    monkeypatch.setattr(Classifier, "embed", counting)
     return embedded
 
 
