@@ -10,6 +10,7 @@ durability settings.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 
 from driftline.clients import kafka_client_kwargs
 from driftline.settings import KafkaSettings, Settings
@@ -38,13 +39,15 @@ async def create_missing_topics(
     partitions: int | None = None,
     bootstrap: str | None = None,
     max_message_bytes: int | None = None,
+    configs: Mapping[str, Mapping[str, str]] | None = None,
 ) -> list[str]:
     """Create the topics in ``names`` that do not exist yet; returns the ones created.
 
     The one topic-creation path (stack up, ``stack init``, workers at start-up, tests): it uses the
     configured Kafka security settings, partitions, replication factor and topic configs (the
-    keyword arguments override partitions and the message limit), and tolerates another process
-    creating a topic first. Existing topics are left as they are.
+    keyword arguments override partitions and the message limit; ``configs`` adds per-topic
+    settings, such as a changelog's ``cleanup.policy``), and tolerates another process creating a
+    topic first. Existing topics are left as they are.
     """
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import TopicAlreadyExistsError
@@ -64,7 +67,7 @@ async def create_missing_topics(
                     name=n,
                     num_partitions=partitions or kafka.partitions,
                     replication_factor=kafka.replication_factor,
-                    topic_configs=config,
+                    topic_configs={**config, **(configs or {}).get(n, {})},
                 )
                 for n in missing
             ]

@@ -7,9 +7,11 @@ the dashboard) read plain JSON without Faust.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import faust
+from mode.utils.times import want_seconds
 
 from driftline.kafka_admin import create_missing_topics
 from driftline.settings import Topics, get_settings
@@ -45,7 +47,11 @@ def declare_topics(app: faust.App, names: Topics, routes: list[Route]) -> Pipeli
 
 
 async def ensure_topics(
-    bootstrap: str, names: list[str], partitions: int | None = None, max_message_bytes: int | None = None
+    bootstrap: str,
+    names: list[str],
+    partitions: int | None = None,
+    max_message_bytes: int | None = None,
+    configs: Mapping[str, Mapping[str, str]] | None = None,
 ) -> list[str]:
     """Create missing topics (a worker started before its topics exist would get no partitions).
 
@@ -54,8 +60,34 @@ async def ensure_topics(
     dead-lettered) apply here too; partitions and the limit default to the settings.
     """
     return await create_missing_topics(
-        get_settings(), names, partitions=partitions, bootstrap=bootstrap, max_message_bytes=max_message_bytes
-    )
+        get_settings(), names, partitions=partitions, bootstrap=bootstrap,
+        max_message_bytes=max_message_bytes, configs=configs,
+    )  # fmt: skip
+
+
+def internal_topics(app: faust.App) -> dict[str, tuple[int, dict[str, str]]]:
+    """Faust's internal topics (agent channels, table changelogs): partitions and topic configs.
+
+    Faust declares these itself, but only while the consumer subscribes, which races the first
+    group assignment: a topic created in that window is left out of the assignment ("Ignoring
+    missing topic") and its first messages wait for a later rebalance. The worker creates them
+    before it starts, with the configs Faust would give them (``cleanup.policy``, ``retention.ms``).
+    """
+    channels = [agent.channel for agent in app.agents.values()]
+    channels += [table.changelog_topic for table in app.tables.values()]
+    found: dict[str, tuple[int, dict[str, str]]] = {}
+    for channel in channels:
+        if not getattr(channel, "internal", False):
+            continue
+        config = {k: str(v) for k, v in (channel.config or {}).items()}
+        policy = [p for p, on in (("compact", channel.compacting), ("delete", channel.deleting)) if on]
+        if policy:
+            config["cleanup.policy"] = ",".join(sorted(policy))
+        if channel.retention:
+            config["retention.ms"] = str(int(want_seconds(channel.retention) * 1000))
+        for name in channel.topics:
+            found[name] = (channel.partitions or app.conf.topic_partitions, config)
+    return found
 
 
 def pipeline_topic_names(names: Topics, routes: list[Route]) -> list[str]:

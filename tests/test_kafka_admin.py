@@ -45,6 +45,16 @@ async def test_created_topics_carry_the_configured_durability_and_limit(
         assert topic.topic_configs == {"min.insync.replicas": "2", "max.message.bytes": "12345"}
 
 
+async def test_per_topic_configs_are_added_to_the_common_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("aiokafka.admin.AIOKafkaAdminClient", FakeAdmin)
+    FakeAdmin.created = []
+    settings = Settings(kafka={"min_insync_replicas": 1, "max_message_bytes": 99})
+    await create_missing_topics(settings, ["c", "d"], configs={"c": {"cleanup.policy": "compact"}})
+    configs = {t.name: t.topic_configs for t in FakeAdmin.created}
+    common = {"min.insync.replicas": "1", "max.message.bytes": "99"}
+    assert configs == {"c": {**common, "cleanup.policy": "compact"}, "d": common}
+
+
 def test_topic_configs_and_overrides() -> None:
     kafka = KafkaSettings(replication_factor=2, min_insync_replicas=2)
     assert internal_topic_configs(kafka) == {"min.insync.replicas": "2"}

@@ -217,7 +217,8 @@ def test_feedback_is_joined_dead_lettered_and_drift_survives_a_restart(
         )
         assert stored and stored[0][:2] == ("error_rate", "news_topic") and stored[0][2] > 0.2
         assert wait_for(
-            lambda: ch.execute("SELECT kind FROM alerts WHERE alert_id = %(d)s", {"d": drift_id}), timeout=20
+            lambda: ch.execute("SELECT kind FROM alerts FINAL WHERE alert_id = %(d)s", {"d": drift_id}),
+            timeout=20,
         ) == [("drift",)]
     finally:
         run.stop()  # planted labels rows stay: unique ids, like every test row

@@ -181,7 +181,7 @@ def register(app: typer.Typer) -> None:
 
         from driftline.logs import JsonFormatter
         from driftline.streams.app import build_pipeline, make_client
-        from driftline.streams.topics import ensure_topics, pipeline_topic_names
+        from driftline.streams.topics import ensure_topics, internal_topics, pipeline_topic_names
 
         if loglevel not in LOGLEVELS:
             raise typer.BadParameter(f"loglevel must be one of {LOGLEVELS}")
@@ -195,6 +195,11 @@ def register(app: typer.Typer) -> None:
                 settings.kafka.partitions,
             )
         )
+        internal = internal_topics(pipeline.app)
+        for count in {partitions for partitions, _ in internal.values()}:
+            names = [name for name, (partitions, _) in internal.items() if partitions == count]
+            configs = {name: internal[name][1] for name in names}
+            asyncio.run(ensure_topics(settings.kafka.bootstrap, names, count, configs=configs))
 
         class JsonWorker(faust.Worker):
             def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
