@@ -158,6 +158,21 @@ def pipeline_artifact(task_name: str) -> Path:
     return out
 
 
+def quick_demo_adapter() -> Path:
+    """The quick demo's first news adapter (trained without the class that emerges later; cached)."""
+    from driftline.apps.demo.config import DemoConfig
+    from driftline.models.cache import get_or_train
+    from driftline.models.tasks import get_task
+
+    config = DemoConfig.preset(quick=True, run_dir=get_settings().run_dir / "bench")
+    plan = config.news_train
+    return get_or_train(
+        get_task("news_topic"), exclude=[config.new_class], limit=plan.limit_per_class,
+        max_steps=plan.max_steps, epochs=plan.epochs, batch_size=plan.batch_size, seed=config.seed,
+        progress=True, root=get_settings().cache_dir / str(config.artifacts_subdir) / "news_topic",
+    ).artifact_dir  # fmt: skip
+
+
 @dataclass
 class ServedModel:
     """A test model loaded in Triton under its own name, with the version and adapter hash exported."""

@@ -1,13 +1,24 @@
 """Promotion benchmark: how reliably the quick emerging-class scenario ends in a promotion.
 
-    python -m bench.promotion_bench [--quick] [--seeds N]
+    python -m bench.promotion_bench [--quick] [--seeds N] [--parts demos,rescore]
 
-Runs ``driftline demo --quick --seed S`` (as a subprocess on topics of its own) for seeds
-0 .. N-1 (default 10; ``--quick`` runs the same 10, the demo preset is already the small one) and
-counts the runs whose update was promoted: ``quick_demo_promotions``. Per seed it keeps the
+``demos``: runs ``driftline demo --quick --seed S`` (as a subprocess on topics of its own) for
+seeds 0 .. N-1 (default 10; ``--quick`` runs the same 10, the demo preset is already the small one)
+and counts the runs whose update was promoted: ``quick_demo_promotions``. Per seed it keeps the
 decision and its reason, the fit that promoted (head refit or LoRA), the labels and shifted events
-until the new version served, and the recovery ratio. Writes ``bench/results/promotion_bench.json``
-and a chart ``promotion_bench.png`` (recovery and shifted events per seed).
+until the new version served, and the recovery ratio; a chart ``promotion_bench.png`` shows
+recovery and shifted events per seed.
+
+``rescore``: ``rescore_events_per_s_ratio``, re-scoring from Kafka retention against the engine's
+raw throughput on the same texts (``bench.rescore_timing``; 2,000 events, 500 with ``--quick``).
+
+``rollback``: ``rollback_labels_to_detect``, labelled events after a planted bad promotion until the
+post-promotion watch rolls it back (the worst of 20 orders; ``bench.rollback_timing``).
+
+``estimate``: ``estimate_abs_error``, label-free accuracy estimates (CBPE after temperature
+scaling) against measured accuracy per window, stationary and shifted (``bench.estimate_timing``).
+
+Writes ``bench/results/promotion_bench.json``; a run of some parts keeps the other parts' keys.
 """
 
 from __future__ import annotations
@@ -26,7 +37,13 @@ from bench.charts import Panel, bar_pair
 from bench.labels_bench import run_scenario
 
 RESULTS = Path(__file__).parent / "results"
-TARGETS = {"quick_demo_promotions_min": 9, "of_seeds": 10}
+TARGETS = {
+    "quick_demo_promotions_min": 9,
+    "of_seeds": 10,
+    "rescore_events_per_s_ratio_min": 0.8,
+    "estimate_abs_error_max": 0.05,
+    "rollback_labels_to_detect_max": 100,
+}
 
 
 def assemble(runs: dict[int, dict[str, Any]]) -> dict[str, Any]:
@@ -44,10 +61,11 @@ def assemble(runs: dict[int, dict[str, Any]]) -> dict[str, Any]:
 
 
 def save(report: dict[str, Any]) -> Path:
-    """Write ``promotion_bench.json`` under ``bench/results``."""
+    """Merge ``report`` into ``promotion_bench.json`` under ``bench/results`` (other parts' keys stay)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / "promotion_bench.json"
-    path.write_text(json.dumps(report, indent=2), encoding="utf-8")
+    old = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    path.write_text(json.dumps({**old, **report}, indent=2), encoding="utf-8")
     return path
 
 
@@ -69,16 +87,53 @@ def plot(runs: dict[int, dict[str, Any]], path: Path) -> None:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the seeds with a progress bar, print the table, write the JSON and the chart."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="accepted for symmetry: always the quick demo")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="500 rescore events instead of 2,000 (the demos are always the quick demo)",
+    )
     parser.add_argument("--seeds", type=int, default=TARGETS["of_seeds"])
+    parser.add_argument(
+        "--parts", default="rollback,estimate,rescore,demos", help="comma-separated: estimate, rescore, demos"
+    )
     args = parser.parse_args(argv)
+    parts = set(args.parts.split(","))
     console = Console()
+    report: dict[str, Any] = {}
+    if "rescore" in parts:
+        from bench.rescore_timing import measure_rescore
+
+        console.print("rescore: measuring against the engine's raw throughput ...")
+        report.update(measure_rescore(500 if args.quick else 2000))
+        console.print(f"rescore: {report}")
+        save({**report, "targets": TARGETS})
+    if "rollback" in parts:
+        from bench.rollback_timing import measure_rollback
+
+        console.print("rollback: labels until a planted bad promotion is rolled back ...")
+        report.update(measure_rollback())
+        console.print(f"rollback: {report}")
+        save({**report, "targets": TARGETS})
+    if "estimate" in parts:
+        from bench.estimate_timing import measure_estimate
+
+        console.print("estimate: CBPE against measured accuracy per window ...")
+        report.update(measure_estimate())
+        console.print(f"estimate: {report}")
+        save({**report, "targets": TARGETS})
+    if "demos" in parts:
+        report.update(run_demos(args.seeds, console))
+    return report
+
+
+def run_demos(seeds: int, console: Console) -> dict[str, Any]:
+    """The quick demo over ``seeds`` seeds: run, print, save after each, chart."""
     out = RESULTS / "promotion_runs" / time.strftime("%Y%m%dT%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
     runs: dict[int, dict[str, Any]] = {}
     with Progress(console=console) as progress:
-        bar = progress.add_task("quick demo seeds", total=args.seeds)
-        for seed in range(args.seeds):
+        bar = progress.add_task("quick demo seeds", total=seeds)
+        for seed in range(seeds):
             runs[seed] = run_scenario(f"seed-{seed}", [], quick=True, seed=seed, budget=None, out=out)
             progress.console.print(
                 f"seed {seed}: {runs[seed].get('decision', 'failed')}, "
@@ -87,7 +142,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             progress.advance(bar)
             save(assemble(runs))  # after every seed: a run that is stopped still leaves its count
     report = assemble(runs)
-    table = Table(title=f"promotion_bench: quick demo, seeds 0..{args.seeds - 1}")
+    table = Table(title=f"promotion_bench: quick demo, seeds 0..{seeds - 1}")
     for column in ("seed", "decision", "fit", "labels to decision", "events to served", "recovery"):
         table.add_column(column)
     for seed, r in runs.items():

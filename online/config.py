@@ -123,6 +123,19 @@ class LabelRequestConfig(_Strict):
     expire_after_s: float = Field(86400.0, gt=0)  # a request nobody answered this long becomes expired
 
 
+class RollbackConfig(_Strict):
+    """The watch after a promotion (``online.watch``): an SPRT on the new version's live feedback."""
+
+    enabled: bool = True
+    drop: float = Field(0.1, gt=0, lt=1)  # an accuracy drop this large (vs the baseline) rolls back
+    alpha: float = Field(0.01, gt=0, lt=0.5)  # chance of rolling back a version that is not worse
+    beta: float = Field(0.05, gt=0, lt=0.5)  # chance of missing a drop of `drop`
+    max_labels: int = Field(300, ge=1)  # the watch ends (cleared) after this many labels
+    baseline_window: int = Field(200, ge=1)  # hand promotions: the previous version's last labels
+    min_baseline: int = Field(20, ge=1)  # and at least this many of them, else no watch
+    check_every_s: float = Field(5.0, gt=0)  # how often the updater looks at new feedback
+
+
 class TaskOnlineConfig(_Strict):
     """Everything online learning needs for one task."""
 
@@ -130,6 +143,7 @@ class TaskOnlineConfig(_Strict):
     updater: UpdaterConfig = Field(default_factory=UpdaterConfig)
     promotion: PromotionConfig = Field(default_factory=PromotionConfig)
     label_requests: LabelRequestConfig = Field(default_factory=LabelRequestConfig)
+    rollback: RollbackConfig = Field(default_factory=RollbackConfig)
 
 
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

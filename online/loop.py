@@ -2,7 +2,9 @@
 
 It consumes the alerts and feedback topics (through the one client factory, so a secured
 cluster's settings reach it), feeds each task's ``UpdateTrigger`` and, when one fires, runs that
-task's ``Updater.run_update`` in a worker thread so the consumer keeps polling. From the start and
+task's ``Updater.run_update`` in a worker thread so the consumer keeps polling. Every few seconds
+it has each serving version judged on its live feedback (``Updater.watch_promotion``: a
+significant drop against the version before it rolls back automatically). From the start and
 after each promotion it warms the updaters' feature caches (``Updater.warm``, a few dozen texts
 between polls, so a drift never waits for the warm-up), so the head refit that answers the next
 drift embeds little more than the new feedback.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -54,6 +57,7 @@ async def run_updater(
     stop = stop or asyncio.Event()
     try:
         cold = set(tasks)  # feature caches still warming (a step per poll)
+        next_watch = dict.fromkeys(tasks, 0.0)
         while not stop.is_set():
             batches = await consumer.getmany(timeout_ms=int(poll_s * 1000), max_records=1000)
             for tp, messages in batches.items():
@@ -85,12 +89,27 @@ async def run_updater(
                         cold.add(task)  # a new version: its encoder's features, from now on
                     if on_outcome is not None:
                         on_outcome(outcome)
+            for task in tasks:  # the serving versions' live feedback against their predecessors
+                if time.monotonic() >= next_watch[task]:
+                    next_watch[task] = time.monotonic() + updaters[task].rollback.check_every_s
+                    if await _watch(updaters[task]):
+                        cold.add(task)  # rolled back: the earlier version's features
             for task in sorted(cold):
                 if not await _warm(updaters[task]):
                     cold.discard(task)
                 break  # one step per poll
     finally:
         await consumer.stop()
+
+
+async def _watch(updater: Updater) -> bool:
+    """One look at the serving version's live feedback (``Updater.watch_promotion``); True if rolled back."""
+    try:
+        verdict = await asyncio.to_thread(updater.watch_promotion)
+    except Exception as exc:  # the watch must not stop the updater; the next look tries again
+        updater.log(f"{updater.task}: promotion watch failed: {type(exc).__name__}: {exc}")
+        return False
+    return verdict is not None and verdict.decision == "rollback"
 
 
 async def _warm(updater: Updater, step: int = WARM_STEP) -> int:

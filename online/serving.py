@@ -53,12 +53,14 @@ def serve_version(
     reason: str,
     record: ModelRecord | None = None,
     old_status: ModelStatus = ModelStatus.RETIRED,
+    old_reason: str | None = None,
     publish: Publish | None = None,
 ) -> tuple[ModelRecord | None, SwapReport]:
     """Make ``version`` the only serving version of ``model``; returns its registry record and the swap.
 
     ``record`` is the caller's registry row for the version (the updater's candidate); without one the
     row is created from the version's ``meta.json``. ``publish`` gets the record's ``info`` alert.
+    ``old_reason`` is recorded on the replaced versions (default: "replaced by version N").
     """
     folder = version_dir(swapper, model, version)
     previous = [v for v in swapper.serving_versions(model) if v != version]
@@ -84,7 +86,8 @@ def serve_version(
                 served = registry.ensure(model, version, folder, ModelStatus.SERVING, reason)
                 served = registry.set_status(served, ModelStatus.SERVING, reason)
             for old in previous:
-                registry.set_status(registry.get(model, old), old_status, f"replaced by version {version}")
+                why = old_reason or f"replaced by version {version}"
+                registry.set_status(registry.get(model, old), old_status, why)
     except Exception as exc:
         raise ServedButNotRecorded(model, version, report, served) from exc
     if publish is not None and served is not None:
@@ -93,9 +96,17 @@ def serve_version(
 
 
 def rollback(
-    model: str, registry: ModelRegistry, swapper: TritonSwapper, *, publish: Publish | None = None
+    model: str,
+    registry: ModelRegistry,
+    swapper: TritonSwapper,
+    *,
+    publish: Publish | None = None,
+    why: str = "",
 ) -> tuple[ModelRecord | None, SwapReport]:
-    """Serve the version that served before the current one; the current one becomes rolled_back."""
+    """Serve the version that served before the current one; the current one becomes rolled_back.
+
+    ``why`` (the automatic rollback's evidence) is recorded on the rolled-back version.
+    """
     current = swapper.serving_versions(model)
     target = registry.rollback_target(model)
     return serve_version(
@@ -104,6 +115,7 @@ def rollback(
         swapper,
         registry,
         reason=f"rollback from version(s) {current}",
+        old_reason=f"rolled back to version {target.version}" + (f": {why}" if why else ""),
         old_status=ModelStatus.ROLLED_BACK,
         publish=publish,
     )

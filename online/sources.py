@@ -89,3 +89,27 @@ class ClickHouseSource:
             {"task": task, "since": int(since_ts_ms)},
         )
         return int(rows[0][0])
+
+    def outcomes(
+        self,
+        task: str,
+        version: int,
+        adapter_hash: str,
+        limit: int,
+        *,
+        since_ts_ms: int = 0,
+        newest: bool = False,
+    ) -> list[bool]:
+        """Whether one version was right, per feedback label joined since ``since_ts_ms``, oldest first.
+
+        ``newest``: the last ``limit`` labels instead of the first ``limit``.
+        """
+        order = "DESC" if newest else "ASC"
+        rows = self.client.execute(
+            "SELECT correct, joined_ts_ms FROM feedback FINAL WHERE task = %(task)s "
+            "AND model_version = %(v)s AND adapter_hash = %(h)s AND joined_ts_ms >= %(since)s "
+            f"ORDER BY joined_ts_ms {order}, event_id LIMIT %(limit)s",
+            {"task": task, "v": str(version), "h": adapter_hash, "since": int(since_ts_ms), "limit": limit},
+        )
+        ordered = list(reversed(rows)) if newest else rows
+        return [bool(correct) for correct, _ in ordered]

@@ -33,8 +33,9 @@ from driftline.models.tasks import TaskConfig, get_task
 from driftline.online.config import UpdaterConfig, online_config
 from driftline.online.promotion import Decision, Paired, Scores, decide, too_few
 from driftline.online.registry import ModelRegistry
-from driftline.online.serving import ServedButNotRecorded, serve_version
+from driftline.online.serving import ServedButNotRecorded, rollback, serve_version
 from driftline.online.sources import ExampleSource
+from driftline.online.watch import Verdict, sprt
 from driftline.schema.records import ModelRecord, ModelStatus
 
 Publish = Callable[[dict[str, Any]], None]
@@ -201,6 +202,8 @@ class Updater:
         # Triton model name and registry key: versions are numbered per Triton model.
         self.model_name = model_name or self.config.model_name or task
         self.policy = full.promotion
+        self.rollback = full.rollback
+        self._cleared: set[int] = set()  # versions the watch cleared (online.watch)
         self.source = source
         self.registry = registry
         self.swapper = swapper
@@ -574,6 +577,60 @@ class Updater:
         except Exception as exc:
             self.log(f"registry write failed: {type(exc).__name__}: {exc}")
             return record
+
+    # -- after a promotion ---------------------------------------------------------------------
+
+    def watch_promotion(self) -> Verdict | None:
+        """Judge the serving version on its live feedback against the version before it; roll back on a
+        significant drop (``online.watch``). None when there is nothing to watch."""
+        from driftline.online.registry import RegistryError
+
+        cfg = self.rollback
+        graded = getattr(self.source, "outcomes", None)  # ClickHouseSource; in-memory sources have none
+        if not cfg.enabled or self.registry is None or self.swapper is None or graded is None:
+            return None
+        current = self.registry.serving(self.model_name)
+        if current is None or current.version in self._cleared:
+            return None
+        try:
+            previous = self.registry.rollback_target(self.model_name)
+        except RegistryError:
+            return None  # nothing to go back to
+        baseline = self._watch_baseline(current, previous)
+        if baseline is None:
+            return None
+        outcomes = self.source.outcomes(  # type: ignore[attr-defined]
+            self.task,
+            current.version,
+            current.adapter_hash,
+            cfg.max_labels,
+            since_ts_ms=current.updated_ts_ms,
+        )
+        verdict = sprt(outcomes, baseline, cfg)
+        if verdict.decision == "cleared":
+            self._cleared.add(current.version)
+            self.log(f"{self.model_name}: version {current.version} cleared after {verdict.labels} labels")
+        if verdict.decision != "rollback":
+            return verdict
+        why = (
+            f"live accuracy {verdict.live_accuracy:.3f} on {verdict.labels} labels is significantly below "
+            f"version {previous.version}'s {baseline:.3f} (SPRT for a drop of {cfg.drop}, alpha {cfg.alpha})"
+        )
+        rollback(self.model_name, self.registry, self.swapper, publish=self.publish, why=why)
+        self._notify(
+            "rolled back", "critical", f"version {current.version} rolled back to {previous.version}: {why}",
+            {**verdict.evidence(), "version": current.version, "rolled_back_to": previous.version},
+        )  # fmt: skip
+        return verdict
+
+    def _watch_baseline(self, current: ModelRecord, previous: ModelRecord) -> float | None:
+        """The decision's baseline accuracy, else the previous version's live one (None: too few labels)."""
+        if "baseline_accuracy" in current.metrics:
+            return float(current.metrics["baseline_accuracy"])
+        live = self.source.outcomes(  # type: ignore[attr-defined]
+            self.task, previous.version, previous.adapter_hash, self.rollback.baseline_window, newest=True
+        )
+        return sum(live) / len(live) if len(live) >= self.rollback.min_baseline else None
 
     def publish_failure(self, reason: str) -> None:
         """Publish a critical model alert saying the update failed and why."""

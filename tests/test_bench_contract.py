@@ -191,3 +191,23 @@ def test_promotion_bench_counts_the_promoted_seeds() -> None:
     # a run that failed outright (no headline) is not a promotion
     runs[0] = {"ok": False, "exit_code": 1}
     assert assemble(runs)["quick_demo_promotions"] == 8
+
+
+def test_promotion_bench_parts_keep_each_others_keys(tmp_path, monkeypatch) -> None:
+    """A run of one part (rollback, estimate, rescore, demos) must not erase the others' contract keys."""
+    import bench.promotion_bench as pb
+
+    monkeypatch.setattr(pb, "RESULTS", tmp_path)
+    pb.save({"rescore_events_per_s_ratio": 0.9, "targets": pb.TARGETS})
+    pb.save({"rollback_labels_to_detect": 7})
+    pb.save({"estimate_abs_error": 0.03, "quick_demo_promotions": 9})
+    saved = json.loads((tmp_path / "promotion_bench.json").read_text())
+    assert {k: saved[k] for k in ("rescore_events_per_s_ratio", "rollback_labels_to_detect",
+                                  "estimate_abs_error", "quick_demo_promotions")} == {
+        "rescore_events_per_s_ratio": 0.9, "rollback_labels_to_detect": 7, "estimate_abs_error": 0.03,
+        "quick_demo_promotions": 9,
+    }  # fmt: skip
+    targets = pb.TARGETS
+    for key in ("rescore_events_per_s_ratio_min", "estimate_abs_error_max", "rollback_labels_to_detect_max",
+                "quick_demo_promotions_min"):  # fmt: skip
+        assert key in targets

@@ -236,6 +236,94 @@ class TaskLabelRecord(BaseModel):
         )  # fmt: skip
 
 
+class RescoredRecord(BaseModel):
+    """One event of a past range classified again by a chosen version (``rescored_labels``, 0009).
+
+    Written by ``driftline rescore`` beside the original ``labels`` row of the event, never over it;
+    ``run_id`` names the run (task, version and time range).
+    """
+
+    TABLE: ClassVar[str] = "rescored_labels"
+    COLUMNS: ClassVar[tuple[str, ...]] = (
+        "run_id", "task", "event_id", "topic", "partition", "kafka_offset", "event_time", "event_ts_ms",
+        "rescored_ts_ms", "model_name", "model_version", "adapter_hash", "engine", "label", "confidence",
+        "label_names", "probabilities",
+    )  # fmt: skip
+
+    model_config = ConfigDict(frozen=True, protected_namespaces=())
+
+    run_id: str
+    task: str
+    event_id: str
+    topic: str
+    partition: int
+    offset: int
+    event_ts_ms: int
+    rescored_ts_ms: int = Field(default_factory=now_ms)
+    model_name: str
+    model_version: str
+    adapter_hash: str
+    engine: str = ""
+    label: str
+    confidence: float
+    label_names: list[str]
+    probabilities: list[float]
+
+    def to_row(self) -> Row:
+        """The ``rescored_labels`` row."""
+        return (
+            self.run_id, self.task, self.event_id, self.topic, self.partition, self.offset,
+            to_datetime(self.event_ts_ms), self.event_ts_ms, self.rescored_ts_ms, self.model_name,
+            self.model_version, self.adapter_hash, self.engine, self.label, self.confidence,
+            list(self.label_names), list(self.probabilities),
+        )  # fmt: skip
+
+
+class RescoreProgressRecord(BaseModel):
+    """Where a rescore run stands on one input partition (``rescore_progress``, 0009).
+
+    ``end_offset`` is fixed when the run starts, so a resumed run covers the same range; a row is
+    written only once the rows before ``next_offset`` are stored, and the newest row wins (FINAL).
+    """
+
+    TABLE: ClassVar[str] = "rescore_progress"
+    COLUMNS: ClassVar[tuple[str, ...]] = (
+        "run_id", "task", "model_version", "topic", "partition", "start_offset", "next_offset",
+        "end_offset", "from_ts_ms", "to_ts_ms", "updated_ts_ms",
+    )  # fmt: skip
+
+    model_config = ConfigDict(frozen=True, protected_namespaces=())
+
+    run_id: str
+    task: str
+    model_version: str
+    topic: str
+    partition: int
+    start_offset: int
+    next_offset: int
+    end_offset: int
+    from_ts_ms: int
+    to_ts_ms: int
+    updated_ts_ms: int = Field(default_factory=tick_ms)
+
+    @property
+    def done(self) -> bool:
+        """Whether every offset of the partition's range was read."""
+        return self.next_offset >= self.end_offset
+
+    def to_row(self) -> Row:
+        """The ``rescore_progress`` row."""
+        return (
+            self.run_id, self.task, self.model_version, self.topic, self.partition, self.start_offset,
+            self.next_offset, self.end_offset, self.from_ts_ms, self.to_ts_ms, self.updated_ts_ms,
+        )  # fmt: skip
+
+    @classmethod
+    def from_row(cls, row: Row) -> RescoreProgressRecord:
+        """The record of a ``SELECT <COLUMNS> FROM rescore_progress`` row."""
+        return cls(**dict(zip(cls.COLUMNS, row, strict=True)))
+
+
 class DeadLetterRecord(BaseModel):
     """What the dead-letter topic carries: the original bytes and why they were refused."""
 

@@ -22,6 +22,8 @@ from driftline.schema.records import (
     ModelRecord,
     ModelStatus,
     PredictionRecord,
+    RescoredRecord,
+    RescoreProgressRecord,
     TaskLabelRecord,
     insert_sql,
 )
@@ -55,6 +57,11 @@ SAMPLES = [
                        event_ts_ms=1_700_000_000_000),
     TaskLabelRecord(task="news_topic", label="science", status="proposed", source="feedback",
                     examples=["e1"]),
+    RescoredRecord(run_id="r1", task="news_topic", event_id="e1", topic="t", partition=0, offset=3,
+                   event_ts_ms=1_700_000_000_000, model_name="m", model_version="2", adapter_hash="h",
+                   label="sport", confidence=0.8, label_names=["sport", "tech"], probabilities=[0.8, 0.2]),
+    RescoreProgressRecord(run_id="r1", task="news_topic", model_version="2", topic="t", partition=0,
+                          start_offset=0, next_offset=5, end_offset=9, from_ts_ms=1, to_ts_ms=2),
 ]  # fmt: skip
 
 
@@ -98,7 +105,7 @@ def test_record_columns_are_the_migrated_table_columns(
 def test_every_written_table_has_a_record() -> None:
     assert {r.TABLE for r in SAMPLES} == {
         "labels", "alerts", "dead_letters", "feedback", "drift_events", "model_versions", "explanations",
-        "label_requests", "task_labels",
+        "label_requests", "task_labels", "rescored_labels", "rescore_progress",
     }  # fmt: skip
 
 

@@ -9,6 +9,7 @@ Modules, all in ``driftline.apps.cli``:
 - ``pipeline`` : ``driftline worker``, ``publish``, ``replay``, ``tail``
 - ``learning`` : ``driftline updater``, ``models list|promote|rollback``
 - ``labelling``: ``driftline labels list|accept`` (open taxonomy)
+- ``rescoring``: ``driftline rescore`` (a past range classified again, from Kafka retention)
 - ``explaining``: ``driftline explainer``, ``explain EVENT_ID``
 - ``demo``     : ``driftline demo``, ``dashboard``
 - ``config``   : ``driftline config show``
@@ -18,7 +19,17 @@ from __future__ import annotations
 
 import typer
 
-from driftline.apps.cli import config, demo, explaining, labelling, learning, modelling, pipeline, stack
+from driftline.apps.cli import (
+    config,
+    demo,
+    explaining,
+    labelling,
+    learning,
+    modelling,
+    pipeline,
+    rescoring,
+    stack,
+)
 
 app = typer.Typer(
     name="driftline",
@@ -27,7 +38,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,  # locals may hold secrets
 )
 
-for module in (stack, modelling, pipeline, explaining, learning, labelling, demo, config):
+for module in (stack, modelling, pipeline, explaining, learning, labelling, rescoring, demo, config):
     module.register(app)
 
 
