@@ -197,7 +197,7 @@ def test_accuracy_by_version_with_markers(dashboard: str, samples: SampleSet) ->
     status, body = get(dashboard + f"api/accuracy?task={samples.news_task}&range=1h")
     assert status == 200
     by_version = {}
-    for s in body["series"]:
+    for s in [s for s in body["series"] if not s.get("estimated")]:
         graded = sum(p[2] for p in s["points"])
         correct = sum(p[1] * p[2] for p in s["points"])
         by_version[s["name"].rsplit(" v", 1)[1]] = (graded, correct / graded)
@@ -209,6 +209,56 @@ def test_accuracy_by_version_with_markers(dashboard: str, samples: SampleSet) ->
     assert {"drift", "model", "serving"} <= types
     serving = [m for m in body["markers"] if m["type"] == "serving" and m["text"] == "v2 serving"]
     assert serving and serving[0]["t"] == samples.promotion_ts
+
+
+def test_accuracy_estimated_without_labels_per_version(dashboard: str, samples: SampleSet) -> None:
+    """Each version's estimate is its events' mean calibrated top probability; with fewer graded events
+    than a fit needs (10 per version here) the temperature stays 1, so it is their mean confidence."""
+    status, body = get(dashboard + f"api/accuracy?task={samples.news_task}&range=1h")
+    assert status == 200
+    estimated = {s["name"]: s for s in body["series"] if s.get("estimated")}
+    latest: dict[str, dict] = {}  # the replayed event counts once, as FINAL reads it
+    for row in samples.rows:
+        if row.table == "labels" and row.values["task"] == samples.news_task:
+            latest[row.values["event_id"]] = row.values
+    for version in ("1", "2"):
+        line = estimated[f"{samples.news_task} v{version} estimated"]
+        assert line["temperature"] is None
+        confidences = [v["confidence"] for v in latest.values() if v["model_version"] == version]
+        events = sum(p[2] for p in line["points"])
+        assert events == len(confidences) == 20
+        assert sum(p[1] * p[2] for p in line["points"]) / events == pytest.approx(
+            sum(confidences) / len(confidences), abs=1e-3
+        )
+
+
+def test_the_default_range_is_the_span_of_the_data(dashboard: str, samples: SampleSet) -> None:
+    status, body = get(dashboard + f"api/labels?task={samples.news_task}")
+    assert status == 200
+    last_minute = max(samples.minutes)
+    assert body["filters"]["start"] == samples.base_ts and body["filters"]["end"] == last_minute + 60
+    assert body["totals"] == {samples.news_task: samples.news_events}
+    assert get(dashboard + "api/tasks")[1]["ranges"][0] == "all"
+
+
+def test_event_drill_down(
+    dashboard: str, samples: SampleSet, explained: dict[str, ExplanationRecord]
+) -> None:
+    event_id, record = next((i, r) for i, r in explained.items() if r.explanation)
+    status, body = get(dashboard + f"api/event?task={samples.news_task}&event_id={event_id}")
+    assert status == 200
+    row = next(r.values for r in reversed(samples.rows)
+               if r.table == "labels" and r.values["event_id"] == event_id)  # fmt: skip
+    assert body["label"] == row["label"] and body["model_version"] == record.model_version
+    assert body["text"] == row["text"] and body["confidence"] == pytest.approx(row["confidence"], abs=1e-4)
+    assert body["probabilities"][0][0] == row["label"]  # most probable first
+    assert sum(p for _, p in body["probabilities"]) == pytest.approx(1.0, abs=1e-3)
+    assert body["words"] == [[w, s] for w, s in record.explanation]  # the labelling version's
+    graded = [r.values for r in samples.rows if r.table == "feedback" and r.values["event_id"] == event_id]
+    assert [f["label"] for f in body["feedback"]] == [g["label"] for g in graded]
+    assert body["rescored"] == []
+    assert get(dashboard + f"api/event?task={samples.news_task}&event_id=nope")[0] == 404
+    assert get(dashboard + "api/event?task=bad%20task&event_id=x")[0] == 400
 
 
 def test_latency_percentiles(dashboard: str, samples: SampleSet) -> None:
@@ -342,6 +392,21 @@ def test_page_renders_every_chart_with_data(dashboard: str, samples: SampleSet, 
     shutil.copy(shot, results / "dashboard.png")
 
 
+def test_page_opens_an_events_drill_down_from_its_link(
+    dashboard: str, samples: SampleSet, explained: dict[str, ExplanationRecord], tmp_path: Path
+) -> None:
+    event_id = next(i for i, r in explained.items() if r.explanation)
+    url = dashboard + f"?task={samples.news_task}&event_id={event_id}&refresh=0"
+    result = _browser(["--dump-dom", url], tmp_path / "profile")
+    assert result.returncode == 0, result.stderr[-2000:]
+    detail = result.stdout[result.stdout.index('id="event-detail"') :]
+    assert 'data-state="ok"' in detail[:200], detail[:500]
+    assert event_id in detail and "event-text" in detail and "<span>sample</span>" in detail
+    assert "event-probs" in detail and (
+        "fb-right" in detail or "fb-wrong" in detail or "feedback: none" in detail
+    )
+
+
 def test_page_task_filter_limits_charts(dashboard: str, samples: SampleSet, tmp_path: Path) -> None:
     result = _browser(
         ["--dump-dom", dashboard + f"?task={samples.chat_task}&range=1h&refresh=0"], tmp_path / "p"
@@ -349,5 +414,6 @@ def test_page_task_filter_limits_charts(dashboard: str, samples: SampleSet, tmp_
     page = _Charts()
     page.feed(result.stdout)
     assert page.charts["chart-labels"]["data-series"] == "2"  # positive / negative only
-    assert page.charts["chart-accuracy"]["data-state"] == "empty"  # no feedback for the chat task
+    # no feedback for the chat task: only its version's accuracy estimated without labels
+    assert page.charts["chart-accuracy"]["data-series"] == "1" and "estimated" in result.stdout
     assert page.charts["chart-sentiment"]["data-state"] == "ok"

@@ -20,7 +20,11 @@ from tests.schema.analytics_samples import Row, SampleSet, build_samples, migrat
 
 
 def _literal(value: Any) -> str:
-    return str(value) if isinstance(value, int) else "'" + str(value).replace("'", "\\'") + "'"
+    if isinstance(value, list):
+        return "[" + ", ".join(_literal(v) for v in value) + "]"
+    if isinstance(value, int | float):
+        return repr(value)
+    return "'" + str(value).replace("'", "\\'") + "'"
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +53,41 @@ def _run(sess: Any, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
 def test_every_panel_query_runs_on_modern_clickhouse(name: str, chdb_samples: tuple[Any, SampleSet]) -> None:
     sess, samples = chdb_samples
     f = q.parse_filters({"task": samples.news_task, "range": "1h"}, now=time.time())
-    rows = _run(sess, getattr(q, name), f.params())
+    params = q.estimate_params(f, {f"{samples.news_task} v1": 2.0})  # the filters, and one fitted 1/T
+    rows = _run(sess, getattr(q, name), params)
     assert name in ("TIMELINE_SQL", "SERVING_SQL", "SENTIMENT_SQL", "ACCURACY_SQL") or rows, name
+
+
+def test_the_estimate_applies_each_versions_temperature(chdb_samples: tuple[Any, SampleSet]) -> None:
+    sess, samples = chdb_samples
+    f = q.parse_filters({"task": samples.news_task, "range": "1h"}, now=time.time())
+    plain = _run(sess, q.ESTIMATE_SQL, q.estimate_params(f, {}))
+    sharper = _run(sess, q.ESTIMATE_SQL, q.estimate_params(f, {f"{samples.news_task} v1": 0.5}))
+    by = {(r["t"], r["model_version"]): float(r["estimated"]) for r in plain}
+    for r in sharper:
+        before = by[(r["t"], r["model_version"])]
+        if r["model_version"] == "1":
+            assert float(r["estimated"]) > before  # T < 1 sharpens: a higher top probability
+        else:
+            assert float(r["estimated"]) == pytest.approx(before)
+
+
+def test_temperatures_are_fitted_per_version_with_enough_graded_events() -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for _ in range(200):
+        logits = rng.normal(0, 1, 3) * 3  # over-confident (sharpened by 3)
+        probs = np.exp(logits) / np.exp(logits).sum()
+        true = np.exp(logits / 3) / np.exp(logits / 3).sum()
+        rows.append({"task": "t", "model_version": "1", "probabilities": probs.tolist(),
+                     "truth_index": int(rng.choice(3, p=true)) + 1})  # fmt: skip
+    rows += [{"task": "t", "model_version": "2", "probabilities": [0.5, 0.5], "truth_index": 1}] * 5
+    rows += [{"task": "t", "model_version": "3", "probabilities": [0.5, 0.5], "truth_index": 0}] * 30
+    fitted = q.temperatures(rows)
+    assert set(fitted) == {"t v1"}  # v2: too few graded; v3: a truth the version lacks
+    assert fitted["t v1"] == pytest.approx(3.0, rel=0.35)
 
 
 def test_explanations_join_the_labelling_version(chdb_samples: tuple[Any, SampleSet]) -> None:

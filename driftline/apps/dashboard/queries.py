@@ -54,8 +54,16 @@ def _int_param(params: Mapping[str, str], name: str) -> int:
     return int(raw)
 
 
-def parse_filters(params: Mapping[str, str], now: float) -> Filters:
-    """Validate ``task``, ``range`` (or ``from``/``to`` epoch seconds) into ``Filters``."""
+#: the default range: from the first to the last minute with labels (of the task), ``SPAN_SQL``
+ALL = "all"
+
+
+def parse_filters(params: Mapping[str, str], now: float, span: tuple[int, int] | None = None) -> Filters:
+    """Validate ``task``, ``range`` (or ``from``/``to`` epoch seconds) into ``Filters``.
+
+    ``range=all``, the default, is the span of the data: ``span`` (first and last labelled minute,
+    epoch seconds, from ``SPAN_SQL``); with no data yet it is the last hour.
+    """
     unknown = set(params) - {"task", "range", "from", "to"}
     if unknown:
         raise FilterError(f"unknown filter(s): {', '.join(sorted(unknown))[:100]}")
@@ -74,11 +82,15 @@ def parse_filters(params: Mapping[str, str], now: float) -> Filters:
         if end - start > MAX_SPAN_S:
             raise FilterError("time range longer than a year")
     else:
-        name = params.get("range", "1h")
-        if name not in RANGES:
-            raise FilterError(f"range must be one of {', '.join(RANGES)}")
-        end = int(now) + 60  # include the current, still-filling minute
-        start = end - RANGES[name]
+        name = params.get("range", ALL)
+        if name not in RANGES and name != ALL:
+            raise FilterError(f"range must be one of {ALL}, {', '.join(RANGES)}")
+        if name == ALL and span is not None:
+            start, end = span[0], max(span[1] + 60, span[0] + 60)  # the last minute included
+            start = max(start, end - MAX_SPAN_S)
+        else:
+            end = int(now) + 60  # include the current, still-filling minute
+            start = end - RANGES.get(name, RANGES["1h"])
     span = end - start
     step = next((s for s in STEPS if math.ceil(span / s) <= MAX_BUCKETS), STEPS[-1])
     start -= start % step  # align buckets to the step so they don't shift between refreshes
@@ -91,6 +103,12 @@ _AGG_WHERE = (
 )
 
 TASKS_SQL = "SELECT DISTINCT task FROM labels_minute_agg ORDER BY task LIMIT 500"
+
+# the span of the data, the default range: first and last minute with labels (n = 0: none yet)
+SPAN_SQL = """
+SELECT toUInt32(min(minute)) AS first, toUInt32(max(minute)) AS last, count() AS n
+FROM labels_minute_agg
+WHERE (%(task)s = '' OR task = %(task)s)"""
 
 LABELS_SQL = f"""
 SELECT {_BUCKET.format(col="minute")} AS t, task, label,
@@ -176,6 +194,143 @@ ORDER BY confidence ASC, t DESC"""
 #: characters of an event's text shown next to its explanation
 TEXT_PREVIEW = 240
 
+# Estimated accuracy without labels (online/estimate.py, CBPE): per bucket and version the mean
+# top probability after temperature scaling, softmax(log p / T) = p^(1/T) / sum p^(1/T). ``inv_t``
+# pairs versions with 1/T (fitted on the version's graded events, ``CALIBRATION_SQL``), 1 otherwise.
+ESTIMATE_SQL = f"""
+SELECT t, task, model_version, count() AS events, avg(top) AS estimated
+FROM
+(
+    SELECT {_BUCKET.format(col="event_time")} AS t, task, model_version,
+           transform(concat(task, ' v', model_version), %(versions)s, %(inv_t)s, 1.0) AS inv_t,
+           arrayReduce('max', arrayMap(p -> pow(p, inv_t), probabilities))
+               / arraySum(arrayMap(p -> pow(p, inv_t), probabilities)) AS top
+    FROM labels FINAL
+    WHERE event_time >= toDateTime(%(start)s) AND event_time < toDateTime(%(end)s)
+      AND (%(task)s = '' OR task = %(task)s) AND length(probabilities) > 0
+)
+GROUP BY t, task, model_version
+ORDER BY t, task, model_version"""
+
+# the graded events of each version in range (a labelled holdout): their probabilities and the
+# index of the true label, to fit the version's temperature; newest first, bounded per query
+CALIBRATION_LIMIT = 5000
+CALIBRATION_SQL = f"""
+SELECT task, model_version, probabilities, indexOf(label_names, truth) AS truth_index
+FROM
+(
+    SELECT task, event_id, model_version, label_names, probabilities
+    FROM labels FINAL
+    WHERE event_time >= toDateTime(%(start)s) AND event_time < toDateTime(%(end)s)
+      AND (%(task)s = '' OR task = %(task)s)
+) AS labelled
+ANY INNER JOIN
+(
+    SELECT task, event_id, label AS truth FROM feedback FINAL WHERE (%(task)s = '' OR task = %(task)s)
+) AS graded USING (task, event_id)
+LIMIT {CALIBRATION_LIMIT}"""
+
+# one event in full: its label row, explanation of that version, feedback, and re-scored labels
+EVENT_QUERIES = {
+    "label": """
+SELECT task, event_id, model_name, model_version, adapter_hash, engine, label, confidence, label_names,
+       probabilities, toUInt32(event_time) AS t, text, source, channel, topic, partition, kafka_offset
+FROM labels FINAL WHERE task = %(task)s AND event_id = %(event_id)s""",
+    "explanation": """
+SELECT model_version, tokens, scores, reason, error FROM explanations FINAL
+WHERE task = %(task)s AND event_id = %(event_id)s""",
+    "feedback": """
+SELECT label, source, correct, model_version, toUInt32(feedback_time) AS t FROM feedback FINAL
+WHERE task = %(task)s AND event_id = %(event_id)s""",
+    "rescored": """
+SELECT run_id, model_version, label, confidence FROM rescored_labels FINAL
+WHERE task = %(task)s AND event_id = %(event_id)s ORDER BY rescored_ts_ms DESC LIMIT 20""",
+}
+EVENT_ID_RE = re.compile(r"^[^\x00-\x1f]{1,256}$")
+
+
+def event_params(params: Mapping[str, str]) -> dict[str, str]:
+    """Validate the drill-down's ``task`` and ``event_id`` (``FilterError`` otherwise)."""
+    task, event_id = params.get("task", ""), params.get("event_id", "")
+    if not TASK_RE.fullmatch(task):
+        raise FilterError("task must be 1-128 characters of letters, digits, '_', '.' or '-'")
+    if not EVENT_ID_RE.fullmatch(event_id):
+        raise FilterError("event_id must be 1-256 printable characters")
+    return {"task": task, "event_id": event_id}
+
+
+EVENT_FIELDS = (
+    "task", "event_id", "model_name", "model_version", "adapter_hash", "engine", "label", "t", "text",
+    "source", "channel", "topic", "partition",
+)  # fmt: skip
+
+
+def shape_event(parts: Mapping[str, list[dict]]) -> dict[str, Any] | None:
+    """The drill-down of one event: None when it has no label row."""
+    if not parts["label"]:
+        return None
+    row = parts["label"][0]
+    version = row["model_version"]
+    explanation = next((e for e in parts["explanation"] if e["model_version"] == version), None)
+    probabilities = [
+        [n, round(float(p), 4)] for n, p in zip(row["label_names"], row["probabilities"], strict=True)
+    ]
+    words = []
+    if explanation is not None:
+        words = [
+            [w, round(float(v), 4)] for w, v in zip(explanation["tokens"], explanation["scores"], strict=True)
+        ]
+    feedback = [
+        {"label": f["label"], "source": f["source"], "correct": bool(f["correct"]),
+         "model_version": f["model_version"], "t": f["t"]}
+        for f in parts["feedback"]
+    ]  # fmt: skip
+    rescored = [
+        {"run_id": r["run_id"], "model_version": r["model_version"], "label": r["label"],
+         "confidence": round(float(r["confidence"]), 4)}
+        for r in parts["rescored"]
+    ]  # fmt: skip
+    return {
+        **{k: row[k] for k in EVENT_FIELDS},
+        "offset": row["kafka_offset"],
+        "confidence": round(float(row["confidence"]), 4),
+        "probabilities": sorted(probabilities, key=lambda pair: -pair[1]),
+        "words": words,
+        "explanation_reason": "" if explanation is None else explanation["reason"] or explanation["error"],
+        "feedback": feedback,
+        "rescored": rescored,
+    }
+
+
+def temperatures(rows: list[dict]) -> dict[str, float]:
+    """Per ``task vN`` series, the temperature fitted on its graded events (``CALIBRATION_SQL`` rows)."""
+    import numpy as np
+
+    from driftline.online.estimate import fit_temperature
+
+    grouped: dict[str, tuple[list, list]] = {}
+    for r in rows:
+        if r["truth_index"] and r["probabilities"]:  # indexOf is 1-based, 0 = a label it lacks
+            probs, truths = grouped.setdefault(f"{r['task']} v{r['model_version']}", ([], []))
+            probs.append(r["probabilities"])
+            truths.append(r["truth_index"] - 1)
+    fitted = {}
+    for name, (probs, truths) in grouped.items():
+        widths = {len(p) for p in probs}
+        if len(truths) >= MIN_CALIBRATION and len(widths) == 1:
+            fitted[name] = fit_temperature(np.array(probs), truths)
+    return fitted
+
+
+#: graded events a version needs before its temperature is fitted (else T = 1)
+MIN_CALIBRATION = 20
+
+
+def estimate_params(f: Filters, fitted: Mapping[str, float]) -> dict[str, Any]:
+    """``ESTIMATE_SQL`` parameters: the filters and each fitted version's 1/T."""
+    names = sorted(fitted) or [""]  # a placeholder pair keeps both arrays typed (an empty one is not)
+    return {**f.params(), "versions": names, "inv_t": [1.0 / fitted[n] if n else 1.0 for n in names]}
+
 
 def _series(rows, key, value) -> list[dict[str, Any]]:
     grouped: dict[str, list] = {}
@@ -221,13 +376,30 @@ def shape_sentiment(rows: list[dict], f: Filters) -> dict[str, Any]:
     return {"filters": f.to_json(), "channels": channels}
 
 
-def shape_accuracy(rows: list[dict], serving: list[dict], timeline: list[dict], f: Filters) -> dict[str, Any]:
-    """Accuracy per model version over time, with serving, drift and model markers."""
+def shape_accuracy(
+    rows: list[dict],
+    serving: list[dict],
+    timeline: list[dict],
+    f: Filters,
+    estimated: list[dict] | None = None,
+    fitted: Mapping[str, float] | None = None,
+) -> dict[str, Any]:
+    """Accuracy per model version over time (graded by feedback, and estimated without labels), with
+    serving, drift and model markers; ``fitted`` names the versions whose estimate is calibrated."""
     series = _series(
         rows,
         lambda r: f"{r['task']} v{r['model_version'] or '?'}",
         lambda r: [r["t"], int(r["n_correct"]) / int(r["graded"]), int(r["graded"])],
     )
+    estimates = _series(
+        estimated or [],
+        lambda r: f"{r['task']} v{r['model_version'] or '?'} estimated",
+        lambda r: [r["t"], round(float(r["estimated"]), 4), int(r["events"])],
+    )
+    for line in estimates:
+        line["estimated"] = True
+        line["temperature"] = (fitted or {}).get(line["name"].removesuffix(" estimated"))
+    series += estimates
     markers = [
         {"t": r["first_seen"], "type": "serving", "task": r["task"], "text": f"v{r['model_version']} serving"}
         for r in serving

@@ -1,10 +1,13 @@
 """The dashboard's aiohttp app: a static page plus a JSON API over ClickHouse.
 
-Endpoints (all GET; filters ``task``, ``range`` = 15m|1h|6h|24h|7d|30d or ``from``/``to`` epoch s):
-``/api/tasks``, ``/api/labels`` (events/min per task and label), ``/api/sentiment`` (by channel),
-``/api/accuracy`` (per model version, with drift / model / serving markers), ``/api/latency``
+Endpoints (all GET; filters ``task``, ``range`` = all|15m|1h|6h|24h|7d|30d or ``from``/``to`` epoch
+s; ``all``, the default, is the span of the data): ``/api/tasks``, ``/api/labels`` (events/min per
+task and label), ``/api/sentiment`` (by channel), ``/api/accuracy`` (per model version, graded by
+feedback and estimated without labels, with drift / model / serving markers), ``/api/latency``
 (p50/p90/p99 per task), ``/api/alerts`` (drift and alert timeline), ``/api/explanations`` (the
-least confident events with the words behind their labels), ``/healthz``; the annotator page
+least confident events with the words behind their labels), ``/api/event?task=&event_id=`` (one
+event in full: text, label, probabilities, explanation, version, feedback, re-scored labels),
+``/healthz``; the annotator page
 ``/annotate`` with its ``/api/requests`` and token-protected ``POST /api/feedback``
 (``driftline.apps.dashboard.annotate``).
 Bad filters get 400 with a message, an unreachable ClickHouse 502; nothing leaks a stack trace.
@@ -51,8 +54,16 @@ async def _errors(request: web.Request, handler):
     return response
 
 
-def _filters(request: web.Request) -> q.Filters:
-    return q.parse_filters(dict(request.query), now=time.time())
+async def _filters(request: web.Request) -> q.Filters:
+    """The request's filters; the default range (``all``) is the span of the task's data."""
+    params = dict(request.query)
+    span = None
+    if params.get("range", q.ALL) == q.ALL and "from" not in params and "to" not in params:
+        task = params.get("task", "")
+        rows = await request.app[STORE_KEY].query(q.SPAN_SQL, {"task": "" if task == "all" else task})
+        if rows and rows[0]["n"]:
+            span = (int(rows[0]["first"]), int(rows[0]["last"]))
+    return q.parse_filters(params, now=time.time(), span=span)
 
 
 async def _index(request: web.Request) -> web.StreamResponse:
@@ -70,46 +81,61 @@ async def _health(request: web.Request) -> web.Response:
 
 async def _tasks(request: web.Request) -> web.Response:
     rows = await request.app[STORE_KEY].query(q.TASKS_SQL)
-    return web.json_response({"tasks": [r["task"] for r in rows], "ranges": list(q.RANGES)})
+    return web.json_response({"tasks": [r["task"] for r in rows], "ranges": [q.ALL, *q.RANGES]})
 
 
 async def _labels(request: web.Request) -> web.Response:
-    f = _filters(request)
+    f = await _filters(request)
     rows = await request.app[STORE_KEY].query(q.LABELS_SQL, f.params())
     return web.json_response(q.shape_labels(rows, f))
 
 
 async def _latency(request: web.Request) -> web.Response:
-    f = _filters(request)
+    f = await _filters(request)
     rows = await request.app[STORE_KEY].query(q.LATENCY_SQL, f.params())
     return web.json_response(q.shape_latency(rows, f))
 
 
 async def _sentiment(request: web.Request) -> web.Response:
-    f = _filters(request)
+    f = await _filters(request)
     rows = await request.app[STORE_KEY].query(q.SENTIMENT_SQL, f.params())
     return web.json_response(q.shape_sentiment(rows, f))
 
 
 async def _accuracy(request: web.Request) -> web.Response:
-    f = _filters(request)
+    f = await _filters(request)
     store = request.app[STORE_KEY]
-    rows, serving, timeline = await asyncio.gather(
+    rows, serving, timeline, graded = await asyncio.gather(
         store.query(q.ACCURACY_SQL, f.params()),
         store.query(q.SERVING_SQL, f.params()),
         store.query(q.TIMELINE_SQL, f.params()),
+        store.query(q.CALIBRATION_SQL, f.params()),
     )
-    return web.json_response(q.shape_accuracy(rows, serving, timeline, f))
+    fitted = await asyncio.to_thread(q.temperatures, graded)
+    estimated = await store.query(q.ESTIMATE_SQL, q.estimate_params(f, fitted))
+    return web.json_response(q.shape_accuracy(rows, serving, timeline, f, estimated, fitted))
 
 
 async def _alerts(request: web.Request) -> web.Response:
-    f = _filters(request)
+    f = await _filters(request)
     rows = await request.app[STORE_KEY].query(q.TIMELINE_SQL, f.params())
     return web.json_response(q.shape_timeline(rows, f))
 
 
+async def _event(request: web.Request) -> web.Response:
+    params = q.event_params(dict(request.query))
+    store = request.app[STORE_KEY]
+    parts = await asyncio.gather(*(store.query(sql, params) for sql in q.EVENT_QUERIES.values()))
+    event = q.shape_event(dict(zip(q.EVENT_QUERIES, parts, strict=True)))
+    if event is None:
+        return web.json_response(
+            {"error": f"no label row for {params['event_id']!r} of {params['task']}"}, status=404
+        )
+    return web.json_response(event)
+
+
 async def _explanations(request: web.Request) -> web.Response:
-    f = _filters(request)
+    f = await _filters(request)
     rows = await request.app[STORE_KEY].query(q.EXPLANATIONS_SQL, f.params())
     return web.json_response(q.shape_explanations(rows, f))
 
@@ -131,6 +157,7 @@ def create_app(store: ClickHouseStore, annotator: Annotator | None = None) -> we
     app.router.add_get("/api/accuracy", _accuracy)
     app.router.add_get("/api/alerts", _alerts)
     app.router.add_get("/api/explanations", _explanations)
+    app.router.add_get("/api/event", _event)
     app.router.add_static("/static/", STATIC_DIR, show_index=False)
 
     async def _close(app: web.Application) -> None:

@@ -12,7 +12,7 @@ const MARKER_COLORS = { drift: "#dc2626", model: "#7c3aed", serving: "#16a34a" }
 const TYPE_ROWS = ["drift", "alert", "model"];
 const W = 960, H = 260, M = { l: 48, r: 16, t: 14, b: 26 };
 
-const state = { task: "", range: "1h", refresh: 15, timer: null, generation: 0 };
+const state = { task: "", range: "all", refresh: 15, timer: null, generation: 0 };
 
 function el(name, attrs, parent) {
   const node = document.createElementNS(SVG_NS, name);
@@ -115,10 +115,16 @@ function lineChart(container, data, opts) {
   valueAxis(svg, y, yMax, data.unit);
   timeAxis(svg, x, t0, t1);
   const colors = series.map((_, i) => PALETTE[i % PALETTE.length]);
+  // an estimated line (accuracy without labels) takes the colour of its version's graded line, dashed
+  const base = new Map(series.map((s, i) => [s.name, colors[i]]));
   series.forEach((s, i) => {
-    const g = el("g", { class: "series", "data-name": s.name }, svg);
+    if (s.estimated) colors[i] = base.get(s.name.replace(/ estimated$/, "")) || colors[i];
+  });
+  series.forEach((s, i) => {
+    const g = el("g", { class: s.estimated ? "series estimated" : "series", "data-name": s.name }, svg);
     const pts = s.points.map((p) => `${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`).join(" ");
-    el("polyline", { points: pts, fill: "none", stroke: colors[i], "stroke-width": 1.8 }, g);
+    el("polyline", { points: pts, fill: "none", stroke: colors[i], "stroke-width": 1.8,
+                     "stroke-dasharray": s.estimated ? "5 3" : "none" }, g);
     for (const p of s.points) {
       const extra = p.length > 2 ? ` (n=${p[2]})` : "";
       const value = data.unit === "accuracy" ? (p[1] * 100).toFixed(1) + "%" : fmtNum(p[1]) + " " + data.unit;
@@ -264,9 +270,70 @@ function explanationsTable(container, data) {
       reason.textContent = "not explained";
     }
     tr.append(words, reason);
+    tr.tabIndex = 0;
+    tr.title = "show this event in full";
+    tr.addEventListener("click", () => showEvent(e.task, e.event_id));
+    tr.addEventListener("keydown", (ev) => { if (ev.key === "Enter") showEvent(e.task, e.event_id); });
     body.appendChild(tr);
   }
   setState(container, "ok", explained, events.length);
+}
+
+// One event in full (/api/event): text, label, probabilities, highlighted words, version, feedback.
+async function showEvent(task, eventId) {
+  const panel = document.getElementById("event-detail");
+  panel.hidden = false;
+  panel.dataset.state = "loading";
+  const box = document.getElementById("event-body");
+  box.textContent = "loading...";
+  const p = new URLSearchParams({ task, event_id: eventId });
+  const response = await fetch(`/api/event?${p}`, { cache: "no-store" });
+  const e = await response.json();
+  if (!response.ok) {
+    box.textContent = e.error || `HTTP ${response.status}`;
+    panel.dataset.state = "error";
+    return;
+  }
+  box.replaceChildren();
+  const head = el("p", {}, box);
+  head.textContent = `${e.task} / ${e.event_id}: ${e.label} (${(e.confidence * 100).toFixed(1)} %), ` +
+    `${e.model_name} v${e.model_version}, adapter ${e.adapter_hash}${e.engine ? ", " + e.engine : ""}; ` +
+    `${new Date(e.t * 1000).toLocaleString()}, ${e.topic}[${e.partition}]@${e.offset}`;
+  // the text with the explanation's words highlighted (green: for the label, red: against)
+  const weights = new Map(e.words.map(([w, s]) => [w.toLowerCase(), s]));
+  const text = el("p", { class: "event-text" }, box);
+  for (const part of e.text.split(/(\s+)/)) {
+    const key = part.toLowerCase().replace(/^[^\p{L}\p{N}]+|[^\p{L}\p{N}]+$/gu, "");
+    const score = weights.get(key);
+    const span = document.createElement("span");
+    span.textContent = part;
+    if (score !== undefined) {
+      span.className = "word " + (score >= 0 ? "pos" : "neg");
+      span.title = `${score >= 0 ? "+" : ""}${score.toFixed(4)}`;
+    }
+    text.appendChild(span);
+  }
+  const probs = el("table", { class: "event-probs" }, box);
+  for (const [name, prob] of e.probabilities) {
+    const tr = el("tr", {}, probs);
+    el("td", {}, tr).textContent = name;
+    const bar = el("td", {}, tr);
+    el("span", { class: "bar", style: `width:${(prob * 100).toFixed(1)}%` }, bar);
+    el("td", {}, tr).textContent = (prob * 100).toFixed(1) + " %";
+  }
+  const facts = el("ul", {}, box);
+  el("li", {}, facts).textContent = e.words.length
+    ? `explanation: ${e.explanation_reason}` : "explanation: none (the task's explain policy skipped it, or not yet)";
+  if (!e.feedback.length) el("li", {}, facts).textContent = "feedback: none yet";
+  for (const f of e.feedback) {
+    el("li", { class: f.correct ? "fb-right" : "fb-wrong" }, facts).textContent =
+      `feedback: ${f.label} from ${f.source} (v${f.model_version} was ${f.correct ? "right" : "wrong"})`;
+  }
+  for (const r of e.rescored) {
+    el("li", {}, facts).textContent = `re-scored by version ${r.model_version}: ${r.label} ` +
+      `(${(r.confidence * 100).toFixed(1)} %, run ${r.run_id})`;
+  }
+  panel.dataset.state = "ok";
 }
 
 function query() {
@@ -344,7 +411,7 @@ function syncUrl() {
 async function main() {
   const params = new URLSearchParams(location.search);
   state.task = params.get("task") || "";
-  state.range = params.get("range") || "1h";
+  state.range = params.get("range") || "all";
   state.refresh = Number(params.get("refresh") ?? 15) || 0;
   document.getElementById("range").value = state.range;
   document.getElementById("refresh").value = String(state.refresh);
@@ -360,6 +427,8 @@ async function main() {
   }
   await refresh();
   schedule();
+  // a link to one event: ?task=T&event_id=E opens its drill-down
+  if (params.get("event_id") && state.task) await showEvent(state.task, params.get("event_id"));
 }
 
 main();
