@@ -12,6 +12,9 @@ recovery and shifted events per seed.
 ``rescore``: ``rescore_events_per_s_ratio``, re-scoring from Kafka retention against the engine's
 raw throughput on the same texts (``bench.rescore_timing``; 2,000 events, 500 with ``--quick``).
 
+``shadow``: ``shadow_cpu_overhead``, worker CPU per event with a 10 % mirror to a shadow version ÷
+without (``bench.shadow_timing``; 1,000 events, 300 with ``--quick``).
+
 ``rollback``: ``rollback_labels_to_detect``, labelled events after a planted bad promotion until the
 post-promotion watch rolls it back (the worst of 20 orders; ``bench.rollback_timing``).
 
@@ -43,6 +46,7 @@ TARGETS = {
     "rescore_events_per_s_ratio_min": 0.8,
     "estimate_abs_error_max": 0.05,
     "rollback_labels_to_detect_max": 100,
+    "shadow_cpu_overhead_max": 1.1,
 }
 
 
@@ -94,7 +98,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument("--seeds", type=int, default=TARGETS["of_seeds"])
     parser.add_argument(
-        "--parts", default="rollback,estimate,rescore,demos", help="comma-separated: estimate, rescore, demos"
+        "--parts",
+        default="shadow,rollback,estimate,rescore,demos",
+        help="comma-separated: estimate, rescore, demos",
     )
     args = parser.parse_args(argv)
     parts = set(args.parts.split(","))
@@ -106,6 +112,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         console.print("rescore: measuring against the engine's raw throughput ...")
         report.update(measure_rescore(500 if args.quick else 2000))
         console.print(f"rescore: {report}")
+        save({**report, "targets": TARGETS})
+    if "shadow" in parts:
+        from bench.shadow_timing import measure_shadow
+
+        console.print("shadow: worker CPU with a 10 % mirror and without ...")
+        report.update(measure_shadow(300 if args.quick else 1000))
+        console.print(f"shadow: {report}")
         save({**report, "targets": TARGETS})
     if "rollback" in parts:
         from bench.rollback_timing import measure_rollback

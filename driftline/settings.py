@@ -213,6 +213,10 @@ class PipelineConfig(BaseModel):
     # how long the next offset to commit may stay a hole (skipped/abandoned, later ones read) before
     # the worker seeks its partition back to it (streams.checkpoint)
     redeliver_after_s: float = Field(30.0, gt=0)
+    # share of events also sent to a model's shadow version while one is loaded (streams.shadow);
+    # chosen by event id, so every worker mirrors the same events
+    shadow_share: float = Field(0.1, ge=0, le=1)
+    shadow_check_s: float = Field(10.0, gt=0)  # how often a worker looks for a model's shadow
     surge: SurgeSettings = Field(default_factory=SurgeSettings)
 
 

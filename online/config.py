@@ -136,6 +136,21 @@ class RollbackConfig(_Strict):
     check_every_s: float = Field(5.0, gt=0)  # how often the updater looks at new feedback
 
 
+class ShadowConfig(_Strict):
+    """The shadow phase between the offline gate and serving (``online.shadow``)."""
+
+    # a candidate that passes the offline gate first mirrors live traffic as <model>__shadow
+    enabled: bool = False
+    min_events: int = Field(200, ge=0)  # mirrored events before a decision ... or
+    min_time_s: float = Field(120.0, ge=0)  # ... this long in shadow, whichever comes first
+    min_labels: int = Field(10, ge=1)  # and at least this many feedback labels from the shadow period
+    max_time_s: float = Field(3600.0, gt=0)  # still short of evidence then: rejected
+    min_agreement: float = Field(0.5, ge=0, le=1)  # with serving, on the mirrored events
+    tolerance: float = Field(0.02, ge=0)  # accuracy on shadow-period feedback may trail serving this much
+    confidence: float = Field(0.95, gt=0.5, lt=1)  # "significantly worse" (paired test) rejects
+    check_every_s: float = Field(5.0, gt=0)  # how often the updater looks at the shadow's evidence
+
+
 class TaskOnlineConfig(_Strict):
     """Everything online learning needs for one task."""
 
@@ -144,6 +159,7 @@ class TaskOnlineConfig(_Strict):
     promotion: PromotionConfig = Field(default_factory=PromotionConfig)
     label_requests: LabelRequestConfig = Field(default_factory=LabelRequestConfig)
     rollback: RollbackConfig = Field(default_factory=RollbackConfig)
+    shadow: ShadowConfig = Field(default_factory=ShadowConfig)
 
 
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

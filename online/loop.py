@@ -4,7 +4,8 @@ It consumes the alerts and feedback topics (through the one client factory, so a
 cluster's settings reach it), feeds each task's ``UpdateTrigger`` and, when one fires, runs that
 task's ``Updater.run_update`` in a worker thread so the consumer keeps polling. Every few seconds
 it has each serving version judged on its live feedback (``Updater.watch_promotion``: a
-significant drop against the version before it rolls back automatically). From the start and
+significant drop against the version before it rolls back automatically) and, with a shadow phase,
+each pending shadow judged on its live evidence (``Updater.check_shadow``). From the start and
 after each promotion it warms the updaters' feature caches (``Updater.warm``, a few dozen texts
 between polls, so a drift never waits for the warm-up), so the head refit that answers the next
 drift embeds little more than the new feedback.
@@ -19,6 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from driftline.clients import kafka_client_kwargs
+from driftline.online.promotion import Decision
 from driftline.online.trigger import UpdateTrigger
 from driftline.online.updater import UpdateOutcome, Updater
 from driftline.schema.records import DriftEvent
@@ -38,6 +40,7 @@ async def run_updater(
     stop: asyncio.Event | None = None,
     consumer_options: dict[str, Any] | None = None,
     on_outcome: Callable[[UpdateOutcome], None] | None = None,
+    on_decision: Callable[[str, Decision], None] | None = None,
 ) -> None:
     """Consume drift alerts and feedback; run updates (in a worker thread) when a trigger fires."""
     from aiokafka import AIOKafkaConsumer
@@ -58,6 +61,7 @@ async def run_updater(
     try:
         cold = set(tasks)  # feature caches still warming (a step per poll)
         next_watch = dict.fromkeys(tasks, 0.0)
+        next_shadow = dict.fromkeys(tasks, 0.0)
         while not stop.is_set():
             batches = await consumer.getmany(timeout_ms=int(poll_s * 1000), max_records=1000)
             for tp, messages in batches.items():
@@ -94,12 +98,31 @@ async def run_updater(
                     next_watch[task] = time.monotonic() + updaters[task].rollback.check_every_s
                     if await _watch(updaters[task]):
                         cold.add(task)  # rolled back: the earlier version's features
+                if updaters[task].shadow.enabled and time.monotonic() >= next_shadow[task]:
+                    next_shadow[task] = time.monotonic() + updaters[task].shadow.check_every_s
+                    if await _check_shadow(updaters[task], on_decision):
+                        cold.add(task)  # the shadow serves now
             for task in sorted(cold):
                 if not await _warm(updaters[task]):
                     cold.discard(task)
                 break  # one step per poll
     finally:
         await consumer.stop()
+
+
+async def _check_shadow(updater: Updater, on_decision: Callable[[str, Decision], None] | None) -> bool:
+    """One look at the pending shadow's evidence (``Updater.check_shadow``); True if it now serves."""
+    try:
+        decision = await asyncio.to_thread(updater.check_shadow)
+    except Exception as exc:  # the next look tries again
+        updater.log(f"{updater.task}: shadow check failed: {type(exc).__name__}: {exc}")
+        return False
+    if decision is None or decision.wait:
+        return False
+    updater.log(f"{updater.task}: {decision.reason}")
+    if on_decision is not None:
+        on_decision(updater.task, decision)
+    return decision.promote
 
 
 async def _watch(updater: Updater) -> bool:

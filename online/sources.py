@@ -113,3 +113,33 @@ class ClickHouseSource:
         )
         ordered = list(reversed(rows)) if newest else rows
         return [bool(correct) for correct, _ in ordered]
+
+    def graded_since(
+        self, task: str, model_version: str, since_ts_ms: int, limit: int
+    ) -> list[tuple[str, str, bool]]:
+        """(text, true label, whether ``model_version`` was right) of the feedback joined since
+        ``since_ts_ms`` on events that version labelled, oldest first (the shadow's live evidence)."""
+        rows = self.client.execute(
+            """
+            SELECT event_text, label, correct
+            FROM (
+                SELECT event_id, label, correct, joined_ts_ms FROM feedback FINAL
+                WHERE task = %(task)s AND joined_ts_ms >= %(since)s AND model_version = %(v)s
+            )
+            ANY INNER JOIN (SELECT event_id, text AS event_text FROM labels FINAL WHERE task = %(task)s)
+            USING (event_id)
+            ORDER BY joined_ts_ms, event_id
+            LIMIT %(limit)s
+            """,
+            {"task": task, "since": int(since_ts_ms), "v": str(model_version), "limit": limit},
+        )
+        return [(text, label, bool(correct)) for text, label, correct in rows if text]
+
+    def shadow_agreement(self, model: str, shadow_version: int) -> tuple[int, int]:
+        """(mirrored events, of them where the shadow gave serving's label) of one shadow version."""
+        rows = self.client.execute(
+            "SELECT count(), countIf(shadow_label = serving_label) FROM shadow_predictions FINAL "
+            "WHERE model_name = %(m)s AND shadow_version = %(v)s",
+            {"m": model, "v": str(shadow_version)},
+        )
+        return int(rows[0][0]), int(rows[0][1])

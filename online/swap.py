@@ -92,6 +92,28 @@ class TritonSwapper:
             time.sleep(0.2)
         raise SwapError(f"{model} version {version} not ready after {self.ready_timeout_s:.0f}s")
 
+    def load_shadow(self, model: str, version: int) -> None:
+        """Load ``model``'s shadow (laid out by ``models.shadow.write_shadow``) and wait until it answers."""
+        from driftline.models.shadow import shadow_name
+
+        name = shadow_name(model)
+        self._log(f"{model}: loading version {version} as the shadow {name}")
+        try:
+            self._client.load_model(name, client_timeout=self.ready_timeout_s)
+        except InferenceServerException as exc:
+            raise SwapError(f"{name}: could not load version {version}: {exc}") from exc
+        self._wait_ready(name, version)
+
+    def unload_shadow(self, model: str) -> None:
+        """Unload ``model``'s shadow from Triton and delete its folder (nothing serves from it)."""
+        from driftline.models.shadow import remove_shadow, shadow_name
+
+        try:
+            self._client.unload_model(shadow_name(model), client_timeout=self.ready_timeout_s)
+        except InferenceServerException as exc:  # not loaded: nothing to unload
+            self._log(f"{model}: shadow unload: {exc}")
+        remove_shadow(model, self.repository)
+
     def _inference_count(self, model: str, version: int) -> int:
         try:
             stats = self._client.get_inference_statistics(model, str(version), as_json=True)

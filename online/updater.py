@@ -203,6 +203,7 @@ class Updater:
         self.model_name = model_name or self.config.model_name or task
         self.policy = full.promotion
         self.rollback = full.rollback
+        self.shadow = full.shadow
         self._cleared: set[int] = set()  # versions the watch cleared (online.watch)
         self.source = source
         self.registry = registry
@@ -480,6 +481,9 @@ class Updater:
         from driftline.models.artifacts import read_meta
         from driftline.models.export import export
 
+        if self.shadow.enabled and self.pending_shadow() is not None:
+            outcome.reason = "a shadow version is being evaluated: no new candidate until it is decided"
+            return outcome
         try:
             parent, serving_version = self.serving_artifact()
             recent = self.source.recent_examples(self.task, self.config.max_recent_labels)
@@ -532,6 +536,8 @@ class Updater:
             outcome.reason = f"rejected: {decision.reason}"
             self._alert(outcome.record, "warning")
             return outcome
+        if self.shadow.enabled:
+            return self._start_shadow(outcome, record, candidate, parent)
         try:
             version = export(
                 self.task,
@@ -577,6 +583,106 @@ class Updater:
         except Exception as exc:
             self.log(f"registry write failed: {type(exc).__name__}: {exc}")
             return record
+
+    # -- shadow phase (online.shadow) ----------------------------------------------------------
+
+    def pending_shadow(self) -> ModelRecord | None:
+        """The registry row of the candidate running as this model's shadow, if any."""
+        if self.registry is None:
+            return None
+        shadows = [r for r in self.registry.list(self.model_name) if r.status == ModelStatus.SHADOW]
+        return max(shadows, key=lambda r: r.updated_ts_ms) if shadows else None
+
+    def _start_shadow(
+        self, outcome: UpdateOutcome, record: ModelRecord, candidate: Candidate, parent: Path
+    ) -> UpdateOutcome:
+        """Export the candidate as the next version (unserved) and load it as the model's shadow."""
+        from driftline.models.artifacts import read_meta
+        from driftline.models.export import export
+        from driftline.models.shadow import write_shadow
+
+        repository = Path(self.swapper.repository)
+        try:
+            version = export(
+                self.task, candidate.artifact, name=self.model_name, promote=False, repository=repository,
+                inherit_engine_from=_engine_parent(record.metrics.get("fit"), parent),
+            )  # fmt: skip
+            write_shadow(self.model_name, version, repository)
+            self.swapper.load_shadow(self.model_name, version)
+        except Exception as exc:
+            self.swapper.unload_shadow(self.model_name)
+            failed = record.model_copy(update={
+                "status": ModelStatus.REJECTED,
+                "reason": f"shadow could not start: {type(exc).__name__}: {exc}",
+            })  # fmt: skip
+            outcome.record = self._save_quietly(failed)
+            outcome.reason = failed.reason
+            self._alert(outcome.record, "critical")
+            return outcome
+        engine = read_meta(repository / self.model_name / str(version)).engine
+        shadow = record.model_copy(update={
+            "status": ModelStatus.SHADOW, "version": version, "engine": engine,
+            "reason": f"shadow: passed the offline gate ({record.reason})",
+            "metrics": {**record.metrics, "shadow_started_ts_ms": int(time.time() * 1000)},
+        })  # fmt: skip
+        outcome.record = self._save(shadow)
+        outcome.version = version
+        outcome.reason = f"version {version} runs as the shadow: {record.reason}"
+        self._alert(outcome.record, "info")
+        return outcome
+
+    def check_shadow(self) -> Decision | None:
+        """Judge the pending shadow on its live evidence (``online.shadow``): promote it, reject it,
+        or wait. None when no shadow is pending."""
+        from driftline.online.shadow import ShadowEvidence, judge_shadow
+
+        pending = self.pending_shadow()
+        if pending is None or self.swapper is None:
+            return None
+        started = int(pending.metrics.get("shadow_started_ts_ms", pending.updated_ts_ms))
+        serving = str(pending.metrics.get("parent_version", ""))
+        graded = self.source.graded_since(self.task, serving, started, 500)  # type: ignore[attr-defined]
+        answers = self._shadow_answers([text for text, _, _ in graded])
+        shadow_right = [answer == label for answer, (_, label, _) in zip(answers, graded, strict=True)]
+        serving_right = [correct for _, _, correct in graded]
+        mirrored, agreed = self.source.shadow_agreement(self.model_name, pending.version)  # type: ignore[attr-defined]
+        evidence = ShadowEvidence(
+            elapsed_s=max(0.0, time.time() - started / 1000), mirrored=mirrored, agreed=agreed,
+            paired=Paired.of(shadow_right, serving_right), shadow_right=sum(shadow_right),
+            serving_right=sum(serving_right),
+        )  # fmt: skip
+        decision = judge_shadow(evidence, self.shadow)
+        if decision.wait:
+            return decision
+        decided = pending.model_copy(
+            update={"metrics": {**pending.metrics, **decision.metrics}, "reason": decision.reason}
+        )
+        self.swapper.unload_shadow(self.model_name)
+        if decision.promote:
+            serve_version(
+                self.model_name, pending.version, self.swapper, self.registry, reason=decision.reason,
+                record=decided, publish=self.publish,
+            )  # fmt: skip
+            self.log(f"{self.model_name}: version {pending.version} serves after its shadow")
+        else:
+            self._alert(self._save(decided.model_copy(update={"status": ModelStatus.REJECTED})), "warning")
+            self.log(f"{self.model_name}: shadow version {pending.version} rejected: {decision.reason}")
+        return decision
+
+    def _shadow_answers(self, texts: list[str]) -> list[str]:
+        """The shadow's labels for ``texts``, asked through Triton like any client."""
+        if not texts:
+            return []
+        import asyncio
+
+        from driftline.models.inference.triton import TritonClient
+        from driftline.models.shadow import shadow_name
+
+        async def ask() -> list[str]:
+            async with TritonClient(timeout_s=120) as client:
+                return [p.label for p in await client.predict(shadow_name(self.model_name), texts)]
+
+        return asyncio.run(ask())
 
     # -- after a promotion ---------------------------------------------------------------------
 

@@ -42,8 +42,14 @@ from driftline.streams.faust_compat import install_durable_producer
 from driftline.streams.learning.worker import register_learning
 from driftline.streams.metrics import PipelineMetrics
 from driftline.streams.routing import Route, load_routes
+from driftline.streams.shadow import ShadowMirror
 from driftline.streams.sinks.base import BatchingSink
-from driftline.streams.sinks.clickhouse import alerts_sink, dead_letters_sink, labels_sink
+from driftline.streams.sinks.clickhouse import (
+    alerts_sink,
+    dead_letters_sink,
+    labels_sink,
+    shadow_predictions_sink,
+)
 from driftline.streams.stages import Stages
 from driftline.streams.topics import PipelineTopics, declare_topics
 
@@ -195,6 +201,12 @@ def build_pipeline(
         sinks=sinks,
         checkpoint=checkpoint,
     )
+    # a share of events also goes to a model's shadow version while one is loaded (never published)
+    sinks["shadow_predictions"] = shadow_predictions_sink(settings=settings.clickhouse, **batching)
+    shadow = ShadowMirror(
+        client, sinks["shadow_predictions"], share=config.shadow_share, check_s=config.shadow_check_s
+    )
+    stages.prediction_hooks.append(shadow)
     pipeline = Pipeline(app, config, routes, topics, stages, sinks, metrics, client)
 
     @app.page("/metrics")

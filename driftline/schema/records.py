@@ -324,6 +324,47 @@ class RescoreProgressRecord(BaseModel):
         return cls(**dict(zip(cls.COLUMNS, row, strict=True)))
 
 
+class ShadowRecord(BaseModel):
+    """A live event mirrored to a shadow version: its answer beside the serving one (``shadow_predictions``).
+
+    Never published on the predictions topic; only the promotion decision reads it (agreement).
+    """
+
+    TABLE: ClassVar[str] = "shadow_predictions"
+    COLUMNS: ClassVar[tuple[str, ...]] = (
+        "task", "event_id", "model_name", "event_time", "event_ts_ms", "mirrored_ts_ms", "serving_version",
+        "serving_label", "serving_confidence", "shadow_version", "shadow_adapter_hash", "shadow_label",
+        "shadow_confidence", "label_names", "probabilities", "latency_ms",
+    )  # fmt: skip
+
+    model_config = ConfigDict(frozen=True, protected_namespaces=())
+
+    task: str
+    event_id: str
+    model_name: str  # the serving Triton model (the shadow is ``<model_name>__shadow``)
+    event_ts_ms: int
+    mirrored_ts_ms: int = Field(default_factory=now_ms)
+    serving_version: str
+    serving_label: str
+    serving_confidence: float
+    shadow_version: str
+    shadow_adapter_hash: str
+    shadow_label: str
+    shadow_confidence: float
+    label_names: list[str]
+    probabilities: list[float]
+    latency_ms: float = 0.0
+
+    def to_row(self) -> Row:
+        """The ``shadow_predictions`` row."""
+        return (
+            self.task, self.event_id, self.model_name, to_datetime(self.event_ts_ms), self.event_ts_ms,
+            self.mirrored_ts_ms, self.serving_version, self.serving_label, self.serving_confidence,
+            self.shadow_version, self.shadow_adapter_hash, self.shadow_label, self.shadow_confidence,
+            list(self.label_names), list(self.probabilities), self.latency_ms,
+        )  # fmt: skip
+
+
 class DeadLetterRecord(BaseModel):
     """What the dead-letter topic carries: the original bytes and why they were refused."""
 
@@ -457,6 +498,7 @@ class ModelStatus(StrEnum):
     """Where a model version stands in the registry."""
 
     CANDIDATE = "candidate"  # trained, being evaluated
+    SHADOW = "shadow"  # passed the offline gate; mirrors live traffic before it may serve
     PROMOTED = "promoted"  # passed evaluation, being swapped in
     SERVING = "serving"
     RETIRED = "retired"  # replaced by a newer serving version

@@ -25,6 +25,14 @@ import abc
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+#: a candidate served beside a model as its shadow is the model ``<model>__shadow`` (models.shadow)
+SHADOW_SUFFIX = "__shadow"
+
+
+def shadow_name(model: str) -> str:
+    """The Triton model name of ``model``'s shadow."""
+    return f"{model}{SHADOW_SUFFIX}"
+
 
 class InferenceError(RuntimeError):
     """Inference failed; a plain one is an error the server returned for this request (the input may

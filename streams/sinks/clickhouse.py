@@ -44,6 +44,7 @@ from driftline.schema.records import (
     FeedbackRecord,
     LabelRequestRecord,
     PredictionRecord,
+    ShadowRecord,
     TaskLabelRecord,
     insert_sql,
 )
@@ -221,6 +222,11 @@ def label_requests_sink(metrics: PipelineMetrics | None = None, **kw: Any) -> Cl
     return _sink(LabelRequestRecord, metrics, **kw)
 
 
+def shadow_predictions_sink(metrics: PipelineMetrics | None = None, **kw: Any) -> ClickHouseSink:
+    """Sink for ``ShadowRecord.to_row()`` rows (what a shadow version answered for mirrored events)."""
+    return _sink(ShadowRecord, metrics, **kw)
+
+
 def task_labels_sink(metrics: PipelineMetrics | None = None, **kw: Any) -> ClickHouseSink:
     """Sink for ``TaskLabelRecord.to_row()`` rows (labels proposed or accepted by the workers)."""
     return _sink(TaskLabelRecord, metrics, **kw)
@@ -237,5 +243,6 @@ __all__ = [
     "label_requests_sink",
     "labels_sink",
     "refusal",
+    "shadow_predictions_sink",
     "task_labels_sink",
 ]

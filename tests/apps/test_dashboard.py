@@ -232,6 +232,16 @@ def test_accuracy_estimated_without_labels_per_version(dashboard: str, samples: 
         )
 
 
+def test_shadow_agreement_with_serving(dashboard: str, samples: SampleSet) -> None:
+    status, body = get(dashboard + f"api/shadow?task={samples.news_task}&range=1h")
+    assert status == 200 and body["unit"] == "agreement"
+    [series] = body["series"]
+    assert series["name"] == f"{samples.news_task} shadow v2 vs v1"
+    mirrored = sum(p[2] for p in series["points"])
+    assert mirrored == 8
+    assert sum(p[1] * p[2] for p in series["points"]) / mirrored == pytest.approx(samples.shadow_agreement)
+
+
 def test_the_default_range_is_the_span_of_the_data(dashboard: str, samples: SampleSet) -> None:
     status, body = get(dashboard + f"api/labels?task={samples.news_task}")
     assert status == 200
@@ -365,6 +375,7 @@ def test_page_renders_every_chart_with_data(dashboard: str, samples: SampleSet, 
     assert set(page.charts) == {
         "chart-labels",
         "chart-accuracy",
+        "chart-shadow",
         "chart-sentiment",
         "chart-latency",
         "chart-alerts",

@@ -23,6 +23,7 @@ from driftline.schema.records import (
     ModelRecord,
     ModelStatus,
     PredictionRecord,
+    ShadowRecord,
 )
 
 NEWS_LABELS = ["business", "entertainment", "politics", "sport", "tech"]
@@ -91,6 +92,7 @@ class SampleSet:
     drift_ts: int = 0
     promotion_ts: int = 0
     alert_ids: list[str] = field(default_factory=list)
+    shadow_agreement: float = 0.0  # the shadow version's agreement with serving on its mirrored events
 
     def insert_statements(self) -> list[str]:
         """One INSERT ... VALUES text per row, for chDB (and any engine that parses inline data)."""
@@ -260,6 +262,24 @@ def build_samples(suffix: str = "", now: float | None = None, minutes: int = 20)
         if mirrored:
             s.rows.append(_alert_row(drift_id, "drift", s.news_task, ts, "warning", "error_rate_adwin"))
             s.alert_ids.append(drift_id)
+    # shadow: version 2 mirrored the last 8 version-1 events before it served; it disagreed on 2
+    news_rows = [r.values for r in s.rows if r.table == "labels" and r.values["task"] == s.news_task]
+    mirrored_rows = [v for v in news_rows if v["model_version"] == "1"][-9:-1]
+    for i, v in enumerate(mirrored_rows):
+        other = NEWS_LABELS[(NEWS_LABELS.index(v["label"]) + 1) % len(NEWS_LABELS)]
+        s.rows.append(
+            Row.of(
+                ShadowRecord(
+                    task=s.news_task, event_id=v["event_id"], model_name=s.news_task,
+                    event_ts_ms=int(v["event_ts_ms"]), mirrored_ts_ms=int(v["event_ts_ms"]) + 500,
+                    serving_version="1", serving_label=v["label"], serving_confidence=v["confidence"],
+                    shadow_version="2", shadow_adapter_hash="hash-2",
+                    shadow_label=other if i < 2 else v["label"], shadow_confidence=0.7,
+                    label_names=[v["label"]], probabilities=[0.7],
+                )
+            )
+        )  # fmt: skip
+    s.shadow_agreement = 6 / 8
     dl_id = f"a{suffix}-dl"
     s.rows.append(_alert_row(dl_id, "dead_letter", s.chat_task, base + 300, "error", "driftline.chat.events"))
     s.alert_ids.append(dl_id)

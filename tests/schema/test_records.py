@@ -24,6 +24,7 @@ from driftline.schema.records import (
     PredictionRecord,
     RescoredRecord,
     RescoreProgressRecord,
+    ShadowRecord,
     TaskLabelRecord,
     insert_sql,
 )
@@ -62,6 +63,10 @@ SAMPLES = [
                    label="sport", confidence=0.8, label_names=["sport", "tech"], probabilities=[0.8, 0.2]),
     RescoreProgressRecord(run_id="r1", task="news_topic", model_version="2", topic="t", partition=0,
                           start_offset=0, next_offset=5, end_offset=9, from_ts_ms=1, to_ts_ms=2),
+    ShadowRecord(task="news_topic", event_id="e1", model_name="m", event_ts_ms=1_700_000_000_000,
+                 serving_version="1", serving_label="sport", serving_confidence=0.9, shadow_version="2",
+                 shadow_adapter_hash="h2", shadow_label="tech", shadow_confidence=0.6,
+                 label_names=["sport", "tech"], probabilities=[0.4, 0.6], latency_ms=3.0),
 ]  # fmt: skip
 
 
@@ -105,7 +110,7 @@ def test_record_columns_are_the_migrated_table_columns(
 def test_every_written_table_has_a_record() -> None:
     assert {r.TABLE for r in SAMPLES} == {
         "labels", "alerts", "dead_letters", "feedback", "drift_events", "model_versions", "explanations",
-        "label_requests", "task_labels", "rescored_labels", "rescore_progress",
+        "label_requests", "task_labels", "rescored_labels", "rescore_progress", "shadow_predictions",
     }  # fmt: skip
 
 

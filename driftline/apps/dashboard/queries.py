@@ -166,6 +166,17 @@ ORDER BY time DESC
 LIMIT 500"""
 
 
+# a shadow version against serving on the events mirrored to it (streams/shadow.py): agreement per bucket
+SHADOW_SQL = f"""
+SELECT {_BUCKET.format(col="event_time")} AS t, task, model_name, shadow_version, serving_version,
+       count() AS mirrored, countIf(shadow_label = serving_label) AS agreed
+FROM shadow_predictions FINAL
+WHERE event_time >= toDateTime(%(start)s) AND event_time < toDateTime(%(end)s)
+  AND (%(task)s = '' OR task = %(task)s)
+GROUP BY t, task, model_name, shadow_version, serving_version
+ORDER BY t, task, model_name, shadow_version"""
+
+
 # The least confident predictions in range and why: labels LEFT JOIN explanations on (task, event_id,
 # model_version), the explanation of the version that gave the label (written off the serving path
 # by `driftline explainer`; an event the policy skipped, or not explained yet, has none). Both sides
@@ -416,6 +427,16 @@ def shape_accuracy(
     ]
     markers.sort(key=lambda m: m["t"])
     return {"filters": f.to_json(), "unit": "accuracy", "series": series, "markers": markers}
+
+
+def shape_shadow(rows: list[dict], f: Filters) -> dict[str, Any]:
+    """Agreement of each shadow version with the serving one, per bucket (n = mirrored events)."""
+    series = _series(
+        rows,
+        lambda r: f"{r['model_name']} shadow v{r['shadow_version']} vs v{r['serving_version']}",
+        lambda r: [r["t"], int(r["agreed"]) / int(r["mirrored"]), int(r["mirrored"])],
+    )
+    return {"filters": f.to_json(), "unit": "agreement", "series": series}
 
 
 def shape_explanations(rows: list[dict], f: Filters) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 Endpoints (all GET; filters ``task``, ``range`` = all|15m|1h|6h|24h|7d|30d or ``from``/``to`` epoch
 s; ``all``, the default, is the span of the data): ``/api/tasks``, ``/api/labels`` (events/min per
 task and label), ``/api/sentiment`` (by channel), ``/api/accuracy`` (per model version, graded by
-feedback and estimated without labels, with drift / model / serving markers), ``/api/latency``
+feedback and estimated without labels, with drift / model / serving markers), ``/api/shadow``
+(a shadow version's agreement with serving on mirrored events), ``/api/latency``
 (p50/p90/p99 per task), ``/api/alerts`` (drift and alert timeline), ``/api/explanations`` (the
 least confident events with the words behind their labels), ``/api/event?task=&event_id=`` (one
 event in full: text, label, probabilities, explanation, version, feedback, re-scored labels),
@@ -122,6 +123,12 @@ async def _alerts(request: web.Request) -> web.Response:
     return web.json_response(q.shape_timeline(rows, f))
 
 
+async def _shadow(request: web.Request) -> web.Response:
+    f = await _filters(request)
+    rows = await request.app[STORE_KEY].query(q.SHADOW_SQL, f.params())
+    return web.json_response(q.shape_shadow(rows, f))
+
+
 async def _event(request: web.Request) -> web.Response:
     params = q.event_params(dict(request.query))
     store = request.app[STORE_KEY]
@@ -158,6 +165,7 @@ def create_app(store: ClickHouseStore, annotator: Annotator | None = None) -> we
     app.router.add_get("/api/alerts", _alerts)
     app.router.add_get("/api/explanations", _explanations)
     app.router.add_get("/api/event", _event)
+    app.router.add_get("/api/shadow", _shadow)
     app.router.add_static("/static/", STATIC_DIR, show_index=False)
 
     async def _close(app: web.Application) -> None:

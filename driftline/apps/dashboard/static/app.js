@@ -93,7 +93,7 @@ function valueAxis(svg, y, yMax, unit) {
     const v = (yMax * i) / 4;
     el("line", { x1: M.l, x2: W - M.r, y1: y(v), y2: y(v) }, axis);
     el("text", { x: M.l - 6, y: y(v) + 4, "text-anchor": "end" }, axis).textContent =
-      unit === "accuracy" ? (v * 100).toFixed(0) + "%" : fmtNum(v);
+      unit === "accuracy" || unit === "agreement" ? (v * 100).toFixed(0) + "%" : fmtNum(v);
   }
 }
 
@@ -127,7 +127,8 @@ function lineChart(container, data, opts) {
                      "stroke-dasharray": s.estimated ? "5 3" : "none" }, g);
     for (const p of s.points) {
       const extra = p.length > 2 ? ` (n=${p[2]})` : "";
-      const value = data.unit === "accuracy" ? (p[1] * 100).toFixed(1) + "%" : fmtNum(p[1]) + " " + data.unit;
+      const pct = data.unit === "accuracy" || data.unit === "agreement";
+      const value = pct ? (p[1] * 100).toFixed(1) + "%" : fmtNum(p[1]) + " " + data.unit;
       title(el("circle", { class: "pt", cx: x(p[0]), cy: y(p[1]), r: 2.6, fill: colors[i] }, g),
             `${s.name} ${fmtTime(p[0], t1 - t0)}: ${value}${extra}`);
     }
@@ -352,6 +353,7 @@ async function getJSON(path) {
 const PANELS = [
   ["chart-labels", "/api/labels", (c, d) => lineChart(c, d, { name: "labels" })],
   ["chart-accuracy", "/api/accuracy", (c, d) => lineChart(c, d, { name: "accuracy", yMax: 1 })],
+  ["chart-shadow", "/api/shadow", (c, d) => lineChart(c, d, { name: "shadow", yMax: 1 })],
   ["chart-sentiment", "/api/sentiment", sentimentChart],
   ["chart-latency", "/api/latency", (c, d) => lineChart(c, d, { name: "latency" })],
   ["chart-alerts", "/api/alerts", alertsChart],
