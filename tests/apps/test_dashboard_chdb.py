@@ -16,7 +16,7 @@ import pytest
 
 from driftline.apps.dashboard import queries as q
 from driftline.schema.records import ExplanationRecord
-from tests.schema.analytics_samples import Row, SampleSet, build_samples, migration_statements
+from tests.schema.analytics_samples import Row, SampleSet, build_samples, migrated_chdb
 
 
 def _literal(value: Any) -> str:
@@ -29,18 +29,11 @@ def _literal(value: Any) -> str:
 
 @pytest.fixture(scope="module")
 def chdb_samples() -> Iterator[tuple[Any, SampleSet]]:
-    from chdb import session
-
     samples = build_samples("_chdb")
-    sess = session.Session()
-    try:
-        sess.query("CREATE DATABASE IF NOT EXISTS dashboard_sql")
-        sess.query("USE dashboard_sql")
-        for statement in [*migration_statements(), *samples.insert_statements()]:
+    with migrated_chdb("dashboard_sql") as sess:
+        for statement in samples.insert_statements():
             sess.query(statement)
         yield sess, samples
-    finally:
-        sess.close()
 
 
 def _run(sess: Any, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:

@@ -10,10 +10,13 @@ Python calculation rather than against numbers copied from a previous run.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from driftline.schema.migrate import MIGRATIONS_DIR, split_statements
 from driftline.schema.records import (
@@ -37,6 +40,22 @@ def migration_statements() -> list[str]:
     for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
         statements.extend(split_statements(path.read_text()))
     return statements
+
+
+@contextlib.contextmanager
+def migrated_chdb(database: str) -> Iterator[Any]:
+    """A chDB (in-process modern ClickHouse) session on ``database`` with every migration applied."""
+    from chdb import session
+
+    sess = session.Session()
+    try:
+        sess.query(f"CREATE DATABASE IF NOT EXISTS {database}")
+        sess.query(f"USE {database}")
+        for statement in migration_statements():
+            sess.query(statement)
+        yield sess
+    finally:
+        sess.close()
 
 
 def _lit(value) -> str:

@@ -28,7 +28,7 @@ from driftline.schema.records import (
     TaskLabelRecord,
     insert_sql,
 )
-from tests.schema.analytics_samples import migration_statements
+from tests.schema.analytics_samples import migrated_chdb
 
 SAMPLES = [
     PredictionRecord(
@@ -73,14 +73,7 @@ SAMPLES = [
 @pytest.fixture(scope="module")
 def table_columns() -> Iterator[dict[str, tuple[str, ...]]]:
     """table -> its column names in order, from the migrations applied to chDB."""
-    from chdb import session
-
-    sess = session.Session()
-    try:
-        sess.query("CREATE DATABASE IF NOT EXISTS records_test")
-        sess.query("USE records_test")
-        for statement in migration_statements():
-            sess.query(statement)
+    with migrated_chdb("records_test") as sess:
         result = json.loads(
             str(
                 sess.query(
@@ -90,8 +83,6 @@ def table_columns() -> Iterator[dict[str, tuple[str, ...]]]:
                 )
             )
         )["data"]
-    finally:
-        sess.close()
     columns: dict[str, list[str]] = {}
     for row in result:
         columns.setdefault(row["table"], []).append(row["name"])

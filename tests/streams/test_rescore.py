@@ -26,7 +26,7 @@ from driftline.streams.rescore import (
     summarize,
 )
 from driftline.streams.routing import Route
-from tests.schema.analytics_samples import Row, migration_statements
+from tests.schema.analytics_samples import Row, migrated_chdb
 
 
 @dataclass(frozen=True)
@@ -145,17 +145,8 @@ def test_summary_counts_agreement_accuracy_and_label_mix() -> None:
 
 @pytest.fixture(scope="module")
 def chdb() -> Iterator[Any]:
-    from chdb import session
-
-    sess = session.Session()
-    try:
-        sess.query("CREATE DATABASE IF NOT EXISTS rescore_sql")
-        sess.query("USE rescore_sql")
-        for statement in migration_statements():
-            sess.query(statement)
+    with migrated_chdb("rescore_sql") as sess:
         yield sess
-    finally:
-        sess.close()
 
 
 def test_the_report_query_runs_on_modern_clickhouse_and_matches_a_python_count(chdb: Any) -> None:
