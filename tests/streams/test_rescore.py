@@ -187,3 +187,57 @@ def _label(event_id: str, label: str) -> PredictionRecord:
         channel="c", language="en", label=label, confidence=0.9, label_names=[label], probabilities=[0.9],
         explanation=[], model_name="m", model_version="1", adapter_hash="h", truncated=False, latency_ms=1.0,
     )  # fmt: skip
+
+
+@pytest.fixture
+def repository(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A Triton repository of the test's own (settings rebuilt before and after)."""
+    from driftline.settings import get_settings
+
+    monkeypatch.setenv("DRIFTLINE_TRITON__REPOSITORY", str(tmp_path / "repo"))
+    get_settings.cache_clear()
+    yield tmp_path / "repo"
+    monkeypatch.undo()
+    get_settings.cache_clear()
+
+
+def test_version_resolution_serving_explicit_and_candidate(repository, tmp_path, monkeypatch) -> None:
+    """Serving = the highest version the config loads; --candidate = the newest never-exported entry
+    whose artifact is still on disk, run from that artifact."""
+    from driftline.online.registry import ModelRegistry
+    from driftline.schema.records import ModelRecord, ModelStatus
+    from driftline.streams.rescore import resolve_version
+
+    routes = [Route(topic="news", schema_kind="news", task="news_topic", model="m")]
+    for v in (1, 2):
+        (repository / "m" / str(v)).mkdir(parents=True)
+    monkeypatch.setattr("driftline.models.export.serving_versions", lambda name, repository=None: [1])
+    chosen, _ = resolve_version("news_topic", routes, None, False)
+    assert chosen == Version("m", "1", "1")
+    assert resolve_version("news_topic", routes, 2, False)[0] == Version("m", "2", "2")
+    with pytest.raises(ValueError, match="version 7 is not exported"):
+        resolve_version("news_topic", routes, 7, False)
+
+    old, new = tmp_path / "old", tmp_path / "new"
+    old.mkdir()
+    new.mkdir()
+    rows = [
+        ModelRecord(task="m", adapter_hash="a1", status=ModelStatus.REJECTED, artifact_path=str(old),
+                    created_ts_ms=1),
+        ModelRecord(task="m", adapter_hash="a2", status=ModelStatus.REJECTED, artifact_path=str(new),
+                    created_ts_ms=2),
+        ModelRecord(task="m", adapter_hash="gone", status=ModelStatus.CANDIDATE,
+                    artifact_path=str(tmp_path / "deleted"), created_ts_ms=3),
+        ModelRecord(task="m", version=2, adapter_hash="v2", status=ModelStatus.SERVING, created_ts_ms=4),
+    ]  # fmt: skip
+
+    class Registry:
+        def list(self, task):
+            return rows
+
+    monkeypatch.setattr(ModelRegistry, "from_settings", classmethod(lambda cls: Registry()))
+    chosen, client = resolve_version("news_topic", routes, None, True)
+    assert chosen == Version("m", None, "candidate:a2") and client._artifacts == {"m": new}
+    rows[:] = rows[2:]
+    with pytest.raises(ValueError, match="no candidate"):
+        resolve_version("news_topic", routes, None, True)
