@@ -95,11 +95,11 @@ async def run_updater(
                         on_outcome(outcome)
             for task in tasks:  # the serving versions' live feedback against their predecessors
                 if time.monotonic() >= next_watch[task]:
-                    next_watch[task] = time.monotonic() + updaters[task].rollback.check_every_s
+                    next_watch[task] = time.monotonic() + updaters[task].rollback_config.check_every_s
                     if await _watch(updaters[task]):
                         cold.add(task)  # rolled back: the earlier version's features
-                if updaters[task].shadow.enabled and time.monotonic() >= next_shadow[task]:
-                    next_shadow[task] = time.monotonic() + updaters[task].shadow.check_every_s
+                if updaters[task].shadow_config.enabled and time.monotonic() >= next_shadow[task]:
+                    next_shadow[task] = time.monotonic() + updaters[task].shadow_config.check_every_s
                     if await _check_shadow(updaters[task], on_decision):
                         cold.add(task)  # the shadow serves now
             for task in sorted(cold):

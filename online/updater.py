@@ -202,8 +202,8 @@ class Updater:
         # Triton model name and registry key: versions are numbered per Triton model.
         self.model_name = model_name or self.config.model_name or task
         self.policy = full.promotion
-        self.rollback = full.rollback
-        self.shadow = full.shadow
+        self.rollback_config = full.rollback
+        self.shadow_config = full.shadow
         self._cleared: set[int] = set()  # versions the watch cleared (online.watch)
         self.source = source
         self.registry = registry
@@ -481,7 +481,7 @@ class Updater:
         from driftline.models.artifacts import read_meta
         from driftline.models.export import export
 
-        if self.shadow.enabled and self.pending_shadow() is not None:
+        if self.shadow_config.enabled and self.pending_shadow() is not None:
             outcome.reason = "a shadow version is being evaluated: no new candidate until it is decided"
             return outcome
         try:
@@ -536,7 +536,7 @@ class Updater:
             outcome.reason = f"rejected: {decision.reason}"
             self._alert(outcome.record, "warning")
             return outcome
-        if self.shadow.enabled:
+        if self.shadow_config.enabled:
             return self._start_shadow(outcome, record, candidate, parent)
         try:
             version = export(
@@ -651,7 +651,7 @@ class Updater:
             paired=Paired.of(shadow_right, serving_right), shadow_right=sum(shadow_right),
             serving_right=sum(serving_right),
         )  # fmt: skip
-        decision = judge_shadow(evidence, self.shadow)
+        decision = judge_shadow(evidence, self.shadow_config)
         if decision.wait:
             return decision
         decided = pending.model_copy(
@@ -691,7 +691,7 @@ class Updater:
         significant drop (``online.watch``). None when there is nothing to watch."""
         from driftline.online.registry import RegistryError
 
-        cfg = self.rollback
+        cfg = self.rollback_config
         graded = getattr(self.source, "outcomes", None)  # ClickHouseSource; in-memory sources have none
         if not cfg.enabled or self.registry is None or self.swapper is None or graded is None:
             return None
@@ -733,10 +733,11 @@ class Updater:
         """The decision's baseline accuracy, else the previous version's live one (None: too few labels)."""
         if "baseline_accuracy" in current.metrics:
             return float(current.metrics["baseline_accuracy"])
+        cfg = self.rollback_config
         live = self.source.outcomes(  # type: ignore[attr-defined]
-            self.task, previous.version, previous.adapter_hash, self.rollback.baseline_window, newest=True
+            self.task, previous.version, previous.adapter_hash, cfg.baseline_window, newest=True
         )
-        return sum(live) / len(live) if len(live) >= self.rollback.min_baseline else None
+        return sum(live) / len(live) if len(live) >= cfg.min_baseline else None
 
     def publish_failure(self, reason: str) -> None:
         """Publish a critical model alert saying the update failed and why."""

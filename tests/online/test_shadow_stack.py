@@ -108,7 +108,9 @@ def test_shadow_mirrors_live_traffic_then_promotes_or_rejects(
         TASK, source=ClickHouseSource(db), registry=registry, swapper=swapper, publish=published.append,
         config=online_config(TASK).updater.model_copy(update={"model_name": name}), progress=False,
     )  # fmt: skip
-    updater.shadow = ShadowConfig(enabled=True, min_events=10, min_time_s=0, min_labels=20, max_time_s=600)
+    updater.shadow_config = ShadowConfig(
+        enabled=True, min_events=10, min_time_s=0, min_labels=20, max_time_s=600
+    )
     run = PipelineRun(
         routes={"news": f"{TASK}@{name}", "chat": "-"},
         extra_env={"DRIFTLINE_PIPELINE__SHADOW_SHARE": "0.5", "DRIFTLINE_PIPELINE__SHADOW_CHECK_S": "1"},
