@@ -65,8 +65,8 @@ def measure_estimate(window: int = 50, seed: int = 0) -> dict[str, Any]:
         mixed += chunk
     shifted = scored(mixed)
     result = {
-        "temperature": round(t, 3),
-        "window": window,
+        "estimate_temperature": round(t, 3),
+        "estimate_window": window,
         "estimate_abs_error": mean_abs_error(window_errors(*stationary, t, window)),
         "estimate_abs_error_shifted": mean_abs_error(window_errors(*shifted, t, window)),
         "estimate_abs_error_uncalibrated": mean_abs_error(window_errors(*stationary, 1.0, window)),
