@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from driftline.models.datasets import Example
+from driftline.models.inference.base import ModelNotReadyError
 from driftline.models.tasks import TaskConfig, get_task
 from driftline.online.config import UpdaterConfig, online_config
 from driftline.online.promotion import Decision, Paired, Scores, decide, too_few
@@ -642,7 +643,11 @@ class Updater:
         started = int(pending.metrics.get("shadow_started_ts_ms", pending.updated_ts_ms))
         serving = str(pending.metrics.get("parent_version", ""))
         graded = self.source.graded_since(self.task, serving, started, 500)  # type: ignore[attr-defined]
-        answers = self._shadow_answers([text for text, _, _ in graded])
+        try:
+            answers = self._shadow_answers([text for text, _, _ in graded])
+        except ModelNotReadyError:  # Triton restarted since: its folder is still there, load it again
+            self.swapper.load_shadow(self.model_name, pending.version)
+            answers = self._shadow_answers([text for text, _, _ in graded])
         shadow_right = [answer == label for answer, (_, label, _) in zip(answers, graded, strict=True)]
         serving_right = [correct for _, _, correct in graded]
         mirrored, agreed = self.source.shadow_agreement(self.model_name, pending.version)  # type: ignore[attr-defined]
