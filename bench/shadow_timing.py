@@ -39,7 +39,7 @@ def _worker_cpu(name: str, share: float, events: int, log_dir: Path) -> dict[str
     articles = [e.text[:1500] for e in load_dataset("bbc_news").split("test")]
     messages = news_messages((f"{run.suffix}-{i}", articles[i % len(articles)]) for i in range(events))
     try:
-        run.create_topics(partitions=2)
+        run.create_topics(partitions=4)  # as the surge tables' changelogs (settings)
         run.start_worker(log_dir)
         run.wait_healthy()
         pid = run.workers[0][0].pid

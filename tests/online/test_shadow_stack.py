@@ -130,7 +130,7 @@ def test_shadow_mirrors_live_traffic_then_promotes_or_rejects(
         # 1. a worker mirrors half of the events; feedback arrives through Kafka
         messages, truths = _events(run, "e", N_EVENTS)
         ids = [key.decode() for key, _ in messages]
-        run.create_topics(partitions=2)
+        run.create_topics(partitions=4)  # as the surge tables' changelogs (settings)
         run.start_worker(tmp_path)
         run.wait_healthy()
         run.produce(run.topics.news, messages)
