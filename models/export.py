@@ -371,7 +371,7 @@ def export(
         shutil.copy2(artifact / HEAD_FILE, staging / HEAD_FILE)
         shutil.copy2(artifact / META_FILE, staging / META_FILE)
         (staging / "model.py").write_text(MODEL_PY, encoding="utf-8")
-        from driftline.models.engines import prepare_engines  # torch/onnx: only when exporting
+        from driftline.models.engines.prepare import prepare_engines  # torch/onnx: only when exporting
 
         # ONNX graphs + the engine chosen by measurement
         prepare_engines(staging, progress=progress, inherit_from=inherit_engine_from)

@@ -79,7 +79,7 @@ class LocalClient(InferenceClient):
     def _load(self, folder: Path) -> tuple[ModelInfo, object]:
         """The folder's ``ModelInfo`` and engine (loaded once)."""
         if folder not in self._loaded:
-            from driftline.models.engines import load_engine
+            from driftline.models.engines.base import load_engine
             from driftline.models.serving.codec import codec_for
 
             meta = read_meta(folder)

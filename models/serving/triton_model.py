@@ -36,7 +36,7 @@ class TritonPythonModel:
         import triton_python_backend_utils as pb_utils
 
         from driftline.models.artifacts import read_meta
-        from driftline.models.engines import load_engine
+        from driftline.models.engines.base import load_engine
 
         self._pb = pb_utils
         config = json.loads(args["model_config"])

@@ -265,3 +265,21 @@ def test_a_failing_engine_is_recorded_not_chosen(
     choice = choose_engine(version, texts, gold, engines=["ort-int8", "ort-fp32"])
     assert "does not exist" in (choice.measures["ort-int8"].error or "")
     assert choice.engine in {REFERENCE_ENGINE, "ort-fp32"}
+
+
+def test_a_triton_stub_loads_an_onnxruntime_version_without_torch() -> None:
+    """The python backend's stub imports only what its engine needs: importing torch, transformers and
+    peft took ~8 s of every model load (each swap's time to serve) on the 2-core target."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import driftline.models.serving.triton_model\n"
+        "from driftline.models.engines.base import load_engine\n"
+        "import driftline.models.engines.ort\n"
+        "heavy = sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules)\n"
+        "print(','.join(heavy))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"the stub imported {out.stdout.strip()}"
