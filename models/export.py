@@ -47,7 +47,7 @@ Hot swap without dropping a request (Triton in explicit model-control mode), for
 A client request with ``version=None`` is served by the highest loaded version, so while both are
 loaded the "default" is already the new one; callers that must stay on the old one pass its number.
 Changing the version list changes the config, and Triton then reloads *every* listed version (one
-python stub start each, ~10-30 s on a busy CPU), but the versions already loaded keep answering
+python stub start each, ~2 s for an onnxruntime version), but the versions already loaded keep answering
 until the reload has finished (tests/models/test_export.py::test_hot_swap_* checks this under
 traffic); when the new config fails to load, the previous versions keep serving and the load call
 returns the error.

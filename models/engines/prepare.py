@@ -10,16 +10,21 @@ to load. The ``triton.engine`` setting forces an engine instead of the measured 
 
 from __future__ import annotations
 
+import filecmp
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from driftline.models.artifacts import read_meta, update_meta
+from driftline.models.artifacts import ADAPTER_DIR, read_meta, update_meta
 from driftline.models.datasets import Example, load_dataset
 from driftline.models.engines.base import AUTO, GRAPH_FILES, graphs_read_by, split_name
+from driftline.models.engines.head_patch import HeadPatchError, patch_graph, read_head
 from driftline.models.engines.onnx_export import write_onnx
 from driftline.models.engines.select import EngineChoice, EngineMeasure, choose_engine
 from driftline.models.tasks import get_task
 from driftline.settings import get_settings
+
+log = logging.getLogger(__name__)
 
 
 def held_out_examples(task_name: str, limit: int) -> list[Example]:
@@ -101,15 +106,37 @@ def prepare_engines(
 
 
 def _inherit(version_dir: Path, parent: Path) -> EngineChoice:
-    """Write the parent's engine's graphs for ``version_dir``; copy its choice and measurements."""
+    """Give ``version_dir`` the parent's engine's graphs and copy its choice and measurements.
+
+    The graphs are the parent's with the new head swapped in (``head_patch``: no tracing) when the
+    adapters are identical and the parent's graphs take the head; otherwise they are exported anew.
+    """
     parent_meta = read_meta(parent)
     if not parent_meta.engines:
         raise ValueError(f"{parent} has no engine measurements to inherit")
-    write_onnx(version_dir, set(graphs_read_by(parent_meta.engine)))
+    graphs = {"fp32", *graphs_read_by(parent_meta.engine)}
+    try:
+        _patch_heads(version_dir, parent, graphs)
+    except (HeadPatchError, OSError) as exc:
+        log.info("%s: exporting its graphs (the parent's cannot take the head: %s)", version_dir, exc)
+        write_onnx(version_dir, graphs)
     update_meta(version_dir, engine=parent_meta.engine, engines=parent_meta.engines)
     prune_graphs(version_dir, parent_meta.engine)
     measures = {name: EngineMeasure.model_validate(m) for name, m in parent_meta.engines.items()}
     return EngineChoice(engine=parent_meta.engine, measures=measures, texts=0)
+
+
+def _patch_heads(version_dir: Path, parent: Path, graphs: set[str]) -> None:
+    """The parent's ``graphs`` with this version's head; ``HeadPatchError`` unless the adapters match."""
+    ours, theirs = sorted((version_dir / ADAPTER_DIR).rglob("*")), sorted((parent / ADAPTER_DIR).rglob("*"))
+    same = [p.relative_to(version_dir) for p in ours] == [p.relative_to(parent) for p in theirs] and all(
+        a.is_dir() or filecmp.cmp(a, b, shallow=False) for a, b in zip(ours, theirs, strict=True)
+    )
+    if not same:
+        raise HeadPatchError("the adapter differs from the parent's")
+    weight, bias = read_head(version_dir)
+    for graph in sorted(graphs):
+        patch_graph(parent / GRAPH_FILES[graph], version_dir / GRAPH_FILES[graph], weight, bias)
 
 
 def prune_graphs(version_dir: Path, engine: str) -> None:

@@ -1,0 +1,123 @@
+"""A head refit's graphs without tracing: the parent's graphs with the new head's weights swapped in.
+
+A head refit (``models/head_refit.py``) changes only the linear head. The encoder, its merged LoRA,
+the transformer fusions and the quantization of every encoder weight are the parent's, byte for byte,
+so tracing, fusing and quantizing again (``onnx_export.write_onnx``, ~9 s of a head update's time to
+serve on 2 cores) would rebuild the same graph around a different ``[labels, hidden]`` matrix.
+Swapping the head's initializers in the parent's graph files takes about a second per graph.
+
+Both head layouts the exporter writes are recognised:
+
+* fp32: the traced ``Gemm`` of ``...head.weight`` ``[labels, hidden]`` (``transB=1``), or the
+  fusion optimizer's ``MatMul`` of ``...head.weight_Transposed`` ``[hidden, labels]``, and ``...head.bias``;
+* int8: ``quantize_dynamic``'s ``MatMulInteger`` on ``...head.weight_Transposed_quantized``
+  ``[hidden, labels]`` int8, symmetric per output channel (a scale per label, ``absmax / 127``, zero
+  points 0), and the fp32 bias.
+
+Anything else (another head layout, or a head of another width: a grown head changes shapes the
+graph's value info may still state) raises :class:`HeadPatchError`, and the caller exports from
+scratch. The result is checked against the serving contract before it is written.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from driftline.models.artifacts import HEAD_FILE
+from driftline.models.engines.base import ATTENTION_MASK, INPUT_IDS, PROBS
+
+INT8_MAX = 127
+
+
+class HeadPatchError(ValueError):
+    """The parent's graph cannot take the new head by an initializer swap; export from scratch."""
+
+
+def read_head(version_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The version's head as ``(weight [labels, hidden], bias [labels])`` float32 arrays."""
+    from safetensors.numpy import load_file
+
+    tensors = load_file(Path(version_dir) / HEAD_FILE)
+    if set(tensors) != {"weight", "bias"}:
+        raise HeadPatchError(f"{HEAD_FILE} holds {sorted(tensors)}, not one linear layer")
+    return tensors["weight"].astype(np.float32), tensors["bias"].astype(np.float32)
+
+
+def quantize_columns(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 per column, as ``quantize_dynamic`` does a weight: ``(q int8, scale per column)``."""
+    absmax = np.abs(matrix).max(axis=0)
+    scale = np.where(absmax > 0, absmax / INT8_MAX, 1.0).astype(np.float32)
+    q = np.clip(np.rint(matrix / scale), -INT8_MAX, INT8_MAX).astype(np.int8)
+    return q, scale
+
+
+def _one(initializers: dict[str, onnx.TensorProto], suffix: str) -> onnx.TensorProto | None:
+    found = [t for name, t in initializers.items() if name.endswith(suffix)]
+    if len(found) > 1:
+        raise HeadPatchError(f"{len(found)} initializers end in {suffix!r}")
+    return found[0] if found else None
+
+
+def _replace(tensor: onnx.TensorProto, value: np.ndarray) -> None:
+    old = numpy_helper.to_array(tensor)
+    if old.shape != value.shape or old.dtype != value.dtype:
+        have, want = f"{old.dtype}{list(old.shape)}", f"{value.dtype}{list(value.shape)}"
+        raise HeadPatchError(f"{tensor.name}: the parent's {have} cannot take {want}")
+    tensor.CopyFrom(numpy_helper.from_array(value, tensor.name))
+
+
+def swap_head(model: onnx.ModelProto, weight: np.ndarray, bias: np.ndarray) -> onnx.ModelProto:
+    """Put ``weight``/``bias`` in place of ``model``'s head (in place); returns ``model``."""
+    initializers = {t.name: t for t in model.graph.initializer}
+    bias_tensor = _one(initializers, "head.bias")
+    layouts = {
+        "gemm": _one(initializers, "head.weight"),
+        "matmul": _one(initializers, "head.weight_Transposed"),
+        "int8": _one(initializers, "head.weight_Transposed_quantized"),
+    }
+    found = {layout: tensor for layout, tensor in layouts.items() if tensor is not None}
+    if bias_tensor is None or len(found) != 1:
+        raise HeadPatchError(f"the graph has no single recognisable head (found {sorted(found) or 'none'})")
+    ((layout, tensor),) = found.items()
+    if layout == "gemm":
+        _replace(tensor, weight)
+    elif layout == "matmul":
+        _replace(tensor, np.ascontiguousarray(weight.T))
+    else:
+        stem = tensor.name.removesuffix("_quantized")
+        scale, zero = initializers.get(f"{stem}_scale"), initializers.get(f"{stem}_zero_point")
+        if scale is None or zero is None or np.any(numpy_helper.to_array(zero)):
+            raise HeadPatchError(f"{tensor.name}: not symmetric per-channel int8 (zero points 0)")
+        q, s = quantize_columns(weight.T)
+        _replace(tensor, q)
+        _replace(scale, s.reshape(numpy_helper.to_array(scale).shape))
+    _replace(bias_tensor, bias)
+    return model
+
+
+def check_io(model: onnx.ModelProto) -> None:
+    """Raise unless the graph still has the serving contract's input and output names."""
+    names = [v.name for v in (*model.graph.input, *model.graph.output)]
+    if names != [INPUT_IDS, ATTENTION_MASK, PROBS]:
+        raise HeadPatchError(f"graph IO {names} is not the serving contract")
+
+
+def patch_graph(source: Path, target: Path, weight: np.ndarray, bias: np.ndarray) -> Path:
+    """Write ``source`` with the head ``weight``/``bias`` to ``target`` (atomically); returns ``target``."""
+    model = onnx.load(str(source))
+    check_io(model)
+    swap_head(model, weight, bias)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        onnx.save(model, tmp)
+        os.replace(tmp, target)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return target
