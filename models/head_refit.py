@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from cachetools import LRUCache
 from torch import nn
@@ -38,13 +40,15 @@ WEIGHT_DECAY = 0.01
 
 
 def encoder_key(artifact_dir: Path) -> str:
-    """A hash of an artifact's adapter: versions with equal keys embed texts identically.
+    """A hash of what an artifact's features depend on: versions with equal keys embed texts identically.
 
-    Over the adapter's weights and its configuration as data (peft writes ``target_modules`` from
-    a set, in an order that changes between processes), not over the model card.
+    Over the base encoder, the truncation and input normalisation (``meta.json``), the adapter's
+    weights and its configuration as data (peft writes ``target_modules`` from a set, in an order that
+    changes between processes), not over the model card.
     """
     adapter = Path(artifact_dir) / ADAPTER_DIR
-    digest = hashlib.sha256()
+    meta = read_meta(artifact_dir)
+    digest = hashlib.sha256(json.dumps([meta.encoder, meta.max_length, meta.normalize_input]).encode())
     for path in sorted(adapter.rglob("*.safetensors")):
         digest.update(path.relative_to(adapter).as_posix().encode())
         digest.update(path.read_bytes())
@@ -55,32 +59,80 @@ def encoder_key(artifact_dir: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def text_digest(text: str) -> str:
+    """The key of one text's features (its SHA-1: the store never holds the texts themselves)."""
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()  # a cache key, not a security boundary
+
+
 class FeatureCache:
     """Pooled features per (encoder key, text), so the replay and test texts are embedded once.
 
     An updater refits heads on the same replay sample and scores on the same original test set
     every time; only the new feedback texts need the encoder. Bounded (least recently used out).
+
+    With a ``directory``, an encoder's features also outlive the process: :meth:`save` writes them
+    to ``<directory>/<key>.npz`` (digests and float32 vectors, read back without pickle), and the
+    first lookup under a key loads that file, so a restarted updater (or the next demo run on the
+    same cached adapter) starts warm instead of spending a minute of two busy cores re-embedding.
+    Only the newest ``keep_files`` files stay.
     """
 
-    def __init__(self, maxsize: int = 20_000) -> None:
+    def __init__(self, maxsize: int = 20_000, directory: Path | None = None, keep_files: int = 16) -> None:
         self._store: LRUCache[tuple[str, str], torch.Tensor] = LRUCache(maxsize)
+        self.directory = Path(directory) if directory is not None else None
+        self.keep_files = keep_files
+        self._looked: set[str] = set()  # keys whose file was read (or found absent)
 
     def __len__(self) -> int:
         return len(self._store)
 
     def missing(self, key: str, texts: Sequence[str]) -> list[str]:
         """The distinct ``texts`` not cached under ``key``, in first-seen order."""
-        return [text for text in dict.fromkeys(texts) if (key, text) not in self._store]
+        self._load(key)
+        return [text for text in dict.fromkeys(texts) if (key, text_digest(text)) not in self._store]
 
     def features(self, model: Classifier, key: str, texts: Sequence[str]) -> torch.Tensor:
         """``model.embed(texts)``, embedding only the texts not cached under ``key``."""
-        found = {text: self._store.get((key, text)) for text in dict.fromkeys(texts)}
+        self._load(key)
+        found = {text: self._store.get((key, text_digest(text))) for text in dict.fromkeys(texts)}
         missing = [text for text, vector in found.items() if vector is None]
         for text, vector in zip(missing, model.embed(missing), strict=True):
-            found[text] = self._store[(key, text)] = vector
+            found[text] = self._store[(key, text_digest(text))] = vector
         if not texts:
             return torch.zeros((0, model.head.in_features))
         return torch.stack([found[text] for text in texts])
+
+    def save(self, key: str) -> Path | None:
+        """Write ``key``'s cached features to the directory (atomically); None without a directory."""
+        if self.directory is None:
+            return None
+        rows = [(digest, vector) for (k, digest), vector in list(self._store.items()) if k == key]
+        if not rows:
+            return None
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / f"{key}.npz"
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
+        digests = np.array([digest for digest, _ in rows])
+        vectors = torch.stack([vector for _, vector in rows]).to(torch.float32).numpy()
+        np.savez(tmp, digests=digests, vectors=vectors)
+        os.replace(tmp, path)
+        for old in sorted(self.directory.glob("*.npz"), key=lambda p: p.stat().st_mtime)[: -self.keep_files]:
+            old.unlink(missing_ok=True)
+        return path
+
+    def _load(self, key: str) -> None:
+        if self.directory is None or key in self._looked:
+            return
+        self._looked.add(key)
+        try:
+            with np.load(self.directory / f"{key}.npz", allow_pickle=False) as data:
+                digests, vectors = data["digests"], data["vectors"]
+        except (OSError, ValueError, KeyError):
+            return  # absent or unreadable: those texts are embedded again
+        if vectors.ndim != 2 or len(digests) != len(vectors) or vectors.dtype != np.float32:
+            return
+        for digest, vector in zip(digests.tolist(), torch.from_numpy(vectors), strict=True):
+            self._store.setdefault((key, str(digest)), vector)
 
 
 def fit_head(

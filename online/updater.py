@@ -195,6 +195,7 @@ class Updater:
         log: Callable[[str], None] = print,
         model_name: str | None = None,
         label_set: Callable[[], Sequence[str]] | None = None,
+        features_dir: Path | None = None,
     ) -> None:
         self.task = task
         self.task_config: TaskConfig = get_task(task)
@@ -219,7 +220,8 @@ class Updater:
         self.label_set = label_set or (lambda: list(self.task_config.labels))
         from driftline.models.head_refit import FeatureCache  # torch + peft: only once an updater exists
 
-        self.features = FeatureCache()  # replay and test texts, embedded once per encoder (head refits)
+        # replay and test texts, embedded once per encoder (head refits); kept on disk with features_dir
+        self.features = FeatureCache(directory=features_dir)
         self._warm_model: tuple[str, Any] | None = None  # (encoder key, classifier) while warming
 
     # -- library level ------------------------------------------------------------------------
@@ -267,6 +269,8 @@ class Updater:
             self.features.features(self._warm_model[1], key, now)
         if len(now) == len(missing):
             self._warm_model = None  # warm: the model is not needed until the next version
+            if now:
+                self.features.save(key)
         return len(missing) - len(now)
 
     def labels_to_retry(self, decision: Decision) -> int:

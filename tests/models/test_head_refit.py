@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from driftline.models.artifacts import ADAPTER_DIR, read_meta
 from driftline.models.classifier import load_classifier
@@ -86,3 +87,23 @@ def test_shared_feature_scoring_equals_full_classification(tmp_path: Path) -> No
     full = _predictions("lora", tmp_path / "refit", parent, texts)
     assert shared == full
     assert shared["candidate"] != shared["serving"]  # the refit changed what the model says
+
+
+def test_a_saved_cache_starts_the_next_process_warm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``FeatureCache(directory=)``: what one updater embedded, the next one reads back (no pickle)."""
+    parent = small_artifact("news_topic")
+    model, key = load_classifier(parent), encoder_key(parent)
+    texts = [e.text for e in _news("train", 4)]
+    first = FeatureCache(directory=tmp_path / "features")
+    vectors = first.features(model, key, texts)
+    path = first.save(key)
+    assert path is not None and path.name == f"{key}.npz"
+
+    embedded = count_embeddings(monkeypatch)
+    second = FeatureCache(directory=tmp_path / "features")
+    assert second.missing(key, texts) == [] and second.missing("another-encoder", texts) == texts
+    assert torch.equal(second.features(model, key, texts), vectors) and embedded == []
+
+    path.write_bytes(b"not an npz")  # a damaged file is ignored: the texts are embedded again
+    third = FeatureCache(directory=tmp_path / "features")
+    assert third.missing(key, texts) == texts

@@ -148,6 +148,7 @@ def updater(
                     publish=publish,
                     log=typer.echo,
                     label_set=partial(_label_set, registry.client, name),
+                    features_dir=settings.cache_dir / "features",  # warm again at once after a restart
                 )
                 for name in task
             }
