@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -91,4 +92,8 @@ def test_quick_demo_runs_end_to_end(tmp_path: Path) -> None:
     # workers and the updater were stopped: nothing of this run is left behind
     logs = sorted(p.name for p in (run_dir / "logs").iterdir())
     assert "updater.log" in logs and "worker-1.log" in logs
+    # the feature cache was filled before the stream (``updater --warm-only``), for both tasks
+    warm = (run_dir / "logs" / "warm.log").read_text()
+    for task in ("news_topic", "chat_sentiment"):
+        assert re.search(rf"{task}: [1-9][0-9]* texts in the feature cache, 0 left", warm), warm
     assert "stopped worker-1" in result.stdout

@@ -115,6 +115,12 @@ def updater(
     task: list[str] = typer.Option(["news_topic"], "--task", help="Task(s) to keep updated."),
     group_id: str = typer.Option("driftline-updater", help="Kafka consumer group."),
     once: str = typer.Option("", help="Run one update now with this trigger reason, then exit."),
+    warm_only: bool = typer.Option(
+        False,
+        "--warm-only",
+        help="Embed the serving versions' replay and test texts into the feature cache "
+        "(cache_dir/features), then exit: the updater started next answers its first drift warm.",
+    ),
 ) -> None:
     """Run the updater: drift alerts + new feedback -> LoRA update -> evaluate -> hot swap."""
     from driftline.apps.cli.pipeline import kafka_preflight, yield_cpu_to_serving
@@ -152,6 +158,11 @@ def updater(
                 )
                 for name in task
             }
+            if warm_only:
+                for name, up in updaters.items():
+                    left = await asyncio.to_thread(up.warm)
+                    typer.echo(f"{name}: {len(up.features)} texts in the feature cache, {left} left")
+                return
             if once:
                 for name, up in updaters.items():
                     outcome = await asyncio.to_thread(up.run_update, once)

@@ -89,6 +89,17 @@ class ProcessGroup:
             self.processes.append(managed)
         return managed
 
+    def run(self, name: str, *args: str, timeout_s: float) -> int | None:
+        """``driftline <args>`` to its end, logged like ``start``; its exit code (None: timed out, killed)."""
+        managed = self.start(name, *args)
+        self.processes.remove(managed)
+        try:
+            return managed.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            managed.process.kill()
+            managed.process.wait()
+            return None
+
     def dead(self) -> list[Managed]:
         """The started (non-detached) processes that have exited."""
         return [p for p in self.processes if not p.alive()]
