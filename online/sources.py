@@ -102,14 +102,22 @@ class ClickHouseSource:
     ) -> list[bool]:
         """Whether one version was right, per feedback label joined since ``since_ts_ms``, oldest first.
 
-        ``newest``: the last ``limit`` labels instead of the first ``limit``.
+        ``newest``: the last ``limit`` labels instead of the first ``limit``. The source's own
+        ``since_ts_ms`` bounds this too: a run that must not learn from earlier runs' labels must not
+        judge a version by them either (a previous run's version as the rollback baseline).
         """
         order = "DESC" if newest else "ASC"
         rows = self.client.execute(
             "SELECT correct, joined_ts_ms FROM feedback FINAL WHERE task = %(task)s "
             "AND model_version = %(v)s AND adapter_hash = %(h)s AND joined_ts_ms >= %(since)s "
             f"ORDER BY joined_ts_ms {order}, event_id LIMIT %(limit)s",
-            {"task": task, "v": str(version), "h": adapter_hash, "since": int(since_ts_ms), "limit": limit},
+            {
+                "task": task,
+                "v": str(version),
+                "h": adapter_hash,
+                "since": max(self.since_ts_ms, int(since_ts_ms)),
+                "limit": limit,
+            },
         )
         ordered = list(reversed(rows)) if newest else rows
         return [bool(correct) for correct, _ in ordered]
@@ -131,7 +139,12 @@ class ClickHouseSource:
             ORDER BY joined_ts_ms, event_id
             LIMIT %(limit)s
             """,
-            {"task": task, "since": int(since_ts_ms), "v": str(model_version), "limit": limit},
+            {
+                "task": task,
+                "since": max(self.since_ts_ms, int(since_ts_ms)),
+                "v": str(model_version),
+                "limit": limit,
+            },
         )
         return [(text, label, bool(correct)) for text, label, correct in rows if text]
 

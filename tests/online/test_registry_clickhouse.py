@@ -106,6 +106,10 @@ def test_feedback_view_and_training_query(db) -> None:
     # the updater's holdout: only feedback joined after the drift began
     assert ClickHouseSource(db).recent_examples("news_topic", limit=3, since_ts_ms=later) == []
     assert len(ClickHouseSource(db).recent_examples("news_topic", limit=10, since_ts_ms=1)) == 4
+    # ... nor judge a version by them (the rollback watch's baseline, the shadow's live evidence)
+    assert ClickHouseSource(db).outcomes("news_topic", 1, "h1", 10, newest=True) == [True] * 4
+    assert ClickHouseSource(db, since_ts_ms=later).outcomes("news_topic", 1, "h1", 10, newest=True) == []
+    assert ClickHouseSource(db, since_ts_ms=later).graded_since("news_topic", "1", 0, 10) == []
 
 
 def test_drift_events_table_takes_event_rows(db) -> None:
