@@ -82,10 +82,12 @@ class DemoConfig(BaseModel):
                 # as in the library scenario (online/scenario.py): 400 replayed originals per update
                 # keep the original test set within tolerance (docs/history.md). A drift is answered
                 # by a head refit (seconds), which learns a new class from a few dozen labels, so
-                # half of the post-drift labels can go to judging it instead of 30 %.
+                # half of the post-drift labels can go to judging it instead of 30 %, and a first try
+                # after 20 labels costs little: when the evidence is short the gate asks for just the
+                # labels it projects (Paired.more_to_show) and the retry takes a few seconds.
                 "updater": {
                     "min_new_labels": 60,
-                    "labels_after_drift": 30,
+                    "labels_after_drift": 20,
                     "holdout_fraction": 0.5,
                     "max_steps": 150,
                     "replay_size": 400,
