@@ -223,6 +223,7 @@ class Updater:
         # replay and test texts, embedded once per encoder (head refits); kept on disk with features_dir
         self.features = FeatureCache(directory=features_dir)
         self._warm_model: tuple[str, Any] | None = None  # (encoder key, classifier) while warming
+        self._saved_keys: set[str] = set()  # encoders whose warm features were written (features_dir)
 
     # -- library level ------------------------------------------------------------------------
 
@@ -269,8 +270,9 @@ class Updater:
             self.features.features(self._warm_model[1], key, now)
         if len(now) == len(missing):
             self._warm_model = None  # warm: the model is not needed until the next version
-            if now:
+            if key not in self._saved_keys:  # once per encoder: what the next updater starts from
                 self.features.save(key)
+                self._saved_keys.add(key)
         return len(missing) - len(now)
 
     def labels_to_retry(self, decision: Decision) -> int:
