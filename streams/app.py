@@ -223,6 +223,7 @@ def build_pipeline(
 
     @app.on_before_shutdown.connect
     async def _close(app: Any, **kwargs: Any) -> None:
+        await shadow.close()  # mirrors in flight reach their sink before the last flush
         await checkpoint.flush()  # shutdown goes on; offsets of rows not flushed were never committed
         await client.close()
 
