@@ -94,10 +94,11 @@ class FeatureCache:
     def features(self, model: Classifier, key: str, texts: Sequence[str]) -> torch.Tensor:
         """``model.embed(texts)``, embedding only the texts not cached under ``key``."""
         self._load(key)
-        found = {text: self._store.get((key, text_digest(text))) for text in dict.fromkeys(texts)}
+        digests = {text: text_digest(text) for text in dict.fromkeys(texts)}
+        found = {text: self._store.get((key, digest)) for text, digest in digests.items()}
         missing = [text for text, vector in found.items() if vector is None]
         for text, vector in zip(missing, model.embed(missing), strict=True):
-            found[text] = self._store[(key, text_digest(text))] = vector
+            found[text] = self._store[(key, digests[text])] = vector
         if not texts:
             return torch.zeros((0, model.head.in_features))
         return torch.stack([found[text] for text in texts])

@@ -58,6 +58,10 @@ class ClickHouseSource:
         self.client = client
         self.since_ts_ms = since_ts_ms or 0
 
+    def _since(self, since_ts_ms: int | None) -> int:
+        """The later of ``since_ts_ms`` and the source's own lower bound (epoch ms)."""
+        return max(self.since_ts_ms, int(since_ts_ms or 0))
+
     def recent_examples(self, task: str, limit: int, since_ts_ms: int | None = None) -> list[Example]:
         """Up to ``limit`` of the newest joined feedback labels of ``task`` with their texts, oldest first.
 
@@ -76,7 +80,7 @@ class ClickHouseSource:
             ORDER BY feedback_ts_ms DESC
             LIMIT %(limit)s
             """,
-            {"task": task, "limit": int(limit), "since": max(self.since_ts_ms, int(since_ts_ms or 0))},
+            {"task": task, "limit": int(limit), "since": self._since(since_ts_ms)},
         )
         return [
             Example(id=text_id(text), text=text, label=label) for _, text, label in reversed(rows) if text
@@ -115,7 +119,7 @@ class ClickHouseSource:
                 "task": task,
                 "v": str(version),
                 "h": adapter_hash,
-                "since": max(self.since_ts_ms, int(since_ts_ms)),
+                "since": self._since(since_ts_ms),
                 "limit": limit,
             },
         )
@@ -141,7 +145,7 @@ class ClickHouseSource:
             """,
             {
                 "task": task,
-                "since": max(self.since_ts_ms, int(since_ts_ms)),
+                "since": self._since(since_ts_ms),
                 "v": str(model_version),
                 "limit": limit,
             },

@@ -21,8 +21,6 @@ scratch. The result is checked against the serving contract before it is written
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +28,7 @@ import onnx
 from onnx import numpy_helper
 
 from driftline.models.artifacts import HEAD_FILE
-from driftline.models.engines.base import ATTENTION_MASK, INPUT_IDS, PROBS
+from driftline.models.engines.onnx_export import check_contract, save_graph
 
 INT8_MAX = 127
 
@@ -101,23 +99,11 @@ def swap_head(model: onnx.ModelProto, weight: np.ndarray, bias: np.ndarray) -> o
     return model
 
 
-def check_io(model: onnx.ModelProto) -> None:
-    """Raise unless the graph still has the serving contract's input and output names."""
-    names = [v.name for v in (*model.graph.input, *model.graph.output)]
-    if names != [INPUT_IDS, ATTENTION_MASK, PROBS]:
-        raise HeadPatchError(f"graph IO {names} is not the serving contract")
-
-
 def patch_graph(source: Path, target: Path, weight: np.ndarray, bias: np.ndarray) -> Path:
     """Write ``source`` with the head ``weight``/``bias`` to ``target`` (atomically); returns ``target``."""
-    model = onnx.load(str(source))
-    check_io(model)
-    swap_head(model, weight, bias)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
+    model = swap_head(onnx.load(str(source)), weight, bias)
     try:
-        onnx.save(model, tmp)
-        os.replace(tmp, target)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return target
+        check_contract(model, len(bias))
+    except ValueError as exc:
+        raise HeadPatchError(str(exc)) from exc
+    return save_graph(model, target)

@@ -186,7 +186,7 @@ def restore(model: onnx.ModelProto, table: onnx.TensorProto) -> onnx.ModelProto:
     return full
 
 
-def _save(model: onnx.ModelProto, path: Path) -> Path:
+def save_graph(model: onnx.ModelProto, path: Path) -> Path:
     """Write ``model`` to ``path`` atomically."""
     with _atomic(path) as tmp:
         onnx.save(model, tmp)
@@ -254,7 +254,7 @@ def write_onnx(version_dir: Path, graphs: set[str] | None = None) -> dict[str, P
     def write(graph: str, model: onnx.ModelProto) -> Path:
         full = symbolic_labels(restore(model, table))
         check_contract(full, n_labels)
-        return _save(full, paths[graph])
+        return save_graph(full, paths[graph])
 
     def fused_fp32() -> Path:
         fused.append(fuse(light, config.num_attention_heads, config.hidden_size))

@@ -10,17 +10,17 @@ to load. The ``triton.engine`` setting forces an engine instead of the measured 
 
 from __future__ import annotations
 
-import filecmp
 import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from driftline.models.artifacts import ADAPTER_DIR, read_meta, update_meta
+from driftline.models.artifacts import read_meta, update_meta
 from driftline.models.datasets import Example, load_dataset
 from driftline.models.engines.base import AUTO, GRAPH_FILES, graphs_read_by, split_name
 from driftline.models.engines.head_patch import HeadPatchError, patch_graph, read_head
 from driftline.models.engines.onnx_export import write_onnx
 from driftline.models.engines.select import EngineChoice, EngineMeasure, choose_engine
+from driftline.models.head_refit import encoder_key
 from driftline.models.tasks import get_task
 from driftline.settings import get_settings
 
@@ -109,7 +109,7 @@ def _inherit(version_dir: Path, parent: Path) -> EngineChoice:
     """Give ``version_dir`` the parent's engine's graphs and copy its choice and measurements.
 
     The graphs are the parent's with the new head swapped in (``head_patch``: no tracing) when the
-    adapters are identical and the parent's graphs take the head; otherwise they are exported anew.
+    encoders are identical and the parent's graphs take the head; otherwise they are exported anew.
     """
     parent_meta = read_meta(parent)
     if not parent_meta.engines:
@@ -127,13 +127,9 @@ def _inherit(version_dir: Path, parent: Path) -> EngineChoice:
 
 
 def _patch_heads(version_dir: Path, parent: Path, graphs: set[str]) -> None:
-    """The parent's ``graphs`` with this version's head; ``HeadPatchError`` unless the adapters match."""
-    ours, theirs = sorted((version_dir / ADAPTER_DIR).rglob("*")), sorted((parent / ADAPTER_DIR).rglob("*"))
-    same = [p.relative_to(version_dir) for p in ours] == [p.relative_to(parent) for p in theirs] and all(
-        a.is_dir() or filecmp.cmp(a, b, shallow=False) for a, b in zip(ours, theirs, strict=True)
-    )
-    if not same:
-        raise HeadPatchError("the adapter differs from the parent's")
+    """The parent's ``graphs`` with this version's head; ``HeadPatchError`` unless the encoders match."""
+    if encoder_key(version_dir) != encoder_key(parent):
+        raise HeadPatchError("the encoder or adapter differs from the parent's")
     weight, bias = read_head(version_dir)
     for graph in sorted(graphs):
         patch_graph(parent / GRAPH_FILES[graph], version_dir / GRAPH_FILES[graph], weight, bias)
