@@ -124,7 +124,7 @@ class LabelRequestConfig(_Strict):
 
 
 class RollbackConfig(_Strict):
-    """The watch after a promotion (``online.watch``): an SPRT on the new version's live feedback."""
+    """The watch after a promotion (``online.watch``): SPRTs on the new version's feedback and confidence."""
 
     enabled: bool = True
     drop: float = Field(0.1, gt=0, lt=1)  # an accuracy drop this large (vs the baseline) rolls back
@@ -134,6 +134,11 @@ class RollbackConfig(_Strict):
     baseline_window: int = Field(200, ge=1)  # hand promotions: the previous version's last labels
     min_baseline: int = Field(20, ge=1)  # and at least this many of them, else no watch
     check_every_s: float = Field(5.0, gt=0)  # how often the updater looks at new feedback
+    # the same test without labels, on calibrated confidence (CBPE): a collapse rolls back early
+    estimate: bool = True
+    estimate_drop: float = Field(0.2, gt=0, lt=1)  # larger than `drop`: calibration is uncertain too
+    estimate_max_events: int = Field(2000, ge=1)  # predictions read before the estimate's watch ends
+    estimate_window: int = Field(500, ge=1)  # the previous version's last predictions: its baseline
 
 
 class ShadowConfig(_Strict):

@@ -126,6 +126,34 @@ class ClickHouseSource:
         ordered = list(reversed(rows)) if newest else rows
         return [bool(correct) for correct, _ in ordered]
 
+    def served_probabilities(
+        self,
+        task: str,
+        version: int,
+        adapter_hash: str,
+        limit: int,
+        *,
+        since_ts_ms: int = 0,
+        newest: bool = False,
+    ) -> list[list[float]]:
+        """The probabilities one version served, per event it labelled since ``since_ts_ms``, oldest
+        first (``newest``: the last ``limit``). What the watch estimates accuracy from, without labels."""
+        order = "DESC" if newest else "ASC"
+        rows = self.client.execute(
+            "SELECT probabilities, processed_ts_ms FROM labels FINAL WHERE task = %(task)s "
+            "AND model_version = %(v)s AND adapter_hash = %(h)s AND processed_ts_ms >= %(since)s "
+            f"AND length(probabilities) > 0 ORDER BY processed_ts_ms {order}, event_id LIMIT %(limit)s",
+            {
+                "task": task,
+                "v": str(version),
+                "h": adapter_hash,
+                "since": self._since(since_ts_ms),
+                "limit": limit,
+            },
+        )
+        ordered = list(reversed(rows)) if newest else rows
+        return [list(probabilities) for probabilities, _ in ordered]
+
     def graded_since(
         self, task: str, model_version: str, since_ts_ms: int, limit: int
     ) -> list[tuple[str, str, bool]]:

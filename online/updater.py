@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+
 from driftline.models.datasets import Example
 from driftline.models.inference.base import ModelNotReadyError
 from driftline.models.tasks import TaskConfig, get_task
@@ -89,24 +91,42 @@ def holdout_split(
     return [e for e in recent if e.id not in held], holdout
 
 
+@dataclass(frozen=True)
+class Scored:
+    """One model's probabilities for a list of texts; columns in ``labels`` order."""
+
+    labels: list[str]
+    probabilities: np.ndarray
+
+    @property
+    def predicted(self) -> list[str]:
+        """The most probable label of each text."""
+        return [self.labels[i] for i in self.probabilities.argmax(axis=1)]
+
+
 def _predictions(
     fit: Fit, candidate: Path, serving: Path, texts: Sequence[str], cache: Any | None = None
-) -> dict[str, list[str]]:
-    """Each model's predicted label for every text: ``{"candidate": [...], "serving": [...]}``.
+) -> dict[str, Scored]:
+    """Each model's probabilities for every text: ``{"candidate": ..., "serving": ...}``.
 
     A head refit shares the serving version's encoder and adapter, so the texts are embedded once
     (or taken from ``cache``, a ``models.head_refit.FeatureCache``) and both heads read the same
     features; otherwise each model classifies them in full.
     """
+    from driftline.models.artifacts import read_meta
     from driftline.models.classifier import load_classifier
 
     if not texts:
-        return {"candidate": [], "serving": []}
+        empty = {}
+        for name, path in (("candidate", candidate), ("serving", serving)):
+            labels = list(read_meta(path).labels)
+            empty[name] = Scored(labels, np.zeros((0, len(labels))))
+        return empty
     if fit == "head":
         import torch
         from safetensors.torch import load_file
 
-        from driftline.models.artifacts import HEAD_FILE, read_meta
+        from driftline.models.artifacts import HEAD_FILE
         from driftline.models.head_refit import FeatureCache, encoder_key
 
         model = load_classifier(candidate)
@@ -118,11 +138,30 @@ def _predictions(
         heads = {"candidate": (model.head, model.labels), "serving": (serving_head, serving_labels)}
         with torch.inference_mode():
             return {
-                name: [labels[i] for i in head(features).argmax(dim=1).tolist()]
+                name: Scored(list(labels), torch.softmax(head(features), dim=1).numpy())
                 for name, (head, labels) in heads.items()
             }
-    models = {"candidate": candidate, "serving": serving}
-    return {name: load_classifier(path).predict(list(texts)) for name, path in models.items()}
+    scored = {}
+    for name, path in (("candidate", candidate), ("serving", serving)):
+        model = load_classifier(path)
+        scored[name] = Scored(list(model.labels), model.predict_proba(list(texts)))
+    return scored
+
+
+def _temperature(scored: Scored, truth: Sequence[str]) -> float | None:
+    """The temperature that calibrates ``scored`` on its labelled texts (``online.estimate``); None
+    when no true label is one the model has."""
+    from driftline.online.estimate import fit_temperature
+
+    column = {label: i for i, label in enumerate(scored.labels)}
+    rows = [i for i, label in enumerate(truth) if label in column]
+    if not rows:
+        return None
+    return fit_temperature(scored.probabilities[rows], [column[truth[i]] for i in rows])
+
+
+def _round(value: float | None, digits: int = 4) -> float | None:
+    return None if value is None else round(value, digits)
 
 
 def _engine_parent(fit: str | None, parent: Path) -> Path | None:
@@ -339,9 +378,12 @@ class Updater:
         started = time.perf_counter()
         metric = self.policy.metric
         texts = [e.text for e in holdout] + [e.text for e in original_test]
-        predicted = _predictions(fit, out_dir, parent, texts, self.features)
-        scores, correct = {}, {}
-        for name, labels in predicted.items():
+        scored = _predictions(fit, out_dir, parent, texts, self.features)
+        truth = [e.label for e in holdout] + [e.label for e in original_test]
+        scores, correct, temperatures = {}, {}, {}
+        for name, model_scores in scored.items():
+            labels = model_scores.predicted
+            temperatures[name] = _temperature(model_scores, truth)
             on_holdout, on_original = labels[: len(holdout)], labels[len(holdout) :]
             correct[name] = [p == e.label for p, e in zip(on_holdout, holdout, strict=True)]
             scores[name] = Scores(
@@ -365,6 +407,9 @@ class Updater:
                 "n_replay": len(replay),
                 "n_fresh": len(fresh) if fresh is not None else None,
                 "labels": list(task.labels),
+                # calibration on the same held-out texts, for label-free estimates (online.watch)
+                "temperature": _round(temperatures["candidate"]),
+                "baseline_temperature": _round(temperatures["serving"]),
             }
         )
         return Candidate(
@@ -698,8 +743,9 @@ class Updater:
     # -- after a promotion ---------------------------------------------------------------------
 
     def watch_promotion(self) -> Verdict | None:
-        """Judge the serving version on its live feedback against the version before it; roll back on a
-        significant drop (``online.watch``). None when there is nothing to watch."""
+        """Judge the serving version against the version before it, on its live feedback and on its
+        estimated accuracy (``online.watch``); roll back on a significant drop. None when there is
+        nothing to watch."""
         from driftline.online.registry import RegistryError
 
         cfg = self.rollback_config
@@ -713,32 +759,62 @@ class Updater:
             previous = self.registry.rollback_target(self.model_name)
         except RegistryError:
             return None  # nothing to go back to
-        baseline = self._watch_baseline(current, previous)
-        if baseline is None:
-            return None
-        outcomes = self.source.outcomes(  # type: ignore[attr-defined]
-            self.task,
-            current.version,
-            current.adapter_hash,
-            cfg.max_labels,
-            since_ts_ms=current.updated_ts_ms,
-        )
-        verdict = sprt(outcomes, baseline, cfg)
-        if verdict.decision == "cleared":
+        verdict = self._watch_labels(current, previous)
+        if verdict is not None and verdict.decision == "cleared":
             self._cleared.add(current.version)
             self.log(f"{self.model_name}: version {current.version} cleared after {verdict.labels} labels")
-        if verdict.decision != "rollback":
+        if (verdict is None or verdict.decision == "watching") and cfg.estimate:
+            estimated = self._watch_estimate(current, previous)
+            if estimated is not None and (estimated.decision == "rollback" or verdict is None):
+                verdict = estimated
+        if verdict is None or verdict.decision != "rollback":
             return verdict
-        why = (
-            f"live accuracy {verdict.live_accuracy:.3f} on {verdict.labels} labels is significantly below "
-            f"version {previous.version}'s {baseline:.3f} (SPRT for a drop of {cfg.drop}, alpha {cfg.alpha})"
-        )
+        why = verdict.why(previous.version, cfg)
         rollback(self.model_name, self.registry, self.swapper, publish=self.publish, why=why)
         self._notify(
             "rolled back", "critical", f"version {current.version} rolled back to {previous.version}: {why}",
             {**verdict.evidence(), "version": current.version, "rolled_back_to": previous.version},
         )  # fmt: skip
         return verdict
+
+    def _watch_labels(self, current: ModelRecord, previous: ModelRecord) -> Verdict | None:
+        """The SPRT on the serving version's joined feedback (None: no baseline yet)."""
+        baseline = self._watch_baseline(current, previous)
+        if baseline is None:
+            return None
+        outcomes = self.source.outcomes(  # type: ignore[attr-defined]
+            self.task, current.version, current.adapter_hash, self.rollback_config.max_labels,
+            since_ts_ms=current.updated_ts_ms,
+        )  # fmt: skip
+        return sprt(outcomes, baseline, self.rollback_config)
+
+    def _watch_estimate(self, current: ModelRecord, previous: ModelRecord) -> Verdict | None:
+        """The SPRT on the serving version's estimated accuracy, without labels.
+
+        Both versions are calibrated with the temperatures the gate fitted on the same held-out
+        texts (``temperature``, ``baseline_temperature``): the gate judged the trained artifact, so a
+        served version whose confidence no longer matches it (a broken export or engine, traffic the
+        version cannot read) shows up before its labels do. None without those temperatures (a
+        version promoted by hand: uncalibrated confidence says little, its labels judge it) or when
+        the previous version served too few predictions to estimate its baseline.
+        """
+        from driftline.online.estimate import calibrate, estimate_accuracy
+
+        cfg = self.rollback_config
+        new_t, old_t = current.metrics.get("temperature"), current.metrics.get("baseline_temperature")
+        if not new_t or not old_t:
+            return None
+        served = self.source.served_probabilities  # type: ignore[attr-defined]
+        before = served(self.task, previous.version, previous.adapter_hash, cfg.estimate_window, newest=True)
+        if len(before) < cfg.min_baseline:
+            return None
+        baseline = estimate_accuracy(np.asarray(before), float(old_t))
+        after = served(
+            self.task, current.version, current.adapter_hash, cfg.estimate_max_events,
+            since_ts_ms=current.updated_ts_ms,
+        )  # fmt: skip
+        outcomes = calibrate(np.asarray(after), float(new_t)).max(axis=1).tolist() if after else []
+        return sprt(outcomes, baseline, cfg, kind="estimate")
 
     def _watch_baseline(self, current: ModelRecord, previous: ModelRecord) -> float | None:
         """The decision's baseline accuracy, else the previous version's live one (None: too few labels)."""

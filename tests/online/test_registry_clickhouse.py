@@ -127,3 +127,29 @@ def test_drift_events_table_takes_event_rows(db) -> None:
     assert db.execute("SELECT detector, window_size, event_count FROM drift_events") == [
         ("label_mix", 200, 900)
     ]
+
+
+def test_served_probabilities_per_version_in_serving_order(db) -> None:
+    """What the rollback watch estimates accuracy from: one version's probabilities, bounded and ordered."""
+    now = datetime(2024, 5, 1, 10, 0, 0)
+    rows = [  # version 1 served e0..e4 at ts 10..14, version 2 e5 and e6 (no probabilities)
+        ("news_topic", f"e{i}", now, now, 10 + i, "1" if i < 5 else "2", "h1" if i < 5 else "h2",
+         [0.1 * i, 1 - 0.1 * i] if i < 6 else [])
+        for i in range(7)
+    ]  # fmt: skip
+    db.execute(
+        "INSERT INTO labels (task, event_id, event_time, processed_time, processed_ts_ms, model_version,"
+        " adapter_hash, probabilities) VALUES",
+        rows,
+    )
+    source = ClickHouseSource(db)
+    first = [p[0] for p in source.served_probabilities("news_topic", 1, "h1", 3)]
+    assert first == pytest.approx([0.0, 0.1, 0.2])
+    last = [p[0] for p in source.served_probabilities("news_topic", 1, "h1", 2, newest=True)]
+    assert last == pytest.approx([0.3, 0.4])  # the newest two, oldest first
+    assert len(source.served_probabilities("news_topic", 1, "h1", 10, since_ts_ms=13)) == 2
+    assert len(source.served_probabilities("news_topic", 1, "other", 10)) == 0
+    assert len(source.served_probabilities("news_topic", 2, "h2", 10)) == 1  # e6 is left out
+    assert ClickHouseSource(db, since_ts_ms=14).served_probabilities("news_topic", 1, "h1", 10) == [
+        pytest.approx([0.4, 0.6])
+    ]

@@ -11,6 +11,11 @@ wrong class for almost every text (a planted bad promotion).
    feedback arrives: the grades of what version 2 answered through Triton. ``run_updater``'s
    watch must roll it back by itself within 100 labels. Afterwards Triton answers with version 1,
    the registry records why, and a critical alert carries the evidence.
+3. Without any label: the gate calibrated version 2 as it calibrated version 1 (the temperature
+   fitted on version 1's answers to labelled texts), but the version 2 that Triton serves has its
+   head scaled down, so its confidence collapsed (a broken export). Version 1's served predictions
+   are the baseline; after version 2's first predictions the watch's estimated-accuracy SPRT rolls
+   it back before a single feedback label exists.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from driftline.settings import Settings
@@ -52,6 +58,46 @@ def _bad_artifact(good: Path, out: Path) -> Path:
     save_file({k: torch.roll(v, shifts=1, dims=0).contiguous() for k, v in head.items()}, out / HEAD_FILE)
     update_meta(out, adapter_hash=content_hash(out))
     return out
+
+
+def _flat_artifact(good: Path, out: Path, scale: float = 0.02) -> Path:
+    """``good`` with its head scaled by ``scale``: nearly uniform probabilities, whatever the text."""
+    from safetensors.torch import load_file, save_file
+
+    from driftline.models.artifacts import HEAD_FILE, content_hash, update_meta
+
+    shutil.copytree(good, out)
+    head = load_file(out / HEAD_FILE)
+    save_file({k: (v * scale).contiguous() for k, v in head.items()}, out / HEAD_FILE)
+    update_meta(out, adapter_hash=content_hash(out))
+    return out
+
+
+async def _served(name: str, texts: list[str]) -> list[Any]:
+    """Triton's predictions (with probabilities) of ``texts`` by the serving version."""
+    from driftline.models.inference.triton import TritonClient
+
+    async with TritonClient(timeout_s=60) as client:
+        return await client.predict(name, texts)
+
+
+def _plant_labels(db: Any, name: str, predictions: list[Any], texts: list[str], start_ms: int) -> None:
+    """``labels`` rows for predictions the workers would have written: no feedback, only probabilities."""
+    from driftline.schema.records import PredictionRecord, insert_sql
+
+    rows = []
+    for i, (prediction, text) in enumerate(zip(predictions, texts, strict=True)):
+        names = list(prediction.probabilities)
+        rows.append(PredictionRecord(
+            event_id=unique_suffix("ev-"), task=TASK, event_kind="news", subject=prediction.label, topic="t",
+            partition=0, offset=i, event_ts_ms=start_ms + i, processed_ts_ms=start_ms + i, text=text,
+            source="test", channel="", language="en", label=prediction.label,
+            confidence=prediction.confidence,
+            label_names=names, probabilities=[prediction.probabilities[n] for n in names], explanation=[],
+            model_name=name, model_version=prediction.model_version, adapter_hash=prediction.adapter_hash,
+            truncated=False, latency_ms=1.0,
+        ).to_row())  # fmt: skip
+    db.execute(insert_sql(PredictionRecord.TABLE, PredictionRecord.COLUMNS), rows, types_check=False)
 
 
 async def _classify(name: str, texts: list[str]) -> list[tuple[str, str, str]]:
@@ -175,6 +221,78 @@ async def test_rollback_by_hand_and_automatically_after_a_bad_promotion(
         records = {r.version: r for r in registry.list(name)}
         assert records[2].status == ModelStatus.ROLLED_BACK and "live accuracy" in records[2].reason
         assert records[1].status == ModelStatus.SERVING
+    finally:
+        with contextlib.suppress(Exception):  # cleanup only
+            swapper._client.unload_model(name)
+        shutil.rmtree(repo / name, ignore_errors=True)
+
+
+async def test_a_version_whose_confidence_collapsed_is_rolled_back_before_any_label(
+    settings: Settings, db, tmp_path: Path
+) -> None:
+    from bench.harness import pipeline_artifact
+    from driftline.models.datasets import load_dataset
+    from driftline.models.export import export
+    from driftline.online.config import online_config
+    from driftline.online.estimate import fit_temperature
+    from driftline.online.registry import ModelRegistry
+    from driftline.online.serving import serve_version
+    from driftline.online.sources import ClickHouseSource
+    from driftline.online.swap import TritonSwapper
+    from driftline.online.updater import Updater
+    from driftline.schema.records import ModelStatus
+    from driftline.schema.timestamps import now_ms
+
+    name = unique_suffix("estimate_")
+    repo = settings.triton.repository
+    swapper = TritonSwapper(drain_quiet_s=0.5, drain_timeout_s=5, ready_timeout_s=90)
+    registry = ModelRegistry(db)
+    examples = [e for e in load_dataset("bbc_news").split("validation")][:100]
+    texts = [e.text for e in examples]
+    try:
+        good = await asyncio.to_thread(pipeline_artifact, TASK)
+        assert export(TASK, good, name=name, repository=repo, promote=True) == 1
+        await asyncio.to_thread(swapper._client.load_model, name)
+        flat = _flat_artifact(good, tmp_path / "flat")
+        assert export(
+            TASK, flat, name=name, repository=repo, promote=False, inherit_engine_from=repo / name / "1"
+        ) == 2  # fmt: skip
+
+        before = await _served(name, texts[:60])
+        assert {p.model_version for p in before} == {"1"}
+        _plant_labels(db, name, before, texts[:60], now_ms() - 60_000)
+        names = list(before[0].probabilities)
+        probabilities = np.array([[p.probabilities[n] for n in names] for p in before])
+        temperature = fit_temperature(probabilities, [names.index(e.label) for e in examples[:60]])
+        gate = registry.ensure(name, 2, repo / name / "2", ModelStatus.PROMOTED, "passed the gate")
+        calibrated = {"temperature": temperature, "baseline_temperature": temperature}
+        gate = gate.model_copy(update={"metrics": calibrated})
+        await asyncio.to_thread(
+            serve_version, name, 2, swapper, registry, reason="passed the gate", record=gate
+        )
+        after = await _served(name, texts[60:])
+        assert {p.model_version for p in after} == {"2"}
+        confidence = sum(p.confidence for p in after) / len(after)
+        assert confidence < 0.5, confidence  # the planted version is unsure of everything
+        _plant_labels(db, name, after, texts[60:], now_ms() + 1)
+        assert db.execute("SELECT count() FROM feedback")[0][0] == 0, "no label exists"
+
+        published: list[dict] = []
+        updater = Updater(
+            TASK, source=ClickHouseSource(db), registry=registry, swapper=swapper, publish=published.append,
+            config=online_config(TASK).updater.model_copy(update={"model_name": name}), progress=False,
+        )  # fmt: skip
+        verdict = await asyncio.to_thread(updater.watch_promotion)
+
+        assert verdict is not None and verdict.kind == "estimate" and verdict.decision == "rollback"
+        assert verdict.labels <= 40 and verdict.live_accuracy < verdict.baseline - 0.2, verdict
+        assert verdict.baseline > 0.5  # version 1, calibrated, is as sure as it is right
+        assert swapper.serving_versions(name) == [1]
+        records = {r.version: r for r in registry.list(name)}
+        assert records[2].status == ModelStatus.ROLLED_BACK and "estimated accuracy" in records[2].reason
+        alert = next(a for a in published if a["subject"].endswith("rolled back"))
+        assert alert["evidence"]["estimate_decision"] == "rollback"
+        assert alert["evidence"]["baseline_estimated_accuracy"] == pytest.approx(verdict.baseline, abs=1e-4)
     finally:
         with contextlib.suppress(Exception):  # cleanup only
             swapper._client.unload_model(name)

@@ -203,6 +203,7 @@ async def test_run_update_promote_reject_crash(
         from driftline.models.head_refit import encoder_key
 
         assert rows[2].metrics["fit"] == "head"
+        assert rows[2].metrics["temperature"] > 0 and rows[2].metrics["baseline_temperature"] > 0
         assert encoder_key(repo / name / "2") == encoder_key(repo / name / "1")
         v1, v2 = read_meta(repo / name / "1"), read_meta(repo / name / "2")
         assert (v2.engine, v2.engines) == (v1.engine, v1.engines) and v1.engines

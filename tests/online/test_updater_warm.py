@@ -52,6 +52,9 @@ def test_warm_up_in_steps_then_a_refit_embeds_only_new_texts(
     candidate = updater.build_candidate(parent, feedback, feedback, fit="head")
     assert candidate.decision.metrics["fit"] == "head"
     assert set(embedded) <= {e.text for e in feedback}  # replay and test came from the cache
+    # both heads calibrated on the same held-out texts, for the watch's label-free estimate
+    temperatures = [candidate.decision.metrics[k] for k in ("temperature", "baseline_temperature")]
+    assert all(0.05 < t < 20 and t != 1.0 for t in temperatures), temperatures
 
 
 def test_lora_updaters_do_not_warm(tmp_path: Path) -> None:

@@ -60,3 +60,41 @@ def test_the_watch_ends_after_max_labels_and_reads_no_further() -> None:
 def test_extreme_baselines_stay_inside_the_unit_interval() -> None:
     assert sprt([False] * 5, 1.0, CONFIG).decision == "rollback"
     assert sprt([True] * 300, 0.05, CONFIG).decision in ("cleared", "watching")
+
+
+def _soft_stream(mean: float, n: int, seed: int) -> list[float]:
+    """Calibrated top probabilities averaging ``mean`` (Beta-distributed, as a classifier's are)."""
+    rng = random.Random(seed)
+    strength = 6.0
+    return [rng.betavariate(mean * strength, (1 - mean) * strength) for _ in range(n)]
+
+
+def test_label_outcomes_read_as_numbers_give_the_same_verdict() -> None:
+    for seed in range(20):
+        stream = _stream(0.7, 120, seed)
+        assert sprt(stream, 0.85, CONFIG) == sprt([float(x) for x in stream], 0.85, CONFIG)
+
+
+def test_estimated_outcomes_roll_back_a_collapse_early_and_a_calibrated_equal_version_almost_never() -> None:
+    collapsed = [sprt(_soft_stream(0.25, 2000, s), 0.85, CONFIG, kind="estimate") for s in range(50)]
+    assert all(v.decision == "rollback" and v.kind == "estimate" for v in collapsed)
+    assert max(v.labels for v in collapsed) <= 15
+    runs = 300
+    equal = [sprt(_soft_stream(0.85, 2000, s), 0.85, CONFIG, kind="estimate").decision for s in range(runs)]
+    assert equal.count("rollback") / runs <= CONFIG.alpha, "Wald's bound holds for soft outcomes too"
+    better = [sprt(_soft_stream(0.9, 2000, s), 0.75, CONFIG, kind="estimate").decision for s in range(50)]
+    assert better.count("rollback") == 0 and better.count("cleared") == 50
+    evidence = collapsed[0].evidence()
+    assert evidence["estimate_decision"] == "rollback" and evidence["estimated_accuracy"] < 0.5
+    assert "estimated accuracy" in collapsed[0].why(1, CONFIG)
+
+
+def test_a_slightly_less_confident_version_is_not_rolled_back_on_estimates() -> None:
+    """Calibration is uncertain: the estimate's indifference point sits near ``p0 - estimate_drop / 2``
+    (0.76 here), so a version half a label-``drop`` less confident is cleared, not rolled back."""
+    runs = 200
+    softer = [
+        sprt(_soft_stream(0.85 - CONFIG.drop / 2, 2000, s), 0.85, CONFIG, kind="estimate").decision
+        for s in range(runs)
+    ]
+    assert softer.count("rollback") / runs <= 0.05 and softer.count("watching") == 0
