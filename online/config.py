@@ -145,7 +145,8 @@ class ShadowConfig(_Strict):
     """The shadow phase between the offline gate and serving (``online.shadow``)."""
 
     # a candidate that passes the offline gate first mirrors live traffic as <model>__shadow
-    enabled: bool = False
+    # (false: it serves at once, judged only by the gate and the watch after promotion)
+    enabled: bool = True
     min_events: int = Field(200, ge=0)  # mirrored events before a decision ... or
     min_time_s: float = Field(120.0, ge=0)  # ... this long in shadow, whichever comes first
     min_labels: int = Field(10, ge=1)  # and at least this many feedback labels from the shadow period

@@ -98,7 +98,7 @@ async def run_updater(
                     next_watch[task] = time.monotonic() + updaters[task].rollback_config.check_every_s
                     if await _watch(updaters[task]):
                         cold.add(task)  # rolled back: the earlier version's features
-                if updaters[task].shadow_config.enabled and time.monotonic() >= next_shadow[task]:
+                if updaters[task].shadowing and time.monotonic() >= next_shadow[task]:
                     next_shadow[task] = time.monotonic() + updaters[task].shadow_config.check_every_s
                     if await _check_shadow(updaters[task], on_decision):
                         cold.add(task)  # the shadow serves now

@@ -533,7 +533,7 @@ class Updater:
         from driftline.models.artifacts import read_meta
         from driftline.models.export import export
 
-        if self.shadow_config.enabled and self.pending_shadow() is not None:
+        if self.shadowing and self.pending_shadow() is not None:
             outcome.reason = "a shadow version is being evaluated: no new candidate until it is decided"
             return outcome
         try:
@@ -588,7 +588,7 @@ class Updater:
             outcome.reason = f"rejected: {decision.reason}"
             self._alert(outcome.record, "warning")
             return outcome
-        if self.shadow_config.enabled:
+        if self.shadowing:
             return self._start_shadow(outcome, record, candidate, parent)
         try:
             version = export(
@@ -637,6 +637,19 @@ class Updater:
             return record
 
     # -- shadow phase (online.shadow) ----------------------------------------------------------
+
+    @property
+    def shadowing(self) -> bool:
+        """Whether a candidate that passed the gate serves as a shadow first: configured (the
+        default), with a registry to hold the shadow's state and a source of live evidence
+        (ClickHouse: shadow answers and feedback) to judge it by. Library-level updaters without
+        them promote straight after the gate."""
+        return (
+            self.shadow_config.enabled
+            and self.registry is not None
+            and self.swapper is not None
+            and hasattr(self.source, "graded_since")
+        )
 
     def pending_shadow(self) -> ModelRecord | None:
         """The registry row of the candidate running as this model's shadow, if any."""

@@ -9,7 +9,7 @@ import yaml
 
 from driftline.apps.demo.config import NEW_CLASS, NEWS_TASK, DemoConfig
 from driftline.apps.demo.events import DemoEvent, StreamBuilder
-from driftline.apps.demo.report import analyse, render_markdown, rolling, write_report
+from driftline.apps.demo.report import analyse, decision_of, render_markdown, rolling, write_report
 from driftline.apps.demo.store import DriftRow, LabelRow, VersionRow
 
 
@@ -59,6 +59,25 @@ def test_online_config_turns_label_requests_on_for_the_active_labeler(tmp_path: 
         merged = yaml.safe_load(config.write_online_config().read_text())
         assert merged["defaults"]["label_requests"]["enabled"] is enabled
         assert merged["defaults"]["label_requests"]["budget_fraction"] == 0.12
+
+
+def test_the_shadow_phase_is_off_in_the_demo_unless_asked_for(tmp_path: Path) -> None:
+    """Production runs the shadow phase (ShadowConfig's default); the default demo does not, and
+    ``--shadow`` turns it on with the demo-scale evidence of DEMO_SHADOW."""
+    from driftline.apps.demo.config import DEMO_SHADOW
+    from driftline.online.config import ShadowConfig, online_config
+
+    assert ShadowConfig().enabled
+    for shadow in (False, True):
+        run_dir = tmp_path / str(shadow)
+        run_dir.mkdir()
+        config = DemoConfig.preset(quick=True, run_dir=run_dir, shadow=shadow)
+        merged = online_config(NEWS_TASK, config.write_online_config()).shadow
+        assert merged.enabled is shadow
+        assert (merged.min_labels, merged.min_time_s) == (
+            DEMO_SHADOW["min_labels"],
+            DEMO_SHADOW["min_time_s"],
+        )
 
 
 def test_chat_share_follows_config(tmp_path: Path) -> None:
@@ -159,6 +178,18 @@ def test_rejected_update_has_no_recovery() -> None:
     assert h.decision == "rejected" and h.promoted_version == "" and h.decision_fit == ""
     assert h.recovered_accuracy is None and h.recovery_ratio is None
     assert h.drop_events == 20
+
+
+def test_a_rejected_shadow_is_a_rejection_though_it_has_a_version() -> None:
+    events, labels, drift, _ = _scenario()
+    versions = [VersionRow(NEWS_TASK, "2", "rejected", "shadow: agreement 0.31", "{}", 11_900, 11_950)]
+    assert decision_of(versions, "1").status == "rejected"
+    labels = [lab if lab.model_version == "1" else LabelRow(*{**lab.__dict__, "model_version": "1"}.values())
+              for lab in labels]  # fmt: skip
+    h, _ = analyse(events, labels, drift, versions, initial_version="1")
+    assert h.decision == "rejected" and h.promoted_version == ""
+    shadowing = [VersionRow(NEWS_TASK, "2", "shadow", "passed the gate", "{}", 11_900, 11_950)]
+    assert decision_of(shadowing, "1") is None  # still deciding
 
 
 def test_rolling_accuracy() -> None:

@@ -154,3 +154,18 @@ def test_the_shadow_folder_serves_only_the_candidate(tmp_path: Path) -> None:
     assert list(read_config(model / "config.pbtxt").version_policy.specific.versions) == [1]  # untouched
     remove_shadow("m", tmp_path)
     assert not folder.exists()
+
+
+def test_the_shadow_phase_is_the_default_where_it_can_be_judged() -> None:
+    """On by default; it needs a registry (the shadow's state), a swapper and live evidence (the
+    ClickHouse source's ``graded_since``), else the updater promotes straight after the gate."""
+    from driftline.online.sources import ClickHouseSource, ListSource
+    from driftline.online.updater import Updater
+
+    live, registry, swapper = ClickHouseSource(client=None), object(), object()
+    full = Updater("news_topic", source=live, registry=registry, swapper=swapper)
+    assert full.shadow_config.enabled and full.shadowing
+    assert not Updater("news_topic", source=ListSource(), registry=registry, swapper=swapper).shadowing
+    assert not Updater("news_topic", source=live, swapper=swapper).shadowing
+    full.shadow_config = ShadowConfig(enabled=False)
+    assert not full.shadowing

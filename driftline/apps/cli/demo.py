@@ -45,6 +45,12 @@ def register(app: typer.Typer) -> None:
             "--open-taxonomy",
             help="The new class is not declared at all: learned through new_labels: accept.",
         ),
+        shadow: bool = typer.Option(
+            False,
+            "--shadow",
+            help="A candidate that passed the gate first runs as a shadow on mirrored live traffic "
+            "(as in production) before it serves.",
+        ),
     ) -> None:
         """The main job: stack, initial models, workers, updater, a replayed stream with an emerging
         class, live progress, and a report with plots (report.md) in the run folder."""
@@ -64,7 +70,8 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter("expected active or random", param_hint="--labeler")
         overrides: dict[str, object] = {"keep_running": keep_running, "dashboard": dashboard,
                                         "workers": workers, "seed": seed, "new_class": new_class,
-                                        "labeler": labeler, "open_taxonomy": open_taxonomy}  # fmt: skip
+                                        "labeler": labeler, "open_taxonomy": open_taxonomy,
+                                        "shadow": shadow}  # fmt: skip
         if rate is not None:
             overrides["rate"] = rate
         if label_budget is not None:

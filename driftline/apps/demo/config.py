@@ -22,6 +22,8 @@ from pydantic import BaseModel, Field
 NEWS_TASK = "news_topic"
 CHAT_TASK = "chat_sentiment"
 NEW_CLASS = "entertainment"  # the class news_topic's first adapter never saw
+# the shadow phase scaled to a demo stream (online.config.ShadowConfig: 200 events or 120 s, 10 labels)
+DEMO_SHADOW = {"min_events": 30, "min_time_s": 15.0, "min_labels": 8, "check_every_s": 2.0}
 
 
 class TrainPlan(BaseModel):
@@ -57,6 +59,10 @@ class DemoConfig(BaseModel):
     feedback_fraction: float = 0.2
     request_fraction: float = 0.1  # active: the label-request budget (boosted during a drift)
     feedback_delay_s: float = 2.0  # a human labels an event a little after it was classified
+    # the shadow phase between the gate and serving (online.shadow, on in production). Off by
+    # default here: it adds at least DEMO_SHADOW's evidence to the time from the shift to serving,
+    # which the default story keeps at <= 300 events; `driftline demo --shadow` runs it.
+    shadow: bool = False
     rate: float = 8.0  # events per second, news + chat
     # waits
     decision_timeout_s: float = 300.0  # longest pause at post_max for the updater's decision
@@ -182,7 +188,8 @@ class DemoConfig(BaseModel):
             )
         # active labelling: the workers' label requests are what the simulated annotator answers
         requests = {"enabled": self.labeler == "active", "budget_fraction": self.request_fraction}
-        overrides = deep_merge({"defaults": {"label_requests": requests}}, overrides)
+        shadow = {**DEMO_SHADOW, "enabled": self.shadow}
+        overrides = deep_merge({"defaults": {"label_requests": requests, "shadow": shadow}}, overrides)
         merged = deep_merge(base, overrides)
         out = self.run_dir / "online.yaml"
         out.write_text(

@@ -147,7 +147,7 @@ def decision_of(
         for v in versions
         if v.task == task and v.version != initial_version and v.status in ("serving", "rejected", "retired")
     ]
-    promoted = [v for v in decided if v.version]
+    promoted = [v for v in decided if v.version and v.status != "rejected"]  # a rejected shadow has one
     return min(promoted or decided, key=lambda v: v.created_ts_ms) if (promoted or decided) else None
 
 
