@@ -76,3 +76,26 @@ async def create_missing_topics(
         return missing
     finally:
         await admin.close()
+
+
+async def partition_counts(
+    settings: Settings, names: list[str], *, bootstrap: str | None = None
+) -> dict[str, int]:
+    """How many partitions each existing topic in ``names`` has (a missing topic is left out).
+
+    What a worker sizes its tables by when they are co-partitioned with a topic it does not own
+    (the surge tables with the predictions topic): a topic created before, by hand or by another
+    deployment, keeps its own partition count, whatever ``kafka.partitions`` says now.
+    """
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(
+        **kafka_client_kwargs(settings, bootstrap=bootstrap, request_timeout_ms=15000)
+    )
+    await admin.start()
+    try:
+        described = await admin.describe_topics(list(dict.fromkeys(names)))
+    finally:
+        await admin.close()
+    found = [t for t in described if t.get("error_code") == 0 and t["partitions"]]
+    return {t["topic"]: len(t["partitions"]) for t in found}

@@ -120,8 +120,13 @@ def build_pipeline(
     config: PipelineConfig | None = None,
     settings: Settings | None = None,
     web_port: int | None = None,
+    surge_partitions: int | None = None,
 ) -> Pipeline:
-    """Build a pipeline worker: app, topics, checkpoint, sinks, agents and web views."""
+    """Build a pipeline worker: app, topics, checkpoint, sinks, agents and web views.
+
+    ``surge_partitions``: the predictions topic's partition count, which the surge tables must share
+    (Faust refuses a table whose source topic has another count); default ``kafka.partitions``.
+    """
     settings = settings or get_settings()
     config = config or settings.pipeline
     routes = load_routes(settings)
@@ -179,8 +184,9 @@ def build_pipeline(
     }
     checkpoint.sinks = sinks
     surge = SurgeMonitor(
-        app, config.surge, settings.kafka.partitions, topic_configs=internal_topic_configs(settings.kafka)
-    )
+        app, config.surge, surge_partitions or settings.kafka.partitions,
+        topic_configs=internal_topic_configs(settings.kafka),
+    )  # fmt: skip
     register_agents(
         app,
         config=config,

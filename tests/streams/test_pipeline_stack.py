@@ -271,7 +271,9 @@ def test_planted_surges_raise_alerts_and_steady_traffic_does_not(
     news.sort(key=lambda e: e["timestamp"])
     chat.sort(key=lambda e: e["timestamp"])
 
-    run.create_topics(partitions=4)
+    # the topics predate the worker with 2 partitions while kafka.partitions says 4: the surge tables
+    # must follow the predictions topic as it is (Faust refuses co-partitioned tables that differ)
+    run.create_topics(partitions=2)
     try:
         run.start_worker(tmp_path_factory.mktemp("surge"))
         run.wait_healthy()

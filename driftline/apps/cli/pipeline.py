@@ -179,21 +179,23 @@ def register(app: typer.Typer) -> None:
         """Run a pipeline worker (Faust): classify news/chat events, store labels, raise alerts."""
         import faust
 
+        from driftline.kafka_admin import partition_counts
         from driftline.logs import JsonFormatter
         from driftline.streams.app import build_pipeline, make_client
+        from driftline.streams.routing import load_routes
         from driftline.streams.topics import ensure_topics, internal_topics, pipeline_topic_names
 
         if loglevel not in LOGLEVELS:
             raise typer.BadParameter(f"loglevel must be one of {LOGLEVELS}")
         kafka_preflight()
-        pipeline = build_pipeline(make_client(client), web_port=web_port)
         settings = get_settings()
-        asyncio.run(
-            ensure_topics(
-                settings.kafka.bootstrap,
-                pipeline_topic_names(settings.kafka.topics, pipeline.routes),
-                settings.kafka.partitions,
-            )
+        names = pipeline_topic_names(settings.kafka.topics, load_routes(settings))
+        asyncio.run(ensure_topics(settings.kafka.bootstrap, names, settings.kafka.partitions))
+        # the surge tables follow the predictions topic as it is, which may predate these settings
+        predictions = settings.kafka.topics.predictions
+        counts = asyncio.run(partition_counts(settings, [predictions]))
+        pipeline = build_pipeline(
+            make_client(client), web_port=web_port, surge_partitions=counts.get(predictions)
         )
         internal = internal_topics(pipeline.app)
         for count in {partitions for partitions, _ in internal.values()}:
