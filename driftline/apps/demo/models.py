@@ -62,13 +62,15 @@ def _train(task_name: str, plan: TrainPlan, exclude: list[str], config: DemoConf
 def _serve(task: str, artifact: Path, log: Log) -> tuple[int, bool]:
     """Make ``artifact`` the only serving version of ``task``; returns (version, exported).
 
-    The version already in the repository with the same adapter hash is reused; otherwise the
-    artifact is exported as a new version. Either way ``serve_version`` (the one serving operation)
+    The serving version with the same adapter hash is reused; otherwise the artifact is exported as
+    a new version, which inherits the engine choice of an earlier version of the same adapter when
+    there is one (the engines were measured then: the export takes seconds instead of a minute of
+    measuring them again). Either way ``serve_version`` (the one serving operation)
     loads it, retires what served before and records it; registry rows that still say serving for
     other versions (left by an earlier run) are retired too, so a re-run is a fresh story.
     """
     from driftline.models.artifacts import read_meta
-    from driftline.models.export import export, serving_versions
+    from driftline.models.export import export, model_versions, serving_versions
     from driftline.online.registry import ModelRegistry
     from driftline.online.serving import serve_version
     from driftline.online.swap import TritonSwapper
@@ -78,13 +80,22 @@ def _serve(task: str, artifact: Path, log: Log) -> tuple[int, bool]:
     swapper = TritonSwapper(log=log)
     try:
         repo = Path(swapper.repository) / task
-        same = [
-            v
-            for v in serving_versions(task)
-            if (repo / str(v) / "meta.json").is_file() and read_meta(repo / str(v)).adapter_hash == wanted
-        ]
-        exported = not same
-        version = max(same) if same else export(task, artifact, promote=False)
+
+        def same(versions: list[int]) -> list[int]:
+            return [
+                v
+                for v in versions
+                if (repo / str(v) / "meta.json").is_file() and read_meta(repo / str(v)).adapter_hash == wanted
+            ]
+
+        serving, earlier = same(serving_versions(task)), same(model_versions(repo))
+        exported = not serving
+        if serving:
+            version = max(serving)
+        else:
+            measured = [v for v in earlier if read_meta(repo / str(v)).engines]
+            parent = repo / str(max(measured)) if measured else None
+            version = export(task, artifact, promote=False, inherit_engine_from=parent)
         registry = ModelRegistry.from_settings()
         serve_version(task, version, swapper, registry, reason="driftline demo: initial adapter")
         for other in registry.list(task):
