@@ -110,21 +110,10 @@ class ClickHouseSource:
         ``since_ts_ms`` bounds this too: a run that must not learn from earlier runs' labels must not
         judge a version by them either (a previous run's version as the rollback baseline).
         """
-        order = "DESC" if newest else "ASC"
-        rows = self.client.execute(
-            "SELECT correct, joined_ts_ms FROM feedback FINAL WHERE task = %(task)s "
-            "AND model_version = %(v)s AND adapter_hash = %(h)s AND joined_ts_ms >= %(since)s "
-            f"ORDER BY joined_ts_ms {order}, event_id LIMIT %(limit)s",
-            {
-                "task": task,
-                "v": str(version),
-                "h": adapter_hash,
-                "since": self._since(since_ts_ms),
-                "limit": limit,
-            },
+        rows = self._version_rows(
+            "feedback", "correct", "joined_ts_ms", task, version, adapter_hash, limit, since_ts_ms, newest
         )
-        ordered = list(reversed(rows)) if newest else rows
-        return [bool(correct) for correct, _ in ordered]
+        return [bool(correct) for correct, _ in rows]
 
     def served_probabilities(
         self,
@@ -138,21 +127,36 @@ class ClickHouseSource:
     ) -> list[list[float]]:
         """The probabilities one version served, per event it labelled since ``since_ts_ms``, oldest
         first (``newest``: the last ``limit``). What the watch estimates accuracy from, without labels."""
+        rows = self._version_rows(
+            "labels", "probabilities", "processed_ts_ms", task, version, adapter_hash, limit, since_ts_ms,
+            newest, where="AND length(probabilities) > 0",
+        )  # fmt: skip
+        return [list(probabilities) for probabilities, _ in rows]
+
+    def _version_rows(
+        self,
+        table: str,
+        column: str,
+        ts: str,
+        task: str,
+        version: int,
+        adapter_hash: str,
+        limit: int,
+        since_ts_ms: int,
+        newest: bool,
+        where: str = "",
+    ) -> list[tuple[Any, int]]:
+        """(``column``, ``ts``) of one version's rows in ``table`` from ``since_ts_ms`` on (and the
+        source's own bound), oldest first: the first ``limit``, or with ``newest`` the last ``limit``."""
         order = "DESC" if newest else "ASC"
         rows = self.client.execute(
-            "SELECT probabilities, processed_ts_ms FROM labels FINAL WHERE task = %(task)s "
-            "AND model_version = %(v)s AND adapter_hash = %(h)s AND processed_ts_ms >= %(since)s "
-            f"AND length(probabilities) > 0 ORDER BY processed_ts_ms {order}, event_id LIMIT %(limit)s",
-            {
-                "task": task,
-                "v": str(version),
-                "h": adapter_hash,
-                "since": self._since(since_ts_ms),
-                "limit": limit,
-            },
-        )
-        ordered = list(reversed(rows)) if newest else rows
-        return [list(probabilities) for probabilities, _ in ordered]
+            f"SELECT {column}, {ts} FROM {table} FINAL WHERE task = %(task)s AND model_version = %(v)s "
+            f"AND adapter_hash = %(h)s AND {ts} >= %(since)s {where} "
+            f"ORDER BY {ts} {order}, event_id LIMIT %(limit)s",
+            {"task": task, "v": str(version), "h": adapter_hash, "limit": limit,
+             "since": self._since(since_ts_ms)},
+        )  # fmt: skip
+        return list(reversed(rows)) if newest else rows
 
     def graded_since(
         self, task: str, model_version: str, since_ts_ms: int, limit: int
