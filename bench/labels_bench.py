@@ -1,6 +1,6 @@
 """Label-efficiency benchmark: active against random labelling, and a class nobody declared.
 
-    python -m bench.labels_bench [--quick] [--seed N] [--budget F]
+    python -m bench.labels_bench [--quick] [--seed N] [--budget F] [--new-class-share F]
 
 Runs the emerging-class demo (``driftline demo``, as a subprocess on topics of its own) three
 times at the same label budget (``--label-budget``: the share of news events labelled at random, or
@@ -50,11 +50,18 @@ TARGETS = {"active_label_ratio_max": 0.5, "recovery_ratio_min": 0.95, "open_taxo
 
 
 def run_scenario(
-    name: str, args: list[str], *, quick: bool, seed: int, budget: float | None, out: Path
+    name: str,
+    args: list[str],
+    *,
+    quick: bool,
+    seed: int,
+    budget: float | None,
+    out: Path,
+    share: float | None = None,
 ) -> dict[str, Any]:
     """One demo run on topics of its own; its headline numbers (or why it failed).
 
-    ``budget`` None: the preset's label budget.
+    ``budget`` None: the preset's label budget; ``share`` None: the preset's new-class share.
     """
     suffix = unique_suffix()
     env = dict(os.environ, DRIFTLINE_PIPELINE__APP_ID=f"bench-labels-{suffix}", COLUMNS="120")
@@ -64,6 +71,7 @@ def run_scenario(
     cmd = [
         *(sys.executable, "-m", "driftline.apps.cli", "demo", "--no-dashboard", "--seed", str(seed)),
         *(("--label-budget", str(budget)) if budget is not None else ()),
+        *(("--new-class-share", str(share)) if share is not None else ()),
         *("--run-dir", str(run_dir), *args),
         *(["--quick"] if quick else []),
     ]
@@ -135,6 +143,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--budget", type=float, default=None, help="label budget (default 0.2 quick, 0.15)")
     parser.add_argument("--only", choices=list(SCENARIOS), action="append", help="run only these")
+    parser.add_argument(
+        "--new-class-share", type=float, default=None,
+        help="share of the shifted stream that is the new class (default: the preset's); results go "
+        "to labels_bench_share<F>.json, beside the default scenario's",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     budget = args.budget or (0.2 if args.quick else 0.15)
     console = Console()
@@ -147,12 +160,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"[bold]{name}[/]: demo {'--quick ' if args.quick else ''}seed {args.seed}, budget {budget}"
         )
         results[name] = run_scenario(
-            name, SCENARIOS[name], quick=args.quick, seed=args.seed, budget=budget, out=out
-        )
+            name, SCENARIOS[name], quick=args.quick, seed=args.seed, budget=budget, out=out,
+            share=args.new_class_share,
+        )  # fmt: skip
         console.print(
             f"  {name}: {json.dumps({k: v for k, v in results[name].items() if k != 'decision_reason'})}"
         )
     report = assemble(results, quick=args.quick, seed=args.seed, budget=budget)
+    report["new_class_share"] = args.new_class_share  # None: the preset's
+    stem = "labels_bench" if args.new_class_share is None else f"labels_bench_share{args.new_class_share}"
     table = Table(
         title=f"labels_bench ({'quick' if args.quick else 'default'} demo, seed {args.seed}, budget {budget})"
     )
@@ -166,9 +182,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     console.print(table)
     if report["active_label_ratio"] is not None:
         console.print(f"active / random labels to promotion: {report['active_label_ratio']}")
-    (RESULTS / "labels_bench.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
-    plot(results, RESULTS / "labels_bench.png")
-    console.print(f"wrote {RESULTS / 'labels_bench.json'} and labels_bench.png")
+    (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    plot(results, RESULTS / f"{stem}.png")
+    console.print(f"wrote {RESULTS / f'{stem}.json'} and {stem}.png")
     return report
 
 

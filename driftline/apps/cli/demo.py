@@ -28,6 +28,13 @@ def register(app: typer.Typer) -> None:
             "--new-class",
             help="The news class the first adapter never sees (any BBC class).",
         ),
+        new_class_share: float = typer.Option(
+            None,
+            "--new-class-share",
+            min=0.01,
+            max=1.0,
+            help="Share of the shifted news stream that is the new class (default: the preset's).",
+        ),
         labeler: str = typer.Option(
             "active",
             "--labeler",
@@ -74,6 +81,8 @@ def register(app: typer.Typer) -> None:
                                         "shadow": shadow}  # fmt: skip
         if rate is not None:
             overrides["rate"] = rate
+        if new_class_share is not None:
+            overrides["new_class_share"] = new_class_share
         if label_budget is not None:
             overrides["feedback_fraction" if labeler == "random" else "request_fraction"] = label_budget
         config = DemoConfig.preset(quick=quick, run_dir=(run_dir or default_run_dir()).resolve(), **overrides)
