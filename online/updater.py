@@ -639,17 +639,18 @@ class Updater:
     # -- shadow phase (online.shadow) ----------------------------------------------------------
 
     @property
+    def judges_live(self) -> bool:
+        """Whether this updater can judge versions on live traffic (the shadow phase, the watch after
+        promotion): a registry for their state, a swapper to act, and a source of live evidence
+        (``ClickHouseSource``: feedback joined to each version, served probabilities, shadow answers).
+        Library-level updaters have none of these."""
+        return self.registry is not None and self.swapper is not None and hasattr(self.source, "graded_since")
+
+    @property
     def shadowing(self) -> bool:
         """Whether a candidate that passed the gate serves as a shadow first: configured (the
-        default), with a registry to hold the shadow's state and a source of live evidence
-        (ClickHouse: shadow answers and feedback) to judge it by. Library-level updaters without
-        them promote straight after the gate."""
-        return (
-            self.shadow_config.enabled
-            and self.registry is not None
-            and self.swapper is not None
-            and hasattr(self.source, "graded_since")
-        )
+        default) and judgeable live; otherwise it is promoted straight after the gate."""
+        return self.shadow_config.enabled and self.judges_live
 
     def pending_shadow(self) -> ModelRecord | None:
         """The registry row of the candidate running as this model's shadow, if any."""
@@ -762,8 +763,7 @@ class Updater:
         from driftline.online.registry import RegistryError
 
         cfg = self.rollback_config
-        graded = getattr(self.source, "outcomes", None)  # ClickHouseSource; in-memory sources have none
-        if not cfg.enabled or self.registry is None or self.swapper is None or graded is None:
+        if not cfg.enabled or not self.judges_live:
             return None
         current = self.registry.serving(self.model_name)
         if current is None or current.version in self._cleared:

@@ -80,20 +80,19 @@ def _serve(task: str, artifact: Path, log: Log) -> tuple[int, bool]:
     swapper = TritonSwapper(log=log)
     try:
         repo = Path(swapper.repository) / task
-
-        def same(versions: list[int]) -> list[int]:
-            return [
-                v
-                for v in versions
-                if (repo / str(v) / "meta.json").is_file() and read_meta(repo / str(v)).adapter_hash == wanted
-            ]
-
-        serving, earlier = same(serving_versions(task)), same(model_versions(repo))
+        metas = {
+            v: read_meta(repo / str(v))
+            for v in model_versions(repo)
+            if (repo / str(v) / "meta.json").is_file()
+        }
+        same = [v for v, meta in metas.items() if meta.adapter_hash == wanted]
+        served = set(serving_versions(task))
+        serving = [v for v in same if v in served]
         exported = not serving
         if serving:
             version = max(serving)
         else:
-            measured = [v for v in earlier if read_meta(repo / str(v)).engines]
+            measured = [v for v in same if metas[v].engines]
             parent = repo / str(max(measured)) if measured else None
             version = export(task, artifact, promote=False, inherit_engine_from=parent)
         registry = ModelRegistry.from_settings()

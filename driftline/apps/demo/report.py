@@ -147,7 +147,7 @@ def decision_of(
         for v in versions
         if v.task == task and v.version != initial_version and v.status in ("serving", "rejected", "retired")
     ]
-    promoted = [v for v in decided if v.version and v.status != "rejected"]  # a rejected shadow has one
+    promoted = [v for v in decided if v.promoted]
     return min(promoted or decided, key=lambda v: v.created_ts_ms) if (promoted or decided) else None
 
 
@@ -196,7 +196,7 @@ def analyse(
 
     decision = decision_of(versions, initial_version)
     if decision is not None:
-        h.decision = "promoted" if decision.version and decision.status != "rejected" else "rejected"
+        h.decision = "promoted" if decision.promoted else "rejected"
         h.decision_reason = decision.reason
         h.decision_fit = str(_metrics(decision.metrics).get("fit") or "")
         h.promoted_version = decision.version if h.decision == "promoted" else ""

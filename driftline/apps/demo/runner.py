@@ -157,7 +157,7 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> DemoResult:
             # ones the gate waits for; decision_timeout_s bounds that wait.
             versions = await asyncio.to_thread(store.versions)
             first = decision_of(versions, initial)
-            if first is not None and first.version and first.status != "rejected":
+            if first is not None and first.promoted:
                 return True
             alerts = [a for a in await asyncio.to_thread(store.model_alerts) if a[0] == NEWS_TASK]
             if any("failed" in subject for _, _, _, subject, _ in alerts):

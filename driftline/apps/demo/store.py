@@ -60,6 +60,11 @@ class VersionRow:
     created_ts_ms: int
     updated_ts_ms: int
 
+    @property
+    def promoted(self) -> bool:
+        """Exported and not rejected: it served (a rejected shadow has a version number too)."""
+        return bool(self.version) and self.status != "rejected"
+
 
 @dataclass
 class Counters:
