@@ -215,7 +215,7 @@ def run_emerging_class(
                 source.add(example, now_ms())
                 result.feedback_labels += 1
                 trigger.on_feedback()
-                events += monitor.update_feedback(label == example.label)
+                events += monitor.update_feedback(label == example.label, label=example.label)
             for event in events:
                 trigger.on_drift(event)
                 result.alerts.append(

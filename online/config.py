@@ -55,6 +55,13 @@ class LabelMixConfig(_Strict):
     threshold: float = 0.2
 
 
+class UnlearnedClassConfig(_Strict):
+    """Feedback naming a class the serving version never gets right (``online/drift/unlearned_class.py``)."""
+
+    enabled: bool = True
+    min_labels: int = Field(5, ge=1)  # labels of one class, all predicted wrong, that make it unlearned
+
+
 class DriftConfig(_Strict):
     """The detectors of one task."""
 
@@ -62,6 +69,7 @@ class DriftConfig(_Strict):
     error_rate: ErrorRateConfig = Field(default_factory=ErrorRateConfig)
     confidence: ConfidenceConfig = Field(default_factory=ConfidenceConfig)
     label_mix: LabelMixConfig = Field(default_factory=LabelMixConfig)
+    unlearned_class: UnlearnedClassConfig = Field(default_factory=UnlearnedClassConfig)
 
 
 class UpdaterConfig(_Strict):
@@ -117,7 +125,9 @@ class LabelRequestConfig(_Strict):
     drift_boost: float = Field(3.0, ge=1)  # budget multiplier while a drift is active
     drift_boost_s: float = Field(1800.0, ge=0)  # how long after a drift event the boost lasts
     random_share: float = Field(0.2, ge=0, le=1)  # part of the budget drawn uniformly at random
-    uncertainty: Literal["margin", "entropy"] = "margin"
+    # entropy ranks a class the model was never taught above its own errors better than the margin
+    # does (docs/history.md: AUC 0.979 vs 0.960 and 0.967 vs 0.904 on two news adapters)
+    uncertainty: Literal["margin", "entropy"] = "entropy"
     label_spread: float = Field(0.15, ge=0)  # score penalty per earlier pick of the same label in a step
     duplicate_bits: int = Field(3, ge=0, le=64)  # SimHash distance at which two texts count as one
     expire_after_s: float = Field(86400.0, gt=0)  # a request nobody answered this long becomes expired

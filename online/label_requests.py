@@ -6,18 +6,22 @@ policy:
 
 - spends a **budget**: ``budget_fraction`` of the events, times ``drift_boost`` while a drift is
   active (the model needs labels most right after the stream changed). Unspent fractions carry over
-  to the next step, capped, so one-event steps still ask for their share;
+  to the next step, capped, so one-event steps still ask for their share. A boost raises what may
+  be spent, not what an event must show to be worth it: the bar below stays the steady stream's;
 - draws the **random share** first: each event is picked with probability
   ``budget * random_share`` by a hash of (task, event id), independent of the model, and the pick
   records that probability, so accuracy measured on these labels can be reweighted without bias
   (Horvitz-Thompson: weight 1 / probability). The hash makes a replay pick the same events;
 - spends the rest on **uncertainty**: 1 - (top probability - second) (``margin``) or the entropy
   normalised to 0..1 (``entropy``), highest first, but only on events whose score is among the top
-  of the *recent stream* (its last 1,000 scores), not merely of the step: a micro-batch is often a
-  handful of events, and the least sure of a few confident predictions teaches nothing. Unspent
-  budget waits (capped) for such an event. With **diversity**: each earlier pick of the same
-  predicted label in the step lowers a candidate's score by ``label_spread``, and a text whose
-  SimHash is within ``duplicate_bits`` of a recent request's is not asked again.
+  of the *recent stream* (its last 1,000 scores, not extended while a drift is active), not merely
+  of the step: a micro-batch is often a handful of events, and the least sure of a few confident
+  predictions teaches nothing. Unspent budget waits (capped) for such an event. After a change, the
+  events the model cannot place (a class it was never taught) stand out against the stream before
+  it, and the boost buys them rather than the confident predictions a lower bar would let in.
+  With **diversity**: each earlier pick of the same predicted label in the step lowers a
+  candidate's score by ``label_spread``, and a text whose SimHash is within ``duplicate_bits`` of a
+  recent request's is not asked again.
 
 Pure logic (no I/O): the worker feeds it predictions and publishes what it returns.
 """
@@ -147,11 +151,13 @@ class LabelRequester:
                 self._recent.append(simhash(c.text))
             else:
                 rest.append((score, c))
-        active_share = budget - p_random
-        earned = active_share * len(candidates)
+        earned = (budget - p_random) * len(candidates)
         self._credit = min(self._credit + earned, self.MAX_CREDIT + earned)
-        threshold = self._threshold(active_share)
-        self._scores.extend(score for score, _ in rest)
+        # the bar is the steady state's, boosted or not: a boost buys more of the events that stand
+        # out, never less telling ones (a lower bar would spend it on what serving knows)
+        threshold = self._threshold(cfg.budget_fraction * (1.0 - cfg.random_share))
+        if not drift_active or len(self._scores) < self.MIN_SCORES:  # the bar: the stream before it
+            self._scores.extend(score for score, _ in rest)
         picks.extend(self._by_uncertainty(rest, threshold))
         return picks
 

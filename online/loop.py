@@ -77,9 +77,12 @@ async def run_updater(
                         triggers[task].on_feedback()
                     elif payload.get("kind") == "drift":
                         try:
-                            triggers[task].on_drift(DriftEvent.from_alert(payload))
+                            event = DriftEvent.from_alert(payload)
                         except (TypeError, ValueError) as exc:  # malformed evidence: skip it
                             updaters[task].log(f"{task}: ignored a malformed drift alert: {exc}")
+                            continue
+                        if updaters[task].about_serving(event.model_version):
+                            triggers[task].on_drift(event)
             for task, trigger in triggers.items():
                 reason = trigger.reason()
                 if reason:
@@ -88,7 +91,7 @@ async def run_updater(
                     outcome = await asyncio.to_thread(updaters[task].run_update, reason, since_ts_ms)
                     updaters[task].log(f"{task}: {outcome.reason}")
                     if outcome.waiting:  # too little evidence: same drift, retry with more labels
-                        trigger.wait(drift, since_ts_ms, outcome.more_labels)
+                        trigger.wait(drift, since_ts_ms, outcome.more_labels, outcome.fresh_labels)
                     if outcome.promoted:
                         cold.add(task)  # a new version: its encoder's features, from now on
                     if on_outcome is not None:

@@ -9,13 +9,16 @@ Three verdicts, not two:
   and not worse on the original test set beyond ``tolerance`` (the forgetting guard);
 - ``reject``: significantly worse, or forgetting, or still no significant gain once the holdout
   reached ``max_holdout`` labels (the evidence is in and it says no);
-- ``wait``: too few held-out labels (``min_holdout``) or a gain that is not significant yet. More
-  labels are cheap to wait for; rejecting a good candidate because ten texts were drawn badly is
-  not. The updater retries once more feedback has arrived (``online.trigger.UpdateTrigger.wait``).
+- ``wait``: too few held-out labels (``min_holdout``), too few that serving got wrong for any
+  candidate to show a gain (``no_room``, judged before training), or a gain that is not
+  significant yet. More labels are cheap to wait for; rejecting a good candidate because ten
+  texts were drawn badly is not. The updater retries once more feedback has arrived
+  (``online.trigger.UpdateTrigger.wait``).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -121,6 +124,36 @@ def too_few(policy: PromotionConfig, n_holdout: int) -> Decision:
         f"only {n_holdout} held-out labels from after the drift (< {policy.min_holdout}); "
         "waiting for more feedback",
         {"n_recent_holdout": n_holdout, "min_holdout": policy.min_holdout},
+    )
+
+
+def wins_to_show(alpha: float) -> int:
+    """The fewest held-out texts a candidate must win (losing none) for the paired test to show a gain."""
+    wins = 1
+    while _more_often(wins, 0) >= alpha:
+        wins += 1
+    return wins
+
+
+def no_room(policy: PromotionConfig, serving_correct: Sequence[bool]) -> Decision | None:
+    """The verdict before any training when no candidate could show a gain on this holdout, else None.
+
+    A candidate can only win a held-out text that serving got wrong. With fewer such texts than
+    ``wins_to_show``, even a candidate right on every one of them would wait, so training one is
+    wasted time, and the labels that arrive meanwhile are labels the next try did not need. The
+    projection asks for the held-out texts that, at the error rate seen, would bring enough of them.
+    """
+    n, wrong = len(serving_correct), sum(not c for c in serving_correct)
+    needed = wins_to_show(1.0 - policy.confidence)
+    if wrong >= needed:
+        return None
+    more = math.ceil((needed - wrong) * n / wrong) if wrong else None
+    return Decision(
+        Verdict.WAIT,
+        f"serving got {wrong} of {n} held-out labels from after the drift wrong; a candidate can only "
+        f"win there and needs {needed} wins to show a gain at {policy.confidence:.0%}; waiting for more "
+        "feedback",
+        {"n_recent_holdout": n, "serving_wrong": wrong, "wins_needed": needed, "more_holdout_to_show": more},
     )
 
 

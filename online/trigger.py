@@ -17,7 +17,10 @@ class UpdateTrigger:
     handful of examples of the new distribution is rejected or barely helps.
 
     When the promotion gate answers "wait" (too little evidence), ``wait`` keeps the drift and asks
-    for ``more`` labels before the next try; no cooldown applies to that retry.
+    for ``more`` labels before the next try; no cooldown applies to that retry. Labels counted here
+    reach the updater's store a little later (the worker joins and writes them in batches), so
+    labels counted before a try that the try did not see yet count toward its ``more``: while labels
+    come fast, the retry does not overshoot by the store's lag.
     """
 
     def __init__(self, config: UpdaterConfig, clock: Callable[[], float] = time.monotonic) -> None:
@@ -29,6 +32,8 @@ class UpdateTrigger:
         self._labels_at_drift = 0
         self._last_update = float("-inf")
         self._waiting_for: int | None = None  # new_labels needed before a retry the gate asked for
+        self._since_drift = 0  # labels counted since the current drift's first detection
+        self._tried_with = 0  # ... when the last try began
 
     @property
     def since_ts_ms(self) -> int | None:
@@ -38,6 +43,7 @@ class UpdateTrigger:
     def on_feedback(self, n: int = 1) -> None:
         """Count ``n`` new feedback labels."""
         self.new_labels += n
+        self._since_drift += n
 
     def on_drift(self, event: DriftEvent) -> None:
         """Remember a drift (ignored during the cooldown); its label count starts at the first one."""
@@ -45,6 +51,7 @@ class UpdateTrigger:
             return
         if self.drift is None:  # the first detection of a change starts its label count
             self._labels_at_drift = self.new_labels
+            self._since_drift = 0
             self._drift_since_ms = event.detected_ts_ms
         self.drift = event
 
@@ -68,6 +75,7 @@ class UpdateTrigger:
 
     def mark_updated(self) -> None:
         """An update ran: start counting afresh and begin the cooldown."""
+        self._tried_with = self._since_drift
         self.new_labels = 0
         self.drift = None
         self._drift_since_ms = None
@@ -75,8 +83,15 @@ class UpdateTrigger:
         self._waiting_for = None
         self._last_update = self._clock()
 
-    def wait(self, drift: DriftEvent | None, since_ts_ms: int | None, more: int) -> None:
-        """The gate needs more evidence: keep the drift (and its start) and retry after ``more`` labels."""
+    def wait(
+        self, drift: DriftEvent | None, since_ts_ms: int | None, more: int, seen: int | None = None
+    ) -> None:
+        """The gate needs more evidence: keep the drift (and its start) and retry after ``more`` labels.
+
+        ``seen``: the labels from after the drift that the try read. Those counted here before it
+        began but not yet stored, and those that arrived while it ran, are already on their way.
+        """
         self.drift = drift
         self._drift_since_ms = since_ts_ms
-        self._waiting_for = self.new_labels + max(1, more)
+        unseen = max(0, self._tried_with - seen) if seen is not None else 0
+        self._waiting_for = max(1, more - unseen) if seen is not None else self.new_labels + max(1, more)

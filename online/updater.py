@@ -34,7 +34,7 @@ from driftline.models.datasets import Example
 from driftline.models.inference.base import ModelNotReadyError
 from driftline.models.tasks import TaskConfig, get_task
 from driftline.online.config import UpdaterConfig, online_config
-from driftline.online.promotion import Decision, Paired, Scores, decide, too_few
+from driftline.online.promotion import Decision, Paired, Scores, decide, no_room, too_few
 from driftline.online.registry import ModelRegistry
 from driftline.online.serving import ServedButNotRecorded, rollback, serve_version
 from driftline.online.sources import ExampleSource
@@ -148,6 +148,23 @@ def _predictions(
     return scored
 
 
+def _serving_scores(fit: Fit, serving: Path, texts: Sequence[str], cache: Any | None = None) -> Scored:
+    """The serving version's probabilities for ``texts`` alone (features from ``cache`` for a head fit)."""
+    from driftline.models.classifier import load_classifier
+
+    model = load_classifier(serving)
+    if fit != "head" or not texts:
+        return Scored(list(model.labels), model.predict_proba(list(texts)))
+    import torch
+
+    from driftline.models.head_refit import FeatureCache, encoder_key
+
+    cache = cache if cache is not None else FeatureCache()
+    features = cache.features(model, encoder_key(serving), list(texts))
+    with torch.inference_mode():
+        return Scored(list(model.labels), torch.softmax(model.head(features), dim=1).numpy())
+
+
 def _temperature(scored: Scored, truth: Sequence[str]) -> float | None:
     """The temperature that calibrates ``scored`` on its labelled texts (``online.estimate``); None
     when no true label is one the model has."""
@@ -209,6 +226,7 @@ class UpdateOutcome:
     promoted: bool = False
     waiting: bool = False  # the gate wants more evidence: retry after ``more_labels`` labels
     more_labels: int = 0
+    fresh_labels: int | None = None  # labels from after the drift that this update read
     version: int | None = None
     reason: str = ""
     candidate: Candidate | None = None
@@ -315,15 +333,26 @@ class Updater:
         return len(missing) - len(now)
 
     def labels_to_retry(self, decision: Decision) -> int:
-        """After a "not significant yet": the labels the projected evidence needs, at most ``wait_labels``.
+        """After a wait: the labels the projected evidence needs, at most ``wait_labels``.
 
         When the candidate is ahead, the gate projects how many more held-out texts would show it
-        (``Paired.more_to_show``); the holdout takes ``holdout_fraction`` of new labels.
+        (``Paired.more_to_show``); before training, how many would hold enough texts serving gets
+        wrong (``no_room``). The holdout takes ``holdout_fraction`` of new labels.
         """
         more = decision.metrics.get("more_holdout_to_show")
         if not more:
             return self.config.wait_labels
         return max(1, min(self.config.wait_labels, math.ceil(more / self.config.holdout_fraction)))
+
+    def serving_correct(self, parent: Path, examples: Sequence[Example]) -> list[bool]:
+        """Whether the serving version (``parent``) labels each example right: where a candidate can win.
+
+        Scored as a drift's candidate will be (a head refit reads the cached features, which the
+        candidate's training then reuses), so the check costs little more than the embedding.
+        """
+        fit: Fit = "head" if self.config.drift_fit == "head" else "lora"
+        scored = _serving_scores(fit, parent, [e.text for e in examples], self.features)
+        return [p == e.label for p, e in zip(scored.predicted, examples, strict=True)]
 
     def labels_short(self, n_holdout: int) -> int:
         """About how many more post-drift labels a holdout of ``n_holdout`` needs (0: enough to judge)."""
@@ -487,6 +516,22 @@ class Updater:
 
     # -- with side effects --------------------------------------------------------------------
 
+    def about_serving(self, model_version: str) -> bool:
+        """Whether a drift seen on ``model_version`` concerns what serves now.
+
+        A detection on a version that was replaced since (raised before a promotion, delivered
+        after it) says nothing about its successor; answering it would train against a version
+        that already learned the change. Unknown versions and a repository that cannot be read
+        count as current: a real drift is never dropped for want of bookkeeping.
+        """
+        if self.swapper is None or not model_version.isdigit():
+            return True
+        try:
+            versions = self.swapper.serving_versions(self.model_name)
+        except Exception:  # an unreadable repository: keep the alert
+            return True
+        return not versions or int(model_version) in versions
+
     def serving_artifact(self) -> tuple[Path, int]:
         """The serving version's folder in the Triton repository (it is a full artifact) and number."""
         if self.swapper is None:
@@ -545,10 +590,15 @@ class Updater:
             fresh = None
             if since_ts_ms is not None:
                 fresh = self.source.recent_examples(self.task, self.config.max_recent_labels, since_ts_ms)
-            n_holdout = len(holdout_split(recent, fresh, self.config.holdout_fraction)[1])
-            more = self.labels_short(n_holdout)
+                outcome.fresh_labels = len(fresh)
+            holdout = holdout_split(recent, fresh, self.config.holdout_fraction)[1]
+            more = self.labels_short(len(holdout))
             if more:  # no candidate could be judged: do not train one
-                return self._wait(outcome, too_few(self.policy, n_holdout), more)
+                return self._wait(outcome, too_few(self.policy, len(holdout)), more)
+            if fresh is not None:  # nor when none could win enough of it
+                short = no_room(self.policy, self.serving_correct(parent, holdout))
+                if short is not None:
+                    return self._wait(outcome, short, self.labels_to_retry(short))
             self.log(f"{self.model_name}: update triggered by {trigger}; {len(recent)} recent labels")
             self._notify(
                 "update started",

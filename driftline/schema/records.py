@@ -448,7 +448,7 @@ class DriftEvent:
     model_version: str
     adapter_hash: str
     event_count: int  # observations this detector has seen since the monitor started
-    signal: str = ""  # error_rate | confidence | label_mix
+    signal: str = ""  # error_rate | confidence | label_mix | unlearned_class
     severity: str = "warning"
     details: dict[str, Any] = field(default_factory=dict)
     detected_ts_ms: int = field(default_factory=now_ms)

@@ -5,6 +5,7 @@ from driftline.online.drift.confidence import ConfidenceDetector
 from driftline.online.drift.error_rate import ErrorRateDetector
 from driftline.online.drift.label_mix import LabelMixDetector
 from driftline.online.drift.monitor import DriftMonitor, build_detectors
+from driftline.online.drift.unlearned_class import UnlearnedClassDetector
 
 __all__ = [
     "ConfidenceDetector",
@@ -13,5 +14,6 @@ __all__ = [
     "ErrorRateDetector",
     "LabelMixDetector",
     "StateMismatchError",
+    "UnlearnedClassDetector",
     "build_detectors",
 ]

@@ -1,11 +1,12 @@
 """``DriftMonitor``: the per-task bundle of detectors that a streams agent calls on every event.
 
 The agent owns I/O (topics, tables); this class owns the decisions. Predictions feed the
-unsupervised detectors (confidence, label mix); joined feedback feeds the supervised one (error
-rate). ``state_dict`` is plain JSON data so the agent can checkpoint it in a Faust table and a
-restarted worker resumes with the same windows. ``load_state`` treats a checkpoint as untrusted
-data (see ``driftline.online.drift.state``): a checkpoint of another task or format is refused as a
-whole, and a detector whose own state is refused starts fresh while the others resume.
+unsupervised detectors (confidence, label mix); joined feedback feeds the supervised ones (error
+rate, and with its true label the unlearned class). ``state_dict`` is plain JSON data so the agent
+can checkpoint it in a Faust table and a restarted worker resumes with the same windows.
+``load_state`` treats a checkpoint as untrusted data (see ``driftline.online.drift.state``): a
+checkpoint of another task or format is refused as a whole, and a detector whose own state is
+refused starts fresh while the others resume.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from driftline.online.drift.state import (
     check_header,
     validated,
 )
+from driftline.online.drift.unlearned_class import UnlearnedClassDetector
 from driftline.schema.records import DriftEvent
 
 log = logging.getLogger(__name__)
@@ -83,6 +85,9 @@ def build_detectors(config: DriftConfig) -> dict[str, DriftDetector]:
         detectors["confidence"] = ConfidenceDetector(**config.confidence.model_dump(exclude={"enabled"}))
     if config.label_mix.enabled:
         detectors["label_mix"] = LabelMixDetector(**config.label_mix.model_dump(exclude={"enabled"}))
+    if config.unlearned_class.enabled:
+        params = config.unlearned_class.model_dump(exclude={"enabled"})
+        detectors["unlearned_class"] = UnlearnedClassDetector(**params)
     return detectors
 
 
@@ -144,16 +149,20 @@ class DriftMonitor:
         return events
 
     def update_feedback(
-        self, correct: bool, model_version: str = "", adapter_hash: str = ""
+        self, correct: bool, model_version: str = "", adapter_hash: str = "", label: str | None = None
     ) -> list[DriftEvent]:
-        """Feed one joined feedback outcome (was the served prediction right?)."""
+        """Feed one joined feedback outcome (was the served prediction right?) and its true ``label``."""
         if model_version or adapter_hash:
             self._note_model({"model_version": model_version, "adapter_hash": adapter_hash})
         self.feedback_seen += 1
+        events: list[DriftEvent] = []
         detector = self.detectors.get("error_rate")
         if detector is not None and detector.update(0 if correct else 1):
-            return [self._fire("error_rate", "error_rate", severity="critical")]
-        return []
+            events.append(self._fire("error_rate", "error_rate", severity="critical"))
+        unlearned = self.detectors.get("unlearned_class")
+        if unlearned is not None and label is not None and unlearned.update((label, bool(correct))):
+            events.append(self._fire("unlearned_class", "unlearned_class"))
+        return events
 
     def state_dict(self) -> dict[str, Any]:
         """State of every detector of the task, for the changelogged table."""

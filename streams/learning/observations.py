@@ -44,6 +44,7 @@ class FeedbackObservation(BaseModel):
     correct: bool
     model_version: str = ""
     adapter_hash: str = ""
+    label: str | None = None  # the true label (the unlearned-class detector); None: not carried
 
 
 class ObservationBatch(BaseModel):
@@ -160,7 +161,7 @@ class DriftWatch:
             self.stats["stale_feedback"] += 1
             return []
         self.stats["feedback"] += 1
-        return self._apply(monitor.update_feedback, f.correct, f.model_version, f.adapter_hash)
+        return self._apply(monitor.update_feedback, f.correct, f.model_version, f.adapter_hash, f.label)
 
     def _apply(self, update: Any, *args: Any) -> list[DriftEvent]:
         try:

@@ -189,6 +189,7 @@ class FeedbackAgent:
                         correct=joined.correct,
                         model_version=p.model_version,
                         adapter_hash=p.adapter_hash,
+                        label=joined.feedback.label,
                     )
                 )
         return batches

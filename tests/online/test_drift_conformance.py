@@ -12,7 +12,13 @@ from typing import Any
 
 import pytest
 
-from driftline.online.drift import ConfidenceDetector, DriftDetector, ErrorRateDetector, LabelMixDetector
+from driftline.online.drift import (
+    ConfidenceDetector,
+    DriftDetector,
+    ErrorRateDetector,
+    LabelMixDetector,
+    UnlearnedClassDetector,
+)
 from driftline.online.drift.base import StateMismatchError
 from tests.online.crafted_state import CRAFTED, pickle_payload
 
@@ -55,6 +61,13 @@ CASES = {
         lambda r: r.choice(LABELS),
         lambda r: "business" if r.random() < 0.6 else r.choice(LABELS),
         250,
+    ),
+    # feedback (true label, served prediction right?): a class the model cannot name starts arriving
+    "unlearned_class": Case(
+        UnlearnedClassDetector,
+        lambda r: (r.choice(LABELS), r.random() < 0.8),
+        lambda r: ("entertainment", False) if r.random() < 0.2 else (r.choice(LABELS), r.random() < 0.8),
+        80,
     ),
 }
 
@@ -195,7 +208,16 @@ def test_error_rate_ignores_improvement() -> None:
     assert detector.statistic < 0.1
 
 
-@pytest.mark.parametrize(("detector", "bad"), [(ErrorRateDetector(), 0.5), (ConfidenceDetector(), 1.5)])
-def test_bad_input_is_a_clear_error(detector: DriftDetector, bad: float) -> None:
+@pytest.mark.parametrize(
+    ("detector", "bad"),
+    [
+        (ErrorRateDetector(), 0.5),
+        (ConfidenceDetector(), 1.5),
+        (UnlearnedClassDetector(), 0.5),
+        (UnlearnedClassDetector(), ("sport", "yes")),
+        (UnlearnedClassDetector(), (3, False)),
+    ],
+)
+def test_bad_input_is_a_clear_error(detector: DriftDetector, bad: Any) -> None:
     with pytest.raises(ValueError):
         detector.update(bad)

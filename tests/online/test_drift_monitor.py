@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from driftline.models.inference.base import Prediction
-from driftline.online.config import online_config
+from driftline.online.config import DriftConfig, online_config
 from driftline.online.drift import DriftMonitor, StateMismatchError
 from driftline.schema.records import DriftEvent
 from tests.online.crafted_state import old_detector_state, old_monitor_state, pickle_payload
@@ -117,6 +117,7 @@ def test_config_overrides_and_validation(tmp_path) -> None:
     assert set(DriftMonitor("news_topic", online_config("news_topic", off).drift).detectors) == {
         "error_rate",
         "confidence",
+        "unlearned_class",
     }
 
 
@@ -178,3 +179,28 @@ def test_monitor_starts_refused_detectors_fresh_and_resumes_the_others(
     assert monitor.detectors["error_rate"].n_seen == monitor.detectors["label_mix"].n_seen == 0
     assert monitor.detectors["confidence"].state_dict() == saved.detectors["confidence"].state_dict()
     assert (monitor.predictions_seen, monitor.feedback_seen, monitor.model_version) == (400, 100, "1")
+
+
+def test_a_class_the_version_never_gets_right_is_a_drift_after_a_few_labels() -> None:
+    """Five labels of one class, all predicted wrong: an alarm naming it, long before the error rate moves."""
+    monitor = DriftMonitor("news_topic", DriftConfig())
+    rng = random.Random(7)
+    events = []
+    for _ in range(300):  # a version that knows its classes (90 % right)
+        events += monitor.update_feedback(rng.random() < 0.9, "1", "h1", label=rng.choice(["sport", "tech"]))
+    assert events == []
+    fired = []
+    for i in range(40):  # now one label in four is a class it cannot name
+        label, correct = ("entertainment", False) if i % 4 == 0 else ("sport", rng.random() < 0.9)
+        fired += [(i, e) for e in monitor.update_feedback(correct, "1", "h1", label=label)]
+    [(at, event)] = fired  # once: the class does not raise a burst
+    assert at == 16 and event.detector == "unlearned_class" and event.signal == "unlearned_class"
+    assert event.details == {"label": "entertainment", "wrong": 5, "right": 0} and event.statistic == 5
+    # a class it got right once is known: misses later are the error rate's business
+    monitor.update_feedback(True, "1", "h1", label="business")
+    assert not any(monitor.update_feedback(False, "1", "h1", label="business") for _ in range(10))
+    # a new version has to show again what it knows
+    version_2 = {"label": "sport", "confidence": 0.9, "model_version": "2", "adapter_hash": "h2"}
+    monitor.update_prediction(version_2)
+    again = [e for _ in range(5) for e in monitor.update_feedback(False, "2", "h2", label="entertainment")]
+    assert [e.detector for e in again] == ["unlearned_class"]

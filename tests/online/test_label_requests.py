@@ -40,11 +40,21 @@ def test_requests_follow_the_budget_whatever_the_step_size(step: int) -> None:
     assert len({p.event_id for p in picks}) == len(picks)
 
 
-def test_an_active_drift_multiplies_the_budget() -> None:
-    config = LabelRequestConfig(budget_fraction=0.05, drift_boost=3.0)
-    calm = run(LabelRequester("news_topic", config), stream(6000), 64)
-    drifting = run(LabelRequester("news_topic", config), stream(6000), 64, drift=True)
-    assert 2.5 <= len(drifting) / len(calm) <= 3.5
+def test_an_active_drift_buys_more_of_the_events_that_stand_out_not_worse_ones() -> None:
+    """A drift triples the budget; the bar stays the steady stream's, so the extra labels go to the
+    events the change made unsure (a class the model cannot name), not to what serving knows."""
+    config = LabelRequestConfig(budget_fraction=0.05, drift_boost=3.0, random_share=0.0)
+    calm, shifted = sure_stream(3000, seed=1), sure_stream(3000, seed=2, prefix="s", unsure=0.3)
+    requester = LabelRequester("news_topic", config)
+    before = run(requester, calm, 8)
+    during = run(requester, shifted, 8, drift=True)
+    assert 2.5 <= (len(during) / len(shifted)) / (len(before) / len(calm)) <= 3.5
+    assert sum(p.uncertainty > 0.3 for p in during) / len(during) >= 0.9
+    # the same boost on a stream that did not change: it cannot be spent on sure events
+    steady = LabelRequester("news_topic", config)
+    run(steady, calm, 8)
+    boosted = run(steady, sure_stream(3000, seed=3, prefix="t"), 8, drift=True)
+    assert sum(p.uncertainty > 0.3 for p in boosted) / len(boosted) >= 0.9
 
 
 def test_the_random_share_records_its_probability_and_ignores_the_model() -> None:
@@ -118,13 +128,13 @@ def test_a_disabled_or_zero_budget_requests_nothing() -> None:
     assert run(LabelRequester("t", LabelRequestConfig(budget_fraction=0.0)), stream(500), 64) == []
 
 
-def sure_stream(n: int, seed: int, prefix: str = "e") -> list[Candidate]:
-    """A well-trained model's stream: mostly sure (top probability 0.9 .. 0.999), one in ten unsure."""
+def sure_stream(n: int, seed: int, prefix: str = "e", unsure: float = 0.1) -> list[Candidate]:
+    """A well-trained model's stream: mostly sure (top probability 0.9 .. 0.999), ``unsure`` of it not."""
     rng = random.Random(seed)
     out = []
     for i in range(n):
         label = rng.choice(LABELS)
-        top = rng.uniform(0.4, 0.6) if rng.random() < 0.1 else rng.uniform(0.9, 0.999)
+        top = rng.uniform(0.4, 0.6) if rng.random() < unsure else rng.uniform(0.9, 0.999)
         probs = {name: (top if name == label else (1 - top) / 3) for name in LABELS}
         out.append(
             Candidate(f"{prefix}{i}", f"story {i} w{rng.randrange(10**6)} w{rng.randrange(10**6)}", probs)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from driftline.models.datasets import Example, text_id
 from driftline.online.config import PromotionConfig, UpdaterConfig
-from driftline.online.promotion import Paired, Scores, Verdict, decide, too_few
+from driftline.online.promotion import Paired, Scores, Verdict, decide, no_room, too_few, wins_to_show
 from driftline.online.trigger import UpdateTrigger
 from driftline.online.updater import holdout_split, split_holdout
 from driftline.schema.records import DriftEvent
@@ -67,6 +67,27 @@ def test_a_wait_projects_the_labels_the_evidence_still_needs() -> None:
     assert far.wait and updater.labels_to_retry(far) == 20  # capped at wait_labels
     behind = decide(POLICY, Scores(0.70, 0.95), Scores(0.72, 0.95), Paired(40, 2, 3), 300)
     assert behind.wait and updater.labels_to_retry(behind) == 20
+
+
+def test_no_candidate_is_trained_while_serving_got_too_few_held_out_texts_wrong() -> None:
+    """A candidate wins only where serving is wrong: below ``wins_to_show`` such texts it cannot pass."""
+    assert wins_to_show(0.05) == 5  # 0.5**5 = 0.031; four straight wins are p = 0.0625
+    assert wins_to_show(0.01) == 7
+    for wins in range(1, 12):  # the bound is exact: that many wins and no loss is what the gate needs
+        shown = decide(POLICY, Scores(1.0, 0.95), Scores(0.5, 0.95), Paired(40, wins, 0), 300)
+        assert (shown.verdict is Verdict.PROMOTE) == (wins >= wins_to_show(0.05))
+    short = no_room(POLICY, [True] * 9 + [False] * 3)  # 3 of 12 wrong: 2 more needed, 1 in 4 texts
+    assert short is not None and short.wait and "3 of 12" in short.reason
+    assert short.metrics["more_holdout_to_show"] == 8
+    assert no_room(POLICY, [False] * 5 + [True] * 20) is None  # room for a significant gain
+    blind = no_room(POLICY, [True] * 10)
+    assert blind is not None and blind.metrics["more_holdout_to_show"] is None  # no rate to project from
+    updater_cfg = UpdaterConfig(holdout_fraction=0.5, wait_labels=20)
+    from driftline.online.sources import ListSource
+    from driftline.online.updater import Updater
+
+    updater = Updater("news_topic", source=ListSource(), config=updater_cfg)
+    assert updater.labels_to_retry(short) == 16 and updater.labels_to_retry(blind) == 20
 
 
 def _drift() -> DriftEvent:
@@ -144,6 +165,53 @@ def test_trigger_wait_keeps_the_drift_and_retries_after_more_labels_without_cool
     assert trigger.since_ts_ms == first.detected_ts_ms and trigger.drift is drift
     trigger.mark_updated()
     assert trigger.reason() is None and trigger.since_ts_ms is None
+
+
+def test_a_retry_counts_the_labels_the_try_had_not_seen_yet() -> None:
+    """Labels reach the store after the trigger counts them: those already counted are not asked twice."""
+    trigger = UpdateTrigger(
+        UpdaterConfig(min_new_labels=1, labels_after_drift=20, retrain_every_labels=1000, cooldown_s=600)
+    )
+    trigger.on_drift(_drift())
+    trigger.on_feedback(20)
+    drift, since = trigger.drift, trigger.since_ts_ms
+    assert trigger.reason()
+    trigger.mark_updated()
+    trigger.on_feedback(1)  # arrived while the try ran
+    trigger.wait(drift, since, more=10, seen=12)  # it read 12 of the 20: 8 were still on their way
+    assert trigger.reason() is None
+    trigger.on_feedback(1)  # 8 + 2 = the 10 it asked for
+    assert "more evidence" in (trigger.reason() or "")
+    # a try that saw everything counted waits for all it asked for
+    trigger.mark_updated()
+    trigger.wait(drift, since, more=10, seen=22)
+    trigger.on_feedback(9)
+    assert trigger.reason() is None
+    trigger.on_feedback(1)
+    assert trigger.reason()
+
+
+def test_a_drift_of_a_replaced_version_does_not_start_an_update() -> None:
+    """Raised on version 3 before a promotion, delivered after it: version 4 serves, nothing to answer."""
+    from driftline.online.sources import ListSource
+    from driftline.online.updater import Updater
+
+    class Repository:  # what TritonSwapper reads from config.pbtxt
+        def __init__(self) -> None:
+            self.versions: list[int] | None = [4]
+
+        def serving_versions(self, model: str) -> list[int]:
+            if self.versions is None:
+                raise OSError("config.pbtxt unreadable")
+            return self.versions
+
+    repo = Repository()
+    updater = Updater("news_topic", source=ListSource(), swapper=repo)
+    assert not updater.about_serving("3") and updater.about_serving("4")
+    assert updater.about_serving("")  # a version nobody named: kept
+    repo.versions = None
+    assert updater.about_serving("3")  # bookkeeping that fails never drops a real drift
+    assert Updater("news_topic", source=ListSource()).about_serving("3")  # library use: no swapper
 
 
 def test_holdout_comes_only_from_feedback_after_the_drift() -> None:

@@ -8,14 +8,16 @@ version (4 training steps) serves; then, in order:
    feedback (the drift response: the adapter is kept), the policy promotes it, and it is exported
    (inheriting the parent's engine choice) and hot-swapped in (version 2 serves, registry: 2 serving /
    1 retired, an ``info`` model alert on the alerts topic);
-2. a candidate the gate cannot accept (impossible margin, and the holdout already counts as full)
+2. the same drift again, with version 2 serving: it gets too few held-out texts wrong for any
+   candidate to show a gain, so the updater waits without training one;
+3. a candidate the gate cannot accept (impossible margin, and the holdout already counts as full)
    is rejected: after a drift the head refit is rejected first and a LoRA candidate trains at once,
    and is rejected too: serving untouched, a ``rejected`` registry row, a ``warning`` alert saying
    why;
    with too few held-out labels the gate waits instead: nothing trained, no registry row, an
    ``info`` alert saying how many labels it waits for;
-3. training crashes (injected exception): serving untouched, a ``critical`` alert saying why;
-4. the exported version cannot be loaded (its weights are corrupted after export): the swap is
+4. training crashes (injected exception): serving untouched, a ``critical`` alert saying why;
+5. the exported version cannot be loaded (its weights are corrupted after export): the swap is
    rolled back, version 2 keeps serving and answering, a ``critical`` alert and a ``rejected`` row.
 """
 
@@ -208,12 +210,24 @@ async def test_run_update_promote_reject_crash(
         v1, v2 = read_meta(repo / name / "1"), read_meta(repo / name / "2")
         assert (v2.engine, v2.engines) == (v1.engine, v1.engines) and v1.engines
 
-        # 2. a candidate the gate cannot accept: serving untouched, rejected row, warning alert.
+        # 2. the same drift's feedback again: version 2 gets too few of its held-out texts wrong for
+        # any candidate to win enough of them, so the updater waits without training one.
+        v2_wrong = round((1 - rows[2].metrics["candidate_recent"]) * rows[2].metrics["n_recent_holdout"])
+        assert v2_wrong < 5, rows[2].metrics
+        nothing_to_win = await asyncio.to_thread(updater.run_update, "test: no room", drift.detected_ts_ms)
+        assert nothing_to_win.waiting and nothing_to_win.candidate is None, nothing_to_win.reason
+        assert f"serving got {v2_wrong} of" in nothing_to_win.reason
+        assert len(registry.list(name)) == 2
+
+        # 3. a candidate the gate cannot accept: serving untouched, rejected row, warning alert.
         updater.policy = updater.policy.model_copy(update={"margin": 1.01, "max_holdout": 1})
-        # (after a drift: the head refit is rejected, so the adapter trains too, in the same update)
-        rejected = await asyncio.to_thread(
-            updater.run_update, "test: impossible margin", drift.detected_ts_ms
-        )
+        # (after a drift: the head refit is rejected, so the adapter trains too, in the same update;
+        # serving is taken to be wrong everywhere, so that the check of step 2 lets a candidate train)
+        with monkeypatch.context() as patch:
+            patch.setattr(updater, "serving_correct", lambda parent, examples: [False] * len(examples))
+            rejected = await asyncio.to_thread(
+                updater.run_update, "test: impossible margin", drift.detected_ts_ms
+            )
         assert not rejected.promoted and not rejected.waiting
         assert rejected.reason.startswith("rejected: "), rejected.reason
         assert rejected.candidate.decision.metrics["fit"] == "lora"
@@ -228,7 +242,7 @@ async def test_run_update_promote_reject_crash(
         assert len(registry.list(name)) == 3
         updater.policy = updater.policy.model_copy(update={"min_holdout": 15})
 
-        # 3. training crashes: serving untouched, critical alert with the cause.
+        # 4. training crashes: serving untouched, critical alert with the cause.
         def boom(*args, **kwargs):
             raise RuntimeError("injected training failure")
 
@@ -238,7 +252,7 @@ async def test_run_update_promote_reject_crash(
         assert not crashed.promoted and "injected training failure" in crashed.reason
         assert swapper.serving_versions(name) == [2]
 
-        # 4. the exported version cannot load in Triton: swap rolled back, version 2 keeps serving.
+        # 5. the exported version cannot load in Triton: swap rolled back, version 2 keeps serving.
         import driftline.online.updater
         from driftline.online.promotion import Decision, Verdict
 

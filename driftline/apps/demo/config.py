@@ -88,12 +88,13 @@ class DemoConfig(BaseModel):
                 # as in the library scenario (online/scenario.py): 400 replayed originals per update
                 # keep the original test set within tolerance (docs/history.md). A drift is answered
                 # by a head refit (seconds), which learns a new class from a few dozen labels, so
-                # half of the post-drift labels can go to judging it instead of 30 %, and a first try
-                # after 20 labels costs little: when the evidence is short the gate asks for just the
-                # labels it projects (Paired.more_to_show) and the retry takes a few seconds.
+                # half of the post-drift labels can go to judging it instead of 30 %. A first look
+                # after 8 labels costs nothing: until the holdout could show a gain (min_holdout, and
+                # enough texts serving got wrong: promotion.no_room) nothing trains, and the updater
+                # asks for just the labels it projects; so the evidence, not a count, says when.
                 "updater": {
                     "min_new_labels": 60,
-                    "labels_after_drift": 20,
+                    "labels_after_drift": 8,
                     "holdout_fraction": 0.5,
                     "max_steps": 150,
                     "replay_size": 400,
@@ -136,7 +137,7 @@ class DemoConfig(BaseModel):
                     },
                     "updater": {
                         "min_new_labels": 30,
-                        "labels_after_drift": 20,
+                        "labels_after_drift": 8,
                         "max_steps": 30,
                         "replay_size": 60,
                         "cooldown_s": 10,
