@@ -21,6 +21,7 @@ from driftline.online.drift.state import (
     DetectorState,
     ParamValue,
     StateMismatchError,
+    header,
     parse_state,
 )
 
@@ -136,10 +137,7 @@ class RiverDetector:
     def state_dict(self) -> dict[str, Any]:
         """The detector's state for the changelogged table: JSON data only."""
         return {
-            "format": STATE_VERSION,
-            "name": self.name,
-            "n_seen": self._n_seen,
-            "params": self.params(),
+            **header(self.name, self._n_seen, self.params()),
             "river": dump_river(self._detector),
             **self._extra_state(),
         }

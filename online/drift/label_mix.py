@@ -17,11 +17,11 @@ from pydantic import Field, StrictBool, StrictFloat, StrictInt
 from scipy.stats import chi2_contingency
 
 from driftline.online.drift.state import (
-    STATE_VERSION,
     DetectorState,
     ParamValue,
     StateMismatchError,
     Text,
+    header,
     parse_state,
 )
 
@@ -149,10 +149,7 @@ class LabelMixDetector:
     def state_dict(self) -> dict[str, Any]:
         """JSON data: both windows (the reference as ``[label, count]`` pairs) and the counters."""
         return {
-            "format": STATE_VERSION,
-            "name": self.name,
-            "n_seen": self._n_seen,
-            "params": self.params(),
+            **header(self.name, self._n_seen, self.params()),
             "reference": [[k, v] for k, v in self._reference.items()],
             "current": list(self._current),
             "since_check": self._since_check,

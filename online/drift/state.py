@@ -69,6 +69,11 @@ class DetectorState(StateModel):
     params: Annotated[dict[Text, ParamValue], Field(max_length=MAX_PARAMS)]
 
 
+def header(name: str, n_seen: int, params: Mapping[str, ParamValue]) -> dict[str, Any]:
+    """The fields every detector checkpoint starts with (``DetectorState``), as ``state_dict`` writes them."""
+    return {"format": STATE_VERSION, "name": name, "n_seen": n_seen, "params": dict(params)}
+
+
 S = TypeVar("S", bound=StateModel)
 D = TypeVar("D", bound=DetectorState)
 

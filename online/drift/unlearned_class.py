@@ -22,12 +22,12 @@ from pydantic import Field, StrictFloat
 
 from driftline.online.drift.state import (
     MAX_TEXT,
-    STATE_VERSION,
     Count,
     DetectorState,
     ParamValue,
     StateMismatchError,
     Text,
+    header,
     parse_state,
 )
 
@@ -110,10 +110,7 @@ class UnlearnedClassDetector:
     def state_dict(self) -> dict[str, Any]:
         """JSON data: known labels, misses per label not yet known, labels already fired."""
         return {
-            "format": STATE_VERSION,
-            "name": self.name,
-            "n_seen": self._n_seen,
-            "params": self.params(),
+            **header(self.name, self._n_seen, self.params()),
             "known": sorted(self._known),
             "missed": [[k, v] for k, v in sorted(self._missed.items())],
             "fired": sorted(self._fired),
