@@ -127,6 +127,19 @@ def too_few(policy: PromotionConfig, n_holdout: int) -> Decision:
     )
 
 
+def too_few_recent(n: int, needed: int) -> Decision:
+    """The verdict before any training when fewer labels are stored than ``min_new_labels`` (``needed``).
+
+    The trigger counts labels on the feedback topic, the store holds them a little later: the drift
+    is kept and the update retried, never dropped for labels that are on their way.
+    """
+    return Decision(
+        Verdict.WAIT,
+        f"only {n} labelled recent events (< {needed}); waiting for more feedback",
+        {"n_recent": n, "min_new_labels": needed},
+    )
+
+
 def wins_to_show(alpha: float) -> int:
     """The fewest held-out texts a candidate must win (losing none) for the paired test to show a gain."""
     wins = 1

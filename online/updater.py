@@ -34,7 +34,7 @@ from driftline.models.datasets import Example
 from driftline.models.inference.base import ModelNotReadyError
 from driftline.models.tasks import TaskConfig, get_task
 from driftline.online.config import UpdaterConfig, online_config
-from driftline.online.promotion import Decision, Paired, Scores, decide, no_room, too_few
+from driftline.online.promotion import Decision, Paired, Scores, decide, no_room, too_few, too_few_recent
 from driftline.online.registry import ModelRegistry
 from driftline.online.serving import ServedButNotRecorded, rollback, serve_version
 from driftline.online.sources import ExampleSource
@@ -584,9 +584,9 @@ class Updater:
         try:
             parent, serving_version = self.serving_artifact()
             recent = self.source.recent_examples(self.task, self.config.max_recent_labels)
-            if len(recent) < self.config.min_new_labels:
-                outcome.reason = f"only {len(recent)} labelled recent events (< {self.config.min_new_labels})"
-                return outcome
+            if len(recent) < self.config.min_new_labels:  # counted on the topic, not all stored yet
+                return self._wait(outcome, too_few_recent(len(recent), self.config.min_new_labels),
+                                  self.config.min_new_labels - len(recent))  # fmt: skip
             fresh = None
             if since_ts_ms is not None:
                 fresh = self.source.recent_examples(self.task, self.config.max_recent_labels, since_ts_ms)

@@ -241,6 +241,16 @@ async def test_run_update_promote_reject_crash(
         assert waiting.more_labels > 1000 and "waiting" in waiting.reason
         assert len(registry.list(name)) == 3
         updater.policy = updater.policy.model_copy(update={"min_holdout": 15})
+        # ... and so it does while fewer labels are stored than min_new_labels: the trigger counted
+        # them on the topic, the store has them a moment later, and the drift must not be dropped
+        stored = len(source.examples)
+        updater.config = updater.config.model_copy(update={"min_new_labels": stored + 5})
+        unstored = await asyncio.to_thread(
+            updater.run_update, "test: labels on their way", drift.detected_ts_ms
+        )
+        assert unstored.waiting and unstored.more_labels == 5 and unstored.candidate is None
+        assert f"only {stored} labelled recent events" in unstored.reason
+        updater.config = config
 
         # 4. training crashes: serving untouched, critical alert with the cause.
         def boom(*args, **kwargs):
@@ -280,16 +290,19 @@ async def test_run_update_promote_reject_crash(
         assert statuses[3] == ModelStatus.REJECTED and statuses[2] == ModelStatus.SERVING
 
         # Every decision reached the alerts topic, with the why.
-        # (2 drift alerts sent above, then per update: "update started" + its outcome)
-        alerts = [a for a in await _read_topic(bootstrap, alerts_topic, expect=11) if a["kind"] == "model"]
+        # (2 drift alerts sent above, then per update: "update started" + its outcome, and the three
+        # waits that trained nothing)
+        alerts = [a for a in await _read_topic(bootstrap, alerts_topic, expect=13) if a["kind"] == "model"]
         started = [a for a in alerts if a["subject"] == f"{name} update started"]
         assert len(started) == 4, alerts
         by_severity = {}
         for alert in alerts:
             if alert not in started:
                 by_severity.setdefault(alert["severity"], []).append(alert["message"])
-        assert len(by_severity.get("info", [])) == 2, alerts  # the promotion and the wait
-        assert any("held-out labels from after the drift" in m for m in by_severity["info"])
+        assert len(by_severity.get("info", [])) == 4, alerts  # the promotion and the three waits
+        assert any("held-out labels from after the drift (< 1000)" in m for m in by_severity["info"])
+        assert any("a candidate can only win there" in m for m in by_severity["info"])
+        assert any("labelled recent events" in m for m in by_severity["info"])
         assert any(rejected.reason.removeprefix("rejected: ") in m for m in by_severity["warning"])
         assert any("injected training failure" in m for m in by_severity["critical"])
         assert any("keeps serving" in m for m in by_severity["critical"])
