@@ -15,7 +15,14 @@ from driftline.models.export import ServingOptions, export
 from driftline.models.inference.base import InferenceError, InferenceOverloadedError, ModelNotReadyError
 from driftline.models.inference.local import LocalClient
 from driftline.models.inference.triton import TritonClient
-from tests.models.serving_support import exported_model_dir, require_triton, small_artifact, unique_model_name
+from tests.models.serving_support import (
+    decided,
+    exported_model_dir,
+    require_triton,
+    small_artifact,
+    tie,
+    unique_model_name,
+)
 
 NEWS_LABELS = ["business", "entertainment", "politics", "sport", "tech"]
 
@@ -142,11 +149,16 @@ async def test_triton_client_splits_large_batches_and_keeps_order(triton_news_fa
         expected = await local.predict(name, texts)
         info = await triton.model_info(name)
     assert len(remote) == 150
-    assert [p.label for p in remote] == [p.label for p in expected]
+    # the same answers, in order: the same probabilities, and the same label wherever it is not a tie
+    # (a 4-step model has near-ties, and Triton batched these texts otherwise than the local client)
+    engine = info.version(str(version)).engine
+    for got, want in zip(remote, expected, strict=True):
+        assert max(abs(got.probabilities[k] - v) for k, v in want.probabilities.items()) < tie(engine), got
+        assert got.label == want.label or not decided(want.probabilities, engine), (got, want)
+    assert sum(decided(p.probabilities, engine) for p in expected) >= 30  # labels are compared on these
     assert all(p.model_version == str(version) and p.model_name == name for p in remote)
     assert all(p.explanation == [] for p in remote)  # explanations are the explainer's job, not serving's
     assert info.version(str(version)).labels == NEWS_LABELS == list(remote[0].probabilities)
-    engine = info.version(str(version)).engine
     assert engine and {p.engine for p in remote} == {p.engine for p in expected} == {engine}
 
 
