@@ -5,14 +5,14 @@
 In one run, with one served model (the small news classifier, exported to Triton under a unique
 name) and the same news texts:
 
-1. throughput of the pipeline (``--workers`` workers, ``bench.cluster.PIPELINE_ENV``) on the shared
+1. throughput of the pipeline (``--workers`` workers, ``testing.cluster.PIPELINE_ENV``) on the shared
    single-broker stack (PLAINTEXT): ``--events`` events produced at once, events/s from the first
    send to the last label row in ClickHouse;
 2. the same on a private ``stack up --cluster`` (three brokers, SASL_SSL, RF 3, min ISR 2, on free
    ports with a temporary run dir), every Kafka client through ``driftline.clients``;
 3. on that cluster with the same workers: steady load at ``--rate`` events/s, one broker SIGKILLed
    and restarted; events lost, ids keeping more than one row after merges, recovery time
-   (``bench.cluster.broker_kill``).
+   (``driftline.apps.testing.cluster.broker_kill``).
 
 ``tls_cluster_ratio`` = cluster events/s / single-broker events/s. Writes
 ``bench/results/cluster_bench.json`` and prints a table.
@@ -38,8 +38,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from bench.cluster import broker_kill, news_texts, pipeline, start_cluster, throughput  # noqa: E402
-from bench.harness import served_model  # noqa: E402
+from driftline.apps.testing.cluster import broker_kill, news_texts, pipeline, start_cluster, throughput  # noqa: E402
+from driftline.apps.testing.harness import served_model  # noqa: E402
 from driftline.settings import get_settings  # noqa: E402
 
 RESULTS_DIR = REPO_ROOT / "bench" / "results"

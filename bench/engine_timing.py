@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from driftline.models.artifacts import read_meta
-from driftline.models.serving.batching import pad
-from driftline.models.serving.codec import TextCodec
 from driftline.models.tasks import get_task
+from driftline.models.text.batching import pad
+from driftline.models.text.codec import TextCodec
 
 #: one inference call over the texts at these indices: probabilities [len(batch), labels], or None
 #: for a call that yields none (the explanation-only row)

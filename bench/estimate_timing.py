@@ -2,7 +2,7 @@
 
 The quick demo's first news adapter (trained without the class that emerges later, cached by the
 demo) classifies every BBC text it did not train on. Its temperature is fitted on a holdout of the
-known classes (``driftline.online.estimate``). Two streams of windows are then scored:
+known classes (``driftline.online.gates.estimate``). Two streams of windows are then scored:
 
 - *stationary*: the remaining known-class texts, in windows of ``window`` events;
 - *shifted*: the same windows with the new class mixed in at the demo's share, which the model
@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.harness import quick_demo_adapter
+from driftline.apps.testing.harness import quick_demo_adapter
 from driftline.settings import get_settings
 
 
@@ -31,7 +31,7 @@ def measure_estimate(window: int = 50, seed: int = 0) -> dict[str, Any]:
     from driftline.models.classifier import load_classifier
     from driftline.models.datasets import load_dataset
     from driftline.models.tasks import get_task
-    from driftline.online.estimate import fit_temperature, mean_abs_error, window_errors
+    from driftline.online.gates.estimate import fit_temperature, mean_abs_error, window_errors
 
     config = DemoConfig.preset(quick=True, run_dir=get_settings().run_dir / "estimate-bench")
     task = get_task("news_topic")

@@ -13,7 +13,7 @@ label requests:
 
 - ``random``: a simulated annotator labels a random share of events;
 - ``active``: it answers the workers' label requests (uncertainty + diversity, boosted during a
-  drift; online/label_requests.py);
+  drift; online/labels/request_policy.py);
 - ``open_taxonomy``: active, and the emerging class is not even declared: it is learned through
   ``new_labels: accept`` and a grown head.
 
@@ -43,7 +43,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.charts import Panel, bar_pair
-from bench.harness import unique_suffix
+from driftline.apps.testing.harness import unique_suffix
 from driftline.settings import Topics
 
 RESULTS = Path(__file__).parent / "results"

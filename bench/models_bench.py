@@ -3,12 +3,12 @@
 ``python -m bench.models_bench [--quick] [--tasks news_topic,chat_sentiment] [--batches 1,8,32,64]``
 
 Which engine should serve a version, and what does the serving path's batching buy? For each task it
-takes the latest trained artifact (``driftline.models.export.latest_artifact``; the harness's small
+takes the latest trained artifact (``driftline.models.triton.export.latest_artifact``; the harness's small
 test artifact when the task has none, said so in the report), copies it into a temporary version
 folder, writes its ONNX graphs (``driftline.models.engines.write_onnx``) and runs every engine
 (``ENGINE_NAMES``, via ``load_engine``; one that cannot load or run gets its error as its row) plus
 ``torch-fp32+explain``, what serving did before engines: a forward and the explanation's backward
-pass per batch (``driftline.models.serving.explainer.Explainer``; the row is left out with a note
+pass per batch (``driftline.models.explain.explainer.Explainer``; the row is left out with a note
 when that module is missing). On the task's test split (the first ``--limit`` texts: 400 by default,
 64 with ``--quick``, 0 for all; news_topic has 207, chat_sentiment 1,699, and a full chat pass per
 engine would take the run past 6 minutes on the 2-core machine) each row gets:
@@ -54,9 +54,9 @@ from rich.table import Table
 from bench.engine_timing import Call, EncodedTexts, encode_texts, engine_call, run_plan
 from bench.models_report import EXPLAIN_ROW, build_result, markdown, table_header, table_rows
 from driftline.models.artifacts import ADAPTER_DIR, HEAD_FILE, META_FILE, read_meta
-from driftline.models.export import MAX_BATCH_SIZE, ExportError, latest_artifact
-from driftline.models.serving.batching import count_batches, padding_waste, plan_batches
 from driftline.models.tasks import get_task, load_tasks
+from driftline.models.text.batching import count_batches, padding_waste, plan_batches
+from driftline.models.triton.export import MAX_BATCH_SIZE, ExportError, latest_artifact
 from driftline.settings import get_settings
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -71,7 +71,7 @@ def artifact_for(task: str) -> tuple[Path, str]:
     try:
         return latest_artifact(task), "latest trained artifact"
     except ExportError:
-        from bench.harness import pipeline_artifact
+        from driftline.apps.testing.harness import pipeline_artifact
 
         return pipeline_artifact(task), "harness test artifact (the task has no trained one)"
 
@@ -98,7 +98,7 @@ def test_texts(task: str, limit: int | None) -> tuple[list[str], list[str]]:
 def explainer_call(folder: Path, texts: list[str], threads: int) -> Call | None:
     """A call running the explanation (forward + backward) on the texts; None without an ``Explainer``."""
     try:
-        from driftline.models.serving.explainer import Explainer
+        from driftline.models.explain.explainer import Explainer
     except ImportError:
         return None
     explainer = Explainer(folder, num_threads=threads or None, batch_size=MAX_BATCH_SIZE)
@@ -167,7 +167,7 @@ def measure_named(name: str, work: Workload, budgets: Budgets, advance: Callable
         if name == EXPLAIN_ROW:
             call = explainer_call(work.folder, work.texts, work.threads)
             if call is None:
-                return {"note": "skipped: driftline.models.serving.explainer is not available"}
+                return {"note": "skipped: driftline.models.explain.explainer is not available"}
         else:
             call = engine_call(load_engine(work.folder, name, work.threads), work.encoded)
         row, probs = measure_row(call, work, budgets, advance, explain=name == EXPLAIN_ROW)

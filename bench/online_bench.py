@@ -137,10 +137,10 @@ def swap_bench(swaps: int = 4, workers: int = 3) -> dict[str, Any]:
     import uuid
 
     from driftline.models.cache import get_or_train
-    from driftline.models.export import export
     from driftline.models.inference.triton import TritonClient
     from driftline.models.tasks import get_task
-    from driftline.online.swap import TritonSwapper
+    from driftline.models.triton.export import export
+    from driftline.online.serving.swap import TritonSwapper
     from driftline.settings import get_settings
 
     repo = get_settings().triton.repository

@@ -3,7 +3,7 @@
 ``python -m bench.pipeline_bench [--quick] [--only raw,batched,per_event,peer,events] [--out DIR]``
 
 Runs against the live stack with isolated pipelines (unique topics, app ids and Triton model names,
-``bench.harness``). Sections, each on the same test-split texts:
+``driftline.apps.testing.harness``). Sections, each on the same test-split texts:
 
 - ``raw``: the served version's own engine (the one export chose, ``meta.json`` ``engine``, loaded with
   ``load_engine`` from the served version folder) in this process, length-sorted token-budget calls
@@ -32,7 +32,7 @@ not run leaves its figures null.
 Before/after: the ``events`` section (``--only events``) uses only what the harness had before the
 engines work (``served_model``, ``PipelineRun``, ``clickhouse``) and imports nothing else new, so this
 file can be copied into a checkout of the old serving path (commit 8e4cf54) to measure it the same way;
-the explainer is started only where ``bench.harness.explainer_available()`` says it exists. That is
+the explainer is started only where ``harness.explainer_available()`` says it exists. That is
 also why the result assembly (``assemble``, ``markdown``: pure functions, tests/test_bench_contract.py)
 lives in this file rather than in a module of its own.
 
@@ -62,8 +62,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-import bench.harness as harness  # noqa: E402
-from bench.harness import PipelineRun, ServedModel, clickhouse, event_doc, served_model  # noqa: E402
+import driftline.apps.testing.harness as harness  # noqa: E402
+from driftline.apps.testing.harness import PipelineRun, ServedModel, clickhouse, event_doc, served_model  # noqa: E402
 from driftline.clients import kafka_producer  # noqa: E402
 from driftline.settings import Settings, TritonSettings, get_settings  # noqa: E402
 
@@ -287,7 +287,7 @@ def section_raw(served: ServedModel, texts: list[str], max_batch: int) -> dict[s
     from bench.engine_timing import encode_texts, engine_call, run_plan
     from driftline.models.artifacts import read_meta
     from driftline.models.engines import load_engine
-    from driftline.models.serving.batching import plan_batches
+    from driftline.models.text.batching import plan_batches
 
     triton = get_settings().triton
     folder = triton.repository / served.name / served.version

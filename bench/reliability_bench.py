@@ -5,7 +5,7 @@
 
 Robustness: for each task, the classifier ``driftline train TASK`` makes (``get_or_train`` with
 the task's recipe, cached) is scored with ``driftline.models.training.evaluate`` on a fixed
-sample of its test split: clean, and under each noise of ``driftline.models.noise`` (typos, homoglyphs,
+sample of its test split: clean, and under each noise of ``driftline.models.text.noise`` (typos, homoglyphs,
 fullwidth, zero-width, control characters, all visual ones together, all mixed with typos), each
 without and with ``normalize()`` applied to the input. The *drop* is clean accuracy minus noisy
 accuracy; normalization should at least halve it for every noise except typos (which no
@@ -99,8 +99,8 @@ def measure_augmentation(task_name: str, *, n: int = 150, seed: int = 0) -> dict
     """
     from driftline.models.cache import get_or_train
     from driftline.models.classifier import load_classifier
-    from driftline.models.noise import perturb
     from driftline.models.tasks import get_task
+    from driftline.models.text.noise import perturb
     from driftline.models.training import evaluate
     from driftline.settings import get_settings
 
@@ -154,7 +154,7 @@ def measure_robustness(
 ) -> dict[str, Any]:
     """Accuracy clean / noisy / noisy+normalized for every noise kind on ``n`` test examples."""
     from driftline.models.classifier import load_classifier
-    from driftline.models.noise import perturb
+    from driftline.models.text.noise import perturb
     from driftline.models.training import evaluate
 
     artifact, origin = robustness_artifact(task_name, small=small)

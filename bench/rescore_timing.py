@@ -2,7 +2,7 @@
 
 One exported version (the task's small test classifier) and one topic of news events of our own.
 The engine's raw throughput is ``LocalClient.predict`` over the same texts, already in memory,
-in one call; the rescore is ``driftline.streams.rescore.rescore_range`` over the same events,
+in one call; the rescore is ``driftline.streams.services.rescore.rescore_range`` over the same events,
 read back from Kafka, decoded, classified with the same client and stored in ClickHouse. Both
 run in this process, one after the other, after a warm-up of the engine.
 """
@@ -15,7 +15,7 @@ import shutil
 import time
 from typing import Any
 
-from bench.harness import PipelineRun, news_messages, pipeline_artifact
+from driftline.apps.testing.harness import PipelineRun, news_messages, pipeline_artifact
 from driftline.models.datasets import load_dataset
 from driftline.schema.events import NewsEvent
 from driftline.schema.timestamps import now_ms
@@ -26,9 +26,9 @@ TASK = "news_topic"
 
 def measure_rescore(events: int = 2000) -> dict[str, Any]:
     """Rescore events/s, the engine's events/s on the same texts, and their ratio."""
-    from driftline.models.export import export
     from driftline.models.inference.local import LocalClient
-    from driftline.streams.rescore import rescore_range
+    from driftline.models.triton.export import export
+    from driftline.streams.services.rescore import rescore_range
 
     repository = get_settings().triton.repository
     name = f"bench_rescore_{os.getpid()}"

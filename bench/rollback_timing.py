@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.harness import quick_demo_adapter
+from driftline.apps.testing.harness import quick_demo_adapter
 
 
 def measure_rollback(seeds: int = 20, baseline: int = 100) -> dict[str, Any]:
@@ -35,7 +35,7 @@ def measure_rollback(seeds: int = 20, baseline: int = 100) -> dict[str, Any]:
     from driftline.models.classifier import load_classifier
     from driftline.models.datasets import load_dataset
     from driftline.online.config import online_config
-    from driftline.online.watch import sprt
+    from driftline.online.gates.rollback_watch import sprt
 
     good_dir = quick_demo_adapter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -79,7 +79,7 @@ def _estimate_outcomes(
     good version's estimated accuracy on the baseline texts (the watch's estimate baseline)."""
     import numpy as np
 
-    from driftline.online.estimate import calibrate, estimate_accuracy, fit_temperature
+    from driftline.online.gates.estimate import calibrate, estimate_accuracy, fit_temperature
 
     t = fit_temperature(good[:baseline], [labels.index(x) for x in truth[:baseline]])
     logits = np.log(np.clip(good, 1e-12, 1.0)) * 0.02  # the head scaled down: near-uniform answers
@@ -95,7 +95,7 @@ def _estimate_outcomes(
 
 def _estimate_figures(estimates: dict[str, Any], seeds: int, baseline: int, config: Any) -> dict[str, Any]:
     """Predictions until the estimate rolls the collapsed version back; its false and missed alarms."""
-    from driftline.online.watch import sprt
+    from driftline.online.gates.rollback_watch import sprt
 
     base = estimates["baseline"]
     n = len(estimates["good"])

@@ -28,9 +28,10 @@ from typing import Any
 from driftline.models.datasets import Example
 from driftline.online.config import UpdaterConfig, online_config
 from driftline.online.drift import DriftMonitor
-from driftline.online.sources import ListSource
-from driftline.online.trigger import UpdateTrigger
-from driftline.online.updater import Updater, holdout_split
+from driftline.online.update.data import update_split
+from driftline.online.update.sources import ListSource
+from driftline.online.update.trigger import UpdateTrigger
+from driftline.online.update.updater import Updater
 from driftline.schema.timestamps import now_ms
 
 NEW_CLASS = "entertainment"
@@ -237,7 +238,7 @@ def run_emerging_class(
             limit = updater_cfg.max_recent_labels
             recent = source.recent_examples("news_topic", limit)
             fresh = source.recent_examples("news_topic", limit, since) if since else None
-            if updater.labels_short(len(holdout_split(recent, fresh, updater_cfg.holdout_fraction)[1])):
+            if updater.labels_short(len(update_split(recent, fresh, updater_cfg.holdout_fraction)[1])):
                 result.waits += 1
                 trigger.wait(drift, since, updater_cfg.wait_labels)
                 continue

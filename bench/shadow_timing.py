@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.harness import PipelineRun, clickhouse, news_messages, pipeline_artifact, wait_for
+from driftline.apps.testing.harness import PipelineRun, clickhouse, news_messages, pipeline_artifact, wait_for
 from driftline.models.datasets import load_dataset
 from driftline.settings import get_settings
 
@@ -68,9 +68,9 @@ def measure_shadow(events: int = 1000) -> dict[str, Any]:
     """Worker CPU per event with a 10 % mirror ÷ without (the shadow loaded both times)."""
     import tempfile
 
-    from driftline.models.export import export
-    from driftline.models.shadow import remove_shadow, shadow_name, write_shadow
-    from driftline.online.swap import TritonSwapper
+    from driftline.models.triton.export import export
+    from driftline.models.triton.shadow_model import remove_shadow, shadow_name, write_shadow
+    from driftline.online.serving.swap import TritonSwapper
 
     repository = get_settings().triton.repository
     name = f"bench_shadow_{os.getpid()}"

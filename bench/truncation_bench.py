@@ -4,7 +4,7 @@
 
 BBC articles run to hundreds of tokens and the task serves ``max_length: 128``, ``truncation: head``.
 This bench encodes the whole news test split (``--quick``: 48 texts across it) with the serving
-codec (``driftline.models.serving.codec.TextCodec``) in each setting
+codec (``driftline.models.text.codec.TextCodec``) in each setting
 
 - ``head-128``: the first 126 text tokens (today's setting);
 - ``head-256``: the first 254 text tokens;
@@ -55,10 +55,10 @@ from rich.table import Table
 
 from driftline.models.artifacts import read_meta
 from driftline.models.datasets import Example, load_dataset
-from driftline.models.metrics import classification_report
-from driftline.models.serving.batching import pad, padding_waste, plan_batches
-from driftline.models.serving.codec import TextCodec, Truncation
+from driftline.models.scores import classification_report
 from driftline.models.tasks import TaskConfig, get_task
+from driftline.models.text.batching import pad, padding_waste, plan_batches
+from driftline.models.text.codec import TextCodec, Truncation
 from driftline.settings import get_settings
 
 TASK = "news_topic"
@@ -305,7 +305,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
 
     from transformers.utils import logging as transformers_logging
 
-    from driftline.models.export import latest_artifact
+    from driftline.models.triton.export import latest_artifact
 
     # head_tail tokenizes whole articles before cutting them: "longer than 512" is expected, not news
     transformers_logging.set_verbosity_error()

@@ -7,7 +7,7 @@ reader and one writer on the PyTorch side:
 
 * :func:`build_classifier` makes a trainable one: fresh LoRA and head, or continued from a parent
   artifact's adapter and head (the incremental update path). A task whose labels extend the
-  parent's (an accepted new class, ``online/task_labels.py``) gets the parent's head grown by one
+  parent's (an accepted new class, ``online/labels/task_labels.py``) gets the parent's head grown by one
   output per new label, *imprinted* from the mean embedding of that label's examples
   (:func:`grow_head`), so training starts from a head that already points at the new class;
 * :func:`load_classifier` loads an artifact in eval mode, LoRA optionally merged into the encoder
@@ -36,8 +36,8 @@ from torch import nn
 
 from driftline.models.artifacts import ADAPTER_DIR, HEAD_FILE, ArtifactMeta, read_meta, write_meta
 from driftline.models.encoders import load_encoder, mean_pool
-from driftline.models.normalize import normalize_all
 from driftline.models.tasks import TaskConfig
+from driftline.models.text.normalize import normalize_all
 
 
 class Classifier(nn.Module):

@@ -44,7 +44,7 @@ class TrainSettings(BaseModel):
 
 
 class ExplainPolicy(StrEnum):
-    """Which classified events of a task get an explanation (``driftline.models.explain_policy``)."""
+    """Which classified events of a task get an explanation (``driftline.models.explain.policy``)."""
 
     ALL = "all"  # every event (costly: one backward pass per event)
     UNCERTAIN = "uncertain"  # confidence below the threshold, plus the random sample
@@ -75,14 +75,14 @@ class TaskConfig(BaseModel):
     # models.normalize.normalize before tokenizing, in training and serving alike: folds look-alike
     # letters and fullwidth forms, drops zero-width/control characters (cheap evasions of a classifier)
     normalize_input: bool = True
-    # how a text longer than max_length is cut for serving (models/serving/codec.py): its first tokens,
+    # how a text longer than max_length is cut for serving (models/text/codec.py): its first tokens,
     # or its first and last ones
     truncation: Literal["head", "head_tail"] = "head"
     lora: LoraSettings = Field(default_factory=LoraSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
     explain: ExplainSettings = Field(default_factory=ExplainSettings)
     # a feedback label outside ``labels``: dead-lettered (reject), stored and proposed as a new class
-    # for a person to accept (propose), or stored and accepted at once (accept); online/taxonomy.py
+    # for a person to accept (propose), or stored and accepted at once (accept); online/labels/taxonomy.py
     new_labels: Literal["reject", "propose", "accept"] = "reject"
     new_label_min_examples: int = Field(3, ge=1)  # distinct events carrying it before it is proposed
 

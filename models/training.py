@@ -32,9 +32,9 @@ from driftline.models.classifier import (
     save_artifact,
 )
 from driftline.models.datasets import Example, data_hash, label_counts
-from driftline.models.metrics import classification_report
-from driftline.models.noise import augment
+from driftline.models.scores import classification_report
 from driftline.models.tasks import TaskConfig
+from driftline.models.text.noise import augment
 
 # Bump when the training recipe changes in a way that should invalidate cached artifacts.
 RECIPE_VERSION = 1

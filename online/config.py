@@ -107,7 +107,7 @@ class UpdaterConfig(_Strict):
 
 
 class PromotionConfig(_Strict):
-    """When a candidate adapter replaces the serving one (``online/promotion.py``)."""
+    """When a candidate adapter replaces the serving one (``online/gates/promotion.py``)."""
 
     metric: Literal["accuracy", "macro_f1"] = "accuracy"
     margin: float = 0.01  # candidate must beat serving on recent feedback by this much
@@ -118,7 +118,7 @@ class PromotionConfig(_Strict):
 
 
 class LabelRequestConfig(_Strict):
-    """Which predictions ask a person for a label (``online/label_requests.py``)."""
+    """Which predictions ask a person for a label (``online/labels/request_policy.py``)."""
 
     enabled: bool = True
     budget_fraction: float = Field(0.05, ge=0, le=1)  # share of events requested in steady state

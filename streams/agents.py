@@ -27,7 +27,6 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, w
 
 from driftline.schema.records import AlertRecord, DeadLetterRecord, PredictionRecord
 from driftline.settings import PipelineConfig
-from driftline.streams.alerts import SurgeMonitor, prediction_key
 from driftline.streams.checkpoint import Checkpoint
 from driftline.streams.decode import Rejection
 from driftline.streams.faust_compat import verify_table_partitions
@@ -35,6 +34,7 @@ from driftline.streams.metrics import PipelineMetrics
 from driftline.streams.routing import Route
 from driftline.streams.sinks.base import BatchingSink, RejectedRow
 from driftline.streams.stages import ClassifyResult, RawMessage, Stages, raw_message
+from driftline.streams.surges import SurgeMonitor, prediction_key
 from driftline.streams.topics import PipelineTopics
 
 log = logging.getLogger(__name__)

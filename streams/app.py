@@ -36,13 +36,12 @@ from driftline.kafka_admin import internal_topic_configs
 from driftline.models.inference.base import InferenceClient
 from driftline.settings import PipelineConfig, Settings, get_settings
 from driftline.streams.agents import StoreRejected, register_agents
-from driftline.streams.alerts import SurgeMonitor
 from driftline.streams.checkpoint import Checkpoint
 from driftline.streams.faust_compat import install_durable_producer
 from driftline.streams.learning.worker import register_learning
 from driftline.streams.metrics import PipelineMetrics
+from driftline.streams.mirror import ShadowMirror
 from driftline.streams.routing import Route, load_routes
-from driftline.streams.shadow import ShadowMirror
 from driftline.streams.sinks.base import BatchingSink
 from driftline.streams.sinks.clickhouse import (
     alerts_sink,
@@ -51,6 +50,7 @@ from driftline.streams.sinks.clickhouse import (
     shadow_predictions_sink,
 )
 from driftline.streams.stages import Stages
+from driftline.streams.surges import SurgeMonitor
 from driftline.streams.topics import PipelineTopics, declare_topics
 
 

@@ -5,7 +5,7 @@ wrong - too big, not UTF-8, not JSON, not an object, missing or mistyped fields,
 becomes a ``Rejection`` with a short ``code`` that the dead-letter path records, instead of an
 exception inside Faust's codec that would kill the stream. The event shapes are
 ``driftline.schema.events``; feedback task and label go through the one feedback check
-(``driftline.online.feedback.check_feedback``) that the joiner uses as well.
+(``driftline.online.labels.join.check_feedback``) that the joiner uses as well.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import json
 
 from pydantic import ValidationError
 
-from driftline.online.feedback import FeedbackError, check_feedback
+from driftline.online.labels.join import FeedbackError, check_feedback
 from driftline.schema.events import SCHEMAS, FeedbackEvent, InputEvent
 
 

@@ -44,11 +44,11 @@ from driftline.models.inference.base import (
 )
 from driftline.schema.records import DeadLetterRecord, PredictionRecord
 from driftline.settings import PipelineConfig
-from driftline.streams.alerts import subject_of
 from driftline.streams.deadletter import dead_letter
 from driftline.streams.decode import Rejection, decode_event
 from driftline.streams.metrics import PipelineMetrics
 from driftline.streams.routing import Route
+from driftline.streams.surges import subject_of
 
 log = logging.getLogger(__name__)
 

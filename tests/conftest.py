@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.harness import free_ports, unique_suffix  # noqa: F401  (re-exported for the tests)
+from driftline.apps.testing.harness import free_ports, unique_suffix  # noqa: F401  (re-exported for the tests)
 from driftline.compose.stack.process import port_open
 from driftline.settings import Settings, get_settings
 

@@ -7,7 +7,7 @@ Floors, bottom to top (each may import only the floors listed as allowed for it)
     models   driftline.models: serving path, training                    (models/)
     online   driftline.online: drift, registry, updater                  (online/)
     streams  driftline.streams: Faust stream processing                  (streams/)
-    apps     driftline.apps: CLI, demo, dashboard                        (driftline/apps/)
+    apps     driftline.apps: CLI, demo, dashboard, live-stack test kit   (apps/)
 
 The serving path (models) stays free of stream processing and of the service launcher; the updater
 (online) reuses training without dragging Faust in; applications sit on top. Nothing in the library
@@ -31,7 +31,7 @@ FOLDERS = {
     "models": ROOT / "models",
     "online": ROOT / "online",
     "streams": ROOT / "streams",
-    "apps": ROOT / "driftline" / "apps",
+    "apps": ROOT / "apps",
     "triton_repo": ROOT / "triton_repo",
     "bench": ROOT / "bench",
 }
@@ -45,7 +45,7 @@ ALLOWED = {
     "triton_repo": {"ground", "models"},
     "bench": {"ground", "compose", "models", "online", "streams", "apps", "bench"},
 }
-PROJECT_TOP_LEVELS = {"driftline", "tests", "bench", "compose", "models", "online", "streams"}
+PROJECT_TOP_LEVELS = {"driftline", "tests", "bench", "compose", "models", "online", "streams", "apps"}
 
 
 def floor_of_module(name: str) -> str | None:
@@ -72,10 +72,7 @@ def imported_modules(source: str) -> set[str]:
 
 
 def _files(floor: str) -> list[Path]:
-    files = sorted(FOLDERS[floor].rglob("*.py"))
-    if floor == "ground":  # the apps folder is its own floor
-        files = [f for f in files if FOLDERS["apps"] not in f.parents]
-    return files
+    return sorted(FOLDERS[floor].rglob("*.py"))
 
 
 @pytest.mark.parametrize("floor", sorted(FOLDERS))

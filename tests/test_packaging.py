@@ -43,7 +43,7 @@ def test_wheel_has_only_the_driftline_namespace(tmp_path: Path) -> None:
     tops = {name.split("/")[0] for name in names}
     assert {t for t in tops if not t.endswith(".dist-info")} == {"driftline"}
     for needed in (
-        "driftline/models/serving/triton_model.py",
+        "driftline/models/triton/backend.py",
         "driftline/schema/migrations/0001_core.sql",
         "driftline/models/tasks.yaml",
         "driftline/online/online.yaml",

@@ -3,7 +3,7 @@
 These are the shapes of the input topics, checked strictly (no silent ``123 -> "123"``) because a
 producer sending the wrong type is a bug worth seeing. Turning raw Kafka bytes into one of them,
 with a dead-letter reason when that fails, is the stream's job (``driftline.streams.decode``);
-checking a feedback label against the task catalogue is ``driftline.online.feedback.check_feedback``.
+checking a feedback label against the task catalogue is ``driftline.online.labels.join.check_feedback``.
 Both the stream's decoder and the feedback joiner validate feedback through ``FeedbackEvent``.
 """
 

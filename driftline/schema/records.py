@@ -82,7 +82,7 @@ class LabelRequestRecord(BaseModel):
     """An event a worker asks a person to label (``label_requests``, 0007; topic ``label_requests``).
 
     Carries the event's text and the prediction (label, probabilities, the version that made it) and
-    why it was chosen (``online/label_requests.py``): ``random`` picks record their inclusion
+    why it was chosen (``online/labels/request_policy.py``): ``random`` picks record their inclusion
     probability, ``uncertain`` ones record 0. Its explanation is in ``explanations`` under the same
     (task, event_id, model_version): the explainer service explains every requested event (the worker
     itself never runs a backward pass). ``status`` moves on in new rows
@@ -152,7 +152,7 @@ class ExplanationRecord(BaseModel):
     label: str  # the label explained (the prediction's)
     confidence: float
     explanation: list[tuple[str, float]] = Field(default_factory=list)  # (word, score), best first
-    reason: str  # uncertain | sample | all | on_demand | label_request (driftline.models.explain_policy)
+    reason: str  # uncertain | sample | all | on_demand | label_request (driftline.models.explain.policy)
     method: str = "grad_x_input"
     event_ts_ms: int
     computed_ts_ms: int = Field(default_factory=now_ms)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from driftline.models.encoders.registry import (
+from driftline.models.encoders.catalog import (
     REGISTRY,
     EncoderBundle,
     EncoderSpec,

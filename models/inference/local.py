@@ -2,7 +2,7 @@
 
 It exists so tests and benchmarks can compare Triton against the exact same maths without a
 server, and so a developer can classify without the stack. Texts take the same path as through
-``TritonClient`` (``driftline.models.inference.batched``: encode, length-sorted calls within the token
+``TritonClient`` (``driftline.models.inference.classify``: encode, length-sorted calls within the token
 budget); only the transport differs: each call runs the version's chosen engine
 (``meta.json`` ``engine``, ``driftline.models.engines``) on a single-thread executor, so the event loop
 stays free and one engine never runs two batches at once (it parallelises inside).
@@ -19,7 +19,7 @@ import numpy as np
 
 from driftline.models.artifacts import META_FILE, read_meta
 from driftline.models.inference.base import InferenceClient, ModelNotReadyError, Prediction
-from driftline.models.inference.batched import ModelInfo, VersionInfo, classify
+from driftline.models.inference.classify import ModelInfo, VersionInfo, classify
 from driftline.settings import get_settings
 
 
@@ -64,7 +64,7 @@ class LocalClient(InferenceClient):
         versions = sorted(int(p.name) for p in model_dir.glob("*") if p.is_dir() and p.name.isdigit())
         if version is None:
             # like Triton with version=None: the highest version the config serves (else on disk)
-            from driftline.models.export import serving_versions
+            from driftline.models.triton.export import serving_versions
 
             serving = [v for v in serving_versions(task, self._repository) if v in versions]
             chosen = str(max(serving or versions)) if versions else None
@@ -80,7 +80,7 @@ class LocalClient(InferenceClient):
         """The folder's ``ModelInfo`` and engine (loaded once)."""
         if folder not in self._loaded:
             from driftline.models.engines.base import load_engine
-            from driftline.models.serving.codec import codec_for
+            from driftline.models.text.codec import codec_for
 
             meta = read_meta(folder)
             engine_name = self._engine_name or meta.engine

@@ -3,7 +3,7 @@
 Behaviour a streaming caller relies on:
 
 - *Batching*: texts are encoded here and cut into length-sorted calls of at most ``token_budget``
-  tokens and ``max_batch_size`` (64) rows (``driftline.models.inference.batched``), sent
+  tokens and ``max_batch_size`` (64) rows (``driftline.models.inference.classify``), sent
   concurrently; Triton's dynamic batcher may merge equal-shaped calls of other callers again.
 - *Timeouts and retries*: each gRPC request has a deadline (``timeout_s``); UNAVAILABLE,
   DEADLINE_EXCEEDED and RESOURCE_EXHAUSTED are retried (tenacity) with exponential backoff from
@@ -45,7 +45,7 @@ from driftline.models.inference.base import (
     ModelNotReadyError,
     Prediction,
 )
-from driftline.models.inference.batched import ModelInfo, VersionInfo, classify
+from driftline.models.inference.classify import ModelInfo, VersionInfo, classify
 from driftline.settings import get_settings
 
 T = TypeVar("T")

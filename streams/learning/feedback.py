@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from driftline.online.feedback import FeedbackJoiner, JoinedFeedback, Unjoined
+from driftline.online.labels.join import FeedbackJoiner, JoinedFeedback, Unjoined
 from driftline.schema.events import FeedbackEvent
 from driftline.schema.records import DeadLetterRecord, PredictionRecord
 from driftline.settings import LearningConfig

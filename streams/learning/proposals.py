@@ -17,8 +17,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from driftline.models.tasks import TaskConfig, get_task
-from driftline.online.feedback import JoinedFeedback
-from driftline.online.taxonomy import Proposal, ProposalTracker
+from driftline.online.labels.join import JoinedFeedback
+from driftline.online.labels.taxonomy import Proposal, ProposalTracker
 from driftline.schema.records import AlertRecord, TaskLabelRecord
 from driftline.schema.timestamps import now_ms
 from driftline.streams.checkpoint import Checkpoint

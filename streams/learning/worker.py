@@ -38,6 +38,7 @@ from driftline.streams.agents import StoreAgent, StoreRejected, send_dead_letter
 from driftline.streams.checkpoint import Checkpoint
 from driftline.streams.faust_compat import load_topic_metadata
 from driftline.streams.learning.feedback import FeedbackOutcome, FeedbackStage, Release
+from driftline.streams.learning.label_requests import RequestLabels
 from driftline.streams.learning.lookup import LabelsLookup
 from driftline.streams.learning.observations import (
     DriftWatch,
@@ -47,7 +48,6 @@ from driftline.streams.learning.observations import (
 )
 from driftline.streams.learning.proposals import ClassProposals
 from driftline.streams.learning.request_status import RequestStatus
-from driftline.streams.learning.requests import RequestLabels
 from driftline.streams.sinks.base import BatchingSink
 from driftline.streams.sinks.clickhouse import (
     drift_events_sink,

@@ -20,7 +20,7 @@ from typing import Any
 
 import aiohttp
 
-from bench.harness import free_ports
+from driftline.apps.testing.harness import free_ports
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-extensions",

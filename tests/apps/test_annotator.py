@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bench.harness import (
+from driftline.apps.testing.harness import (
     PipelineRun,
     ServedModel,
     free_ports,

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.harness import free_ports
+from driftline.apps.testing.harness import free_ports
 from driftline.schema.records import ExplanationRecord, insert_sql
 from tests.schema.analytics_samples import SampleSet, build_samples, migration_statements
 

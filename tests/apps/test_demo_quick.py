@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.harness import unique_suffix
+from driftline.apps.testing.harness import unique_suffix
 from driftline.settings import Topics
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from bench.harness import unique_suffix
+from driftline.apps.testing.harness import unique_suffix
 from driftline.models.artifacts import read_meta
 from driftline.schema.records import ExplanationRecord, PredictionRecord, insert_sql
 from tests.conftest import migrated_database

@@ -7,7 +7,7 @@ from datetime import datetime
 
 import pytest
 
-from bench.harness import unique_suffix
+from driftline.apps.testing.harness import unique_suffix
 from driftline.schema.migrate import MIGRATIONS_DIR, apply_migrations, discover, split_statements
 
 

@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 from aiokafka.errors import KafkaError
 
-from bench.cluster import KAFKA_SECRET, NODES, Cluster, start_cluster
-from bench.harness import settings_for
+from driftline.apps.testing.cluster import KAFKA_SECRET, NODES, Cluster, start_cluster
+from driftline.apps.testing.harness import settings_for
 from driftline.clients import (
     KafkaAuthError,
     KafkaTLSError,

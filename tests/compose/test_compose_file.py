@@ -256,7 +256,7 @@ def test_the_gpu_config_is_what_the_compose_triton_loads() -> None:
     on the version's model.onnx; read back, it keeps later exports (the updater's) on the GPU."""
     from tritonclient.grpc import model_config_pb2 as mc
 
-    from driftline.models.export import ONNX_FILE, TENSORRT_PARAMETERS, ServingOptions, build_config
+    from driftline.models.triton.export import ONNX_FILE, TENSORRT_PARAMETERS, ServingOptions, build_config
 
     triton = _services()["triton"]
     for name, task in load_tasks().items():

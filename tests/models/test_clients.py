@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from tritonclient.utils import InferenceServerException
 
-from bench.harness import free_ports
+from driftline.apps.testing.harness import free_ports
 from driftline.clients import triton_client
-from driftline.models.export import ServingOptions, export
 from driftline.models.inference.base import InferenceError, InferenceOverloadedError, ModelNotReadyError
 from driftline.models.inference.local import LocalClient
 from driftline.models.inference.triton import TritonClient
+from driftline.models.triton.export import ServingOptions, export
 from tests.models.serving_support import (
     decided,
     exported_model_dir,

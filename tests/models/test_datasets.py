@@ -23,7 +23,7 @@ from driftline.models.datasets import (
     split_of,
     text_id,
 )
-from driftline.models.metrics import classification_report
+from driftline.models.scores import classification_report
 from driftline.models.tasks import load_tasks
 
 

@@ -33,7 +33,7 @@ from driftline.models.engines import (
 )
 from driftline.models.engines.base import GRAPH_FILES, graphs_read_by
 from driftline.models.engines.select import run_batches
-from driftline.models.serving.codec import codec_for
+from driftline.models.text.codec import codec_for
 from driftline.settings import get_settings
 from tests.models.serving_support import small_artifact
 
@@ -275,7 +275,7 @@ def test_a_triton_stub_loads_an_onnxruntime_version_without_torch() -> None:
 
     code = (
         "import sys\n"
-        "import driftline.models.serving.triton_model\n"
+        "import driftline.models.triton.backend\n"
         "from driftline.models.engines.base import load_engine\n"
         "import driftline.models.engines.ort\n"
         "heavy = sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules)\n"

@@ -1,4 +1,4 @@
-"""The explain policy's selection rule (``driftline.models.explain_policy``) and its task settings."""
+"""The explain policy's selection rule (``driftline.models.explain.policy``) and its task settings."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from driftline.models.explain_policy import ExplainReason, explain_reason, sample_point, sampled
+from driftline.models.explain.policy import ExplainReason, explain_reason, sample_point, sampled
 from driftline.models.tasks import ExplainPolicy, ExplainSettings, TaskConfig, load_tasks
 
 IDS = [f"evt-{i}" for i in range(20_000)]

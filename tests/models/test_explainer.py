@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from driftline.models.artifacts import read_meta
-from driftline.models.normalize import normalize
-from driftline.models.serving.explain import TOP_K
-from driftline.models.serving.explainer_pool import ExplainerPool, ExplainRequest
+from driftline.models.explain.gradients import TOP_K
+from driftline.models.explain.pool import ExplainerPool, ExplainRequest
+from driftline.models.text.normalize import normalize
 from tests.models.serving_support import small_artifact
 
 TEXTS = [
@@ -31,7 +31,7 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def explainer():
-    from driftline.models.serving.explainer import Explainer
+    from driftline.models.explain.explainer import Explainer
 
     return Explainer(small_artifact("news_topic"), num_threads=1, batch_size=2)
 

@@ -12,7 +12,9 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from driftline.clients import triton_client
 from driftline.models.artifacts import content_hash, read_meta
-from driftline.models.export import (
+from driftline.models.explain.gradients import merge_to_words
+from driftline.models.inference.base import ModelNotReadyError
+from driftline.models.triton.export import (
     CONFIG_FILE,
     GPU_CONFIG_FILE,
     ExportError,
@@ -22,8 +24,6 @@ from driftline.models.export import (
     serving_versions,
     set_serving_versions,
 )
-from driftline.models.inference.base import ModelNotReadyError
-from driftline.models.serving.explain import merge_to_words
 from driftline.settings import get_settings
 from tests.models.serving_support import exported_model_dir, require_triton, small_artifact, unique_model_name
 
@@ -72,7 +72,7 @@ def test_export_writes_numbered_versions_and_configs(news_artifact: Path, tmp_pa
     assert {p.name for p in version_dir.iterdir()} >= {
         "model.py", "meta.json", "adapter", "head.safetensors", "model.onnx",
     }  # fmt: skip
-    assert "models.serving.triton_model import TritonPythonModel" in (version_dir / "model.py").read_text()
+    assert "models.triton.backend import TritonPythonModel" in (version_dir / "model.py").read_text()
     assert content_hash(version_dir) == content_hash(news_artifact)
     assert not list(model_dir.glob(".staging*"))
     meta = read_meta(version_dir)
@@ -192,7 +192,7 @@ def test_serving_normalizes_input_exactly_when_the_artifact_says_so(
 ) -> None:
     """Look-alike letters, fullwidth forms and zero-width characters cost nothing once normalized."""
     from driftline.models.inference.local import LocalClient
-    from driftline.models.noise import perturb
+    from driftline.models.text.noise import perturb
 
     text = "Shares in the bank rose after strong quarterly profits, the chief executive said on Monday."
     noisy = perturb(text, "visual", seed=1)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from driftline.online.estimate import (
+from driftline.online.gates.estimate import (
     calibrate,
     estimate_accuracy,
     fit_temperature,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from driftline.online.feedback import FeedbackJoiner, JoinedFeedback, Unjoined
+from driftline.online.labels.join import FeedbackJoiner, JoinedFeedback, Unjoined
 
 
 class Clock:

@@ -18,11 +18,11 @@ import pytest
 
 from driftline.clients import triton_client
 from driftline.models.datasets import Example, load_dataset, text_id
-from driftline.models.export import CONFIG_FILE, export, read_config, set_serving_versions
 from driftline.models.tasks import get_task
+from driftline.models.triton.export import CONFIG_FILE, export, read_config, set_serving_versions
 from driftline.online.config import UpdaterConfig
-from driftline.online.sources import ListSource
-from driftline.online.updater import Updater
+from driftline.online.update.sources import ListSource
+from driftline.online.update.updater import Updater
 from tests.models.serving_support import exported_model_dir, require_triton, small_artifact, unique_model_name
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.harness import unique_suffix
+from driftline.apps.testing.harness import unique_suffix
 from driftline.settings import Settings
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
@@ -54,8 +54,8 @@ async def _drive(task: str, stop: asyncio.Event, log: list[tuple[float, str | No
 
 
 async def test_swap_under_load_loses_nothing(settings: Settings) -> None:
-    from driftline.models.export import export
-    from driftline.online.swap import TritonSwapper
+    from driftline.models.triton.export import export
+    from driftline.online.serving.swap import TritonSwapper
 
     repo = settings.triton.repository
     name = unique_suffix("swaptest_")

@@ -8,7 +8,7 @@ import statistics
 import pytest
 
 from driftline.online.config import LabelRequestConfig
-from driftline.online.label_requests import Candidate, LabelRequester, simhash, uncertainty
+from driftline.online.labels.request_policy import Candidate, LabelRequester, simhash, uncertainty
 
 LABELS = ("business", "sport", "tech", "politics")
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from driftline.models.datasets import Example, text_id
 from driftline.online.config import PromotionConfig, UpdaterConfig
-from driftline.online.promotion import Paired, Scores, Verdict, decide, no_room, too_few, wins_to_show
-from driftline.online.trigger import UpdateTrigger
-from driftline.online.updater import holdout_split, split_holdout
+from driftline.online.gates.promotion import Paired, Scores, Verdict, decide, no_room, too_few, wins_to_show
+from driftline.online.update.data import hash_split, update_split
+from driftline.online.update.trigger import UpdateTrigger
 from driftline.schema.records import DriftEvent
 
 POLICY = PromotionConfig(margin=0.02, tolerance=0.01, min_holdout=20, max_holdout=100, confidence=0.95)
@@ -48,8 +48,8 @@ def test_gate_waits_for_evidence_instead_of_rejecting() -> None:
 
 
 def test_a_wait_projects_the_labels_the_evidence_still_needs() -> None:
-    from driftline.online.sources import ListSource
-    from driftline.online.updater import Updater
+    from driftline.online.update.sources import ListSource
+    from driftline.online.update.updater import Updater
 
     # 4 of 10 texts won, none lost: p = 0.0625; two more texts like these make it 5-0 (p = 0.031)
     assert Paired(10, 4, 0).more_to_show(0.05) == 2
@@ -83,8 +83,8 @@ def test_no_candidate_is_trained_while_serving_got_too_few_held_out_texts_wrong(
     blind = no_room(POLICY, [True] * 10)
     assert blind is not None and blind.metrics["more_holdout_to_show"] is None  # no rate to project from
     updater_cfg = UpdaterConfig(holdout_fraction=0.5, wait_labels=20)
-    from driftline.online.sources import ListSource
-    from driftline.online.updater import Updater
+    from driftline.online.update.sources import ListSource
+    from driftline.online.update.updater import Updater
 
     updater = Updater("news_topic", source=ListSource(), config=updater_cfg)
     assert updater.labels_to_retry(short) == 16 and updater.labels_to_retry(blind) == 20
@@ -137,9 +137,9 @@ def test_trigger_waits_for_labels_that_came_after_the_drift() -> None:
 
 def test_holdout_split_is_stable_and_disjoint() -> None:
     examples = [Example(text_id(f"text {i}"), f"text {i}", "sport") for i in range(1000)]
-    train, holdout = split_holdout(examples, 0.2)
+    train, holdout = hash_split(examples, 0.2)
     assert 150 < len(holdout) < 250 and len(train) + len(holdout) == 1000
-    assert split_holdout(list(reversed(examples)), 0.2)[1][::-1] == holdout
+    assert hash_split(list(reversed(examples)), 0.2)[1][::-1] == holdout
     assert not {e.id for e in train} & {e.id for e in holdout}
 
 
@@ -193,8 +193,8 @@ def test_a_retry_counts_the_labels_the_try_had_not_seen_yet() -> None:
 
 def test_a_drift_of_a_replaced_version_does_not_start_an_update() -> None:
     """Raised on version 3 before a promotion, delivered after it: version 4 serves, nothing to answer."""
-    from driftline.online.sources import ListSource
-    from driftline.online.updater import Updater
+    from driftline.online.update.sources import ListSource
+    from driftline.online.update.updater import Updater
 
     class Repository:  # what TritonSwapper reads from config.pbtxt
         def __init__(self) -> None:
@@ -217,7 +217,7 @@ def test_a_drift_of_a_replaced_version_does_not_start_an_update() -> None:
 def test_holdout_comes_only_from_feedback_after_the_drift() -> None:
     before = [Example(text_id(f"old {i}"), f"old {i}", "sport") for i in range(300)]
     after = [Example(text_id(f"new {i}"), f"new {i}", "tech") for i in range(100)]
-    train, holdout = holdout_split(before + after, after, 0.3)
+    train, holdout = update_split(before + after, after, 0.3)
     assert holdout and {e.id for e in holdout} <= {e.id for e in after}
     assert len(train) + len(holdout) == 400 and not {e.id for e in train} & {e.id for e in holdout}
-    assert len(holdout_split(before + after, None, 0.3)[1]) > len(holdout)  # no drift: from all
+    assert len(update_split(before + after, None, 0.3)[1]) > len(holdout)  # no drift: from all

@@ -12,9 +12,9 @@ from datetime import datetime
 
 import pytest
 
-from driftline.online.feedback import FeedbackJoiner
-from driftline.online.registry import ModelRegistry, RegistryError
-from driftline.online.sources import ClickHouseSource
+from driftline.online.labels.join import FeedbackJoiner
+from driftline.online.serving.registry import ModelRegistry, RegistryError
+from driftline.online.update.sources import ClickHouseSource
 from driftline.schema.records import DriftEvent, FeedbackRecord, ModelRecord, ModelStatus, insert_sql
 from driftline.settings import Settings
 from tests.conftest import migrated_database

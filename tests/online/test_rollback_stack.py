@@ -135,19 +135,19 @@ def _cli(settings: Settings, database: str, *args: str) -> str:
 async def test_rollback_by_hand_and_automatically_after_a_bad_promotion(
     settings: Settings, db, tmp_path: Path
 ) -> None:
-    from bench.harness import pipeline_artifact
+    from driftline.apps.testing.harness import pipeline_artifact
     from driftline.kafka_admin import create_missing_topics
     from driftline.models.datasets import load_dataset
-    from driftline.models.export import export
+    from driftline.models.triton.export import export
     from driftline.online.config import online_config
-    from driftline.online.loop import run_updater
-    from driftline.online.registry import ModelRegistry
-    from driftline.online.serving import serve_version
-    from driftline.online.sources import ClickHouseSource
-    from driftline.online.swap import TritonSwapper
-    from driftline.online.updater import Updater
+    from driftline.online.serving.registry import ModelRegistry
+    from driftline.online.serving.serve import serve_version
+    from driftline.online.serving.swap import TritonSwapper
+    from driftline.online.update.sources import ClickHouseSource
+    from driftline.online.update.updater import Updater
     from driftline.schema.records import ModelStatus
     from driftline.schema.timestamps import now_ms
+    from driftline.streams.services.update_loop import run_updater
 
     name = unique_suffix("rollback_")
     database = db.connection.database
@@ -230,16 +230,16 @@ async def test_rollback_by_hand_and_automatically_after_a_bad_promotion(
 async def test_a_version_whose_confidence_collapsed_is_rolled_back_before_any_label(
     settings: Settings, db, tmp_path: Path
 ) -> None:
-    from bench.harness import pipeline_artifact
+    from driftline.apps.testing.harness import pipeline_artifact
     from driftline.models.datasets import load_dataset
-    from driftline.models.export import export
+    from driftline.models.triton.export import export
     from driftline.online.config import online_config
-    from driftline.online.estimate import fit_temperature
-    from driftline.online.registry import ModelRegistry
-    from driftline.online.serving import serve_version
-    from driftline.online.sources import ClickHouseSource
-    from driftline.online.swap import TritonSwapper
-    from driftline.online.updater import Updater
+    from driftline.online.gates.estimate import fit_temperature
+    from driftline.online.serving.registry import ModelRegistry
+    from driftline.online.serving.serve import serve_version
+    from driftline.online.serving.swap import TritonSwapper
+    from driftline.online.update.sources import ClickHouseSource
+    from driftline.online.update.updater import Updater
     from driftline.schema.records import ModelStatus
     from driftline.schema.timestamps import now_ms
 

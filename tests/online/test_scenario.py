@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from bench.scenario import NEW_CLASS, STREAM_SPLITS, ScenarioConfig, build_stream, stream_pool
-from driftline.online.updater import dedupe_latest, split_holdout
+from driftline.online.update.data import dedupe_latest, hash_split
 
 
 def test_stream_uses_only_unseen_splits_and_shifts_once() -> None:
@@ -33,7 +33,7 @@ def test_stream_uses_only_unseen_splits_and_shifts_once() -> None:
     relabelled = Example(a.id, a.text, "politics" if a.label != "politics" else "sport")
     deduped = dedupe_latest([a, b, relabelled])
     assert [e.id for e in deduped] == [b.id, a.id] and deduped[-1].label == relabelled.label
-    train_part, holdout = split_holdout(stream, 0.2)
+    train_part, holdout = hash_split(stream, 0.2)
     assert not {e.id for e in train_part} & {e.id for e in holdout}
 
 

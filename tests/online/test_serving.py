@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from driftline.online.registry import RegistryError
-from driftline.online.serving import ServedButNotRecorded, rollback, serve_version
-from driftline.online.swap import SwapError, SwapReport
+from driftline.online.serving.registry import RegistryError
+from driftline.online.serving.serve import ServedButNotRecorded, rollback, serve_version
+from driftline.online.serving.swap import SwapError, SwapReport
 from driftline.schema.records import ModelRecord, ModelStatus
 
 
@@ -126,12 +126,12 @@ class _FileSwapper(FakeSwapper):
     """Swaps by rewriting the repository's version lists, as ``TritonSwapper`` does before loading."""
 
     def serving_versions(self, model: str) -> list[int]:
-        from driftline.models.export import serving_versions
+        from driftline.models.triton.export import serving_versions
 
         return serving_versions(model, self.repository)
 
     def swap(self, model: str, version: int) -> SwapReport:
-        from driftline.models.export import set_serving_versions
+        from driftline.models.triton.export import set_serving_versions
 
         report = SwapReport(model, self.serving_versions(model), version)
         set_serving_versions(model, [version], self.repository)
@@ -143,10 +143,10 @@ def test_gpu_serving_options_survive_an_updater_promotion(tmp_path: Path) -> Non
     updater's export of a promoted candidate inherits them from the serving version."""
     from driftline.models.artifacts import read_meta
     from driftline.models.datasets import load_dataset
-    from driftline.models.export import CONFIG_FILE, ServingOptions, export, read_config
-    from driftline.online.promotion import Decision, Verdict
-    from driftline.online.sources import ListSource
-    from driftline.online.updater import Candidate, Updater
+    from driftline.models.triton.export import CONFIG_FILE, ServingOptions, export, read_config
+    from driftline.online.gates.promotion import Decision, Verdict
+    from driftline.online.update.sources import ListSource
+    from driftline.online.update.updater import Candidate, Updater
     from tests.models.serving_support import small_artifact
 
     artifact = small_artifact("news_topic")

@@ -10,10 +10,10 @@ import pytest
 
 from driftline.models.inference.base import InferenceClient, Prediction
 from driftline.online.config import ShadowConfig
-from driftline.online.promotion import Paired, Verdict
-from driftline.online.shadow import ShadowEvidence, judge_shadow
+from driftline.online.gates.promotion import Paired, Verdict
+from driftline.online.gates.shadow_gate import ShadowEvidence, judge_shadow
 from driftline.schema.records import PredictionRecord, ShadowRecord
-from driftline.streams.shadow import ShadowMirror, mirrored
+from driftline.streams.mirror import ShadowMirror, mirrored
 
 CONFIG = ShadowConfig(enabled=True, min_events=100, min_time_s=60, min_labels=10, max_time_s=600)
 
@@ -131,8 +131,8 @@ async def test_no_shadow_no_mirror_and_readiness_is_asked_at_most_every_check() 
 
 def test_the_shadow_folder_serves_only_the_candidate(tmp_path: Path) -> None:
     from driftline.models.artifacts import ArtifactMeta, write_meta
-    from driftline.models.export import read_config
-    from driftline.models.shadow import remove_shadow, shadow_name, write_shadow
+    from driftline.models.triton.export import read_config
+    from driftline.models.triton.shadow_model import remove_shadow, shadow_name, write_shadow
 
     model = tmp_path / "m"
     for version in (1, 2):
@@ -159,8 +159,8 @@ def test_the_shadow_folder_serves_only_the_candidate(tmp_path: Path) -> None:
 def test_the_shadow_phase_is_the_default_where_it_can_be_judged() -> None:
     """On by default; it needs a registry (the shadow's state), a swapper and live evidence (the
     ClickHouse source's ``graded_since``), else the updater promotes straight after the gate."""
-    from driftline.online.sources import ClickHouseSource, ListSource
-    from driftline.online.updater import Updater
+    from driftline.online.update.sources import ClickHouseSource, ListSource
+    from driftline.online.update.updater import Updater
 
     live, registry, swapper = ClickHouseSource(client=None), object(), object()
     full = Updater("news_topic", source=live, registry=registry, swapper=swapper)

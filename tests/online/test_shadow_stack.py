@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.harness import PipelineRun, clickhouse, news_messages, wait_for
+from driftline.apps.testing.harness import PipelineRun, clickhouse, news_messages, wait_for
 from driftline.settings import Settings
 from tests.conftest import unique_suffix
 
@@ -41,7 +41,7 @@ def artifacts(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
     import torch
     from safetensors.torch import load_file, save_file
 
-    from bench.harness import pipeline_artifact
+    from driftline.apps.testing.harness import pipeline_artifact
     from driftline.models.artifacts import HEAD_FILE, content_hash, update_meta
 
     good = pipeline_artifact(TASK)
@@ -55,8 +55,8 @@ def artifacts(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
 
 def _candidate(artifact: Path, reason: str):
     from driftline.models.artifacts import read_meta
-    from driftline.online.promotion import Decision, Verdict
-    from driftline.online.updater import Candidate
+    from driftline.online.gates.promotion import Decision, Verdict
+    from driftline.online.update.updater import Candidate
 
     decision = Decision(Verdict.PROMOTE, reason, {"accuracy": 0.9, "baseline_accuracy": 0.6, "fit": "lora"})
     return Candidate(artifact, read_meta(artifact), decision, 0, 0, 0.0, 0.0)
@@ -87,15 +87,15 @@ def _events(run: PipelineRun, prefix: str, count: int) -> tuple[list[tuple[bytes
 def test_shadow_mirrors_live_traffic_then_promotes_or_rejects(
     settings: Settings, artifacts: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    from driftline.models.export import export
-    from driftline.models.shadow import shadow_name
+    from driftline.models.triton.export import export
+    from driftline.models.triton.shadow_model import shadow_name
     from driftline.online.config import ShadowConfig, online_config
-    from driftline.online.registry import ModelRegistry
-    from driftline.online.sources import ClickHouseSource
-    from driftline.online.swap import TritonSwapper
-    from driftline.online.updater import UpdateOutcome, Updater
+    from driftline.online.serving.registry import ModelRegistry
+    from driftline.online.serving.swap import TritonSwapper
+    from driftline.online.update.sources import ClickHouseSource
+    from driftline.online.update.updater import UpdateOutcome, Updater
     from driftline.schema.records import ModelStatus
-    from driftline.streams.shadow import mirrored
+    from driftline.streams.mirror import mirrored
 
     good, bad = artifacts
     name = unique_suffix("shadowtest_")

@@ -1,4 +1,4 @@
-"""The open taxonomy's rules (online/taxonomy.py, online/feedback.py, online/task_labels.py), no services.
+"""The open taxonomy's rules (online.labels: taxonomy, join, task_labels), no services.
 
 Closed tasks dead-letter an undeclared label; open ones accept any usable name, propose it once
 enough distinct events carried it (accepted at once in ``accept`` mode), never twice, never for a
@@ -13,9 +13,9 @@ import time
 import pytest
 
 from driftline.models.tasks import get_task
-from driftline.online.feedback import FeedbackError, check_feedback
-from driftline.online.task_labels import LabelError, TaskLabel, accept_label, label_set
-from driftline.online.taxonomy import ProposalTracker, usable_label
+from driftline.online.labels.join import FeedbackError, check_feedback
+from driftline.online.labels.task_labels import LabelError, TaskLabel, accept_label, label_set
+from driftline.online.labels.taxonomy import ProposalTracker, usable_label
 from driftline.schema.events import FeedbackEvent
 
 
@@ -30,7 +30,7 @@ def _feedback(label: str) -> FeedbackEvent:
 
 
 def test_closed_tasks_reject_and_open_tasks_take_usable_new_names(monkeypatch) -> None:
-    import driftline.online.feedback as feedback
+    import driftline.online.labels.join as feedback
 
     with pytest.raises(FeedbackError) as refused:
         check_feedback(_feedback("science"))  # news_topic is closed (tasks.yaml)

@@ -85,17 +85,17 @@ async def test_run_update_promote_reject_crash(
 ) -> None:
     from aiokafka import AIOKafkaProducer
 
-    import driftline.models.export
     import driftline.models.training
-    from driftline.models.export import export
+    import driftline.models.triton.export
     from driftline.models.inference.triton import TritonClient
+    from driftline.models.triton.export import export
     from driftline.online.config import UpdaterConfig, online_config
-    from driftline.online.loop import run_updater
-    from driftline.online.registry import ModelRegistry
-    from driftline.online.sources import ListSource
-    from driftline.online.swap import TritonSwapper
-    from driftline.online.updater import Updater
+    from driftline.online.serving.registry import ModelRegistry
+    from driftline.online.serving.swap import TritonSwapper
+    from driftline.online.update.sources import ListSource
+    from driftline.online.update.updater import Updater
     from driftline.schema.records import AlertRecord, DriftEvent, ModelStatus
+    from driftline.streams.services.update_loop import run_updater
 
     bootstrap = settings.kafka.bootstrap
     name = unique_suffix("updtest_")
@@ -263,10 +263,10 @@ async def test_run_update_promote_reject_crash(
         assert swapper.serving_versions(name) == [2]
 
         # 5. the exported version cannot load in Triton: swap rolled back, version 2 keeps serving.
-        import driftline.online.updater
-        from driftline.online.promotion import Decision, Verdict
+        import driftline.online.update.updater
+        from driftline.online.gates.promotion import Decision, Verdict
 
-        real_export = driftline.models.export.export
+        real_export = driftline.models.triton.export.export
 
         def corrupt_export(*args, **kwargs) -> int:
             version = real_export(*args, **kwargs)
@@ -277,9 +277,11 @@ async def test_run_update_promote_reject_crash(
             return version
 
         with monkeypatch.context() as patch:
-            patch.setattr(driftline.models.export, "export", corrupt_export)
+            patch.setattr(driftline.models.triton.export, "export", corrupt_export)
             # whatever the evidence, this candidate passes the gate: the export is what fails
-            patch.setattr(driftline.online.updater, "decide", lambda *a: Decision(Verdict.PROMOTE, "planted"))
+            patch.setattr(
+                driftline.online.update.updater, "decide", lambda *a: Decision(Verdict.PROMOTE, "planted")
+            )
             broken = await asyncio.to_thread(updater.run_update, "test: unloadable export")
         assert not broken.promoted and "keeps serving" in broken.reason, broken.reason
         assert swapper.serving_versions(name) == [2]

@@ -14,8 +14,8 @@ import pytest
 
 from driftline.models.datasets import load_dataset
 from driftline.online.config import UpdaterConfig
-from driftline.online.sources import ListSource
-from driftline.online.updater import Updater
+from driftline.online.update.sources import ListSource
+from driftline.online.update.updater import Updater
 from tests.models.serving_support import count_embeddings, small_artifact
 
 

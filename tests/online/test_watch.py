@@ -13,7 +13,7 @@ import random
 import pytest
 
 from driftline.online.config import RollbackConfig
-from driftline.online.watch import sprt
+from driftline.online.gates.rollback_watch import sprt
 
 CONFIG = RollbackConfig()
 

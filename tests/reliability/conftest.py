@@ -39,8 +39,8 @@ async def _load(url: str, names: list[str]) -> None:
 
 @pytest.fixture(scope="package")
 def pipeline_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivatePipelineStack]:
-    from bench.harness import pipeline_artifact
-    from driftline.models.export import export
+    from driftline.apps.testing.harness import pipeline_artifact
+    from driftline.models.triton.export import export
 
     root = tmp_path_factory.mktemp("reliability-stack")
     repository = root / "triton_repo"

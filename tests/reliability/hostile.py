@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from driftline.models.noise import perturb
+from driftline.models.text.noise import perturb
 
 Outcome = Literal["label", "dead_letter"]
 

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.harness import free_ports, query, settings_for, stored_copies, worker_env  # noqa: F401  (re-exported)
-from bench.harness import wait_for as pipeline_wait_for
+from driftline.apps.testing.harness import free_ports, query, settings_for, stored_copies, worker_env  # noqa: F401  (re-exported)
+from driftline.apps.testing.harness import wait_for as pipeline_wait_for
 from driftline.clients import kafka_client_kwargs
 from driftline.compose.stack.manager import Stack
 from driftline.settings import REPO_ROOT, Settings, Topics
@@ -118,7 +118,7 @@ async def create_topics(settings: Settings, names: list[str], partitions: int = 
 
 
 def wait_for(predicate, timeout: float, interval: float = 1.0):
-    """``bench.harness.wait_for`` for broken stacks: a predicate that raises means "not yet"."""
+    """``harness.wait_for`` for broken stacks: a predicate that raises means "not yet"."""
     return pipeline_wait_for(predicate, timeout, interval, ignore_errors=True)
 
 

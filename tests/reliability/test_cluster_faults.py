@@ -1,7 +1,7 @@
 """A broker SIGKILLed under pipeline load on the three-broker TLS cluster: every event labelled once.
 
 The module starts its own ``stack up --cluster`` (three KRaft brokers, SASL_SSL, RF 3,
-``min.insync.replicas`` 2) on free ports with a temporary run dir (``bench.cluster``). Two
+``min.insync.replicas`` 2) on free ports with a temporary run dir (``driftline.apps.testing.cluster``). Two
 ``driftline worker`` processes run the news route against a model served by the shared Triton and
 write to the shared ClickHouse; their Kafka is the cluster, reached through the client factory
 (TLS + SCRAM). A producer sends news events with ``acks=all`` at a steady rate while one broker is
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.cluster import Cluster, broker_kill, news_texts, pipeline, start_cluster
-from bench.harness import served_model
 from bench.reliability_bench import record_run
+from driftline.apps.testing.cluster import Cluster, broker_kill, news_texts, pipeline, start_cluster
+from driftline.apps.testing.harness import served_model
 
 pytestmark = [pytest.mark.slow, pytest.mark.stack]
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.harness import consume_all
 from bench.reliability_bench import record_run
+from driftline.apps.testing.harness import consume_all
 from tests.reliability.hostile import HostileCase, build_corpus, good_events, interleave
 from tests.reliability.support import (
     PIPELINE_CH_PASSWORD,

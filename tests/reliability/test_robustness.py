@@ -1,4 +1,4 @@
-"""Noise generators and input normalization (models/noise.py, models/normalize.py) on real dataset texts."""
+"""Noise generators and input normalization (models.text: noise, normalize) on real dataset texts."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import unicodedata
 import pytest
 
 from driftline.models.datasets import load_dataset
-from driftline.models.noise import NOISES, ZERO_WIDTH, perturb
-from driftline.models.normalize import CONFUSABLES, fold_homoglyphs, normalize
+from driftline.models.text.noise import NOISES, ZERO_WIDTH, perturb
+from driftline.models.text.normalize import CONFUSABLES, fold_homoglyphs, normalize
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +120,7 @@ def test_normalization_at_least_halves_the_accuracy_drop_on_news() -> None:
 
 
 def test_augment_makes_noisy_copies_of_examples() -> None:
-    from driftline.models.noise import augment
+    from driftline.models.text.noise import augment
 
     examples = load_dataset("bbc_news").split("train")[:10]
     noisy = augment(examples, copies=2)
@@ -132,7 +132,7 @@ def test_augment_makes_noisy_copies_of_examples() -> None:
 
 def test_every_format_and_control_character_but_newline_and_tab_is_stripped() -> None:
     """The one-pass stripper removes exactly Unicode's Cf and Cc characters, whatever the code point."""
-    from driftline.models.normalize import _strip_invisible
+    from driftline.models.text.normalize import _strip_invisible
 
     for code in range(0x110000):
         if 0xD800 <= code <= 0xDFFF or code == 0x0D:  # surrogates cannot stand alone; \r becomes \n

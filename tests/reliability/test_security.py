@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.harness import free_ports
+from driftline.apps.testing.harness import free_ports
 from driftline.clients import (
     ClickHouseAuthError,
     KafkaAuthError,

@@ -19,16 +19,16 @@ from pathlib import Path
 import pytest
 from aiokafka import TopicPartition
 
-from bench.harness import settings_for, unique_suffix
+from driftline.apps.testing.harness import settings_for, unique_suffix
 from driftline.clients import kafka_consumer, kafka_producer
 from driftline.kafka_admin import create_missing_topics
 from driftline.models.artifacts import read_meta
-from driftline.models.explain_policy import sampled
-from driftline.models.serving.explainer_pool import ExplainerPool
+from driftline.models.explain.policy import sampled
+from driftline.models.explain.pool import ExplainerPool
 from driftline.models.tasks import get_task
 from driftline.schema.records import ExplanationRecord, LabelRequestRecord, PredictionRecord
 from driftline.settings import Settings
-from driftline.streams.explainer import ExplainerService
+from driftline.streams.services.explainer import ExplainerService
 from driftline.streams.sinks.clickhouse import explanations_sink
 from tests.conftest import migrated_database
 from tests.models.serving_support import small_artifact

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from aiokafka import TopicPartition
 
-from bench.harness import stop_process, unique_suffix
+from driftline.apps.testing.harness import stop_process, unique_suffix
 from driftline.clients import kafka_consumer, kafka_producer
 from driftline.kafka_admin import create_missing_topics
 from driftline.settings import get_settings

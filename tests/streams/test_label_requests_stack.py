@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bench.harness import PipelineRun, ServedModel, clickhouse, served_model, wait_for
+from driftline.apps.testing.harness import PipelineRun, ServedModel, clickhouse, served_model, wait_for
 from driftline.models.datasets import load_dataset
 
 pytestmark = pytest.mark.stack

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from bench.harness import PipelineRun, ServedModel, clickhouse, served_model, wait_for
+from driftline.apps.testing.harness import PipelineRun, ServedModel, clickhouse, served_model, wait_for
 from driftline.models.datasets import load_dataset
 from driftline.schema.records import PredictionRecord, insert_sql
 

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from bench.harness import PipelineRun, ServedModel, clickhouse, served_model, wait_for
+from driftline.apps.testing.harness import PipelineRun, ServedModel, clickhouse, served_model, wait_for
 from driftline.models.datasets import load_dataset
 from driftline.settings import get_settings
 
@@ -328,7 +328,7 @@ def test_clickhouse_outage_loses_nothing_even_if_the_worker_dies_during_it(
     retries store everything. Phase B: the worker is SIGKILLed during the outage; a fresh worker in the
     same consumer group gets the uncommitted events redelivered and stores them, exactly once (FINAL).
     """
-    from bench.harness import TcpProxy
+    from driftline.apps.testing.harness import TcpProxy
 
     ch = get_settings().clickhouse
     proxy = TcpProxy(ch.host, ch.port)
@@ -387,7 +387,7 @@ import json
 import os
 import time
 
-from driftline.models.serving.triton_model import TritonPythonModel as Serving
+from driftline.models.triton.backend import TritonPythonModel as Serving
 
 
 class TritonPythonModel(Serving):

@@ -1,4 +1,4 @@
-"""``driftline.streams.rescore`` logic without services: ranges, retention, resume, the report.
+"""``driftline.streams.services.rescore`` logic without services: ranges, retention, resume, the report.
 
 The range planner runs against a fake consumer that answers ``offsets_for_times`` like Kafka (the
 first offset at or after a time, None past the end); the report's SQL runs on chDB with the
@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from driftline.schema.records import FeedbackRecord, PredictionRecord, RescoredRecord, RescoreProgressRecord
-from driftline.streams.rescore import (
+from driftline.streams.routing import Route
+from driftline.streams.services.rescore import (
     REPORT_SQL,
     OutOfRetention,
     Rescorer,
@@ -25,7 +26,6 @@ from driftline.streams.rescore import (
     run_id_for,
     summarize,
 )
-from driftline.streams.routing import Route
 from tests.schema.analytics_samples import Row, migrated_chdb
 
 
@@ -204,14 +204,14 @@ def repository(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 def test_version_resolution_serving_explicit_and_candidate(repository, tmp_path, monkeypatch) -> None:
     """Serving = the highest version the config loads; --candidate = the newest never-exported entry
     whose artifact is still on disk, run from that artifact."""
-    from driftline.online.registry import ModelRegistry
+    from driftline.online.serving.registry import ModelRegistry
     from driftline.schema.records import ModelRecord, ModelStatus
-    from driftline.streams.rescore import resolve_version
+    from driftline.streams.services.rescore import resolve_version
 
     routes = [Route(topic="news", schema_kind="news", task="news_topic", model="m")]
     for v in (1, 2):
         (repository / "m" / str(v)).mkdir(parents=True)
-    monkeypatch.setattr("driftline.models.export.serving_versions", lambda name, repository=None: [1])
+    monkeypatch.setattr("driftline.models.triton.export.serving_versions", lambda name, repository=None: [1])
     chosen, _ = resolve_version("news_topic", routes, None, False)
     assert chosen == Version("m", "1", "1")
     assert resolve_version("news_topic", routes, 2, False)[0] == Version("m", "2", "2")

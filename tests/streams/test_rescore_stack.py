@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.harness import REPO_ROOT, PipelineRun, ServedModel, clickhouse, served_model
+from driftline.apps.testing.harness import REPO_ROOT, PipelineRun, ServedModel, clickhouse, served_model
 from driftline.models.datasets import load_dataset
 from driftline.models.inference.base import Prediction
 from driftline.models.inference.local import LocalClient
@@ -28,7 +28,7 @@ from driftline.schema.events import NewsEvent
 from driftline.schema.records import FeedbackRecord, PredictionRecord, insert_sql
 from driftline.schema.timestamps import now_ms
 from driftline.settings import get_settings
-from driftline.streams.rescore import OutOfRetention, rescore_range
+from driftline.streams.services.rescore import OutOfRetention, rescore_range
 from tests.models.serving_support import decided
 
 pytestmark = pytest.mark.stack

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from bench.harness import unique_suffix, wait_for
+from driftline.apps.testing.harness import unique_suffix, wait_for
 from driftline.settings import PipelineConfig, Settings
 from driftline.streams.agents import StoreAgent, StoreRejected
 from driftline.streams.checkpoint import Checkpoint

@@ -16,7 +16,7 @@ import pytest
 
 from driftline.schema.records import AlertRecord, PredictionRecord
 from driftline.settings import SurgeSettings
-from driftline.streams.alerts import (
+from driftline.streams.surges import (
     SurgeMonitor,
     WindowCounts,
     evaluate_surge,

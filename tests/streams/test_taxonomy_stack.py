@@ -23,7 +23,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bench.harness import PipelineRun, ServedModel, clickhouse, news_messages, served_model, wait_for
+from driftline.apps.testing.harness import (
+    PipelineRun,
+    ServedModel,
+    clickhouse,
+    news_messages,
+    served_model,
+    wait_for,
+)
 from driftline.models.datasets import load_dataset
 from driftline.settings import REPO_ROOT, get_settings
 

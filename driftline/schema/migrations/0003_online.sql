@@ -2,7 +2,7 @@
 -- Valid on ClickHouse 18.16 (local Debian server) and modern ClickHouse (chDB): no DateTime64, Map,
 -- LowCardinality or JSON types. Statements end with ';' at end of line (the migration runner splits there).
 
--- One row per feedback label joined to the prediction it judges (online/feedback.py JoinedFeedback.to_row).
+-- One row per feedback label joined to the prediction it judges (online/labels/join.py JoinedFeedback.to_row).
 -- ReplacingMergeTree on (task, event_id): a corrected label replaces the earlier one (newest join wins).
 CREATE TABLE IF NOT EXISTS feedback
 (
@@ -58,7 +58,7 @@ ENGINE = ReplacingMergeTree(detected_ts_ms)
 PARTITION BY toYYYYMM(detected_time)
 ORDER BY (task, detected_ts_ms, drift_id);
 
--- The model registry (online/registry.py): one row per candidate adapter and Triton version.
+-- The model registry (online/serving/registry.py): one row per candidate adapter and Triton version.
 -- version is the Triton version number as a string (like labels.model_version), '' = never exported.
 -- status: candidate | promoted | serving |
 -- retired | rejected | rolled_back. Status changes insert a newer row (updated_ts_ms) that replaces

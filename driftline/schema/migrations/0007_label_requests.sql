@@ -1,4 +1,4 @@
--- 0007_label_requests: the events the workers ask a person to label (online/label_requests.py).
+-- 0007_label_requests: the events the workers ask a person to label (online/labels/request_policy.py).
 -- Valid on ClickHouse 18.16 (local Debian server) and modern ClickHouse (chDB): no DateTime64, Map,
 -- LowCardinality or JSON types. Statements end with ';' at end of line (the migration runner splits there).
 

@@ -2,7 +2,7 @@
 -- Valid on ClickHouse 18.16 (local Debian server) and modern ClickHouse (chDB): no DateTime64, Map,
 -- LowCardinality or JSON types. Statements end with ';' at end of line (the migration runner splits there).
 
--- One row per mirrored event and shadow version (streams/shadow.py), next to the serving version's
+-- One row per mirrored event and shadow version (streams/mirror.py), next to the serving version's
 -- answer for the same event. A redelivered batch mirrors again; rows collapse on
 -- (model_name, shadow_version, event_id): read with FINAL.
 CREATE TABLE IF NOT EXISTS shadow_predictions

@@ -1,0 +1,1 @@
+"""The live-stack test kit: workers on private topics, served models, waits."""

@@ -1,0 +1,1 @@
+"""Pure decisions on evidence: promotion gate, shadow gate, rollback watch, label-free estimate."""

@@ -1,0 +1,1 @@
+"""Labels from people: feedback join, label-request policy, open taxonomy, accepted labels."""

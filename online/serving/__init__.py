@@ -1,0 +1,1 @@
+"""What serves: the model registry, Triton hot swap, and the one ``serve_version`` operation."""

@@ -1,0 +1,1 @@
+"""Building an update: its data, its trigger, its sources, and the updater that runs it."""

@@ -1,0 +1,1 @@
+"""Consumers that are not Faust agents: the explainer, rescore and the update loop."""
