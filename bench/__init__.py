@@ -1,1 +1,4 @@
-"""Benchmarks against the live stack (results in ``bench/results/``) and the harness the stack tests share."""
+"""Benchmarks: one runnable module each (``python -m bench.<name>``, results in ``bench/results/``).
+
+Shared helpers: ``bench.timing`` (timing a model as serving calls it, percentiles) and ``bench.charts``.
+"""

@@ -7,15 +7,15 @@ Runs against the live stack with isolated pipelines (unique topics, app ids and 
 
 - ``raw``: the served version's own engine (the one export chose, ``meta.json`` ``engine``, loaded with
   ``load_engine`` from the served version folder) in this process, length-sorted token-budget calls
-  (``bench.engine_timing``): the model alone, the ceiling of the pipeline; plus the time of one
+  (``bench.timing``): the model alone, the ceiling of the pipeline; plus the time of one
   ``max_batch``-row call, whose 4x is the latency target;
 - ``batched``: ``news_topic`` through one ``driftline worker`` at default settings: events/s unpaced,
   then send-to-row latency with events produced at 50 % of that measured maximum;
 - ``per_event``: the same with ``max_batch`` 1 (one event per inference call);
-- ``peer``: a plain peer (``bench.plain_peer``: one process, one message at a time, a transformers
+- ``peer``: a plain peer (``run_peer``, below: one process, one message at a time, a transformers
   pipeline, one ClickHouse insert per event) on its own topic and table;
 - ``events``: each task (news and chat events, whose schemas differ) through one worker at default
-  settings with the explainer service beside it when this checkout has one (default explain policy).
+  settings with the explainer service beside it (default explain policy).
 
 Latency is the time from the producer's send to the first ClickHouse poll that sees the row (poll
 interval ``--poll``). Each run first sends a few warm-up events and waits for their rows.
@@ -29,12 +29,8 @@ sentences/s) and the batched run's ``cpu_share`` per part (Triton, worker, Kafka
 process, idle): on one host the engine gets only what the rest of the pipeline leaves it. A section
 not run leaves its figures null.
 
-Before/after: the ``events`` section (``--only events``) uses only what the harness had before the
-engines work (``served_model``, ``PipelineRun``, ``clickhouse``) and imports nothing else new, so this
-file can be copied into a checkout of the old serving path (commit 8e4cf54) to measure it the same way;
-the explainer is started only where ``harness.explainer_available()`` says it exists. That is
-also why the result assembly (``assemble``, ``markdown``: pure functions, tests/test_bench_contract.py)
-lives in this file rather than in a module of its own.
+The result assembly (``assemble``, ``markdown``) is pure: tests/test_bench_contract.py checks the
+document's keys without a stack.
 
 ``--quick`` takes ~5 minutes, the default run ~15 on the 2-core development machine.
 """
@@ -47,25 +43,32 @@ import contextlib
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+import driftline.apps.testing.harness as harness
+from bench.timing import percentile
+from driftline.apps.testing.harness import (
+    PipelineRun,
+    ServedModel,
+    clickhouse,
+    event_doc,
+    explainer_available,
+    served_model,
+)
+from driftline.clients import kafka_producer
+from driftline.settings import Settings, get_settings
 
-import driftline.apps.testing.harness as harness  # noqa: E402
-from driftline.apps.testing.harness import PipelineRun, ServedModel, clickhouse, event_doc, served_model  # noqa: E402
-from driftline.clients import kafka_producer  # noqa: E402
-from driftline.settings import Settings, TritonSettings, get_settings  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 RESULTS = REPO_ROOT / "bench" / "results"
 TASKS = ("news_topic", "chat_sentiment")
@@ -106,12 +109,6 @@ def topic_of(run: PipelineRun, task: str) -> str:
 
 
 # ---------------------------------------------------------------- producing and measuring
-
-
-def percentile(values: list[float], q: float) -> float:
-    """The ``q`` quantile (0..1) by the nearest-rank rule."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
 async def _produce_paced(
@@ -267,7 +264,7 @@ def pipeline(
     try:
         run.start_worker(log_dir)
         if explainer:
-            run.start_explainer(log_dir)  # type: ignore[attr-defined]
+            run.start_explainer(log_dir)
         run.wait_healthy(timeout=180)
         yield run
     finally:
@@ -284,7 +281,7 @@ def route(served: ServedModel) -> str:
 
 def section_raw(served: ServedModel, texts: list[str], max_batch: int) -> dict[str, Any]:
     """The served version's chosen engine in this process: sorted budget plan, and one max_batch call."""
-    from bench.engine_timing import encode_texts, engine_call, run_plan
+    from bench.timing import encode_texts, engine_call, run_plan
     from driftline.models.artifacts import read_meta
     from driftline.models.engines import load_engine
     from driftline.models.text.batching import plan_batches
@@ -347,13 +344,13 @@ def section_per_event(served: ServedModel, texts: list[str], log_dir: Path, poll
 
 
 def section_peer(served: ServedModel, texts: list[str], log_dir: Path, poll: float) -> dict[str, Any]:
-    """The plain peer (``bench.plain_peer``) on a topic and table of its own; both removed afterwards."""
+    """The plain peer (``run_peer``) on a topic and table of its own; both removed afterwards."""
     run = PipelineRun(routes={"news": "-", "chat": "-"})  # its topics only: no worker
     run.create_topics(partitions=4)
     table = f"bench_peer_{run.suffix}"
     folder = get_settings().triton.repository / served.name / served.version
     log = log_dir / f"peer-{run.suffix}.log"
-    cmd = [sys.executable, "-m", "bench.plain_peer", "--topic", run.topics.news, "--version-dir", str(folder),
+    cmd = [sys.executable, "-c", PEER_COMMAND, "--topic", run.topics.news, "--version-dir", str(folder),
            "--table", table, "--group", f"bench-peer-{run.suffix}"]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     try:
@@ -386,21 +383,12 @@ def section_peer(served: ServedModel, texts: list[str], log_dir: Path, poll: flo
         run.stop()
 
 
-def explainer_supported() -> bool:
-    """Whether this checkout has the explainer service and the harness can start it (feature check)."""
-    check = getattr(harness, "explainer_available", None)
-    return bool(check and hasattr(PipelineRun, "start_explainer") and check())
-
-
 def section_events(
     served: Mapping[str, ServedModel], texts: Mapping[str, list[str]], log_dir: Path, poll: float
 ) -> dict[str, Any]:
-    """Each task at default settings through one worker (the explainer beside it where one exists).
-
-    Uses only ``served_model``/``PipelineRun``/``clickhouse`` of the harness (plus the guarded
-    explainer start), so it measures an old checkout's serving path the same way.
-    """
-    explainer = explainer_supported()
+    """Each task at default settings through one worker (the explainer service beside it when the CLI
+    has one)."""
+    explainer = explainer_available()
     routes = {"news": route(served["news_topic"]), "chat": route(served["chat_sentiment"])}
     out: dict[str, Any] = {"explainer": explainer, "tasks": {}}
     with pipeline(routes, log_dir, explainer=explainer) as run:
@@ -410,7 +398,7 @@ def section_events(
             warm_up(run.settings, topic, task, texts[task], f"{prefix}w", poll)
             out["tasks"][task] = measure(run.settings, topic, task, texts[task], f"{prefix}e", poll=poll)
         if explainer:
-            with contextlib.suppress(Exception):  # the table exists only where the explainer does
+            with contextlib.suppress(Exception):  # counting is a detail: the run's figures stand without it
                 client = clickhouse()
                 rows = client.execute(
                     "SELECT count() FROM explanations WHERE event_id LIKE %(p)s", {"p": f"{run.suffix}-%"}
@@ -431,6 +419,116 @@ def stack_rss() -> dict[str, float]:
                 total += proc.memory_info().rss
         found[part] = round(total / 2**20, 1)
     return found
+
+
+# ---------------------------------------------------------------- the plain peer (its own process)
+#
+# A plain peer of the pipeline: the same classifier "as users write it" (section ``peer``).
+#
+# ``section_peer`` starts it: ``python -c PEER_COMMAND --topic T --version-dir D --table TBL --group G``.
+#
+# What driftline's streaming, micro-batching and engine choice are measured against
+# (``vs_plain_peer``): one process that reads the input topic, classifies one message at a time with a
+# transformers ``pipeline("feature-extraction")`` over the version's merged encoder (LoRA folded into
+# the weights, ``load_classifier``), mean-pools the token vectors and applies the Linear head (the head
+# was trained on mean pooling; one text has no padding, so the plain mean is the masked one), and inserts
+# one ClickHouse row per event with clickhouse-driver. It reads the text the worker reads (news: title,
+# blank line, body; chat: the message) and normalizes it as the model was trained, so the comparison is
+# about the serving path, not the maths.
+#
+# The rows go to a table of its own (``--table``, created here, dropped by the benchmark afterwards),
+# never to ``labels``. It prints ``ready`` once its model is loaded and its consumer has started, so
+# the benchmark counts classification time, not start-up time.
+
+PEER_COMMAND = "from bench.pipeline_bench import run_peer; run_peer()"
+TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,100}$")
+
+
+def table_ddl(table: str) -> str:
+    """The peer's own table: one row per classified event (valid on ClickHouse 18.16)."""
+    if not TABLE_NAME.match(table):
+        raise ValueError(f"not a plain table name: {table!r}")
+    return (
+        f"CREATE TABLE IF NOT EXISTS {table} (event_id String, label String, confidence Float32, "
+        "processed_ts_ms UInt64) ENGINE = MergeTree ORDER BY event_id"
+    )
+
+
+def event_text(doc: dict) -> str:
+    """The text the worker classifies: a chat message, or a news article's title and body."""
+    if "text" in doc:
+        return str(doc["text"])
+    title, body = str(doc.get("title") or ""), str(doc.get("body") or "")
+    return f"{title}\n\n{body}" if title else body
+
+
+def peer_classifier(version_dir: Path) -> Callable[[str], tuple[str, float]]:
+    """``text -> (label, confidence)`` with a transformers pipeline over the merged encoder and the head."""
+    import torch
+    from transformers import pipeline
+
+    from driftline.models.classifier import load_classifier
+
+    clf = load_classifier(version_dir)
+    extract = pipeline(
+        "feature-extraction",
+        model=clf.encoder,
+        tokenizer=clf.tokenizer,
+        tokenize_kwargs={"truncation": True, "max_length": clf.max_length},
+    )
+
+    def classify(text: str) -> tuple[str, float]:
+        with torch.inference_mode():
+            tokens = extract(clf.prepare([text])[0], return_tensors=True)  # [1, tokens, hidden]
+            probs = torch.softmax(clf.head(tokens.mean(dim=1).float()), dim=-1)[0]
+        best = int(probs.argmax())
+        return clf.labels[best], float(probs[best])
+
+    return classify
+
+
+async def serve_peer(topic: str, version_dir: Path, table: str, group: str) -> None:
+    """Consume ``topic`` for ever: classify each message and insert its row."""
+    from aiokafka import AIOKafkaConsumer
+    from clickhouse_driver import Client
+
+    from driftline.clients import kafka_client_kwargs
+    from driftline.settings import get_settings
+
+    settings = get_settings()
+    classify = peer_classifier(version_dir)
+    ch = settings.clickhouse
+    password = ch.password.get_secret_value()
+    client = Client(host=ch.host, port=ch.port, database=ch.database, user=ch.user, password=password)
+    client.execute(table_ddl(table))
+    consumer = AIOKafkaConsumer(
+        topic, **kafka_client_kwargs(settings, group_id=group, auto_offset_reset="earliest")
+    )
+    await consumer.start()
+    print("ready", flush=True)
+    try:
+        async for message in consumer:
+            doc = json.loads(message.value)
+            label, confidence = classify(event_text(doc))
+            client.execute(
+                f"INSERT INTO {table} (event_id, label, confidence, processed_ts_ms) VALUES",
+                [(str(doc["id"]), label, confidence, int(time.time() * 1000))],
+            )
+    finally:
+        await consumer.stop()
+        client.disconnect()
+
+
+def run_peer(argv: list[str] | None = None) -> None:
+    """The plain peer's command line (runs until killed)."""
+    parser = argparse.ArgumentParser(prog="plain peer", description="A plain peer of the pipeline")
+    parser.add_argument("--topic", required=True)
+    parser.add_argument("--version-dir", type=Path, required=True)
+    parser.add_argument("--table", required=True)
+    parser.add_argument("--group", required=True)
+    args = parser.parse_args(argv)
+    table_ddl(args.table)  # refuse a bad name before loading anything
+    asyncio.run(serve_peer(args.topic, args.version_dir, args.table, args.group))
 
 
 # ---------------------------------------------------------------- the report (pure)
@@ -574,19 +672,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         default=[],
         metavar="TASK=DIR",
         help="serve this trained artifact (or version folder) for TASK instead of the harness's small "
-        "test model; the same flag works in an old checkout, so before/after use the same weights",
+        "test model",
     )
     args = parser.parse_args(argv)
     artifacts = dict(item.split("=", 1) for item in args.artifact)
-    if artifacts:  # harness.pipeline_artifact exists in every checkout; served_model asks it for weights
+    if artifacts:  # served_model asks harness.pipeline_artifact for the weights it exports
         small = harness.pipeline_artifact
         harness.pipeline_artifact = lambda task: Path(artifacts[task]) if task in artifacts else small(task)
-    if "engine_selection_texts" in TritonSettings.model_fields:
-        # Exporting the benchmark's models chooses their engines by the usual rule on a smaller held-out
-        # sample (256 texts x every engine would take minutes per model; bench.models_bench measures
-        # engines in full). Only where the setting exists: the old checkout refuses unknown variables.
-        os.environ.setdefault("DRIFTLINE_TRITON__ENGINE_SELECTION_TEXTS", "32" if args.quick else "64")
-        get_settings.cache_clear()
+    # Exporting the benchmark's models chooses their engines by the usual rule on a smaller held-out
+    # sample (256 texts x every engine would take minutes per model; bench.models_bench measures
+    # engines in full).
+    os.environ.setdefault("DRIFTLINE_TRITON__ENGINE_SELECTION_TEXTS", "32" if args.quick else "64")
+    get_settings.cache_clear()
     sections = [s for s in args.only.split(",") if s]
     unknown = sorted(set(sections) - set(SECTIONS))
     if unknown:

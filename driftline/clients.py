@@ -1,16 +1,7 @@
-"""The one place that turns settings into authenticated ClickHouse and Kafka clients and Triton clients.
+"""The one place that turns settings into authenticated ClickHouse, Kafka and Triton clients.
 
-Every component that talks to ClickHouse, Kafka or Triton should get its connection from here, so
-that turning on a ClickHouse password or Kafka SASL/SCRAM and TLS (``DRIFTLINE_CLICKHOUSE__PASSWORD``,
-``DRIFTLINE_KAFKA__SECURITY_PROTOCOL=SASL_SSL``, ``DRIFTLINE_KAFKA__SSL_CAFILE`` ...) reaches all of
-them at once instead of silently missing the one call site that built its own client (and a Triton
-address setting reaches the serving client, the hot-swapper and the stack smoke test alike). The
-Kafka TLS context is built in one function (``kafka_ssl_context``) for aiokafka and Faust alike, and
-every producer writes with ``acks=all`` and idempotence (``PRODUCER_DURABILITY``). Secrets are read from the
-``SecretStr`` settings only at the moment a client is built and never appear in an error message.
-
-Layering: bottom of the import graph (only ``driftline.settings``); the client libraries are imported
-lazily so importing settings stays cheap.
+Every component gets its connections here, so security settings (ClickHouse password, Kafka SASL/TLS,
+Triton address) reach all of them at once; secrets are read only when a client is built.
 """
 
 from __future__ import annotations

@@ -1,10 +1,7 @@
 """Kafka topic administration: the one path that creates driftline's topics.
 
-The stack (``stack up``/``stack init``), the workers at start-up and the tests all create topics
-here, so every topic gets the same configured security, partition count, replication factor,
-``min.insync.replicas`` and message-size limit (``DRIFTLINE_KAFKA__*``, README "Configuration").
-Faust creates its own internal topics and changelogs; ``internal_topic_configs`` gives it the same
-durability settings.
+Stack, workers and tests all create topics here, so every topic gets the same configured security,
+partitions, replication and limits; ``internal_topic_configs`` gives Faust's own topics the same durability.
 """
 
 from __future__ import annotations

@@ -1,10 +1,6 @@
 """JSON-lines logs for workers: structlog renders every stdlib ``logging`` record as one JSON object.
 
-``JsonFormatter`` is a ``structlog.stdlib.ProcessorFormatter``: put it on a stdlib handler and the
-existing ``logging`` calls (Faust's included) come out as ``{"ts", "level", "logger", "msg", ...}``
-with their ``extra=`` fields. Log records never carry settings objects or credentials (secrets are
-``SecretStr`` and stay in ``driftline.settings``); as a second guard, keys that look like secrets are
-masked.
+``JsonFormatter`` goes on a stdlib handler; keys that look like secrets are masked.
 """
 
 from __future__ import annotations

@@ -1,20 +1,7 @@
 """Every knob of driftline, in one pydantic-settings object read once from the environment.
 
-All of driftline (stack scripts, workers, updater, dashboard, tests) asks this module for addresses,
-ports, folders, credentials, pipeline and learning tuning, and the paths of the YAML files (tasks,
-online learning, routes), so pointing driftline at your own Kafka, ClickHouse or Triton, or tuning a
-worker, is a matter of environment variables (README, "Configuration"; ``driftline config show``).
-
-Names: ``DRIFTLINE_`` + the field path joined by ``__``, e.g. ``DRIFTLINE_KAFKA__BOOTSTRAP``,
-``DRIFTLINE_PIPELINE__SURGE__WINDOW_S``. The one exception is ``DRIFTLINE_CACHE`` (``cache_dir``),
-which the Makefile and ``compose/setup.sh`` read too. Each default is written once, as the field's
-default. A ``DRIFTLINE_*`` variable that names no setting is an error (a renamed variable would
-otherwise be ignored silently); ``ALLOWED_ENV`` lists the few that other tools read.
-
-Secrets (``DRIFTLINE_CLICKHOUSE__PASSWORD``, ``DRIFTLINE_KAFKA__SASL_PASSWORD``) are held as
-``SecretStr`` so they never reach a log or a repr.
-
-Layering: this is the ground floor; nothing here imports the other project packages.
+Names are ``DRIFTLINE_`` + the field path joined by ``__`` (e.g. ``DRIFTLINE_KAFKA__BOOTSTRAP``); an unknown
+``DRIFTLINE_*`` variable is an error. Ground floor: imports no other project package.
 """
 
 from __future__ import annotations
@@ -38,7 +25,7 @@ NESTED_DELIMITER = "__"
 #: ``DRIFTLINE_*`` variables read by other tools, not by these settings.
 ALLOWED_ENV = {
     "DRIFTLINE_VENV": "the virtual environment of the Makefile and compose/setup.sh",
-    "DRIFTLINE_RELIABILITY_FAULTS": "which faults tests/reliability/test_faults.py injects",
+    "DRIFTLINE_RELIABILITY_FAULTS": "which faults tests/stack/reliability/test_faults.py injects",
     "DRIFTLINE_RELIABILITY_RUNS": "where bench/reliability_bench.py keeps its runs",
 }
 
@@ -339,7 +326,7 @@ def _walk(model: type[BaseModel], path: tuple[str, ...] = ()) -> Iterator[tuple[
 
 
 def setting_fields() -> list[SettingField]:
-    """Every leaf setting with its environment variable and default (README table, config show)."""
+    """Every leaf setting with its environment variable and default (docs/configuration.md, config show)."""
     return [
         SettingField(path, env, info.get_default(call_default_factory=True))
         for path, env, info in _walk(Settings)
@@ -367,7 +354,7 @@ def check_environment(environ: Mapping[str, str]) -> None:
     raise ValueError(
         "unknown driftline environment variable(s): "
         + "; ".join(lines)
-        + " - settings are DRIFTLINE_<FIELD>[__<FIELD>...] (README, Configuration)"
+        + " - settings are DRIFTLINE_<FIELD>[__<FIELD>...] (docs/configuration.md)"
     )
 
 

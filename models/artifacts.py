@@ -1,15 +1,7 @@
 """Trained-model artifacts: what training writes, export copies into Triton, and the updater evolves.
 
-An artifact is a folder::
-
-    <artifact>/
-      meta.json                  # ArtifactMeta below
-      adapter/                   # peft ``save_pretrained`` of the LoRA adapter on the encoder
-      head.safetensors           # classification head (Linear over mean-pooled encoder output)
-
-Artifacts live under ``$DRIFTLINE_CACHE/artifacts/<task>/<artifact_id>/`` (never in git). The
-``adapter_hash`` is a content hash of ``adapter/`` and ``head.safetensors``: it is written on every
-label row, so an analyst can tell exactly which weights produced a label.
+An artifact is a folder (``meta.json``, ``adapter/``, ``head.safetensors``) whose ``adapter_hash`` names its
+weights on every label row.
 """
 
 from __future__ import annotations

@@ -1,9 +1,6 @@
 """The artifact cache: reuse the artifact trained with the same task config, data and options.
 
-:func:`get_or_train` keys an artifact by the whole task config, the hash of the exact training
-examples, the training options and the training recipe version, so the demo, the benchmarks and CI
-do not retrain on every run; :func:`training_data` is the task's (train, test) data those runs (and
-the online-learning updater) train and score on.
+:func:`get_or_train` saves the demo, benchmarks and CI a retrain; :func:`training_data` is the task's data.
 """
 
 from __future__ import annotations

@@ -1,21 +1,7 @@
 """The classifier module: encoder with LoRA, mean pooling and a linear head; build, load and save it.
 
-The classifier is ``encoder (peft LoRA on query/value) -> mean_pool -> Linear(hidden, n_labels)``.
-Training (:mod:`driftline.models.training`), the online-learning updater and the benchmarks build,
-load and save it only through this module, so the artifact format (``models/artifacts.py``) has one
-reader and one writer on the PyTorch side:
-
-* :func:`build_classifier` makes a trainable one: fresh LoRA and head, or continued from a parent
-  artifact's adapter and head (the incremental update path). A task whose labels extend the
-  parent's (an accepted new class, ``online/labels/task_labels.py``) gets the parent's head grown by one
-  output per new label, *imprinted* from the mean embedding of that label's examples
-  (:func:`grow_head`), so training starts from a head that already points at the new class;
-* :func:`load_classifier` loads an artifact in eval mode, LoRA optionally merged into the encoder
-  weights for faster inference, with :meth:`Classifier.predict_proba`;
-* :func:`save_artifact` writes adapter, head and meta atomically.
-
-Head file format (``head.safetensors``): tensors ``weight`` ``(n_labels, hidden)`` and ``bias``
-``(n_labels,)``; row ``i`` scores ``meta.labels[i]``.
+The one PyTorch reader and writer of the artifact format: :func:`build_classifier`,
+:func:`load_classifier`, :func:`save_artifact` (and :func:`grow_head` for new labels).
 """
 
 from __future__ import annotations
@@ -37,7 +23,7 @@ from torch import nn
 from driftline.models.artifacts import ADAPTER_DIR, HEAD_FILE, ArtifactMeta, read_meta, write_meta
 from driftline.models.encoders import load_encoder, mean_pool
 from driftline.models.tasks import TaskConfig
-from driftline.models.text.normalize import normalize_all
+from driftline.models.text.codec import normalize_all
 
 
 class Classifier(nn.Module):

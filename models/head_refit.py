@@ -1,17 +1,7 @@
 """Head refit: a new version that changes only the classifier head, trained on frozen features.
 
-The fast response to a drift. When a class appears (or moves), the encoder with its LoRA adapter
-usually still separates it: what is wrong is the head, which never learned to name it. Refitting
-the head alone needs one forward pass per training text (no backward pass through the encoder) and
-then a few hundred optimiser steps on a small matrix, so a candidate is ready in seconds on two
-cores instead of minutes; the full LoRA update (``models.training.train_classifier``) follows on
-the updater's regular schedule, or at once when the refit alone is not good enough.
-
-The artifact has the parent's adapter unchanged and a new ``head.safetensors``, so it exports,
-hashes, serves and rolls back like any other version. Labels appended since the parent grow the
-head first (``models.classifier.grow_head``: imprinted from their examples), exactly as in
-LoRA training. Classes are weighted by inverse frequency: a freshly seen class has far fewer
-examples than the replayed old ones, and the point of the refit is to learn it.
+The fast response to a drift: seconds instead of minutes, because the encoder and adapter stay as they are;
+the full LoRA update (``driftline.models.training``) follows when needed.
 """
 
 from __future__ import annotations
@@ -32,11 +22,11 @@ from driftline.models.artifacts import ADAPTER_DIR, ArtifactMeta, read_meta
 from driftline.models.classifier import Classifier, build_classifier, save_artifact
 from driftline.models.datasets import Example, data_hash, label_counts
 from driftline.models.tasks import TaskConfig
+from driftline.models.training import WEIGHT_DECAY
 
 FIT = "head"  # meta.train_config["fit"] of a head refit ("lora" for train_classifier)
 STEPS = 300
 LR = 3e-3
-WEIGHT_DECAY = 0.01
 
 
 def encoder_key(artifact_dir: Path) -> str:
@@ -53,8 +43,10 @@ def encoder_key(artifact_dir: Path) -> str:
         digest.update(path.relative_to(adapter).as_posix().encode())
         digest.update(path.read_bytes())
     config = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))
-    config = {k: sorted(v) if isinstance(v, list) and all(isinstance(x, str) for x in v) else v
-              for k, v in config.items()}  # fmt: skip
+    config = {
+        k: sorted(v) if isinstance(v, list) and all(isinstance(x, str) for x in v) else v
+        for k, v in config.items()
+    }
     digest.update(json.dumps(config, sort_keys=True).encode())
     return digest.hexdigest()[:16]
 

@@ -1,14 +1,7 @@
 """The training loop: LoRA fine-tuning of a :class:`~driftline.models.classifier.Classifier`, and evaluation.
 
-* :func:`train_classifier` trains from scratch or, with ``parent=``, continues from an existing
-  artifact's adapter and head (the incremental update path of the online-learning updater), and
-  writes the result as an artifact folder (``models/artifacts.py`` format);
-* :func:`evaluate` scores an artifact or a loaded classifier (accuracy, macro-F1, confusion).
-
-CPU speed matters (the targets are a few minutes on two cores), hence: texts are tokenised once,
-batches are length-bucketed with dynamic padding (short reviews are not padded to 128 tokens), and on
-CPUs with native bfloat16 (AVX512-BF16/AMX) the forward/backward pass runs under bf16 autocast while
-weights, optimiser state and the saved artifact stay fp32.
+:func:`train_classifier` (from scratch or continued from a parent artifact) and :func:`evaluate`; tuned
+for a few minutes on two CPU cores.
 """
 
 from __future__ import annotations

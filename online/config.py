@@ -1,10 +1,7 @@
 """Online-learning configuration per task: detector parameters, updater schedule, promotion policy.
 
-The defaults are the pydantic field defaults below (written once). The YAML file named by the
-settings (``Settings.online_file``, ``DRIFTLINE_ONLINE_FILE``; the package's ``online/online.yaml``)
-states only what differs: its ``defaults`` section deep-merges over them for every task, and
-``tasks.<name>`` over that. Validated with pydantic, so a misspelt threshold fails at start-up with
-the field named.
+Defaults are the pydantic field defaults; the online YAML file states only what differs (``defaults``, then
+``tasks.<name>``, deep-merged), validated so a misspelt threshold fails at start-up.
 """
 
 from __future__ import annotations

@@ -1,17 +1,6 @@
 """The Faust agents that drive the pipeline's stages (``driftline.streams.stages``), one class each.
 
-Data flow (all topics raw bytes, all outputs pydantic JSON)::
-
-    news/chat topics --classify--> predictions --store--> ClickHouse labels
-                          |              '-----surge----> alerts --store--> ClickHouse alerts
-                          '--bad input--> deadletter --store--> ClickHouse dead_letters
-    a labels/alerts row ClickHouse refuses for good --store_rejected--> deadletter (StoreRejected)
-    feedback topic: validated, joined and drift-watched by streams.learning (registered by build_pipeline)
-
-Every agent reports to the worker's ``Checkpoint`` (``driftline.streams.checkpoint``): classify
-marks a batch done once its predictions and dead letters were acked by Kafka, the store agents once
-their rows are in ClickHouse, so no input offset is committed before its outputs are durable. How
-inference failures become backpressure or dead letters: ``driftline.streams.stages``.
+Each agent reports to the worker's ``Checkpoint``, so no input offset commits before its outputs are durable.
 """
 
 from __future__ import annotations

@@ -1,25 +1,7 @@
 """Building a pipeline worker: the Faust app, its topics, sinks, agents and web views.
 
-``build_pipeline()`` is a factory rather than a module-level ``app`` so that tests and the benchmark
-can start workers with their own app id, topics and inference client in one process tree. Web
-endpoints (on ``settings.web_host``, 127.0.0.1 by default; each worker needs its own port):
-
-- ``/metrics``: Prometheus text format (``driftline.streams.metrics``),
-- ``/health``: 200 when the Kafka consumer has partitions, the inference client is ready for every
-  routed task and every sink's last write succeeded; 503 with the failing checks otherwise.
-  ``status`` is ``ok``, ``degraded`` (healthy, but inference is backing off: the server is
-  overloaded, ``checks.inference_backoff`` names the tasks with "overloaded, backing off", the last
-  error and for how long) or ``failing`` (503). An overloaded Triton keeps a worker at 200 on purpose:
-  restarting the worker would not make the server faster, and the worker recovers by itself.
-
-Backpressure: a classify agent that backs off (``driftline.streams.stages``) stops reading its
-stream. Faust then pauses fetching: once an agent's stream buffer holds ``stream_buffer_maxsize`` /
-1.25 messages, the partitions feeding it leave the consumer's fetch set until the buffer drains to
-40%. That buffer is kept at a few batches (Faust's default is 4096 messages, up to 4 GiB of 1 MiB
-events per stream) so a long pause holds little memory, and ``broker_max_poll_records`` is a fifth
-of it so one fetch never overfills a paused buffer: a full buffer would block Faust's delivery loop,
-and with it every other agent of the worker (stores, feedback) and, after
-``broker_max_poll_interval``, the worker's group membership.
+``build_pipeline()`` is a factory so tests and benchmarks can run workers with their own app id, topics and
+client; it serves ``/metrics`` and ``/health`` and bounds stream buffers for backpressure.
 """
 
 from __future__ import annotations
@@ -160,11 +142,16 @@ def build_pipeline(
     topics = declare_topics(app, settings.kafka.topics, routes)
     # offsets of these topics commit only once their outputs are durable (streams.checkpoint)
     checkpoint = Checkpoint(
-        [*topics.inputs, topics.predictions.get_topic_name(), topics.alerts.get_topic_name(),
-         topics.deadletter.get_topic_name(), topics.label_requests.get_topic_name()],
+        [
+            *topics.inputs,
+            topics.predictions.get_topic_name(),
+            topics.alerts.get_topic_name(),
+            topics.deadletter.get_topic_name(),
+            topics.label_requests.get_topic_name(),
+        ],
         redeliver_after_s=config.redeliver_after_s,
         on_redeliver=lambda topic: metrics.redeliveries.labels(topic).inc(),
-    )  # fmt: skip
+    )
     checkpoint.install(app)
     batching = {
         "max_rows": config.sink_max_rows,
@@ -184,9 +171,11 @@ def build_pipeline(
     }
     checkpoint.sinks = sinks
     surge = SurgeMonitor(
-        app, config.surge, surge_partitions or settings.kafka.partitions,
+        app,
+        config.surge,
+        surge_partitions or settings.kafka.partitions,
         topic_configs=internal_topic_configs(settings.kafka),
-    )  # fmt: skip
+    )
     register_agents(
         app,
         config=config,

@@ -1,21 +1,7 @@
 """The commit rule in one object: an input offset is committed only after its outputs are durable.
 
-Modelled on Quix Streams' ``Checkpoint``. A worker's input message moves through three steps, in
-this order, and only the last one makes its offset part of a Kafka commit:
-
-1. **flush the sinks** - its rows are durably in ClickHouse (``BatchingSink`` runs the ``hold``
-   release callback only after the insert succeeded);
-2. **produce** - every message it caused (predictions, dead letters) was acked by Kafka
-   (``produced``);
-3. **commit** - the message is marked done, Faust acks it, and Faust's periodic committer may
-   commit its offset; the gated consumer (``driftline.streams.faust_compat``) refuses any commit
-   that would pass a message not done or still in flight (ledger: ``driftline.streams.offsets``).
-
-Agents and the learning worker use only this class's public methods; a message that fails or is
-cancelled is abandoned, never done, and is read again. A periodic check (``redeliver``) seeks a
-partition back to its committed offset when that offset has become a hole - skipped, dropped or
-abandoned while later messages went on - because a running Faust consumer never reads it again by
-itself. Background: ``docs/delivery.md``.
+``Checkpoint``: flush the sinks, produce, then commit; a failed message is abandoned and read again, and
+``redeliver`` repairs holes. Background: ``docs/delivery.md``.
 """
 
 from __future__ import annotations
@@ -24,11 +10,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+import weakref
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable, Container, Iterable, Sequence
 from typing import Any
 
 from driftline.streams.faust_compat import install, partition_offsets, seek_back
-from driftline.streams.offsets import CommitGate
 from driftline.streams.sinks.base import BatchingSink
 
 Release = Callable[[], None]
@@ -160,3 +147,108 @@ class Checkpoint:
     async def produced(pending: Iterable[Awaitable[Any]]) -> None:
         """Step 2: wait for Kafka's acks of sent messages; raises if one failed."""
         await asyncio.gather(*pending)
+
+
+class CommitGate:
+    """Pipeline-side ledger of gated topics: messages in flight and messages done."""
+
+    def __init__(self, topics: Iterable[str] = ()) -> None:
+        self.topics: set[str] = set(topics)
+        self._done: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._inflight: dict[Any, Counter[int]] = defaultdict(Counter)
+        #: where consumption of a partition without a committed offset started (the log start)
+        self.starts: dict[Any, int] = {}
+        self._seen: dict[Any, int] = {}  # highest offset an agent began, per partition
+        self._abandoned: dict[Any, set[int]] = defaultdict(set)
+        self._holes: dict[Any, tuple[int, float]] = {}  # partition -> (offset, first seen)
+
+    def gates(self, topic: str) -> bool:
+        """Whether offsets of ``topic`` commit only once done."""
+        return topic in self.topics
+
+    def begin(self, messages: Iterable[Any]) -> None:
+        """An agent started on these messages: nothing at or after them may be committed yet."""
+        for m in messages:
+            self._inflight[m.tp][m.offset] += 1
+            if m.offset > self._seen.get(m.tp, -1):
+                self._seen[m.tp] = m.offset
+
+    def done(self, messages: Iterable[Any]) -> None:
+        """Their outputs are durable: their offsets may now be committed (once acked)."""
+        for m in messages:
+            self._done.add(m)
+            counts = self._inflight.get(m.tp)
+            if counts is not None:
+                counts.pop(m.offset, None)  # also clears an earlier abandoned delivery of it
+            self._abandoned[m.tp].discard(m.offset)
+
+    def abandon(self, messages: Iterable[Any]) -> None:
+        """Processing failed: never done. The offsets stay *in flight* on purpose - Faust does not
+        seek back after an agent crash, so later offsets of the partition must not be committed past
+        them until a redelivery (a rebalance, a restart, or the seek ``hole`` asks for) is done; until
+        then nothing on the partition at or after them commits (duplicates, never a loss)."""
+        for m in messages:
+            self._inflight[m.tp].setdefault(m.offset, 1)
+            self._abandoned[m.tp].add(m.offset)
+
+    def is_done(self, message: Any) -> bool:
+        """Whether ``message``'s outputs were marked durable."""
+        return message in self._done
+
+    def min_inflight(self, tp: Any) -> int | None:
+        """The lowest offset of ``tp`` an agent is still working on."""
+        counts = self._inflight.get(tp)
+        return min(counts) if counts else None
+
+    def commit_allowed(self, tp: Any, acked: list[int], committed: int | None) -> bool:
+        """Whether Faust may turn ``acked`` (offsets acked on ``tp``) into a commit now."""
+        if not acked:
+            return True
+        lowest = min(acked)
+        # ``committed`` is Kafka's: the next offset to read. An acked run must start right there -
+        # or, before the first commit, at the log start the consumer was sought to
+        expected = committed if committed is not None else self.starts.get(tp)
+        if expected is not None and lowest > expected:
+            return False
+        inflight = self.min_inflight(tp)
+        return inflight is None or inflight > lowest
+
+    def hole(
+        self, tp: Any, committed: int | None, acked: Container[int], now: float, after_s: float
+    ) -> int | None:
+        """The offset to seek ``tp`` back to, once a hole there has lasted ``after_s`` seconds.
+
+        ``committed`` is Kafka's next offset to read (None before the first commit: the log start),
+        ``acked`` the offsets acked since. A hole is that next offset, not acked, and either abandoned
+        by its agent or neither in flight nor begun while a later offset was. The caller seeks back
+        to it (later messages come again: at-least-once, absorbed by the sinks' dedup)."""
+        expected = committed if committed is not None else self.starts.get(tp)
+        if expected is None or expected in acked:
+            self._holes.pop(tp, None)
+            return None
+        abandoned = expected in self._abandoned.get(tp, ())
+        passed_over = self._seen.get(tp, -1) > expected and expected not in self._inflight.get(tp, ())
+        if not (abandoned or passed_over):
+            self._holes.pop(tp, None)
+            return None
+        offset, since = self._holes.setdefault(tp, (expected, now))
+        if offset != expected:
+            self._holes[tp] = (expected, now)
+            return None
+        if now - since < after_s:
+            return None
+        self._holes.pop(tp)
+        return expected
+
+    def redelivering(self, tp: Any, offset: int) -> None:
+        """``tp`` was sought back to ``offset``: what is at or after it comes again."""
+        counts = self._inflight.get(tp)
+        for stale in self._abandoned.pop(tp, set()):
+            if counts is not None and stale >= offset:
+                counts.pop(stale, None)  # given up on: their redelivery begins them afresh
+        self._seen[tp] = offset - 1
+
+    def retain(self, assigned: Container[Any]) -> None:
+        """Forget the holes of partitions no longer ``assigned`` (a new owner seeks to the commit)."""
+        for tp in [tp for tp in self._holes if tp not in assigned]:
+            del self._holes[tp]

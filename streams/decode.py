@@ -1,21 +1,21 @@
 """The stream's input boundary: raw Kafka bytes in, a validated event (or a ``Rejection``) out.
 
-Workers consume raw bytes (``value_serializer='raw'``) and decode here, so every way an input can be
-wrong - too big, not UTF-8, not JSON, not an object, missing or mistyped fields, an unknown task -
-becomes a ``Rejection`` with a short ``code`` that the dead-letter path records, instead of an
-exception inside Faust's codec that would kill the stream. The event shapes are
-``driftline.schema.events``; feedback task and label go through the one feedback check
-(``driftline.online.labels.join.check_feedback``) that the joiner uses as well.
+Every way an input can be wrong becomes a ``Rejection`` with a short ``code`` for the dead-letter path, never
+an exception that would kill the stream.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import time
 
 from pydantic import ValidationError
 
 from driftline.online.labels.join import FeedbackError, check_feedback
 from driftline.schema.events import SCHEMAS, FeedbackEvent, InputEvent
+from driftline.schema.records import DeadLetterRecord
 
 
 class Rejection(Exception):
@@ -82,3 +82,30 @@ def decode_event(raw: bytes | None, kind: str, *, max_bytes: int, max_text_chars
         except FeedbackError as exc:
             raise Rejection(exc.reason, exc.detail, exc.error_type) from exc
     return event
+
+
+def dead_letter(
+    *,
+    topic: str,
+    partition: int,
+    offset: int,
+    payload: bytes | None,
+    rejection: Rejection,
+    max_payload_bytes: int,
+) -> DeadLetterRecord:
+    """A dead-letter record for a refused message (payload cut to ``max_payload_bytes``)."""
+    payload = payload or b""
+    kept = payload[:max_payload_bytes]
+    return DeadLetterRecord(
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        received_ts_ms=int(time.time() * 1000),
+        reason=f"{rejection.code}: {rejection.detail}"[:2000],
+        code=rejection.code,
+        error_type=rejection.error_type,
+        payload_b64=base64.b64encode(kept).decode("ascii"),
+        payload_size=len(payload),
+        payload_truncated=len(kept) < len(payload),
+        payload_sha256=hashlib.sha256(payload).hexdigest(),
+    )

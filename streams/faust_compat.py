@@ -1,11 +1,6 @@
 """Every reach into faust-streaming internals, in one place, checked against the versions it supports.
 
-The commit rule (``driftline.streams.checkpoint``) needs a Faust consumer that consults it before
-recording acks and committing, Faust's pure-Python stream iterator, flow control that never empties
-live stream queues, and a producer metadata fetch; durable writes need a producer with idempotence
-outside transactions;
-each touches private Faust/aiokafka attributes, so this module refuses to import under a
-faust-streaming release it was not checked against. Why each override exists: ``docs/delivery.md``.
+Refuses to import under an unchecked faust-streaming release; why each override exists: ``docs/delivery.md``.
 """
 
 from __future__ import annotations
@@ -13,14 +8,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Container, Iterator
 from importlib.metadata import version
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from faust.transport.drivers.aiokafka import Producer as AIOKafkaProducer
 from mode.utils.queues import FlowControlEvent
 
 from driftline.clients import PRODUCER_DURABILITY
-from driftline.streams.offsets import CommitGate
+
+if TYPE_CHECKING:
+    from driftline.streams.checkpoint import CommitGate
 
 #: faust-streaming releases these overrides were checked against: ``>=MIN,<BELOW`` (pyproject pins it)
 SUPPORTED = ((0, 15, 3), (0, 16))
@@ -73,9 +70,14 @@ def gated_consumer(gate: CommitGate, base: type = AIOKafkaConsumer) -> type:
             # plain topics that should not happen, so say so loudly when it does
             log.warning(
                 "offset gap",
-                extra={"tp": f"{tp.topic}:{tp.partition}", "from": offset_from, "to": offset_to,
-                       "read": self._read_offset.get(tp), "committed": self._committed_offset.get(tp)},
-            )  # fmt: skip
+                extra={
+                    "tp": f"{tp.topic}:{tp.partition}",
+                    "from": offset_from,
+                    "to": offset_to,
+                    "read": self._read_offset.get(tp),
+                    "committed": self._committed_offset.get(tp),
+                },
+            )
             await super()._add_gap(tp, offset_from, offset_to)
 
         async def _commit_offsets(self, offsets: Any, start_new_transaction: bool = True) -> bool:

@@ -1,18 +1,7 @@
 """Mirror a share of live events to a model's shadow version; store its answers, never publish them.
 
-A candidate that passed the offline gate is loaded as ``<model>__shadow`` (``models.shadow``). This
-prediction hook sends the events of each classified batch whose id falls in ``shadow_share`` to it,
-and stores what it answered next to the serving version's answer (``ShadowRecord`` rows in
-``shadow_predictions``). Shadow answers never reach the predictions topic or ``labels``; the updater
-reads them for the agreement half of its shadow decision (``online.shadow``).
-
-- **Which events.** A hash of the event id decides, so every worker mirrors the same events and a
-  redelivered batch mirrors the same ones again.
-- **Off the serving path.** The mirror runs as a background task: the batch's commit does not wait
-  for the shadow. A batch is skipped (counted) when ``max_in_flight`` mirrors are still running,
-  so a slow shadow costs samples, never throughput or backpressure.
-- **Finding the shadow.** Each worker asks Triton whether ``<model>__shadow`` is ready at most every
-  ``shadow_check_s`` seconds per model; an error or a missing shadow means no mirroring.
+``ShadowMirror`` sends hashed-selected events to ``<model>__shadow`` off the serving path and stores
+``ShadowRecord`` rows for the updater's shadow decision.
 """
 
 from __future__ import annotations
@@ -102,14 +91,22 @@ class ShadowMirror:
             names = list(p.probabilities)
             rows.append(
                 ShadowRecord(
-                    task=record.task, event_id=record.event_id, model_name=model,
-                    event_ts_ms=record.event_ts_ms, serving_version=record.model_version,
-                    serving_label=record.label, serving_confidence=record.confidence,
-                    shadow_version=str(p.model_version), shadow_adapter_hash=p.adapter_hash,
-                    shadow_label=p.label, shadow_confidence=p.confidence, label_names=names,
-                    probabilities=[p.probabilities[n] for n in names], latency_ms=latency,
+                    task=record.task,
+                    event_id=record.event_id,
+                    model_name=model,
+                    event_ts_ms=record.event_ts_ms,
+                    serving_version=record.model_version,
+                    serving_label=record.label,
+                    serving_confidence=record.confidence,
+                    shadow_version=str(p.model_version),
+                    shadow_adapter_hash=p.adapter_hash,
+                    shadow_label=p.label,
+                    shadow_confidence=p.confidence,
+                    label_names=names,
+                    probabilities=[p.probabilities[n] for n in names],
+                    latency_ms=latency,
                 ).to_row()
-            )  # fmt: skip
+            )
         self.mirrored += len(rows)
         await self.sink.add(rows)
 

@@ -1,15 +1,6 @@
 """Which Kafka topic feeds which task, and with which event schema.
 
-Routing is configuration, not code: ``models/tasks.yaml`` says what a task *is*; this says where its
-events come from. Both come from the settings (``Settings.routes``, ``Settings.routes_file``):
-the news topic feeds ``news_topic`` and the chat topic feeds ``chat_sentiment`` unless
-``DRIFTLINE_ROUTES__NEWS=<task>`` / ``DRIFTLINE_ROUTES__CHAT=<task>`` say otherwise (``-`` disables
-the route; ``<task>@<model>`` serves the task from another Triton model name, e.g. a test export),
-or a YAML file named by ``DRIFTLINE_ROUTES_FILE`` replaces the whole table::
-
-    routes:
-      - {topic: news, schema: news, task: news_topic}      # topic: a Topics field or a literal name
-      - {topic: my.other.topic, schema: chat, task: chat_sentiment}
+Routing is configuration from the settings (``DRIFTLINE_ROUTES__*`` or a ``DRIFTLINE_ROUTES_FILE`` table).
 """
 
 from __future__ import annotations

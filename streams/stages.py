@@ -1,22 +1,7 @@
 """The pipeline's processing stages as plain async methods, Faust-free so they test with a fake client.
 
-``Stages.classify`` decodes a batch of raw messages, classifies the valid ones and turns the batch into
-prediction records and dead letters; the Faust agents (``driftline.streams.agents``) publish them.
-
-Inference failures are sorted by who is at fault (``Stages.predict``):
-
-- *the service* - model not loaded (``ModelNotReadyError``), server busy, slow or away
-  (``InferenceOverloadedError``: deadline exceeded, unavailable, resource exhausted, client timeout),
-  or any error while the model is not ready. This is backpressure: the classify agent retries the
-  same batch forever with capped exponential backoff and takes no more input meanwhile; the batch is
-  never done, so nothing at or after it commits. The pause reaches Kafka through Faust's bounded
-  stream buffer: while the agent waits its buffer fills (``stream_buffer_maxsize``), and a full
-  buffer takes the partition out of the fetch set until the agent drains it again
-  (``driftline.streams.app``). ``/health`` says "overloaded, backing off" and the
-  ``driftline_inference_backpressure`` gauge is 1 meanwhile.
-- *the input* - an error from a ready model. The batch is retried one event at a time, each event
-  up to ``inference_event_attempts`` times (overload during those attempts is backpressure again,
-  not an attempt); only an event that keeps failing is dead-lettered, as ``inference_rejected``.
+``Stages.classify`` turns raw messages into predictions and dead letters; ``Stages.predict`` sorts inference
+failures into backpressure (the service's fault) and dead letters (the input's).
 """
 
 from __future__ import annotations
@@ -44,8 +29,7 @@ from driftline.models.inference.base import (
 )
 from driftline.schema.records import DeadLetterRecord, PredictionRecord
 from driftline.settings import PipelineConfig
-from driftline.streams.deadletter import dead_letter
-from driftline.streams.decode import Rejection, decode_event
+from driftline.streams.decode import Rejection, dead_letter, decode_event
 from driftline.streams.metrics import PipelineMetrics
 from driftline.streams.routing import Route
 from driftline.streams.surges import subject_of
@@ -114,9 +98,14 @@ class Stages:
         self.metrics.dead_letters.labels(msg.topic, rejection.code).inc()
         log.info(
             "dead letter",
-            extra={"topic": msg.topic, "partition": msg.partition, "offset": msg.offset,
-                   "code": rejection.code, "detail": rejection.detail[:300]},
-        )  # fmt: skip
+            extra={
+                "topic": msg.topic,
+                "partition": msg.partition,
+                "offset": msg.offset,
+                "code": rejection.code,
+                "detail": rejection.detail[:300],
+            },
+        )
         return dead_letter(
             topic=msg.topic,
             partition=msg.partition,
@@ -224,10 +213,14 @@ class Stages:
         self.metrics.inference_retries.labels(task, "rejected").inc()
         log.warning(
             "event refused by a ready model, retrying it",
-            extra={"task": task, "attempt": state.attempt_number, "of": self.config.inference_event_attempts,
-                   "retry_in_s": state.next_action.sleep if state.next_action else None,
-                   "error": f"{type(outcome).__name__}: {outcome}"[:500]},
-        )  # fmt: skip
+            extra={
+                "task": task,
+                "attempt": state.attempt_number,
+                "of": self.config.inference_event_attempts,
+                "retry_in_s": state.next_action.sleep if state.next_action else None,
+                "error": f"{type(outcome).__name__}: {outcome}"[:500],
+            },
+        )
 
     async def _served(self, task: str, texts: list[str]) -> list[Prediction] | Exception:
         """One call, retried forever while the service cannot take it (backpressure); the

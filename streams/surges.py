@@ -1,40 +1,6 @@
 """Surge alerts: a subject's share of its window's traffic, and its count, against earlier windows.
 
-Two alert kinds share one rule:
-
-- ``topic_volume_surge``: news events per predicted label (subject = label), a share of the task's news;
-- ``negative_sentiment_surge``: negative chat messages per channel (subject = channel), a share of all
-  the channel's messages.
-
-Why share as well as volume: traffic as a whole rises and falls (a producer pauses and resumes, a busy
-hour), and a count rule fires on every such swing. A surge is one subject taking a larger part of the
-traffic, so a tumbling window fires only when the subject's share rises well above its baseline share -
-by effect size (its odds reach ``ratio`` x the baseline odds: about ``ratio`` x the share for rare
-subjects, still reachable for common ones) and by evidence (one-sided two-proportion z-test,
-``p <= max_p_value``) - *and* its count reaches ``min_count``. A uniform rise of traffic keeps every
-share and fires nothing.
-
-Baseline: the previous ``baseline_windows`` windows, skipping empty ones (a pause has no share and must
-not drag the baseline to zero). At least ``MIN_HISTORY`` non-empty windows are needed, so a freshly
-started pipeline, or one back from a pause longer than the look-back, gathers history before it can
-fire. The baseline share is EWMA(count) / EWMA(total) over those windows, oldest first: a volume
-weighted share in which the most recent window weighs most. The z-test takes it as measured on
-EWMA(total) x the EWMA's effective number of windows (Kish), so a short or thin history needs a
-larger rise.
-
-State: two Faust *windowed tables* (tumbling, event time: predictions carry the event's timestamp and
-the tables are ``relative_to_stream``): ``counts`` per ``<task>|<subject>`` and ``totals`` per share
-group. A share needs its count and its total on one worker, so the predictions topic is keyed by share
-group (``prediction_key``): ``<task>|<channel>`` for chat, positives and negatives alike, and
-``<task>|`` for news. A news task therefore lives on one predictions partition; storing its labels and
-watching its surges is cheap next to classification, which stays spread over the input partitions.
-The alternative, a partition-local total, is no fair denominator: predictions are keyed, not spread at
-random, so a partition holds whichever labels hash to it, and a label alone in its partition would
-always have share 1. Each table key is written only from its own partition, so the changelog restores
-it on whichever worker takes that partition over.
-
-An alert fires once per (subject, window); its id is derived from kind|task|subject|window, so a
-redelivered event re-creating it collapses to one row in ClickHouse.
+Share and count must both rise, so a uniform rise in traffic fires nothing; state: two windowed Faust tables.
 """
 
 from __future__ import annotations
@@ -178,9 +144,17 @@ def evaluate_surge(
 
     def decide(fire: bool, why: str) -> SurgeDecision:
         return SurgeDecision(
-            fire, current.count, current.total, base_share, base_count, base_total, threshold, p_value,
-            len(history), why,
-        )  # fmt: skip
+            fire,
+            current.count,
+            current.total,
+            base_share,
+            base_count,
+            base_total,
+            threshold,
+            p_value,
+            len(history),
+            why,
+        )
 
     if len(history) < MIN_HISTORY:
         return decide(False, f"not enough history ({len(history)} non-empty windows < {MIN_HISTORY})")

@@ -60,9 +60,13 @@ async def ensure_topics(
     dead-lettered) apply here too; partitions and the limit default to the settings.
     """
     return await create_missing_topics(
-        get_settings(), names, partitions=partitions, bootstrap=bootstrap,
-        max_message_bytes=max_message_bytes, configs=configs,
-    )  # fmt: skip
+        get_settings(),
+        names,
+        partitions=partitions,
+        bootstrap=bootstrap,
+        max_message_bytes=max_message_bytes,
+        configs=configs,
+    )
 
 
 def internal_topics(app: faust.App) -> dict[str, tuple[int, dict[str, str]]]:
@@ -93,6 +97,10 @@ def internal_topics(app: faust.App) -> dict[str, tuple[int, dict[str, str]]]:
 def pipeline_topic_names(names: Topics, routes: list[Route]) -> list[str]:
     """Every topic a pipeline worker consumes or produces."""
     return [
-        *(r.topic for r in routes), names.feedback, names.predictions, names.alerts, names.deadletter,
+        *(r.topic for r in routes),
+        names.feedback,
+        names.predictions,
+        names.alerts,
+        names.deadletter,
         names.label_requests,
-    ]  # fmt: skip
+    ]

@@ -1,5 +1,10 @@
 """Shared fixtures for every area's tests.
 
+Two trees: ``tests/unit`` runs with nothing running (it mirrors the packages module for module:
+``tests/unit/<package path>/test_<module>.py``, the ground floor under ``tests/unit/driftline``);
+``tests/stack`` needs the live stack or starts real services (Kafka, ClickHouse, Triton). Helpers
+both trees import live in ``tests/support``.
+
 Tests marked ``@pytest.mark.stack`` talk to the real local stack (``driftline stack up``). If the
 stack is down they fail at once with one clear message instead of each timing out on its own.
 Parallel runs share the stack, so tests name their topics / models / rows with ``unique_suffix()``.
@@ -21,15 +26,17 @@ from driftline.compose.stack.process import port_open
 from driftline.settings import Settings, get_settings
 
 # Exports in tests (and the workers, updaters and demos they start) choose an engine by the same rule
-# on a small held-out sample among two candidates; every engine is measured by tests/models/
-# test_engines.py, and full-size measurements are the benchmarks' job (bench.models_bench).
+# on a small held-out sample among two candidates; every engine is measured by tests/unit/models/
+# engines/test_prepare.py, and full-size measurements are the benchmarks' job (bench.models_bench).
 os.environ.setdefault("DRIFTLINE_TRITON__ENGINE_SELECTION_TEXTS", "48")
 os.environ.setdefault("DRIFTLINE_TRITON__ENGINE_CANDIDATES", "ort-fp32,ort-int8")
 
-#: test folder -> the floor it tests (``pytest -m streams`` runs one floor); the root's own tests
-#: and tests/schema test the ground floor (settings, clients, schema, packaging, layering)
+#: tests/unit/<folder> and tests/stack/<folder> -> the floor it tests (``pytest -m streams`` runs one
+#: floor in both trees); tests/unit/driftline and tests/stack/driftline, and the files directly in
+#: tests/unit, test the ground floor (settings, clients, schema, packaging, layering)
+TREES = ("unit", "stack")
 FLOORS = {"compose": "compose", "models": "models", "online": "online", "streams": "streams",
-          "apps": "apps", "schema": "ground", "reliability": "reliability"}  # fmt: skip
+          "apps": "apps", "driftline": "ground", "reliability": "reliability", "bench": "bench"}  # fmt: skip
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -37,6 +44,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     root = Path(__file__).resolve().parent
     for item in items:
         parts = item.path.resolve().relative_to(root).parts
+        if parts[0] in TREES:
+            parts = parts[1:]
         floor = FLOORS.get(parts[0], "ground") if len(parts) > 1 else "ground"
         item.add_marker(floor)
 

@@ -1,18 +1,6 @@
-"""The ``driftline`` command line.
+"""The ``driftline`` command line: one typer app, each area's commands in their own module.
 
-One typer app; each area registers its commands from its own module so the CLI stays a thin layer
-over library code (heavy imports such as torch happen inside commands, keeping ``--help`` fast).
-Modules, all in ``driftline.apps.cli``:
-
-- ``stack``    : ``driftline stack up|down|status|logs``
-- ``modelling``: ``driftline data describe``, ``train``, ``export``
-- ``pipeline`` : ``driftline worker``, ``publish``, ``replay``, ``tail``
-- ``learning`` : ``driftline updater``, ``models list|promote|rollback``
-- ``labelling``: ``driftline labels list|accept`` (open taxonomy)
-- ``rescoring``: ``driftline rescore`` (a past range classified again, from Kafka retention)
-- ``explaining``: ``driftline explainer``, ``explain EVENT_ID``
-- ``demo``     : ``driftline demo``, ``dashboard``
-- ``config``   : ``driftline config show``
+A thin layer over library code; heavy imports (torch) happen inside commands so ``--help`` stays fast.
 """
 
 from __future__ import annotations
@@ -20,7 +8,7 @@ from __future__ import annotations
 import typer
 
 from driftline.apps.cli import (
-    config,
+    configuration,
     demo,
     explaining,
     labelling,
@@ -38,7 +26,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,  # locals may hold secrets
 )
 
-for module in (stack, modelling, pipeline, explaining, learning, labelling, rescoring, demo, config):
+for module in (stack, modelling, pipeline, explaining, learning, labelling, rescoring, demo, configuration):
     module.register(app)
 
 

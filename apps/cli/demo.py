@@ -63,7 +63,7 @@ def register(app: typer.Typer) -> None:
         class, live progress, and a report with plots (report.md) in the run folder."""
         from rich.console import Console
 
-        from driftline.apps.demo.config import DemoConfig
+        from driftline.apps.demo.options import DemoConfig
         from driftline.apps.demo.runner import DemoError, default_run_dir, run_demo
         from driftline.compose.stack.process import StackError
         from driftline.models.tasks import get_task
@@ -75,10 +75,16 @@ def register(app: typer.Typer) -> None:
             )
         if labeler not in ("active", "random"):
             raise typer.BadParameter("expected active or random", param_hint="--labeler")
-        overrides: dict[str, object] = {"keep_running": keep_running, "dashboard": dashboard,
-                                        "workers": workers, "seed": seed, "new_class": new_class,
-                                        "labeler": labeler, "open_taxonomy": open_taxonomy,
-                                        "shadow": shadow}  # fmt: skip
+        overrides: dict[str, object] = {
+            "keep_running": keep_running,
+            "dashboard": dashboard,
+            "workers": workers,
+            "seed": seed,
+            "new_class": new_class,
+            "labeler": labeler,
+            "open_taxonomy": open_taxonomy,
+            "shadow": shadow,
+        }
         if rate is not None:
             overrides["rate"] = rate
         if new_class_share is not None:

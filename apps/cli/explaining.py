@@ -1,10 +1,6 @@
 """CLI commands: ``driftline explainer`` (the service) and ``driftline explain EVENT_ID`` (one event).
 
-Explanations are computed off the serving path (``driftline.streams.services.explainer``) for the events each
-task's explain policy selects. ``driftline explain`` answers for any labelled event: the stored
-explanation of the version that labelled it when there is one, else it computes one with that
-version's weights, stores it (reason ``on_demand``) and prints it. Heavy imports (torch) happen
-inside the commands so ``driftline --help`` stays fast.
+``explain`` prints the labelling version's stored explanation, or computes and stores one (``on_demand``).
 """
 
 from __future__ import annotations
@@ -170,7 +166,7 @@ def explainer(
     from driftline.kafka_admin import create_missing_topics
     from driftline.logs import json_handler
     from driftline.models.explain.pool import ExplainerPool
-    from driftline.streams.services.explainer import ExplainerService
+    from driftline.streams.services.explanations import ExplainerService
     from driftline.streams.sinks.clickhouse import explanations_sink
 
     if loglevel not in LOGLEVELS:

@@ -155,15 +155,35 @@ def dataset_events(
         event_id = f"{dataset}-{run}-{i}"
         if kind == "news":
             title, _, body = example.text.partition(". ")
-            event = {"id": event_id, "timestamp": now, "source": dataset, "title": title, "body": body,
-                     "language": "en"}  # fmt: skip
+            event = {
+                "id": event_id,
+                "timestamp": now,
+                "source": dataset,
+                "title": title,
+                "body": body,
+                "language": "en",
+            }
         else:
-            event = {"id": event_id, "timestamp": now, "conversation_id": f"c{i // 5}", "user": f"u{i % 50}",
-                     "channel": rng.choice(CHANNELS), "text": example.text, "language": "zh"}  # fmt: skip
+            event = {
+                "id": event_id,
+                "timestamp": now,
+                "conversation_id": f"c{i // 5}",
+                "user": f"u{i % 50}",
+                "channel": rng.choice(CHANNELS),
+                "text": example.text,
+                "language": "zh",
+            }
         events.append(event)
         if rng.random() < feedback_fraction and example.label in load_tasks()[task].labels:
-            feedback.append({"event_id": event_id, "task": task, "label": example.label, "source": "replay",
-                             "timestamp": now})  # fmt: skip
+            feedback.append(
+                {
+                    "event_id": event_id,
+                    "task": task,
+                    "label": example.label,
+                    "source": "replay",
+                    "timestamp": now,
+                }
+            )
     return kind, events, feedback
 
 

@@ -53,9 +53,12 @@ def register(app: typer.Typer) -> None:
         start, end = _ms(from_, "--from"), _ms(to, "--to")
         console = Console()
         with Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
             console=console,
-        ) as progress:  # fmt: skip
+        ) as progress:
             bar = progress.add_task(f"rescore {task}", total=None)
 
             def planned(run_id: str, offsets: int) -> None:
@@ -63,17 +66,30 @@ def register(app: typer.Typer) -> None:
 
             try:
                 run = rescore_range(
-                    task, start, end, version=version, candidate=candidate, chunk=chunk, on_plan=planned,
+                    task,
+                    start,
+                    end,
+                    version=version,
+                    candidate=candidate,
+                    chunk=chunk,
+                    on_plan=planned,
                     on_chunk=lambda n: progress.advance(bar, n),
-                )  # fmt: skip
+                )
                 result, counts = asyncio.run(run)
             except (OutOfRetention, ValueError) as exc:
                 console.print(f"[red]refused:[/red] {exc}")
                 raise typer.Exit(2) from exc
         _print(console, result.to_dict(), counts)
         if json_out is not None:
-            body = {**result.to_dict(), "this_run": {"read": counts.read, "rescored": counts.rescored,
-                    "skipped": dict(counts.skipped), "events_per_s": counts.events_per_s}}  # fmt: skip
+            body = {
+                **result.to_dict(),
+                "this_run": {
+                    "read": counts.read,
+                    "rescored": counts.rescored,
+                    "skipped": dict(counts.skipped),
+                    "events_per_s": counts.events_per_s,
+                },
+            }
             json_out.write_text(json.dumps(body, indent=2, sort_keys=True), encoding="utf-8")
 
 

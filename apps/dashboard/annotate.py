@@ -1,17 +1,7 @@
 """The annotator page's API: open label requests to read, answers to publish as feedback.
 
-- ``GET /api/requests?task=T[&limit=N]``: the task's open label requests (``label_requests FINAL``,
-  status ``requested``; requests made during a drift first, then oldest first), each with the words
-  behind its prediction from ``explanations`` (same task, event id and model version) and the label
-  set of the version that made it.
-- ``POST /api/feedback`` ``{"task", "event_id", "label"}``: publishes a feedback event on the
-  feedback topic, ``source`` ``annotator:<id>``, keyed by event id. The worker joins it to its
-  prediction and the status pass marks the request answered.
-
-Writing needs ``Authorization: Bearer <token>`` matching one of ``annotator_tokens`` (settings,
-from the environment); the id comes from the token, never from the request. Without configured
-tokens the write endpoint answers 403: there is no open write endpoint. Tokens are compared in
-constant time and never logged.
+``GET /api/requests`` lists open requests with their explanations; ``POST /api/feedback`` publishes feedback
+and needs a configured bearer token (else 403).
 """
 
 from __future__ import annotations
@@ -88,15 +78,21 @@ class Annotator:
         rows = await self.store.query(QUEUE_SQL, {"task": task, "limit": limit})
         requests = [
             {
-                "task": r["task"], "event_id": r["event_id"], "text": r["text"], "label": r["label"],
-                "confidence": round(float(r["confidence"]), 4), "label_names": list(r["label_names"]),
-                "probabilities": [round(float(p), 4) for p in r["probabilities"]], "reason": r["reason"],
-                "model_version": r["model_version"], "drift_active": bool(r["drift_active"]),
+                "task": r["task"],
+                "event_id": r["event_id"],
+                "text": r["text"],
+                "label": r["label"],
+                "confidence": round(float(r["confidence"]), 4),
+                "label_names": list(r["label_names"]),
+                "probabilities": [round(float(p), 4) for p in r["probabilities"]],
+                "reason": r["reason"],
+                "model_version": r["model_version"],
+                "drift_active": bool(r["drift_active"]),
                 "requested_ts_ms": int(r["requested_ts_ms"]),
                 "words": [[t, round(float(s), 4)] for t, s in zip(r["tokens"], r["scores"], strict=False)],
             }
             for r in rows
-        ]  # fmt: skip
+        ]
         return web.json_response({"task": task, "writable": bool(self._tokens), "requests": requests})
 
     async def answer(self, request: web.Request) -> web.Response:
@@ -121,8 +117,13 @@ class Annotator:
             return _error(400, f"unknown task {task!r}")
         if label not in labels:
             return _error(400, f"label {label!r} is not one of {task}'s labels {labels}")
-        doc = {"event_id": event_id, "task": task, "label": label, "source": f"annotator:{annotator}",
-               "timestamp": time.time()}  # fmt: skip
+        doc = {
+            "event_id": event_id,
+            "task": task,
+            "label": label,
+            "source": f"annotator:{annotator}",
+            "timestamp": time.time(),
+        }
         try:
             FeedbackEvent.model_validate(doc)
         except ValidationError as exc:

@@ -1,11 +1,6 @@
 """Dashboard filters, the SQL behind each panel, and the JSON each panel receives.
 
-Filters arrive as untrusted query-string values: they are validated here (bad values raise
-``FilterError``, answered with HTTP 400) and reach ClickHouse only as clickhouse-driver parameters,
-never spliced into SQL text. Panels read ``labels_minute_agg`` (0004_analytics.sql) with the filters
-in WHERE, rather than the analyst views, because ClickHouse 18.16 does not push a WHERE through a
-view's GROUP BY and would aggregate all history on every refresh. Times travel as epoch seconds
-so the browser formats them in the viewer's time zone, independent of the server's.
+Untrusted filters are validated (``FilterError`` -> 400) and reach ClickHouse only as query parameters.
 """
 
 from __future__ import annotations
@@ -19,7 +14,7 @@ from typing import Any
 #: named ranges offered by the page (seconds)
 RANGES: dict[str, int] = {"15m": 900, "1h": 3600, "6h": 21600, "24h": 86400, "7d": 604800, "30d": 2592000}
 #: bucket sizes, smallest first; the first giving at most MAX_BUCKETS buckets is used
-STEPS = (60, 300, 900, 1800, 3600, 10800, 21600, 86400)
+BUCKET_STEPS_S = (60, 300, 900, 1800, 3600, 10800, 21600, 86400)
 MAX_BUCKETS = 120
 MAX_SPAN_S = 366 * 86400
 TASK_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
@@ -92,7 +87,7 @@ def parse_filters(params: Mapping[str, str], now: float, span: tuple[int, int] |
             end = int(now) + 60  # include the current, still-filling minute
             start = end - RANGES.get(name, RANGES["1h"])
     span = end - start
-    step = next((s for s in STEPS if math.ceil(span / s) <= MAX_BUCKETS), STEPS[-1])
+    step = next((s for s in BUCKET_STEPS_S if math.ceil(span / s) <= MAX_BUCKETS), BUCKET_STEPS_S[-1])
     start -= start % step  # align buckets to the step so they don't shift between refreshes
     return Filters(task=task, start=start, end=end, step=step)
 
@@ -292,15 +287,24 @@ def shape_event(parts: Mapping[str, list[dict]]) -> dict[str, Any] | None:
             [w, round(float(v), 4)] for w, v in zip(explanation["tokens"], explanation["scores"], strict=True)
         ]
     feedback = [
-        {"label": f["label"], "source": f["source"], "correct": bool(f["correct"]),
-         "model_version": f["model_version"], "t": f["t"]}
+        {
+            "label": f["label"],
+            "source": f["source"],
+            "correct": bool(f["correct"]),
+            "model_version": f["model_version"],
+            "t": f["t"],
+        }
         for f in parts["feedback"]
-    ]  # fmt: skip
+    ]
     rescored = [
-        {"run_id": r["run_id"], "model_version": r["model_version"], "label": r["label"],
-         "confidence": round(float(r["confidence"]), 4)}
+        {
+            "run_id": r["run_id"],
+            "model_version": r["model_version"],
+            "label": r["label"],
+            "confidence": round(float(r["confidence"]), 4),
+        }
         for r in parts["rescored"]
-    ]  # fmt: skip
+    ]
     return {
         **{k: row[k] for k in EVENT_FIELDS},
         "offset": row["kafka_offset"],

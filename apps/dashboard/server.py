@@ -1,16 +1,5 @@
 """The dashboard's aiohttp app: a static page plus a JSON API over ClickHouse.
 
-Endpoints (all GET; filters ``task``, ``range`` = all|15m|1h|6h|24h|7d|30d or ``from``/``to`` epoch
-s; ``all``, the default, is the span of the data): ``/api/tasks``, ``/api/labels`` (events/min per
-task and label), ``/api/sentiment`` (by channel), ``/api/accuracy`` (per model version, graded by
-feedback and estimated without labels, with drift / model / serving markers), ``/api/shadow``
-(a shadow version's agreement with serving on mirrored events), ``/api/latency``
-(p50/p90/p99 per task), ``/api/alerts`` (drift and alert timeline), ``/api/explanations`` (the
-least confident events with the words behind their labels), ``/api/event?task=&event_id=`` (one
-event in full: text, label, probabilities, explanation, version, feedback, re-scored labels),
-``/healthz``; the annotator page
-``/annotate`` with its ``/api/requests`` and token-protected ``POST /api/feedback``
-(``driftline.apps.dashboard.annotate``).
 Bad filters get 400 with a message, an unreachable ClickHouse 502; nothing leaks a stack trace.
 """
 

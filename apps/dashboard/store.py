@@ -1,9 +1,6 @@
 """Read-only ClickHouse access for the dashboard, off the event loop.
 
-clickhouse-driver is synchronous and a ``Client`` is not thread-safe, so each worker thread of a
-small pool keeps its own client and aiohttp handlers await ``run_in_executor``. Queries run with
-``readonly=2`` (no writes or DDL, settings still allowed) and a time limit, so a dashboard can never
-change data or pin the server. The password comes from settings (environment) and is never logged.
+One client per thread of a small pool, ``readonly=2`` and a time limit: a dashboard cannot change data.
 """
 
 from __future__ import annotations

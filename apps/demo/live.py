@@ -1,9 +1,6 @@
 """The live view: what the pipeline has done so far, read from ClickHouse while the demo runs.
 
-Counts come from the tables the pipeline writes (labels, feedback, alerts, drift_events,
-model_versions) and the serving version from Triton's model config, so the screen shows the
-system's state as an analyst would find it, not the demo's intentions. Published counts are the
-demo producer's own (what went to Kafka).
+Shows the system's state as an analyst would find it, not the demo's intentions.
 """
 
 from __future__ import annotations
@@ -12,7 +9,7 @@ from rich.console import Group
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from driftline.apps.demo.config import CHAT_TASK, NEWS_TASK
+from driftline.apps.demo.options import CHAT_TASK, NEWS_TASK
 from driftline.apps.demo.publisher import PublishState
 from driftline.apps.demo.store import Counters
 

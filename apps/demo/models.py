@@ -1,11 +1,6 @@
 """Initial adapters for the demo: get-or-train, export, and make them Triton's serving versions.
 
-Every demo run starts the story from the same place: news_topic served by an adapter trained
-without the demo's new class, chat_sentiment by its own first adapter. If Triton already serves exactly
-that adapter (same content hash) it is only (re)loaded; if it serves something else (say, the
-version a previous demo promoted), the initial adapter is exported as a new version and hot-swapped
-in, so a re-run is a fresh story without restarting anything. Training is cached by
-``driftline.models.cache.get_or_train`` (same task config + data + options = same artifact).
+Every run starts from the same adapters, hot-swapped in when Triton serves something else.
 """
 
 from __future__ import annotations
@@ -14,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from driftline.apps.demo.config import CHAT_TASK, NEWS_TASK, DemoConfig, TrainPlan
+from driftline.apps.demo.options import CHAT_TASK, NEWS_TASK, DemoConfig, TrainPlan
 
 Log = Callable[[str], None]
 

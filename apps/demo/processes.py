@@ -1,9 +1,6 @@
 """The demo's own processes (workers, updater, explainer, dashboard): started with logs in the run folder.
 
-They run as ``driftline`` subprocesses, exactly what an operator would start by hand, so the demo
-exercises the real commands rather than an in-process imitation. Each gets its own session (process
-group), so stopping one ends its children too and a Ctrl+C in the demo's terminal reaches only the
-demo, which then stops them in order. Only processes started here are ever signalled.
+Real ``driftline`` subprocesses, each in its own session; only processes started here are signalled.
 """
 
 from __future__ import annotations

@@ -1,14 +1,7 @@
 """Paced publishing of the demo's events and their delayed feedback to Kafka.
 
-The publisher owns the phase logic: ``pre`` for a fixed number of news events, ``post`` until the
-updater has decided (between ``news_post_min`` and ``news_post_max`` events, pausing at the max),
-then ``after``. Feedback is sent ``feedback_delay_s`` after it is due, as a human label would be,
-which also gives the pipeline time to store the prediction it joins against. Who labels what:
-
-- ``labeler: random``: the events the stream builder sampled (``feedback_fraction``), due when sent;
-- ``labeler: active``: a simulated annotator reads the label-requests topic and answers each request
-  for an event of this run with its true label, due when the request arrives. The workers choose
-  (``online/labels/request_policy.py``); the demo only plays the person.
+Owns the phases (``pre``, ``post``, ``after``) and the labeler (``random`` sample or ``active`` answers to
+the workers' label requests).
 """
 
 from __future__ import annotations
@@ -23,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from driftline.apps.demo.config import DemoConfig
-from driftline.apps.demo.events import DemoEvent, StreamBuilder, feedback_payload
+from driftline.apps.demo.options import DemoConfig
+from driftline.apps.demo.stream import DemoEvent, StreamBuilder, feedback_payload
 from driftline.settings import get_settings
 
 

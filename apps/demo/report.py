@@ -1,20 +1,6 @@
 """The demo's report: headline numbers, PNG plots and report.md, all measured from the run.
 
-Inputs are what the run left behind: the label rows the pipeline wrote to ClickHouse (which model
-version labelled each event, latency, timestamps), drift detections and registry decisions, and the
-ground truth the demo kept for every event it published. ``analyse`` is pure (unit-tested on
-synthetic rows); ``write_report`` renders it (matplotlib with the Agg backend: no display needed).
-
-Definitions used throughout (news_topic, the task with the shift):
-
-- *pre-shift accuracy*: events before the shift, all served by the initial version;
-- *accuracy at the drop*: shifted events still served by the initial version;
-- *recovered accuracy*: shifted events served by the promoted version; *recovery ratio* is
-  recovered / pre-shift;
-- *detection delay*: shifted events the pipeline had labelled when the first drift detection after
-  the shift was recorded (by processing time);
-- *rolling accuracy*: over the last ``window`` events that received feedback, the way an operator
-  with only the feedback labels would see it (the "all events" line uses the full ground truth).
+``analyse`` is pure (unit-tested on synthetic rows); ``write_report`` renders it.
 """
 
 from __future__ import annotations
@@ -27,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from driftline.apps.demo.config import CHAT_TASK, NEW_CLASS, NEWS_TASK
-from driftline.apps.demo.events import DemoEvent
+from driftline.apps.demo.options import CHAT_TASK, NEW_CLASS, NEWS_TASK
 from driftline.apps.demo.store import DriftRow, LabelRow, VersionRow
+from driftline.apps.demo.stream import DemoEvent
 
 
 @dataclass
@@ -166,9 +152,12 @@ def analyse(
 ) -> tuple[Headline, list[Graded]]:
     """Grade the run against the truth and compute the headline; pure, no I/O."""
     h = Headline(
-        initial_version=initial_version, feedback_joined_by_pipeline=feedback_joined, new_class=new_class,
-        labeler=labeler, open_taxonomy=open_taxonomy,
-    )  # fmt: skip
+        initial_version=initial_version,
+        feedback_joined_by_pipeline=feedback_joined,
+        new_class=new_class,
+        labeler=labeler,
+        open_taxonomy=open_taxonomy,
+    )
     for task in (NEWS_TASK, CHAT_TASK):
         h.events_published[task] = sum(e.task == task for e in events)
         h.events_labelled[task] = len({r.event_id for r in labels if r.task == task})
@@ -270,16 +259,27 @@ def plot_accuracy(
     fig, ax = plt.subplots(figsize=(10, 4.5))
     if news:
         xs = [g.index for g in news]
-        ax.plot(xs, rolling([g.correct for g in news], window), color="0.75", lw=1,
-                label=f"all events (ground truth), last {window}")  # fmt: skip
+        ax.plot(
+            xs,
+            rolling([g.correct for g in news], window),
+            color="0.75",
+            lw=1,
+            label=f"all events (ground truth), last {window}",
+        )
         graded = [g for g in news if g.feedback]
         versions = sorted({g.version for g in graded}, key=lambda v: int(v) if v.isdigit() else 0)
         acc = rolling([g.correct for g in graded], window)
         colours = plt.get_cmap("tab10")
         for n, version in enumerate(versions):
             pts = [(g.index, a) for g, a in zip(graded, acc, strict=True) if g.version == version]
-            ax.plot(*zip(*pts, strict=True), ".-", ms=3, lw=1.5, color=colours(n),
-                    label=f"version {version} (feedback-graded, last {window})")  # fmt: skip
+            ax.plot(
+                *zip(*pts, strict=True),
+                ".-",
+                ms=3,
+                lw=1.5,
+                color=colours(n),
+                label=f"version {version} (feedback-graded, last {window})",
+            )
         shift = next((g.index for g in news if g.phase != "pre"), None)
         if shift is not None:
             ax.axvline(shift, color="k", ls=":", lw=1)
@@ -364,8 +364,13 @@ def plot_latency(labels: Sequence[LabelRow], out: Path, bucket_s: float = 15.0) 
                     groups.setdefault(int((r.processed_ts_ms - start) / 1000 / bucket_s), []).append(value(r))
                 ks = sorted(groups)
                 for q, colour in ((50, "tab:blue"), (90, "tab:orange"), (99, "tab:red")):
-                    ax.plot([k * bucket_s for k in ks], [np.percentile(groups[k], q) for k in ks], style,
-                            color=colour, label=f"{task} p{q}")  # fmt: skip
+                    ax.plot(
+                        [k * bucket_s for k in ks],
+                        [np.percentile(groups[k], q) for k in ks],
+                        style,
+                        color=colour,
+                        label=f"{task} p{q}",
+                    )
             ax.set_title(title, fontsize=10)
             ax.set_xlabel("seconds since the first label")
             ax.set_ylabel("ms")
@@ -481,9 +486,17 @@ def write_report(
 ) -> Headline:
     """Analyse the run and write the plots, headline.json and report.md into ``run_dir``."""
     h, news = analyse(
-        events, labels, drift, versions, initial_version=initial_version, feedback_joined=feedback_joined,
-        new_class=new_class, labeler=labeler, open_taxonomy=open_taxonomy, update_starts_ms=update_starts_ms,
-    )  # fmt: skip
+        events,
+        labels,
+        drift,
+        versions,
+        initial_version=initial_version,
+        feedback_joined=feedback_joined,
+        new_class=new_class,
+        labeler=labeler,
+        open_taxonomy=open_taxonomy,
+        update_starts_ms=update_starts_ms,
+    )
     plot_accuracy(news, h, drift, run_dir / "accuracy.png", window)
     plot_throughput(labels, run_dir / "throughput.png")
     plot_latency(labels, run_dir / "latency.png")

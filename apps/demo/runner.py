@@ -1,14 +1,7 @@
 """``run_demo``: the whole learning loop on the local stack, from nothing to a report.
 
-Steps (each prints what it does; any failure stops the processes this run started):
-
-1. the local stack up (idempotent: a running stack is reused, never restarted);
-2. initial adapters trained or reused, exported, serving in Triton (``driftline.apps.demo.models``);
-3. worker(s), the updater, the explainer and the dashboard started as ``driftline`` subprocesses;
-4. events published in phases with feedback for a sample, under a live view of ClickHouse counters;
-5. wait until the pipeline has labelled what was sent; stop what was started (unless
-   ``keep_running``); the stack and the dashboard stay up for exploration;
-6. the report (``driftline.apps.demo.report``) in ``<run_dir>``, headline printed.
+Stack up, adapters served, processes started, events published, report written; a failure stops what this
+run started.
 """
 
 from __future__ import annotations
@@ -27,7 +20,7 @@ from typing import Any
 from rich.console import Console
 from rich.live import Live
 
-from driftline.apps.demo.config import CHAT_TASK, NEWS_TASK, DemoConfig
+from driftline.apps.demo.options import CHAT_TASK, NEWS_TASK, DemoConfig
 from driftline.apps.demo.report import Headline, _fmt, decision_of, write_report
 from driftline.settings import get_settings
 
@@ -72,12 +65,12 @@ def _wait_healthy(port: int, managed: Any, timeout_s: float) -> None:
 
 def run_demo(config: DemoConfig, console: Console | None = None) -> DemoResult:
     """Run the whole demo (steps in the module docstring); stops what it started on failure."""
-    from driftline.apps.demo.events import StreamBuilder
     from driftline.apps.demo.live import LiveView
     from driftline.apps.demo.models import prepare_models
     from driftline.apps.demo.processes import ProcessGroup, free_port, port_in_use
     from driftline.apps.demo.publisher import DemoPublisher
     from driftline.apps.demo.store import DemoStore
+    from driftline.apps.demo.stream import StreamBuilder
     from driftline.compose.stack.manager import Stack
 
     console = console or Console()

@@ -1,12 +1,6 @@
 """Everything the demo reads back from ClickHouse, scoped to one run.
 
-A run's events have ids ``demo-<run_id>-...``, so its label and feedback rows are found with one
-``LIKE`` on the sort key's second column; drift events, alerts and registry rows are scoped by task
-and the run's start time. Queries are plain SQL valid on ClickHouse 18.16 and modern ClickHouse.
-
-A table that does not exist yet (a migration not applied, a building block not wired) reads as
-empty and is listed in ``missing``, so the live view and the report can say what is absent instead
-of crashing half-way through a demo.
+A table that does not exist yet reads as empty and is listed in ``missing``, so views do not crash.
 """
 
 from __future__ import annotations
@@ -17,7 +11,7 @@ from typing import Any
 
 from driftline.settings import ClickHouseSettings
 
-TASKS_SQL = "('news_topic', 'chat_sentiment')"
+DEMO_TASKS_SQL = "('news_topic', 'chat_sentiment')"
 
 
 @dataclass
@@ -129,7 +123,7 @@ class DemoStore:
             self._query(
                 "alerts",
                 "SELECT kind, uniqExact(alert_id) FROM alerts WHERE created_ts_ms >= %(since)s "
-                f"AND task IN {TASKS_SQL} GROUP BY kind",
+                f"AND task IN {DEMO_TASKS_SQL} GROUP BY kind",
                 p,
             )
         )
@@ -137,14 +131,14 @@ class DemoStore:
             self._query(
                 "drift_events",
                 "SELECT task, uniqExact(drift_id) FROM drift_events WHERE detected_ts_ms >= %(since)s "
-                f"AND task IN {TASKS_SQL} GROUP BY task",
+                f"AND task IN {DEMO_TASKS_SQL} GROUP BY task",
                 p,
             )
         )
         rows = self._query(
             "model_versions",
             "SELECT uniqExact(task, version, adapter_hash) FROM model_versions "
-            f"WHERE created_ts_ms >= %(since)s AND task IN {TASKS_SQL}",
+            f"WHERE created_ts_ms >= %(since)s AND task IN {DEMO_TASKS_SQL}",
             p,
         )
         c.versions = int(rows[0][0]) if rows else 0
@@ -180,7 +174,7 @@ class DemoStore:
         rows = self._query(
             "drift_events",
             "SELECT task, detector, signal, detected_ts_ms, statistic, model_version, event_count "
-            f"FROM drift_events FINAL WHERE detected_ts_ms >= %(since)s AND task IN {TASKS_SQL} "
+            f"FROM drift_events FINAL WHERE detected_ts_ms >= %(since)s AND task IN {DEMO_TASKS_SQL} "
             "ORDER BY detected_ts_ms",
             self._params(),
         )
@@ -191,7 +185,7 @@ class DemoStore:
         rows = self._query(
             "alerts",
             "SELECT task, subject, kind, created_ts_ms, 0.0, '', 0 FROM alerts FINAL "
-            f"WHERE kind = 'drift' AND created_ts_ms >= %(since)s AND task IN {TASKS_SQL} "
+            f"WHERE kind = 'drift' AND created_ts_ms >= %(since)s AND task IN {DEMO_TASKS_SQL} "
             "ORDER BY created_ts_ms",
             self._params(),
         )
@@ -202,7 +196,7 @@ class DemoStore:
         rows = self._query(
             "model_versions",
             "SELECT task, version, status, reason, metrics, created_ts_ms, updated_ts_ms "
-            f"FROM model_versions FINAL WHERE created_ts_ms >= %(since)s AND task IN {TASKS_SQL} "
+            f"FROM model_versions FINAL WHERE created_ts_ms >= %(since)s AND task IN {DEMO_TASKS_SQL} "
             "ORDER BY created_ts_ms",
             self._params(),
         )
@@ -213,7 +207,7 @@ class DemoStore:
         return self._query(
             "alerts",
             "SELECT task, severity, created_ts_ms, subject, message FROM alerts FINAL "
-            f"WHERE kind = 'model' AND created_ts_ms >= %(since)s AND task IN {TASKS_SQL} "
+            f"WHERE kind = 'model' AND created_ts_ms >= %(since)s AND task IN {DEMO_TASKS_SQL} "
             "ORDER BY created_ts_ms",
             self._params(),
         )

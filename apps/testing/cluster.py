@@ -1,18 +1,7 @@
 """The three-broker TLS cluster as a pipeline's Kafka: start it, load it, kill a broker, count.
 
-Shared by ``tests/compose/test_cluster.py``, ``tests/reliability/test_cluster_faults.py`` and
-``bench.cluster_bench`` so the cluster is started, loaded and judged one way:
-
-- ``start_cluster(run_dir)``: ``driftline stack up --cluster -s kafka`` through the real CLI on free
-  ports with its own run dir; yields the client environment the CLI prints (SASL_SSL, CA file, RF 3,
-  ``min.insync.replicas`` 2) and stops every node afterwards. ClickHouse and Triton stay the ones
-  the calling environment names (the shared stack's by default).
-- ``NewsLoad``: a producer thread sending news events through ``driftline.clients.kafka_producer``
-  (``acks=all``, idempotent), paced or all at once; a send that fails is retried with the same id.
-- ``LabelWatch``: polls ClickHouse and remembers when each id's label row was first seen.
-- ``throughput(...)``: events/s of a running pipeline for one batch of events.
-- ``broker_kill(...)``: steady load, SIGKILL of one broker, its restart; returns lost / duplicated
-  ids (``stored_copies``: rows an id keeps after merges, never ``labels FINAL``) and recovery time.
+Shared by the cluster tests and benchmark: ``start_cluster``, ``NewsLoad``, ``LabelWatch``,
+``throughput`` and ``broker_kill``.
 """
 
 from __future__ import annotations
@@ -97,8 +86,13 @@ def start_cluster(run_dir: Path, timeout_s: float = 240.0) -> Iterator[Cluster]:
     t0 = time.monotonic()
     up = subprocess.run(
         [*CLI, "stack", "up", "--cluster", "-s", "kafka"],
-        env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout_s, check=False,
-    )  # fmt: skip
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
     seconds = time.monotonic() - t0
     try:
         if up.returncode != 0:
@@ -320,8 +314,12 @@ def warm_up(run: PipelineRun, texts: list[str], timeout: float = 180.0) -> dict[
         load.join(timeout)
         done = watch.wait_for(load.acked, timeout)
     started = min(load.sent_at.values())
-    return {"events": len(texts), "labelled": len(watch.seen), "complete": done,
-            "seconds": round(max(watch.seen.values(), default=started) - started, 2)}  # fmt: skip
+    return {
+        "events": len(texts),
+        "labelled": len(watch.seen),
+        "complete": done,
+        "seconds": round(max(watch.seen.values(), default=started) - started, 2),
+    }
 
 
 def _latencies_before(sent_at: dict[str, float], seen: dict[str, float], killed: float) -> list[float]:

@@ -1,16 +1,6 @@
 """The pipeline harness: real worker processes on private topics, for the stack tests and the benchmark.
 
-- ``pipeline_artifact(task)``: a small LoRA classifier per task, trained once (a few dozen steps on
-  a few examples per class, ~1 min) and cached under ``$DRIFTLINE_CACHE/test-artifacts/<task>/``,
-  outside ``artifacts/<task>/`` so ``driftline export`` never takes it for the task's real model.
-- ``served_model(task)``: export that artifact under a unique Triton model name and load it.
-- ``PipelineRun``: unique topics / app id for one run, worker processes (``driftline worker``),
-  the explainer service beside them when wanted (``start_explainer``, where ``explainer_available()``),
-  a producer that remembers where each message landed, and ClickHouse queries. Its Kafka clients
-  come from ``driftline.clients`` with the run's settings (the process's, or those of an explicit
-  ``base_env`` such as a TLS cluster's), so security settings reach them as they reach the workers.
-- ``settings_for(env)``, ``query`` and ``stored_copies``: settings of an explicit environment and
-  the ClickHouse reads the reliability tests and benchmarks count lost and duplicated events with.
+``pipeline_artifact``, ``served_model``, ``PipelineRun``, ``settings_for``, ``query`` and ``stored_copies``.
 """
 
 from __future__ import annotations
@@ -94,8 +84,15 @@ def explainer_available() -> bool:
 def event_doc(task: str, event_id: str, text: str, source: str = "bench") -> dict[str, Any]:
     """The input event carrying ``text``: a news article (title + body) or a chat message."""
     if task == "chat_sentiment":
-        return {"id": event_id, "timestamp": time.time(), "conversation_id": source, "user": source,
-                "channel": source, "text": text, "language": "zh"}  # fmt: skip
+        return {
+            "id": event_id,
+            "timestamp": time.time(),
+            "conversation_id": source,
+            "user": source,
+            "channel": source,
+            "text": text,
+            "language": "zh",
+        }
     title, _, body = text.partition(". ")
     return {"id": event_id, "timestamp": time.time(), "source": source, "title": title, "body": body}
 
@@ -147,9 +144,16 @@ def pipeline_artifact(task_name: str) -> Path:
     shutil.rmtree(staging, ignore_errors=True)
     options = {"head_lr": recipe["head_lr"]} if "head_lr" in recipe else {}
     train_classifier(
-        task, train, None, out_dir=staging, max_steps=int(recipe["max_steps"]), batch_size=8, max_length=64,
-        progress=False, **options,
-    )  # fmt: skip
+        task,
+        train,
+        None,
+        out_dir=staging,
+        max_steps=int(recipe["max_steps"]),
+        batch_size=8,
+        max_length=64,
+        progress=False,
+        **options,
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.rename(staging, out)
@@ -160,17 +164,23 @@ def pipeline_artifact(task_name: str) -> Path:
 
 def quick_demo_adapter() -> Path:
     """The quick demo's first news adapter (trained without the class that emerges later; cached)."""
-    from driftline.apps.demo.config import DemoConfig
+    from driftline.apps.demo.options import DemoConfig
     from driftline.models.cache import get_or_train
     from driftline.models.tasks import get_task
 
     config = DemoConfig.preset(quick=True, run_dir=get_settings().run_dir / "bench")
     plan = config.news_train
     return get_or_train(
-        get_task("news_topic"), exclude=[config.new_class], limit=plan.limit_per_class,
-        max_steps=plan.max_steps, epochs=plan.epochs, batch_size=plan.batch_size, seed=config.seed,
-        progress=True, root=get_settings().cache_dir / str(config.artifacts_subdir) / "news_topic",
-    ).artifact_dir  # fmt: skip
+        get_task("news_topic"),
+        exclude=[config.new_class],
+        limit=plan.limit_per_class,
+        max_steps=plan.max_steps,
+        epochs=plan.epochs,
+        batch_size=plan.batch_size,
+        seed=config.seed,
+        progress=True,
+        root=get_settings().cache_dir / str(config.artifacts_subdir) / "news_topic",
+    ).artifact_dir
 
 
 @dataclass
@@ -307,9 +317,13 @@ class PipelineRun:
             "triton",
         ]
         proc = subprocess.Popen(
-            cmd, cwd=REPO_ROOT, env=self.env(), stdout=log.open("wb"), stderr=subprocess.STDOUT,
+            cmd,
+            cwd=REPO_ROOT,
+            env=self.env(),
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
             start_new_session=True,
-        )  # fmt: skip
+        )
         self.workers.append((proc, port, log))
         return port
 
@@ -326,9 +340,13 @@ class PipelineRun:
         }
         log = log_dir / f"explainer-{self.suffix}-{len(self.services)}.log"
         proc = subprocess.Popen(
-            [sys.executable, "-m", "driftline.apps.cli", "explainer"], cwd=REPO_ROOT, env=env,
-            stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+            [sys.executable, "-m", "driftline.apps.cli", "explainer"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.services.append((proc, log))
         return proc
 
@@ -418,10 +436,14 @@ async def consume_all(settings: Settings, topic: str, idle_s: float = 3.0) -> li
     consumer = AIOKafkaConsumer(
         topic,
         **kafka_client_kwargs(
-            settings, auto_offset_reset="earliest", enable_auto_commit=False, group_id=None,
-            max_partition_fetch_bytes=32 << 20, fetch_max_bytes=64 << 20,
+            settings,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            group_id=None,
+            max_partition_fetch_bytes=32 << 20,
+            fetch_max_bytes=64 << 20,
         ),
-    )  # fmt: skip
+    )
     await consumer.start()
     values: list[bytes] = []
     try:

@@ -1,11 +1,6 @@
 """Kafka 4 in KRaft mode: one JVM per node that is both broker and controller, jars from Maven Central.
 
-One node by default; ``DRIFTLINE_KAFKA__NODES=3`` (``driftline stack up --cluster``) runs a three-voter
-cluster on loopback, the rehearsal of a real deployment: SASL_SSL (SCRAM) for clients and between
-brokers, certificates from a CA the stack creates with openssl under ``<run_dir>/kafka/tls``.
-
-The jars are fetched once by Maven (compose/kafka/pom.xml) into ``$DRIFTLINE_CACHE/kafka-libs`` and
-stamped with the pom's hash, so changing the pom refetches and a warm start costs nothing.
+One node by default; ``--cluster`` runs three SASL_SSL voters on loopback, the rehearsal of a real deployment.
 """
 
 from __future__ import annotations
@@ -406,10 +401,15 @@ class KafkaService(Service):
         # one node: a dynamic quorum with this node as its only voter; more: the static voters list
         quorum = ["--standalone"] if self.nodes == 1 else []
         cmd = self._java(
-            "kafka.tools.StorageTool", "format", *quorum, "--ignore-formatted",
-            f"--cluster-id={id_file.read_text().strip()}", f"--config={self.config_file}", *scram,
+            "kafka.tools.StorageTool",
+            "format",
+            *quorum,
+            "--ignore-formatted",
+            f"--cluster-id={id_file.read_text().strip()}",
+            f"--config={self.config_file}",
+            *scram,
             tool=True,
-        )  # fmt: skip
+        )
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             out = (result.stdout + result.stderr)[-3000:]

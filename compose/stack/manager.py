@@ -1,10 +1,7 @@
 """``driftline stack up|down|status|logs`` as library calls.
 
-``up`` launches every stopped service at once, preparing them in parallel threads (their start-ups
-overlap, which matters on two cores; so do the storage formats of a Kafka cluster's nodes),
-waits for each health check, then creates the Kafka topics and applies ClickHouse migrations. It is
-idempotent: services already running are reported, not started twice, and only new migrations and
-missing topics are applied. ``down`` stops only processes recorded in this run dir's pid files.
+``up`` starts stopped services in parallel, waits for health, then creates topics and applies migrations
+(idempotent); ``down`` stops only processes recorded in this run dir's pid files.
 """
 
 from __future__ import annotations

@@ -1,10 +1,6 @@
 """Triton Inference Server from the nvidia-pytriton wheel (CPU here, GPU in production).
 
-The wheel ships ``tritonserver``, the python backend and per-Python-version stubs, but not laid out
-the way the server expects; we assemble a backend directory under the run dir with the 3.11 stub
-inside the python backend folder. The stub locates Python through PATH and needs libpython on
-LD_LIBRARY_PATH, and model.py files import ``driftline.models``, hence the environment below.
-Models load on demand (explicit control mode) so one broken model never blocks the server.
+Assembles the python backend the wheel ships into a layout the server accepts, and loads models on demand.
 """
 
 from __future__ import annotations

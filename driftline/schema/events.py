@@ -1,10 +1,6 @@
 """The input events producers send: news articles, chat messages and feedback labels.
 
-These are the shapes of the input topics, checked strictly (no silent ``123 -> "123"``) because a
-producer sending the wrong type is a bug worth seeing. Turning raw Kafka bytes into one of them,
-with a dead-letter reason when that fails, is the stream's job (``driftline.streams.decode``);
-checking a feedback label against the task catalogue is ``driftline.online.labels.join.check_feedback``.
-Both the stream's decoder and the feedback joiner validate feedback through ``FeedbackEvent``.
+Checked strictly (no silent ``123 -> "123"``): a producer sending the wrong type is a bug worth seeing.
 """
 
 from __future__ import annotations

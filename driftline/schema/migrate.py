@@ -1,9 +1,6 @@
 """ClickHouse schema migrations: numbered ``driftline/schema/migrations/*.sql`` files applied in order.
 
-Each applied file is recorded in ``schema_migrations`` (name, checksum, applied_at), so running
-``driftline stack up`` again applies only new files. Files are split into statements at a ``;`` that
-ends a line (the project's convention), so the runner needs no SQL parser and the same statements
-can be fed to the 18.16 server and to chDB in tests.
+Applied files are recorded in ``schema_migrations``, so ``driftline stack up`` applies only new ones.
 """
 
 from __future__ import annotations

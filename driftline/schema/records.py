@@ -1,12 +1,6 @@
 """The records every stage writes: one class per boundary, next to the migrations that hold them.
 
-A prediction, an alert, a dead letter, a joined feedback label, a drift detection and a registry
-row each have exactly one shape. The class is what the topic carries (``model_dump_json`` /
-``model_validate_json`` for the pydantic records) and it knows its ClickHouse table: ``TABLE``,
-``COLUMNS`` in the migration's column order, and ``to_row()`` giving the values in that order.
-``tests/schema/test_records.py`` checks ``COLUMNS`` against the migrated tables, so a migration and
-its record cannot drift apart. Times are epoch milliseconds; ``DateTime`` columns are derived from
-them with ``driftline.schema.timestamps.to_datetime``.
+Each record is what its topic carries and knows its ClickHouse table (``TABLE``, ``COLUMNS``, ``to_row()``).
 """
 
 from __future__ import annotations

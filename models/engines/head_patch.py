@@ -1,22 +1,7 @@
 """A head refit's graphs without tracing: the parent's graphs with the new head's weights swapped in.
 
-A head refit (``models/head_refit.py``) changes only the linear head. The encoder, its merged LoRA,
-the transformer fusions and the quantization of every encoder weight are the parent's, byte for byte,
-so tracing, fusing and quantizing again (``onnx_export.write_onnx``, ~9 s of a head update's time to
-serve on 2 cores) would rebuild the same graph around a different ``[labels, hidden]`` matrix.
-Swapping the head's initializers in the parent's graph files takes about a second per graph.
-
-Both head layouts the exporter writes are recognised:
-
-* fp32: the traced ``Gemm`` of ``...head.weight`` ``[labels, hidden]`` (``transB=1``), or the
-  fusion optimizer's ``MatMul`` of ``...head.weight_Transposed`` ``[hidden, labels]``, and ``...head.bias``;
-* int8: ``quantize_dynamic``'s ``MatMulInteger`` on ``...head.weight_Transposed_quantized``
-  ``[hidden, labels]`` int8, symmetric per output channel (a scale per label, ``absmax / 127``, zero
-  points 0), and the fp32 bias.
-
-Anything else (another head layout, or a head of another width: a grown head changes shapes the
-graph's value info may still state) raises :class:`HeadPatchError`, and the caller exports from
-scratch. The result is checked against the serving contract before it is written.
+A refit changes only the head, so swapping its initializers (about a second per graph) replaces a full
+re-export; an unrecognised layout raises :class:`HeadPatchError` and the caller exports from scratch.
 """
 
 from __future__ import annotations

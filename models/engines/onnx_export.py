@@ -1,21 +1,7 @@
 """Write a classifier version as ONNX graphs: plain fp32 (the serving contract), int8, fused, fused int8.
 
-``model.onnx`` is the whole classifier of the artifact in one graph, exactly as the torch
-:class:`~driftline.models.classifier.Classifier` computes it: encoder with the LoRA merged, masked
-mean pooling, the linear head and a softmax. Inputs ``INPUT_IDS`` and ``ATTENTION_MASK`` (int64,
-dynamic ``[batch, seq]``), output ``PROBS`` (float32 ``[batch, n_labels]``): the names Triton's
-onnxruntime backend serves it under in production. The variants, for the engine selection:
-
-* ``model-int8.onnx``: ``quantize_dynamic`` (int8 weights per output channel, activations quantized
-  per batch) of the matrix products; the embedding tables stay fp32 (a lookup gains nothing from int8);
-* ``model-fused.onnx``: onnxruntime's transformer optimizer (``model_type="bert"``: attention,
-  embedding and skip-layer-norm fusions), heads and hidden size from the encoder's config;
-* ``model-fused-int8.onnx``: the fused graph, quantized the same way.
-
-The encoder is traced with eager attention: the fusions recognise its pattern, not that of SDPA.
-Every file is written under a temporary name and renamed into place, so Triton or an engine never
-reads half a graph. Only ``model.onnx`` is required; a variant that fails is logged, its stale file
-removed, and the engines that need it then report it missing.
+``model.onnx`` is required and is what Triton's onnxruntime backend serves; the variants feed engine
+selection, and one that fails is logged and left out.
 """
 
 from __future__ import annotations

@@ -1,9 +1,6 @@
 """``openvino-*``: an ONNX graph of the version compiled by OpenVINO for the CPU.
 
-Inference precision is pinned to f32: on CPUs with bf16/fp16 units OpenVINO would otherwise lower
-the "fp32" graph on its own, and the engine name would no longer say what runs. A graph OpenVINO
-cannot read or compile (an operator its ONNX frontend lacks) raises at load time with OpenVINO's own
-message, which the selection records as that engine's error.
+Precision is pinned to f32 so the engine name says what runs.
 """
 
 from __future__ import annotations

@@ -1,11 +1,6 @@
 """Prepare a served version's engines: write its graphs, measure the engines, record the choice.
 
-This is what serving calls once per new version (``driftline export`` and the online updater's
-promotion): :func:`~driftline.models.engines.onnx_export.write_onnx`, then
-:func:`~driftline.models.engines.select.choose_engine` on held-out texts of the task's dataset (the
-validation split, else test; never training data), then the choice and every engine's measurements
-into the folder's ``meta.json`` (``engine``, ``engines``), where the serving model reads which engine
-to load. The ``triton.engine`` setting forces an engine instead of the measured choice.
+Called once per new version (export and promotion); the choice lands in the version's ``meta.json``.
 """
 
 from __future__ import annotations

@@ -1,16 +1,7 @@
 """Choose a version's inference engine by measurement: the fastest that keeps torch's accuracy.
 
-Every candidate runs the same held-out texts in the same batches, encoded and planned as serving
-does them (:mod:`~driftline.models.text.batching`: length-sorted, cut by the token budget). Per
-engine it records throughput (sentences/s, the best of two timed passes after a warm-up on the
-shortest and longest batch), accuracy against the gold labels, label agreement with ``torch-fp32``
-(the reference), the largest probability difference from it, and the error when the engine failed to
-load or run.
-
-The rule (:func:`pick_engine`): among engines without error whose accuracy is within
-``accuracy_tolerance`` of torch's and whose agreement is at least ``min_agreement``, the fastest;
-torch when none qualifies. Quantized graphs are often faster and usually as accurate, but not for
-every model, which is why this is measured per version rather than decided once.
+:func:`pick_engine` applies the rule to per-engine measurements on held-out texts, per version, because
+quantized graphs are not equally accurate for every model.
 """
 
 from __future__ import annotations

@@ -1,16 +1,7 @@
 """``Explainer``: the top words behind a model version's decisions, computed from its torch weights.
 
-Serving returns probabilities only; explanations (one backward pass per batch, 1.7-2.3x the cost of
-classifying) are computed here, off the serving path, by the explainer service and ``driftline
-explain`` for the events that need one. The method is ``driftline.models.explain.gradients``'s:
-signed gradient x input on the input embeddings towards the explained label's logit, rows scaled
-to sum(|score|) = 1, merged into words, top ``TOP_K`` kept.
-
-The weights are the version folder's (``models.classifier.load_classifier``: LoRA merged into the
-encoder, the Linear head on masked mean pooling), and texts are normalized first when the artifact
-was trained on normalized text (``meta.json`` ``normalize_input``), as serving does, so the words
-named are words of the text the model saw. By default the label explained is the one these weights
-predict; pass the prediction's labels to explain exactly the decision that was served.
+Off the serving path (explainer service, ``driftline explain``), with gradient x input from
+:mod:`driftline.models.explain.gradients`.
 """
 
 from __future__ import annotations

@@ -1,28 +1,7 @@
 """Per-request explanations: gradient x input on the input embeddings, merged into readable words.
 
-Why gradient x input (and not the alternatives):
-
-- *Cost*: one backward pass through the encoder for the whole batch, in the same request as the
-  prediction (roughly 2-3x a forward pass on CPU). Integrated gradients or SHAP/LIME need tens to
-  hundreds of forward passes per text, which a streaming classifier cannot afford on every event.
-- *Faithfulness*: it is the first-order Taylor contribution of each token's embedding to the
-  predicted class logit, so it is computed from the very weights (merged LoRA + head) that made the
-  decision, and it is signed: positive means the token pushed towards the predicted label.
-  Attention rollout is about as cheap but explains where attention flowed, not what moved the
-  logit; it ignores the value vectors, the feed-forward layers and the classification head, and it
-  needs eager attention (no SDPA), which makes the forward pass itself slower.
-- Known limits: it is a local linearisation (saturated tokens can be under-credited), so scores
-  are a ranking aid for analysts, not a causal measurement.
-
-The batch gradient is exact per item: items do not interact in a transformer forward pass (padding
-is masked), so the gradient of the *sum* of each item's predicted logit with respect to item i's
-embeddings equals the gradient of item i's own logit.
-
-Wordpieces (``##ing``) and sentencepieces (``▁word``) are merged back into words using the fast
-tokenizer's ``word_ids`` and character offsets, and the word is shown as it appears in the original
-text. Special tokens ([CLS], [SEP], <s>, padding) have no word id and are skipped. Chinese/Japanese
-text has no spaces, so a sentencepiece "word" can be a whole clause; there each subword piece is kept
-as its own unit (pieces of CJK text are already readable words such as 喜欢).
+Chosen for cost (one backward pass per batch) and faithfulness (signed, from the deciding weights);
+scores are a ranking aid, not a causal measurement.
 """
 
 from __future__ import annotations

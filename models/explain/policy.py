@@ -1,21 +1,7 @@
 """Which classified events get an explanation, and why: the selection rule of a task's explain policy.
 
-Explanations (a backward pass per text) are computed by the explainer service, off the serving
-path, only for the events a task's ``explain`` settings (``models/tasks.yaml``) select:
-
-- ``all``: every event (reason ``all``);
-- ``uncertain`` (default): confidence below ``confidence_below`` (reason ``uncertain``), plus the
-  random sample of the rest (reason ``sample``), so confident decisions are inspected too;
-- ``sample``: the random sample only (reason ``sample``);
-- ``none``: nothing; ``driftline explain EVENT_ID`` still explains one event (reason ``on_demand``).
-
-Whatever the policy, an event a worker asks a person to label is explained too (reason
-``label_request``), so the annotator sees the words behind the prediction.
-
-The sample is not drawn from a random generator but from a hash of (task, event_id): the same event
-is chosen every time, so a replay of the predictions topic (the service is at-least-once) recomputes
-exactly the rows it wrote before, which then collapse in ClickHouse, and two explainer processes
-agree without coordination.
+Policies ``all``, ``uncertain`` (default), ``sample`` and ``none``; label requests are always explained.
+The sample is a hash of (task, event_id), so replays and parallel explainers pick the same events.
 """
 
 from __future__ import annotations

@@ -1,16 +1,7 @@
 """``ExplainerPool``: explanation rows for a batch of predictions, with a few versions' weights kept loaded.
 
-Predictions name the Triton model and version that labelled them; their explanation must come from
-those weights, so the pool groups a batch by (model name, version), loads ``<repository>/<model>/
-<version>`` once (the ``capacity`` most recently used versions stay loaded: a hot swap briefly
-serves two versions, and a process may explain several tasks) and explains each group in batched
-passes, towards the label that was served.
-
-Every request gets exactly one ``ExplanationRecord``: a version folder that is gone or does not
-load, or a text that fails, gives a row whose ``error`` says why (nothing is dropped silently, and
-a later recompute replaces it). When a batch fails, its texts are retried one by one so one bad
-text does not take its neighbours' explanations with it. Model names and versions come from a
-topic, so they must be plain folder names (no path can be reached outside the repository).
+Each prediction is explained with the weights of the version that labelled it, and every request gets
+exactly one ``ExplanationRecord`` (with an ``error`` when it failed).
 """
 
 from __future__ import annotations

@@ -1,11 +1,6 @@
 """``LocalClient``: an exported version run in-process, with the engine Triton would run.
 
-It exists so tests and benchmarks can compare Triton against the exact same maths without a
-server, and so a developer can classify without the stack. Texts take the same path as through
-``TritonClient`` (``driftline.models.inference.classify``: encode, length-sorted calls within the token
-budget); only the transport differs: each call runs the version's chosen engine
-(``meta.json`` ``engine``, ``driftline.models.engines``) on a single-thread executor, so the event loop
-stays free and one engine never runs two batches at once (it parallelises inside).
+Lets tests and benchmarks compare Triton against the exact same maths without a server.
 """
 
 from __future__ import annotations
@@ -18,8 +13,14 @@ from pathlib import Path
 import numpy as np
 
 from driftline.models.artifacts import META_FILE, read_meta
-from driftline.models.inference.base import InferenceClient, ModelNotReadyError, Prediction
-from driftline.models.inference.classify import ModelInfo, VersionInfo, classify
+from driftline.models.inference.base import (
+    InferenceClient,
+    ModelInfo,
+    ModelNotReadyError,
+    Prediction,
+    VersionInfo,
+    classify,
+)
 from driftline.settings import get_settings
 
 

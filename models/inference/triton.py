@@ -1,29 +1,7 @@
 """``TritonClient``: the production ``InferenceClient``, async gRPC to Triton Inference Server.
 
-Behaviour a streaming caller relies on:
-
-- *Batching*: texts are encoded here and cut into length-sorted calls of at most ``token_budget``
-  tokens and ``max_batch_size`` (64) rows (``driftline.models.inference.classify``), sent
-  concurrently; Triton's dynamic batcher may merge equal-shaped calls of other callers again.
-- *Timeouts and retries*: each gRPC request has a deadline (``timeout_s``); UNAVAILABLE,
-  DEADLINE_EXCEEDED and RESOURCE_EXHAUSTED are retried (tenacity) with exponential backoff from
-  ``backoff_s`` plus up to ``backoff_s`` of jitter (``retries`` extra attempts), because those are
-  what a restarting or overloaded server returns. After the last attempt an
-  ``InferenceOverloadedError`` says what happened: the server was busy, slow or away, not the input
-  at fault, so a streaming caller applies backpressure (``driftline.streams.stages``) instead of
-  dead-lettering. Other server errors raise a plain ``InferenceError``. ``timeout_s`` and ``retries``
-  default to ``DRIFTLINE_TRITON__CLIENT_TIMEOUT_S`` and ``DRIFTLINE_TRITON__CLIENT_RETRIES``.
-- *Missing models*: NOT_FOUND (unknown model or version) and "not at ready state" (a version that is
-  unloaded or still loading, which Triton reports as UNAVAILABLE) are not retried;
-  it raises ``ModelNotReadyError`` naming the model and version, because waiting will not load a
-  model in explicit model-control mode.
-- *Connection*: the gRPC channel comes from ``driftline.clients.triton_client`` (the one place that
-  turns settings into a Triton client), created on first use inside the running event loop.
-- *Model description*: how to encode texts and what each served version is (labels, adapter hash,
-  engine) come from the model config's parameters (``ModelInfo``), read once per model and read
-  again when a response names a version the cached config does not list (after a hot swap);
-  ``Prediction.model_version`` is the version that actually answered (from the response), which
-  matters while two versions are loaded during a swap.
+Batches by token budget, retries overload with backoff and then raises ``InferenceOverloadedError``
+(backpressure), and raises ``ModelNotReadyError`` for a missing model or version.
 """
 
 from __future__ import annotations
@@ -42,10 +20,12 @@ from driftline.models.inference.base import (
     InferenceClient,
     InferenceError,
     InferenceOverloadedError,
+    ModelInfo,
     ModelNotReadyError,
     Prediction,
+    VersionInfo,
+    classify,
 )
-from driftline.models.inference.classify import ModelInfo, VersionInfo, classify
 from driftline.settings import get_settings
 
 T = TypeVar("T")

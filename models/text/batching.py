@@ -1,13 +1,6 @@
 """Length-aware batching: sort a micro-batch by token length and cut it by a token budget.
 
-A transformer batch is padded to its longest text, so a batch that mixes a 20-token chat message with
-a 96-token review spends most of its compute on padding. Sorting by length puts similar lengths
-together; cutting by a *token* budget (rows x longest row) instead of a row count lets many short
-texts share one call and keeps long ones from blowing up memory and latency.
-
-``plan_batches`` only decides the grouping (indices into the caller's list); callers put results back
-in input order. ``padding_waste`` is the share of padded positions in a plan, the number the
-benchmarks report before (arrival order, fixed count) and after (sorted, budget).
+Cuts padding waste: ``plan_batches`` decides the grouping, ``padding_waste`` measures a plan.
 """
 
 from __future__ import annotations

@@ -1,21 +1,7 @@
 """Texts to token ids for the classifier wire contract: the one place a served text becomes tensors.
 
-The serving hot path is tensor-only: the worker's inference client encodes texts here, Triton
-receives ``INPUT_IDS``/``ATTENTION_MASK`` and answers ``PROBS`` (``driftline.models.inference.base``).
-That keeps Python out of the production server (Triton's native onnxruntime backend serves the same
-ONNX graph) and puts the tokens where the micro-batch is, so batches can be shaped by length
-(``driftline.models.text.batching``).
-
-Encoding does what training did: the text is normalized when the artifact says so, then tokenized
-with the encoder's fast tokenizer (its ``tokenizer.json`` through the ``tokenizers`` library, so a
-worker needs neither torch nor transformers) and cut to ``max_length`` tokens. Two ways to cut:
-
-- ``head`` (the default): the first ``max_length - 2`` tokens, as in training;
-- ``head_tail``: the first and the last tokens of a long text, ``head_share`` of the room for the
-  head (Sun et al., 2019, "How to fine-tune BERT for text classification?"), for tasks whose
-  endings matter.
-
-``truncated`` says whether anything was cut, so every label row can say so.
+``TextCodec`` encodes as training did, with the ``tokenizers`` library only, so the serving hot path and the
+worker need no torch; long texts are cut ``head`` or ``head_tail``.
 """
 
 from __future__ import annotations
@@ -27,10 +13,12 @@ from typing import TYPE_CHECKING, Literal
 
 from tokenizers import Tokenizer
 
-from driftline.models.text.normalize import normalize_all
-
 if TYPE_CHECKING:
     from driftline.models.artifacts import ArtifactMeta
+import functools
+import re
+import sys
+import unicodedata
 
 Truncation = Literal["head", "head_tail"]
 TRUNCATIONS: tuple[str, ...] = ("head", "head_tail")
@@ -162,3 +150,138 @@ def codec_for(meta: ArtifactMeta) -> TextCodec:
     return TextCodec.for_encoder(
         meta.encoder, meta.max_length, normalize_input=meta.normalize_input, truncation=truncation
     )
+
+
+#: Cyrillic and Greek letters that render (near-)identically to a Latin letter in common fonts.
+CONFUSABLES: dict[str, str] = {
+    # Cyrillic lower / upper
+    "а": "a", "в": "b", "е": "e", "о": "o", "р": "p", "с": "c", "у": "y", "х": "x", "і": "i",
+    "ј": "j", "ѕ": "s", "ԁ": "d", "һ": "h", "ӏ": "l", "ԛ": "q", "ԝ": "w", "к": "k", "п": "n",
+    "А": "A", "В": "B", "Е": "E", "К": "K", "М": "M", "Н": "H", "О": "O", "Р": "P", "С": "C",
+    "Т": "T", "Х": "X", "У": "Y", "І": "I", "Ј": "J", "Ѕ": "S", "Ԁ": "D", "Һ": "H", "Ԛ": "Q",
+    "Ԝ": "W", "Ӏ": "I",
+    # Greek lower / upper
+    "α": "a", "ο": "o", "ρ": "p", "ν": "v", "ι": "i", "κ": "k", "υ": "u", "τ": "t", "ε": "e",
+    "Α": "A", "Β": "B", "Ε": "E", "Ζ": "Z", "Η": "H", "Ι": "I", "Κ": "K", "Μ": "M", "Ν": "N",
+    "Ο": "O", "Ρ": "P", "Τ": "T", "Υ": "Y", "Χ": "X",
+}  # fmt: skip
+
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]")
+
+
+def _is_cjk(ch: str) -> bool:
+    return bool(_CJK.match(ch))
+
+
+_KEEP_CONTROLS = {"\n", "\t"}
+_LETTER = re.compile(r"\w+", re.UNICODE)
+#: any look-alike: a text without one is never changed by the folding
+_ANY_CONFUSABLE = re.compile("[" + "".join(CONFUSABLES) + "]")
+
+
+@functools.cache
+def _invisible() -> re.Pattern[str]:
+    """One character class of every format (Cf) and control (Cc) character except ``\\n`` and ``\\t``.
+
+    Built once per process from this Python's Unicode database (a fraction of a second), so that
+    stripping is one regex pass in C instead of a category lookup per character in Python: the
+    worker normalizes every event it classifies.
+    """
+    ranges: list[tuple[int, int]] = []
+    for code in range(sys.maxunicode + 1):
+        ch = chr(code)
+        if ch not in _KEEP_CONTROLS and unicodedata.category(ch) in ("Cf", "Cc"):
+            if ranges and ranges[-1][1] == code - 1:
+                ranges[-1] = (ranges[-1][0], code)
+            else:
+                ranges.append((code, code))
+    return re.compile("[" + "".join(f"\\U{a:08x}-\\U{b:08x}" for a, b in ranges) + "]")
+
+
+def _strip_invisible(text: str) -> str:
+    """Drop format (Cf: zero-width, bidi, BOM, soft hyphen) and control (Cc) characters.
+
+    ``\\n`` and ``\\t`` survive and a lone ``\\r`` becomes ``\\n`` (old Mac line ends); every other
+    control character is removed, so an attacker cannot split a word with one.
+    """
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return _invisible().sub("", text)
+
+
+#: Fullwidth punctuation (not letters/digits): ordinary in Chinese text, so kept there.
+_FULLWIDTH_PUNCT = re.compile(r"([\uff01-\uff0f\uff1a-\uff20\uff3b-\uff40\uff5b-\uff65\u3000])")
+
+
+def _nfkc(text: str) -> str:
+    """NFKC, except that fullwidth punctuation in text containing CJK is left as written.
+
+    NFKC would turn Chinese ``，`` and ``！`` into ASCII ``,`` and ``!``: harmless to read, but not
+    what the Chinese model was trained on. Fullwidth *letters and digits* are folded everywhere.
+    """
+    if not _CJK.search(text):
+        return unicodedata.normalize("NFKC", text)
+    parts = _FULLWIDTH_PUNCT.split(text)
+    return "".join(part if i % 2 else unicodedata.normalize("NFKC", part) for i, part in enumerate(parts))
+
+
+def _script(ch: str) -> str:
+    if "a" <= ch.lower() <= "z":
+        return "latin"
+    if ch in CONFUSABLES:
+        return "confusable"
+    if _is_cjk(ch):
+        return "cjk"
+    if ch.isalpha():
+        name = unicodedata.name(ch, "")
+        return "cyrillic" if "CYRILLIC" in name else "greek" if "GREEK" in name else "other"
+    return "none"
+
+
+def fold_homoglyphs(text: str) -> str:
+    """Fold Cyrillic/Greek look-alikes to Latin where the context is Latin.
+
+    A word is folded when it holds at least one Latin letter and no non-confusable Cyrillic/Greek
+    letter (a genuine foreign word), or when it is made only of look-alikes and the text's letters
+    are mostly Latin (an English text whose word ``сор`` is entirely Cyrillic). CJK text and real
+    Russian/Greek words are never changed.
+    """
+    if not _ANY_CONFUSABLE.search(text):  # nothing to fold: skip the per-character pass
+        return text
+    counts = {"latin": 0, "foreign": 0}
+    for ch in text:
+        s = _script(ch)
+        if s == "latin":
+            counts["latin"] += 1
+        elif s in ("cyrillic", "greek"):
+            counts["foreign"] += 1
+    mostly_latin = counts["latin"] > 0 and counts["latin"] >= 3 * counts["foreign"]
+
+    def fold(match: re.Match[str]) -> str:
+        word = match.group(0)
+        scripts = [_script(ch) for ch in word]
+        if "confusable" not in scripts or "cyrillic" in scripts or "greek" in scripts:
+            return word
+        if "latin" in scripts or mostly_latin:
+            return "".join(CONFUSABLES.get(ch, ch) for ch in word)
+        return word
+
+    return _LETTER.sub(fold, text)
+
+
+def normalize(text: str, *, fold: bool = True) -> str:
+    """NFKC, then remove zero-width/format/control characters, then fold look-alikes to Latin.
+
+    Idempotent (``normalize(normalize(t)) == normalize(t)``). NFKC maps fullwidth and mathematical
+    letters to ASCII and CJK compatibility ideographs to unified ones; it does not change ordinary
+    Chinese characters, and fullwidth punctuation in CJK text is kept (see ``_nfkc``). Invisible
+    characters are removed *after* NFKC because NFKC can expose them.
+    """
+    text = _strip_invisible(_nfkc(text))
+    if fold:
+        text = fold_homoglyphs(text)
+    return _nfkc(text)
+
+
+def normalize_all(texts: Sequence[str], *, fold: bool = True) -> list[str]:
+    """:func:`normalize` of each text."""
+    return [normalize(t, fold=fold) for t in texts]

@@ -1,9 +1,6 @@
 """Character-level noise (typos, homoglyphs, fullwidth, zero-width, control), seeded and reproducible.
 
-Used for noise augmentation in training (:func:`augment`) and for the robustness benchmark and tests
-(:func:`perturb`): typos (adjacent keys swapped, dropped, inserted) are the benign kind, the others
-are what an evader uses because the text still reads the same. Most of the visual noise is undone by
-:func:`driftline.models.text.normalize.normalize`; typos are not, which is why training augments with them.
+:func:`augment` for training, :func:`perturb` for the robustness benchmark and tests.
 """
 
 from __future__ import annotations
@@ -12,7 +9,7 @@ import random
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from driftline.models.text.normalize import CONFUSABLES
+from driftline.models.text.codec import CONFUSABLES
 
 ExampleT = TypeVar("ExampleT")
 

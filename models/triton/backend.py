@@ -1,15 +1,7 @@
 """Triton python-backend model: runs a version's chosen inference engine on token-id tensors.
 
-Each exported version folder holds a two-line ``model.py`` that re-exports ``TritonPythonModel`` from
-here, so a fix in serving reaches every exported version without re-exporting weights. The version
-folder is the artifact (``meta.json``, ``adapter/``, ``head.safetensors``) plus its ONNX graphs;
-``meta.json`` names the engine export chose by measurement (``driftline.models.engines``).
-
-This backend exists for hosts whose Triton has only the python backend (the server bundled in the
-``nvidia-pytriton`` wheel); it speaks exactly the tensor contract of Triton's native onnxruntime backend
-(``driftline.models.inference.base``), so a client cannot tell them apart. Requests of one dynamic batch
-with the same padded length are run as one engine call; a failure is reported as an error on its own
-requests instead of crashing the stub process.
+For a Triton with only the python backend (nvidia-pytriton's); it speaks the native onnxruntime backend's
+tensor contract, so clients cannot tell them apart.
 """
 
 from __future__ import annotations

@@ -1,61 +1,7 @@
 """Export a trained artifact into the Triton model repository as the next numbered version.
 
-Layout written (weights are gitignored: ``triton_repo/*/[0-9]*/``)::
-
-    triton_repo/<model>/
-      config.pbtxt        # CPU: python backend running the chosen engine (--kind gpu: as below)
-      config.gpu.pbtxt    # GPU: Triton's native onnxruntime backend on model.onnx, TensorRT fp16
-      <n>/
-        model.py          # two lines: re-exports models.triton.backend.TritonPythonModel
-        meta.json  adapter/  head.safetensors   # a copy of the artifact (+ the chosen engine)
-        model.onnx  model.int8.onnx ...         # the merged graphs (driftline.models.engines)
-
-Engines: every version gets ONNX graphs of its merged model, and the engine that serves it is chosen
-by measurement on held-out texts (``driftline.models.engines.prepare_engines``: the fastest one within
-0.5 accuracy points of torch fp32 with >= 97 % label agreement), recorded in the version's
-``meta.json`` and in the config's ``versions`` parameter, so every label row can name it. The updater
-exports through the same function, so an update is measured the same way.
-
-Both configs speak one tensor contract (``driftline.models.inference.base``): the client encodes text,
-so the production GPU server runs no Python at all, and the local python backend is a stand-in with
-the same inputs and outputs for the Triton bundled in ``nvidia-pytriton``, which has no other backend.
-
-The model name defaults to the task name; ``name=`` (CLI ``--name``) exports the task's artifact under
-another model name (tests use unique names so they never touch the served models) and
-``repository=`` (CLI ``--repository``) targets another repository folder.
-
-Version policy and hot-swapping
--------------------------------
-The config holds ``version_policy { specific { versions: [...] } }``: the list of versions that
-Triton loads is explicit and lives in config.pbtxt, never "whatever is newest on disk", so a
-restart of Triton serves exactly what was serving before, and an exported-but-not-yet-evaluated
-candidate is never picked up by accident.
-
-- ``export(..., promote=True)`` (CLI default) makes the new version the only serving version.
-- ``export(..., promote=False)`` (the online updater) only adds the folder; serving is unchanged.
-
-Hot swap without dropping a request (Triton in explicit model-control mode), for the updater::
-
-    n = export(task, artifact, promote=False)
-    set_serving_versions(task, [old, n])   # config now lists both
-    load_model(task)                       # Triton loads n; old keeps serving meanwhile
-    ... evaluate n; send traffic with version=str(n) (Prediction.model_version says which) ...
-    set_serving_versions(task, [n])
-    load_model(task)                       # Triton unloads old; n keeps serving
-    # rollback = the same with the versions swapped; old folders can be deleted once unloaded.
-
-A client request with ``version=None`` is served by the highest loaded version, so while both are
-loaded the "default" is already the new one; callers that must stay on the old one pass its number.
-Changing the version list changes the config, and Triton then reloads *every* listed version (one
-python stub start each, ~2 s for an onnxruntime version), but the versions already loaded keep answering
-until the reload has finished (tests/models/test_export.py::test_hot_swap_* checks this under
-traffic); when the new config fails to load, the previous versions keep serving and the load call
-returns the error.
-
-Batching options come from arguments or the settings (``driftline.settings.TritonSettings``):
-``DRIFTLINE_TRITON__MAX_QUEUE_DELAY_US``, ``DRIFTLINE_TRITON__PREFERRED_BATCH`` (comma list),
-``DRIFTLINE_TRITON__INSTANCES`` and ``DRIFTLINE_TRITON__TORCH_THREADS`` (engine threads, 0 = the
-engine's own choice).
+``export`` writes the version folder, its graphs and engine choice, and the configs whose explicit
+version list decides what serves; ``set_serving_versions`` edits it (hot swap: ``online.serving.swap``).
 """
 
 from __future__ import annotations

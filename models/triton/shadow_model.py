@@ -1,12 +1,7 @@
 """A candidate served as a shadow: its own Triton model beside the serving one, never answering live.
 
-Triton answers a request without a version with the highest version it has loaded, so a candidate
-loaded as a second version of the serving model would take live traffic. The shadow is therefore a
-model of its own, ``<model>__shadow``, holding only the candidate's version folder with the serving
-model's config (its name and version list rewritten). Workers find it by name and mirror a share of
-their events to it (``driftline.streams.mirror``). On promotion the candidate's folder is already
-the next version of the serving model (exported there first, unserved); the shadow is then removed.
-The name itself (``shadow_name``) lives with the client abstraction, which is all workers import.
+``write_shadow`` creates ``<model>__shadow`` with only the candidate's version, so it never takes live
+traffic; ``remove_shadow`` drops it.
 """
 
 from __future__ import annotations

@@ -1,14 +1,7 @@
 """The one drift-detector protocol and the River adapter behind the River-based detectors.
 
-A detection is a ``driftline.schema.records.DriftEvent`` (the record the alerts topic and the
-``drift_events`` table share).
-
-Why a protocol of our own on top of River: the streams layer keeps detector state in a Faust table
-(or a ClickHouse/Kafka checkpoint) so a worker restart does not forget a half-built window. That
-needs every detector to expose ``state_dict``/``load_state``, plus a name and the statistic that
-explains an alarm. That state is plain, validated data, never pickles, because the table's
-changelog topic is writable by more than this process: ``driftline.online.drift.state`` holds the
-shared checkpoint format, ``driftline.online.drift.river_state`` the River objects' part of it.
+Our own protocol adds ``state_dict``/``load_state`` (plain validated data, never pickles), a name and the
+alarm's statistic, so workers can checkpoint detectors; detections are ``DriftEvent`` records.
 """
 
 from __future__ import annotations

@@ -1,9 +1,6 @@
 """Unsupervised drift: a sustained drop in the mean top-class probability.
 
-Needs no labels, so it reacts on every event, long before feedback accumulates: texts the model has
-never seen the like of (an emerging topic) tend to get flatter probability vectors. Page-Hinkley
-is the classic cumulative-sum test for a shift in a mean; ``mode='down'`` because a confidence
-*rise* is not a problem worth an alarm.
+Needs no labels, so it reacts long before feedback accumulates (Page-Hinkley, ``mode='down'``).
 """
 
 from __future__ import annotations

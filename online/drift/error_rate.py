@@ -1,9 +1,6 @@
 """Supervised drift: the 0/1 error stream from predictions joined with feedback labels.
 
-The most direct evidence that a model got worse, but it only moves as fast as feedback arrives
-(in the demo ~20% of events get a label). ADWIN by default (adaptive window, no tuning of a window
-length); DDM as a configurable alternative. Only *increases* of the error rate alarm: the drop that
-follows a successful update is good news, not drift.
+The most direct evidence, as fast as feedback arrives; ADWIN by default (DDM optional), increases only.
 """
 
 from __future__ import annotations

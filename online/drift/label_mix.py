@@ -1,10 +1,6 @@
 """Unsupervised drift: the mix of predicted labels moves away from a reference window.
 
-An emerging topic shows up as a changed label mix even when confidence holds (the model confidently
-files entertainment news under business). Population Stability Index between a reference window and
-a sliding current window is cheap, interpretable ("0.1 = some shift, 0.25 = major") and, with a
-window of a few hundred, practically free of false alarms on a stationary stream. After an alarm
-the current window becomes the new reference, so one shift raises one alarm.
+Population Stability Index between a reference and a sliding window; one shift raises one alarm.
 """
 
 from __future__ import annotations

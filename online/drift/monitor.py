@@ -1,12 +1,7 @@
 """``DriftMonitor``: the per-task bundle of detectors that a streams agent calls on every event.
 
-The agent owns I/O (topics, tables); this class owns the decisions. Predictions feed the
-unsupervised detectors (confidence, label mix); joined feedback feeds the supervised ones (error
-rate, and with its true label the unlearned class). ``state_dict`` is plain JSON data so the agent
-can checkpoint it in a Faust table and a restarted worker resumes with the same windows.
-``load_state`` treats a checkpoint as untrusted data (see ``driftline.online.drift.state``): a
-checkpoint of another task or format is refused as a whole, and a detector whose own state is
-refused starts fresh while the others resume.
+The agent owns I/O, this class the decisions; its ``state_dict`` is plain JSON, and ``load_state`` treats a
+checkpoint as untrusted data.
 """
 
 from __future__ import annotations

@@ -1,18 +1,7 @@
 """The state of River's drift objects (ADWIN, DDM, Page-Hinkley) as validated plain data, and back.
 
-Detector checkpoints live in a Faust table whose changelog is a Kafka topic, so whatever is read
-back may have been written by anyone with access to that topic. The state of each River object is
-therefore written as JSON numbers and lists, and read back only through the pydantic models below
-(exact types, finite numbers, bounded sizes, internal consistency) into a River object that this
-process built itself from its own configuration. Nothing in a checkpoint chooses a class, a
-function or an attribute name.
-
-River's ADWIN keeps its window in a Cython helper (``river.drift.adwin_c.AdaptiveWindowing``) whose
-fields are not visible from Python. Cython gives such classes ``__reduce_cython__`` (the field
-values as a tuple, in sorted name order, with a checksum of the names) and ``__setstate_cython__``
-(assigns such a tuple). Both are used directly, with values only, never through pickle; the
-checksum is compared with the field names below first, so a River release that changes the helper
-is refused with a clear error instead of being restored wrongly.
+Checkpoints come from a Kafka changelog anyone with access can write, so they are read only through pydantic
+models into River objects this process built; nothing is unpickled.
 """
 
 from __future__ import annotations

@@ -1,17 +1,7 @@
 """The checkpoint format every drift detector shares: plain data in, validated data out.
 
-Detector state is checkpointed in a Faust table whose changelog is a Kafka topic, and anything
-with write access to that topic can put a record there. So a checkpoint is plain data only - JSON
-objects, lists, strings, booleans and finite numbers - and ``load_state`` takes it only through a
-pydantic model derived from ``StateModel``: exact types (no ``"5"`` for 5, no ``true`` for 1), no
-unknown fields, no NaN or infinity, bounded lengths. Nothing in a checkpoint names a class, a
-function or an attribute to set, and nothing is ever unpickled: detectors rebuild their objects
-from this process's own configuration and only copy validated numbers into them.
-
-Every checkpoint starts with the same header (``DetectorState``): ``format`` (``STATE_VERSION``),
-the detector ``name``, ``n_seen`` and the ``params`` it was configured with. A checkpoint of another
-format, detector or configuration, or one that fails validation, raises ``StateMismatchError``;
-callers log the reason and start that detector fresh.
+``StateModel`` validates exact types and bounds, ``DetectorState`` is the common header, and
+``StateMismatchError`` makes a caller start that detector fresh.
 """
 
 from __future__ import annotations

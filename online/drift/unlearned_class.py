@@ -1,16 +1,7 @@
 """Supervised drift: people keep giving a label that the serving version never gets right.
 
-A class the version was never taught (declared but missing from its training data, or not declared
-at all) is wrong every time somebody labels it. The error-rate detector sees that only as a rise in
-the overall error rate, and ADWIN's bound is conservative at small samples: at a few labels per
-hundred events and a class that is 15 % of the stream it needs on the order of a hundred labels.
-This detector needs a handful. ``min_labels`` labels of one class with not one predicted right is
-what a class the version knows almost never does: (1 - accuracy) ** min_labels, 0.2 % for a class
-it gets 70 % right with the default 5. A label the version got right once counts as known and
-never fires; each label fires at most once per version (the monitor resets on a new version).
-
-It also rewards good label requests: the events a version cannot place are the ones label requests
-ask about first, so under active labelling the class's labels come sooner and so does the alarm.
+Fires after ``min_labels`` labels of one class with none predicted right: a handful of labels, where the
+error-rate detector needs about a hundred.
 """
 
 from __future__ import annotations

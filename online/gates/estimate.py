@@ -1,16 +1,7 @@
 """Accuracy without labels: confidence-based performance estimation (CBPE) after temperature scaling.
 
-Between one feedback label and the next, nobody knows how accurate the serving version is. A
-calibrated classifier's top probability is its chance of being right, so the mean top probability
-over a window of predictions estimates that window's accuracy, with no labels at all. Fine-tuned
-transformers are over-confident, so the probabilities are first calibrated by temperature
-scaling: one scalar ``T``, fitted by minimising the negative log-likelihood of the true labels on
-a labelled holdout, divides the logits. Serving returns probabilities, not logits; ``log p`` equals
-the logits up to a per-row constant, which softmax ignores, so scaling ``log p`` is the same thing.
-
-The estimate is only as good as calibration under the current distribution. Under a shift to a
-class the model does not know, confidence on the new events is lower but not low enough, so the
-estimate lags the measured accuracy; ``window_errors`` reports both, and feedback reconciles them.
+Calibrated top probabilities estimate a window's accuracy between feedback labels; the estimate lags under a
+shift to an unknown class, so ``window_errors`` reports it beside the measured accuracy.
 """
 
 from __future__ import annotations

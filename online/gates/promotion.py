@@ -1,19 +1,7 @@
 """When a candidate adapter may replace the serving one: a gate that decides on evidence.
 
-Both models are scored on the *same* held-out texts, so the comparison is paired: only the texts
-on which they disagree about correctness say anything, and an exact one-sided McNemar test (a
-binomial test on those discordant pairs) says whether the candidate's gain is more than luck.
-Three verdicts, not two:
-
-- ``promote``: significantly better on recent feedback (``confidence``), by at least ``margin``,
-  and not worse on the original test set beyond ``tolerance`` (the forgetting guard);
-- ``reject``: significantly worse, or forgetting, or still no significant gain once the holdout
-  reached ``max_holdout`` labels (the evidence is in and it says no);
-- ``wait``: too few held-out labels (``min_holdout``), too few that serving got wrong for any
-  candidate to show a gain (``no_room``, judged before training), or a gain that is not
-  significant yet. More labels are cheap to wait for; rejecting a good candidate because ten
-  texts were drawn badly is not. The updater retries once more feedback has arrived
-  (``online.trigger.UpdateTrigger.wait``).
+Candidate and serving are scored on the same held-out texts (paired, exact McNemar test); verdicts are
+``promote``, ``reject`` and ``wait``.
 """
 
 from __future__ import annotations

@@ -1,39 +1,7 @@
 """After a promotion: watch the new version's live accuracy; a significant drop rolls it back.
 
-The offline gate decides on a few dozen held-out labels. What it cannot see shows up in the
-feedback joined to the new version's predictions, one right-or-wrong outcome per label. The watch
-runs Wald's sequential probability ratio test (SPRT) on those outcomes, in the order they were
-joined:
-
-- H0: the new version is as accurate as the baseline ``p0``;
-- H1: it is ``drop`` worse (``p1 = p0 - drop``).
-
-The log-likelihood ratio moves by ``log(p1/p0)`` per right answer and ``log((1-p1)/(1-p0))`` per
-wrong one. Crossing ``log((1-beta)/alpha)`` is a significant drop: roll back. Crossing
-``log(beta/(1-alpha))`` clears the version, and the watch ends. So does ``max_labels`` outcomes
-without a verdict. ``alpha`` bounds false rollbacks, ``beta`` missed drops of ``drop`` or more. A bad
-version needs only a handful of labels: four wrong answers in a row already cross the bound at
-``p0 = 0.9``.
-
-The baseline is the previous version's accuracy on the recent holdout the gate scored both
-versions on (the decision's ``baseline_accuracy``). Those labels came after the drift, so a stream
-that changed does not make a good promotion look bad against the old version's pre-drift record.
-A version promoted by hand has no decision; its baseline is the previous version's live accuracy
-over its last ``baseline_window`` labels.
-
-The same test also runs without labels, on estimated outcomes (``online.estimate``, CBPE): each
-prediction the new version served counts as its calibrated top probability ``t`` instead of a 0 or
-1, and moves the log-likelihood ratio by ``t log(p1/p0) + (1-t) log((1-p1)/(1-p0))``. Wald's bound
-on false rollbacks still holds: ``exp`` of that step is convex in ``t``, so its expectation is at
-most ``p0 (p1/p0) + (1-p0) (1-p1)/(1-p0) = 1`` whenever the expected ``t`` is at least ``p0``, and
-the likelihood ratio stays a supermartingale (Ville's inequality). The baseline is the previous
-version's estimated accuracy on the last predictions it served. The estimate only sees what shows
-in the probabilities: a version whose confidence collapsed (a broken export, a head trained on
-noise) is rolled back before the first label arrives; a confidently wrong one waits for the labels.
-Its ``drop`` is larger (``estimate_drop``), because calibration itself is uncertain.
-
-The verdict is a pure function of the outcomes since the promotion, so the watch keeps no state of
-its own: a restarted updater reads them again and reaches the same verdict.
+Wald's SPRT on the outcomes since the promotion (labels, or CBPE estimates without them); the verdict is a
+pure function of those outcomes, so the watch keeps no state.
 """
 
 from __future__ import annotations
@@ -72,16 +40,24 @@ class WatchReading:
         accuracy = None if self.live_accuracy is None else round(self.live_accuracy, 4)
         if self.kind == "estimate":
             return {
-                "estimate_decision": self.decision, "estimate_events": self.labels,
-                "estimated_accuracy": accuracy, "baseline_estimated_accuracy": round(self.baseline, 4),
-                "estimate_llr": round(self.llr, 4), "upper": round(self.upper, 4),
+                "estimate_decision": self.decision,
+                "estimate_events": self.labels,
+                "estimated_accuracy": accuracy,
+                "baseline_estimated_accuracy": round(self.baseline, 4),
+                "estimate_llr": round(self.llr, 4),
+                "upper": round(self.upper, 4),
                 "lower": round(self.lower, 4),
-            }  # fmt: skip
+            }
         return {
-            "watch_decision": self.decision, "watch_labels": self.labels, "watch_correct": int(self.correct),
-            "live_accuracy": accuracy, "baseline_accuracy": round(self.baseline, 4),
-            "llr": round(self.llr, 4), "upper": round(self.upper, 4), "lower": round(self.lower, 4),
-        }  # fmt: skip
+            "watch_decision": self.decision,
+            "watch_labels": self.labels,
+            "watch_correct": int(self.correct),
+            "live_accuracy": accuracy,
+            "baseline_accuracy": round(self.baseline, 4),
+            "llr": round(self.llr, 4),
+            "upper": round(self.upper, 4),
+            "lower": round(self.lower, 4),
+        }
 
     def why(self, previous_version: int, config: RollbackConfig) -> str:
         """The rollback's reason, in words."""

@@ -1,24 +1,7 @@
 """The shadow decision: may a candidate that passed the offline gate serve, on live evidence?
 
-While a candidate runs as ``<model>__shadow`` (``models.shadow``), the workers mirror a share of
-live events to it (``streams.shadow``), and feedback keeps arriving for events the serving version
-labelled. Two kinds of evidence come out of that period:
-
-- **agreement**: on the mirrored events, how often the shadow gave the serving version's label;
-- **accuracy**: on the feedback labels that arrived during the shadow period, how often each
-  version was right. Serving's answer is the one the label judged; the updater asks the shadow
-  for its answer to the same texts. Both are scored on the same texts, paired.
-
-The verdict:
-
-- **wait** until ``min_events`` mirrored events or ``min_time_s`` in shadow, and ``min_labels``
-  graded labels. Past ``max_time_s`` without that evidence, **reject**: too little live evidence.
-- **reject** when agreement is below ``min_agreement`` (a broken candidate answers at random), when
-  the shadow is significantly more often wrong than serving (exact one-sided McNemar test at
-  ``confidence``), or when its accuracy trails serving's by more than ``tolerance``.
-- otherwise **promote**.
-
-The offline gate already asked for a significant gain, so the live check asks only "not worse".
+``judge_shadow`` weighs agreement on mirrored events and paired accuracy on live feedback; it asks only
+"not worse", since the offline gate already asked for a gain.
 """
 
 from __future__ import annotations

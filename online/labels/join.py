@@ -1,15 +1,7 @@
 """Join feedback labels to the predictions they judge, by event id.
 
-Feedback arrives late (a human labels an article minutes or hours after it was classified) and
-sometimes never matches anything (a typo'd id, an event from another deployment). The joiner keeps
-recent predictions in memory for ``ttl_s``; older ones can still be found through an optional
-``fallback`` lookup (ClickHouse ``labels``), so late feedback joins as long as the prediction is
-kept anywhere. What cannot be joined comes back as ``Unjoined`` with a reason the caller sends to
-the dead-letter topic; nothing here raises on bad input.
-
-``parse_feedback`` / ``check_feedback`` are the one feedback validation: the stream's decoder
-(``driftline.streams.decode``) and the joiner both use them, and a joined label is stored as a
-``driftline.schema.records.FeedbackRecord``.
+``FeedbackJoiner`` keeps recent predictions for ``ttl_s`` (with an optional lookup for older ones) and returns
+``Unjoined`` with a reason instead of raising; ``check_feedback`` is the one feedback validation.
 """
 
 from __future__ import annotations

@@ -1,29 +1,7 @@
 """Which predictions are worth a person's label: a task's label-request policy.
 
-People label a small share of events, so every request should teach the model as much as possible,
-and a part of them must still be a plain random sample. Per step (one classified micro-batch) the
-policy:
-
-- spends a **budget**: ``budget_fraction`` of the events, times ``drift_boost`` while a drift is
-  active (the model needs labels most right after the stream changed). Unspent fractions carry over
-  to the next step, capped, so one-event steps still ask for their share. A boost raises what may
-  be spent, not what an event must show to be worth it: the bar below stays the steady stream's;
-- draws the **random share** first: each event is picked with probability
-  ``budget * random_share`` by a hash of (task, event id), independent of the model, and the pick
-  records that probability, so accuracy measured on these labels can be reweighted without bias
-  (Horvitz-Thompson: weight 1 / probability). The hash makes a replay pick the same events;
-- spends the rest on **uncertainty**: 1 - (top probability - second) (``margin``) or the entropy
-  normalised to 0..1 (``entropy``), highest first, but only on events whose score is among the top
-  of the *recent stream* (its last 1,000 scores, not extended while a drift is active), not merely
-  of the step: a micro-batch is often a handful of events, and the least sure of a few confident
-  predictions teaches nothing. Unspent budget waits (capped) for such an event. After a change, the
-  events the model cannot place (a class it was never taught) stand out against the stream before
-  it, and the boost buys them rather than the confident predictions a lower bar would let in.
-  With **diversity**: each earlier pick of the same predicted label in the step lowers a
-  candidate's score by ``label_spread``, and a text whose SimHash is within ``duplicate_bits`` of a
-  recent request's is not asked again.
-
-Pure logic (no I/O): the worker feeds it predictions and publishes what it returns.
+``LabelRequester`` spends a budget (boosted during drift) on a hashed random share plus the most uncertain,
+diverse events; pure logic, no I/O.
 """
 
 from __future__ import annotations
@@ -48,7 +26,7 @@ _BITS = 64
 
 
 @dataclass(frozen=True)
-class Candidate:
+class LabelCandidate:
     """One classified event: its id, its text and the probabilities the serving version gave."""
 
     event_id: str
@@ -135,7 +113,7 @@ class LabelRequester:
         limit = self.config.duplicate_bits
         return any((fingerprint ^ seen).bit_count() <= limit for seen in self._recent)
 
-    def select(self, candidates: Sequence[Candidate], *, drift_active: bool = False) -> list[Pick]:
+    def select(self, candidates: Sequence[LabelCandidate], *, drift_active: bool = False) -> list[Pick]:
         """The events of this step to ask a person about (random share first, then by uncertainty)."""
         if not self.config.enabled or not candidates:
             return []
@@ -143,7 +121,7 @@ class LabelRequester:
         budget = self.budget(drift_active)
         p_random = budget * cfg.random_share
         picks: list[Pick] = []
-        rest: list[tuple[float, Candidate]] = []
+        rest: list[tuple[float, LabelCandidate]] = []
         for c in candidates:
             score = uncertainty(c.probabilities, cfg.uncertainty)
             if sample_point(self.task, c.event_id) < p_random:
@@ -173,7 +151,7 @@ class LabelRequester:
             return float("-inf")
         return float(np.quantile(np.fromiter(self._scores, float), max(0.0, 1.0 - 1.5 * active_share)))
 
-    def _by_uncertainty(self, scored: Iterable[tuple[float, Candidate]], threshold: float) -> list[Pick]:
+    def _by_uncertainty(self, scored: Iterable[tuple[float, LabelCandidate]], threshold: float) -> list[Pick]:
         """Of the events reaching ``threshold``: the most uncertain, less ``label_spread`` per earlier
         pick of its label, first; near-duplicates of recent requests skipped."""
         pool = [item for item in scored if item[0] >= threshold]

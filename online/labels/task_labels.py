@@ -1,9 +1,6 @@
 """The ``task_labels`` table (0008): read the open taxonomy's labels, accept one.
 
-What the CLI (``driftline labels list|accept``) and the updater use. A task's label set for the
-next version is its declared ``labels`` followed by its accepted labels in the order they were
-accepted (``label_set``). Accepting needs a task whose ``new_labels`` is not ``reject``: in a closed
-taxonomy feedback with that label would still be dead-lettered.
+Used by ``driftline labels list|accept`` and the updater; ``label_set`` is declared then accepted labels.
 """
 
 from __future__ import annotations

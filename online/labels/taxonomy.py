@@ -1,18 +1,6 @@
 """Open taxonomy: when feedback names a class the task does not declare.
 
-Per task, ``new_labels`` in ``models/tasks.yaml`` says what a feedback label outside the declared
-``labels`` means:
-
-- ``reject`` (default): it is dead-lettered as ``unknown_label`` (``online.feedback.check_feedback``);
-- ``propose``: the feedback is stored like any other (its prediction was wrong); once
-  ``new_label_min_examples`` distinct events carried the label, it is *proposed*: recorded in
-  ``task_labels`` (status ``proposed``, with those event ids as examples) and announced by one
-  "class proposed" alert. A person accepts it with ``driftline labels accept TASK LABEL``;
-- ``accept``: the same, recorded ``accepted`` at once.
-
-``ProposalTracker`` is the rule, without I/O: the worker (``driftline.streams.learning.proposals``)
-feeds it joined feedback and publishes what it returns; labels already in ``task_labels`` are made
-``known`` first, so a restarted worker does not announce them again.
+``new_labels`` (``reject``, ``propose``, ``accept``) decides; ``ProposalTracker`` is the rule, without I/O.
 """
 
 from __future__ import annotations

@@ -1,10 +1,7 @@
 """The model registry: every candidate adapter, its Triton version, status and metrics.
 
-Entries are ``driftline.schema.records.ModelRecord``, kept in ClickHouse ``model_versions``
-(0003_online.sql), a ReplacingMergeTree keyed by (task, version, adapter_hash): a status change
-inserts a newer row and reads use FINAL, so the registry needs no UPDATE (which 18.16 does not have
-in a usable form) and keeps working when two processes write. ``updated_ts_ms`` is forced strictly
-increasing per process so two changes in the same millisecond still order correctly.
+``ModelRecord`` rows in ClickHouse ``model_versions`` (a ReplacingMergeTree read with FINAL), so status
+changes need no UPDATE and concurrent writers are safe.
 """
 
 from __future__ import annotations

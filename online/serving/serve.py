@@ -1,18 +1,7 @@
 """The one operation "make version N serve": hot swap in Triton, then registry bookkeeping.
 
-Every path that changes what serves goes through ``serve_version``: the updater after a promotion,
-``driftline models promote|rollback``, the demo's model setup and the tests. The order is fixed:
-
-1. the version folder must exist in the Triton repository (else ``RegistryError``, nothing changes);
-2. versions serving now that the registry has never seen (hand-exported) are registered, so they can
-   be rolled back to;
-3. ``TritonSwapper.swap`` loads N next to the old versions, waits until N is ready, drains and
-   unloads the old ones; if it fails, the old versions still serve and the registry is untouched;
-4. the registry records N as serving (the caller's candidate record, with the swap's timings, or the
-   row created from N's ``meta.json``) and the replaced versions with ``old_status``;
-5. an alert says what changed.
-
-A failure in step 4 raises ``ServedButNotRecorded``: N serves, and the caller must say so.
+Every path that changes what serves calls ``serve_version``; a swap failure leaves serving and registry as
+they were, a failure after it raises ``ServedButNotRecorded``.
 """
 
 from __future__ import annotations

@@ -1,17 +1,7 @@
 """Hot-swap a Triton model to another version without failing or losing a request.
 
-Triton runs in explicit model-control mode and each model's config.pbtxt lists the versions to load
-(``models/triton/export.py``). The swap is the sequence documented there:
-
-1. list ``[old..., new]`` and ``load_model``: Triton loads ``new`` while ``old`` keeps serving; once
-   loaded, requests without a version go to the highest loaded version;
-2. wait until ``new`` reports ready;
-3. drain: wait until ``old`` has stopped receiving requests (its inference count stays unchanged for
-   ``drain_quiet_s``), bounded by ``drain_timeout_s``;
-4. list ``[new]`` and ``load_model`` again: Triton unloads ``old`` after its in-flight requests finish.
-
-If step 1 or 2 fails, the previous version list is restored and loaded, so the old version keeps
-serving, and ``SwapError`` says why.
+``TritonSwapper.swap``: load new beside old, wait until ready, drain old, unload it; on failure the previous
+version list is restored and ``SwapError`` says why.
 """
 
 from __future__ import annotations

@@ -1,9 +1,6 @@
 """Where the updater's labelled recent traffic comes from: ClickHouse in production, a list elsewhere.
 
-``ExampleSource`` is the protocol the ``Updater`` reads; ``ClickHouseSource`` joins the newest
-feedback labels with the text of the event they label (``labels.text``), in SQL valid on
-ClickHouse 18.16 and on modern servers; ``ListSource`` holds feedback in memory (scenario,
-benchmark, tests).
+``ExampleSource`` is the protocol; ``ClickHouseSource`` and ``ListSource`` implement it.
 """
 
 from __future__ import annotations
@@ -128,9 +125,17 @@ class ClickHouseSource:
         """The probabilities one version served, per event it labelled since ``since_ts_ms``, oldest
         first (``newest``: the last ``limit``). What the watch estimates accuracy from, without labels."""
         rows = self._version_rows(
-            "labels", "probabilities", "processed_ts_ms", task, version, adapter_hash, limit, since_ts_ms,
-            newest, where="AND length(probabilities) > 0",
-        )  # fmt: skip
+            "labels",
+            "probabilities",
+            "processed_ts_ms",
+            task,
+            version,
+            adapter_hash,
+            limit,
+            since_ts_ms,
+            newest,
+            where="AND length(probabilities) > 0",
+        )
         return [list(probabilities) for probabilities, _ in rows]
 
     def _version_rows(
@@ -153,9 +158,14 @@ class ClickHouseSource:
             f"SELECT {column}, {ts} FROM {table} FINAL WHERE task = %(task)s AND model_version = %(v)s "
             f"AND adapter_hash = %(h)s AND {ts} >= %(since)s {where} "
             f"ORDER BY {ts} {order}, event_id LIMIT %(limit)s",
-            {"task": task, "v": str(version), "h": adapter_hash, "limit": limit,
-             "since": self._since(since_ts_ms)},
-        )  # fmt: skip
+            {
+                "task": task,
+                "v": str(version),
+                "h": adapter_hash,
+                "limit": limit,
+                "since": self._since(since_ts_ms),
+            },
+        )
         return list(reversed(rows)) if newest else rows
 
     def graded_since(

@@ -1,20 +1,7 @@
 """The updater: turn drift and fresh feedback into a new version, and promote it only on evidence.
 
-``online.trigger.UpdateTrigger`` decides *when* (a drift event plus enough new labels, or every N
-labels, with a cooldown); ``Updater.build_candidate`` does the work at library level (train from the
-serving adapter on recent feedback + a replay sample of the original training data, score candidate
-and serving on the same held-out feedback from after the drift and on the original test set, let
-the gate of ``online.promotion`` promote, reject or wait); ``Updater.run_update`` adds the side
-effects: registry rows, export + hot swap into Triton, alerts. What a candidate trains: a drift is
-answered first by a head refit (``models.head_refit``, seconds: the adapter is kept, only the head
-learns), and by a LoRA update of adapter and head when the gate rejects that; updates without a
-drift are LoRA updates (``UpdaterConfig.drift_fit``). Serving changes only in the last
-step, so a crash or a worse candidate leaves it untouched; a "wait" (too little evidence) costs no
-registry row, and the caller retries once more labels have arrived (``UpdateOutcome.more_labels``).
-The Triton model (and registry key) is ``UpdaterConfig.model_name`` or the ``model_name`` argument,
-defaulting to the task name, so tests and the demo can update a model of their own.
-Labelled traffic comes from an ``online.sources.ExampleSource``; ``online.loop.run_updater`` is the
-``driftline updater`` process loop over the alerts and feedback topics.
+``Updater.build_candidate`` trains (head refit first, then LoRA) and gates a candidate; ``Updater.run_update``
+adds registry rows, export and hot swap. Serving changes only in the last step.
 """
 
 from __future__ import annotations
@@ -45,12 +32,11 @@ from driftline.online.gates.promotion import (
 )
 from driftline.online.gates.rollback_watch import WatchReading, sprt
 from driftline.online.serving.registry import ModelRegistry
-from driftline.online.serving.serve import ServedButNotRecorded, rollback, serve_version
+from driftline.online.serving.serve import Publish, ServedButNotRecorded, rollback, serve_version
 from driftline.online.update.data import original_labels, update_split
 from driftline.online.update.sources import ExampleSource
 from driftline.schema.records import ModelRecord, ModelStatus
 
-Publish = Callable[[dict[str, Any]], None]
 Fit = Literal["lora", "head"]  # what a candidate trains: adapter and head, or the head alone
 
 
@@ -548,8 +534,11 @@ class Updater:
             parent, serving_version = self.serving_artifact()
             recent = self.source.recent_examples(self.task, self.config.max_recent_labels)
             if len(recent) < self.config.min_new_labels:  # counted on the topic, not all stored yet
-                return self._wait(outcome, too_few_recent(len(recent), self.config.min_new_labels),
-                                  self.config.min_new_labels - len(recent))  # fmt: skip
+                return self._wait(
+                    outcome,
+                    too_few_recent(len(recent), self.config.min_new_labels),
+                    self.config.min_new_labels - len(recent),
+                )
             fresh = None
             if since_ts_ms is not None:
                 fresh = self.source.recent_examples(self.task, self.config.max_recent_labels, since_ts_ms)
@@ -683,27 +672,37 @@ class Updater:
         repository = Path(self.swapper.repository)
         try:
             version = export(
-                self.task, candidate.artifact, name=self.model_name, promote=False, repository=repository,
+                self.task,
+                candidate.artifact,
+                name=self.model_name,
+                promote=False,
+                repository=repository,
                 inherit_engine_from=_engine_parent(record.metrics.get("fit"), parent),
-            )  # fmt: skip
+            )
             write_shadow(self.model_name, version, repository)
             self.swapper.load_shadow(self.model_name, version)
         except Exception as exc:
             self.swapper.unload_shadow(self.model_name)
-            failed = record.model_copy(update={
-                "status": ModelStatus.REJECTED,
-                "reason": f"shadow could not start: {type(exc).__name__}: {exc}",
-            })  # fmt: skip
+            failed = record.model_copy(
+                update={
+                    "status": ModelStatus.REJECTED,
+                    "reason": f"shadow could not start: {type(exc).__name__}: {exc}",
+                }
+            )
             outcome.record = self._save_quietly(failed)
             outcome.reason = failed.reason
             self._alert(outcome.record, "critical")
             return outcome
         engine = read_meta(repository / self.model_name / str(version)).engine
-        shadow = record.model_copy(update={
-            "status": ModelStatus.SHADOW, "version": version, "engine": engine,
-            "reason": f"shadow: passed the offline gate ({record.reason})",
-            "metrics": {**record.metrics, "shadow_started_ts_ms": int(time.time() * 1000)},
-        })  # fmt: skip
+        shadow = record.model_copy(
+            update={
+                "status": ModelStatus.SHADOW,
+                "version": version,
+                "engine": engine,
+                "reason": f"shadow: passed the offline gate ({record.reason})",
+                "metrics": {**record.metrics, "shadow_started_ts_ms": int(time.time() * 1000)},
+            }
+        )
         outcome.record = self._save(shadow)
         outcome.version = version
         outcome.reason = f"version {version} runs as the shadow: {record.reason}"
@@ -730,10 +729,13 @@ class Updater:
         serving_right = [correct for _, _, correct in graded]
         mirrored, agreed = self.source.shadow_agreement(self.model_name, pending.version)  # type: ignore[attr-defined]
         evidence = ShadowEvidence(
-            elapsed_s=max(0.0, time.time() - started / 1000), mirrored=mirrored, agreed=agreed,
-            paired=Paired.of(shadow_right, serving_right), shadow_right=sum(shadow_right),
+            elapsed_s=max(0.0, time.time() - started / 1000),
+            mirrored=mirrored,
+            agreed=agreed,
+            paired=Paired.of(shadow_right, serving_right),
+            shadow_right=sum(shadow_right),
             serving_right=sum(serving_right),
-        )  # fmt: skip
+        )
         decision = judge_shadow(evidence, self.shadow_config)
         if decision.wait:
             return decision
@@ -743,9 +745,14 @@ class Updater:
         self.swapper.unload_shadow(self.model_name)
         if decision.promote:
             serve_version(
-                self.model_name, pending.version, self.swapper, self.registry, reason=decision.reason,
-                record=decided, publish=self.publish,
-            )  # fmt: skip
+                self.model_name,
+                pending.version,
+                self.swapper,
+                self.registry,
+                reason=decision.reason,
+                record=decided,
+                publish=self.publish,
+            )
             self.log(f"{self.model_name}: version {pending.version} serves after its shadow")
         else:
             self._alert(self._save(decided.model_copy(update={"status": ModelStatus.REJECTED})), "warning")
@@ -798,9 +805,11 @@ class Updater:
         why = verdict.why(previous.version, cfg)
         rollback(self.model_name, self.registry, self.swapper, publish=self.publish, why=why)
         self._notify(
-            "rolled back", "critical", f"version {current.version} rolled back to {previous.version}: {why}",
+            "rolled back",
+            "critical",
+            f"version {current.version} rolled back to {previous.version}: {why}",
             {**verdict.evidence(), "version": current.version, "rolled_back_to": previous.version},
-        )  # fmt: skip
+        )
         return verdict
 
     def _watch_labels(self, current: ModelRecord, previous: ModelRecord) -> WatchReading | None:
@@ -809,9 +818,12 @@ class Updater:
         if baseline is None:
             return None
         outcomes = self.source.outcomes(  # type: ignore[attr-defined]
-            self.task, current.version, current.adapter_hash, self.rollback_config.max_labels,
+            self.task,
+            current.version,
+            current.adapter_hash,
+            self.rollback_config.max_labels,
             since_ts_ms=current.updated_ts_ms,
-        )  # fmt: skip
+        )
         return sprt(outcomes, baseline, self.rollback_config)
 
     def _watch_estimate(self, current: ModelRecord, previous: ModelRecord) -> WatchReading | None:
@@ -836,9 +848,12 @@ class Updater:
             return None
         baseline = estimate_accuracy(np.asarray(before), float(old_t))
         after = served(
-            self.task, current.version, current.adapter_hash, cfg.estimate_max_events,
+            self.task,
+            current.version,
+            current.adapter_hash,
+            cfg.estimate_max_events,
             since_ts_ms=current.updated_ts_ms,
-        )  # fmt: skip
+        )
         outcomes = calibrate(np.asarray(after), float(new_t)).max(axis=1).tolist() if after else []
         return sprt(outcomes, baseline, cfg, kind="estimate")
 

@@ -1,18 +1,7 @@
 """The feedback stage: validate feedback events and join them to the predictions they judge.
 
-Faust-free (``FeedbackAgent`` in ``driftline.streams.learning.worker`` drives it) so the join rules
-can be unit tested. Each consumed message comes with a ``release`` callback that acknowledges its
-Kafka offset; the stage hands every message back exactly once, in one of two lists:
-
-- ``joined``: feedback matched with its prediction - stored in ClickHouse ``feedback``, then released;
-- ``dead_letters``: refused (schema) or never matched (``unknown_event_id``) - released once sent.
-
-Matching order: the worker's own recent predictions (``FeedbackJoiner``, fed by the classify hook),
-then one batched ClickHouse ``labels`` lookup. Feedback that matches nothing yet is *pending*: the
-prediction may still be in flight (feedback can overtake the label insert), so it is looked up again
-every ``retry_s`` and dead-lettered only after ``grace_s``. Its offset stays unacknowledged meanwhile,
-so a crash redelivers it instead of losing it. While ClickHouse cannot be asked, nothing expires:
-an outage must not turn good feedback into dead letters.
+``FeedbackStage`` is Faust-free and hands every message back once, joined or dead-lettered; unmatched
+feedback stays pending (offset unacknowledged) until ``grace_s``.
 """
 
 from __future__ import annotations
@@ -27,13 +16,13 @@ from driftline.online.labels.join import FeedbackJoiner, JoinedFeedback, Unjoine
 from driftline.schema.events import FeedbackEvent
 from driftline.schema.records import DeadLetterRecord, PredictionRecord
 from driftline.settings import LearningConfig
+from driftline.streams.checkpoint import Release
 from driftline.streams.decode import Rejection, decode_event
 from driftline.streams.learning.lookup import Key, PredictionLookup
 from driftline.streams.stages import RawMessage
 
 log = logging.getLogger(__name__)
 
-Release = Callable[[], None]
 Reject = Callable[[RawMessage, Rejection], DeadLetterRecord]
 
 

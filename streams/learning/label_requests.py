@@ -1,14 +1,6 @@
 """The classify hook that asks people for labels: predictions -> label-requests topic.
 
-Per task, a ``LabelRequester`` (``online/labels/request_policy.py``, settings ``label_requests`` in the online
-file) picks the events of each classified batch worth a human label, under the task's budget; the
-hook publishes one ``LabelRequestRecord`` per pick (key: task and event id) and waits for Kafka's
-acks, so the batch is done only once its requests are durable. The worker's store agent writes them
-to the ``label_requests`` table with status ``requested``.
-
-The budget is boosted while a drift is active: for ``drift_boost_s`` after a drift event of the task
-raised by this worker's drift watch (``DriftWatchAgent`` calls ``drift_seen``). With several workers,
-the task's drift watch runs on one of them, so only that worker boosts (documented limitation).
+Per task a ``LabelRequester`` picks events under its budget; the batch is done once Kafka acked its requests.
 """
 
 from __future__ import annotations
@@ -18,7 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from driftline.online.config import LabelRequestConfig, online_config
-from driftline.online.labels.request_policy import Candidate, LabelRequester
+from driftline.online.labels.request_policy import LabelCandidate, LabelRequester
 from driftline.schema.records import DriftEvent, LabelRequestRecord, PredictionRecord
 from driftline.streams.checkpoint import Checkpoint
 
@@ -63,7 +55,7 @@ class RequestLabels:
         for task, rows in by_task.items():
             active = self.drift_active(task)
             candidates = [
-                Candidate(r.event_id, r.text, dict(zip(r.label_names, r.probabilities, strict=True)))
+                LabelCandidate(r.event_id, r.text, dict(zip(r.label_names, r.probabilities, strict=True)))
                 for r in rows
             ]
             by_id = {r.event_id: r for r in rows}

@@ -1,11 +1,6 @@
 """Finding predictions in ClickHouse ``labels`` for feedback this worker cannot join from memory.
 
-With several workers the event behind a feedback label was often classified by another worker, and
-late feedback outlives the in-memory TTL; the ``labels`` table holds every prediction of every
-worker, so it is the join's source of truth. One query per feedback batch (ids chunked to stay far
-below ``max_query_size``) instead of one per event keeps a burst of feedback from turning into a
-burst of round trips. No ``FINAL``: duplicates of a redelivered event are resolved here (newest
-``processed_ts_ms`` wins), which is cheaper than merging on read.
+``labels`` holds every worker's predictions, so it is the join's source of truth; one query per batch.
 """
 
 from __future__ import annotations

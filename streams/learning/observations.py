@@ -1,15 +1,6 @@
 """Drift watching: one ``DriftMonitor`` per task, fed by observation batches, checkpointed per batch.
 
-Why an observations topic: predictions are produced by whichever worker owns an input partition and
-feedback by whichever owns a feedback partition, but a drift detector must see *all* of a task's
-signal in order - ADWIN on a quarter of the feedback needs four times as long to notice anything.
-Workers therefore publish compact ``ObservationBatch`` messages keyed by task; Kafka sends every
-task to one partition, and the worker owning that partition runs the task's only monitor.
-
-Checkpoint: after each step the monitor's ``state_dict`` (JSON, a few KB) is written to ``store`` -
-a Faust table keyed by task in the worker, so its changelog topic restores it on whichever worker
-owns the partition after a restart or rebalance. ``seq`` counts checkpoints; a cached monitor whose
-seq no longer matches the store's (another worker advanced it meanwhile) is reloaded.
+Observations are keyed by task, so one worker sees all of a task's signal in order; state is in a Faust table.
 """
 
 from __future__ import annotations

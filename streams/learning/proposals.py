@@ -1,12 +1,6 @@
 """The worker side of the open taxonomy: joined feedback with an undeclared label -> proposals.
 
-``ClassProposals`` runs on every batch of joined feedback (``FeedbackAgent.settle``) before the
-feedback rows are stored. ``online.taxonomy.ProposalTracker`` decides; for each proposal this module
-publishes one alert on the alerts topic (kind ``class_proposed``, or ``class_accepted`` for a task in
-``accept`` mode; evidence: the label and example event ids; key ``task:label``) and waits for its
-ack, then writes the ``task_labels`` row (0008). Labels already in ``task_labels`` are loaded once,
-so a restarted worker does not announce them again. If the worker dies after the alert and before
-the row is stored, the label is proposed again once enough new feedback carries it.
+``ClassProposals`` publishes one acked alert per proposal, then writes the ``task_labels`` row.
 """
 
 from __future__ import annotations
@@ -105,8 +99,13 @@ class ClassProposals:
                 key=f"{proposal.task}:{proposal.label}".encode(), value=alert.model_dump_json().encode()
             )
             await Checkpoint.produced([sent])
-            record = TaskLabelRecord(task=proposal.task, label=proposal.label, status=proposal.status,
-                                     source="feedback", examples=list(proposal.examples))  # fmt: skip
+            record = TaskLabelRecord(
+                task=proposal.task,
+                label=proposal.label,
+                status=proposal.status,
+                source="feedback",
+                examples=list(proposal.examples),
+            )
             await self.sink.add([record.to_row()])
             log.warning("class %s", proposal.status, extra={"task": proposal.task, "label": proposal.label})
         return proposals

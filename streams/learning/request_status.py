@@ -1,19 +1,6 @@
 """Label-request status: ``requested`` becomes ``answered`` when feedback came, ``expired`` when none did.
 
-A request's status lives in ``label_requests`` (0007, a ReplacingMergeTree keyed by task and event
-id, versioned by ``updated_ts_ms``): a change is a new copy of the row with the new status and a
-later ``updated_ts_ms``, so ``FINAL`` shows the newest. The copies are made inside ClickHouse with one
-``INSERT ... SELECT`` per rule, so the worker never holds request texts, a crash loses nothing (the
-next pass does it) and a repeated pass writes nothing new:
-
-- **answered**: a request that is not answered yet and whose (task, event id) has a joined
-  ``feedback`` row stored since shortly before the previous pass; an answer that comes after the
-  request expired still counts;
-- **expired**: a request still ``requested`` ``expire_after_s`` (the task's ``label_requests``
-  setting in the online file) after it was made.
-
-The worker runs the pass on a leader-only timer (``register_learning``), so a group of workers does
-it once.
+One ``INSERT ... SELECT`` per rule inside ClickHouse, run by a leader-only timer; repeatable and crash-safe.
 """
 
 from __future__ import annotations

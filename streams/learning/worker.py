@@ -1,18 +1,6 @@
 """The learning loop's Faust side: feedback agent, drift-watch agent, retry timer, ``/learning`` view.
 
-Data flow (all JSON, topics raw bytes)::
-
-    classify agents --prediction hook--> FeedbackJoiner (memory) + observations topic (key: task)
-    feedback topic --validate/join--> ClickHouse feedback --> observations topic
-                        |--undeclared label (open taxonomy)--> alerts topic + ClickHouse task_labels
-                        '--bad / unknown_event_id--> deadletter topic
-    observations topic --DriftMonitor per task--> alerts topic (kind "drift") + ClickHouse drift_events
-                        '--state--> Faust table ``drift-monitors`` (changelog: survives restarts)
-
-Offsets follow the worker's ``Checkpoint``: a feedback message is done only once its joined row is
-stored (or, refused by ClickHouse for good, dead-lettered as ``store_rejected``) or its dead letter
-acked (pending feedback keeps its offset uncommitted), an observation batch once the monitors' state
-is in the table and any ``drift_events`` rows are stored (or refused and logged).
+``register_learning`` wires them into a worker; offsets follow the worker's ``Checkpoint``.
 """
 
 from __future__ import annotations
@@ -382,9 +370,13 @@ def register_learning(
     requests = RequestLabels(topics.label_requests)
     stages.prediction_hooks.append(requests)
     store_requests = StoreAgent(
-        sinks["label_requests"], LabelRequestRecord, LabelRequestRecord.to_row, config=config,
-        metrics=stages.metrics, checkpoint=checkpoint,
-    )  # fmt: skip
+        sinks["label_requests"],
+        LabelRequestRecord,
+        LabelRequestRecord.to_row,
+        config=config,
+        metrics=stages.metrics,
+        checkpoint=checkpoint,
+    )
     app.agent(topics.label_requests, name="store-label-requests")(store_requests.run)
     status = RequestStatus(
         lambda: clickhouse_client(settings.clickhouse),

@@ -1,22 +1,7 @@
 """Re-score a past time range of a task's input topics with a chosen version, beside the original labels.
 
-``driftline rescore`` asks what a version (a served one, or the newest candidate) would have said
-about an earlier stretch of the stream. The input events are read back from Kafka retention: the
-range's first and last offsets per partition come from ``offsets_for_times`` on the records' Kafka
-timestamps. Each chunk is decoded like the workers decode it (``streams.decode``), classified with
-one ``InferenceClient`` and stored in ``rescored_labels``, keyed by run id and version and never
-over ``labels``. The report compares the run with the original labels and with joined feedback.
-
-Resume: the run id is derived from the task, the version and the range, so running the same
-command again continues a run. Its progress per partition (``rescore_progress``) is written only
-after the rows before it are stored (one ``ClickHouseSink`` flush, then the progress row); the
-range's end offsets are fixed on the first start. An interrupted run re-reads at most one chunk,
-and the repeated rows collapse under FINAL.
-
-Retention: when a partition's log start has moved past offset 0 and the range starts before the
-oldest event it still holds, part of the range has been deleted. The run is refused with the
-partition and the oldest retained time; a partial answer would pass for a whole one. Undecodable
-messages in the range were dead-lettered when they arrived; here they are counted as skipped.
+``driftline rescore`` reads the range back from Kafka retention into ``rescored_labels``; runs resume, and a
+range partly deleted by retention is refused.
 """
 
 from __future__ import annotations
@@ -236,9 +221,11 @@ class Rescorer:
                 continue  # inside the offsets, outside the range: produced with an out-of-order time
             try:
                 event = decode_event(
-                    record.value, self.kinds[record.topic], max_bytes=self.max_bytes,
+                    record.value,
+                    self.kinds[record.topic],
+                    max_bytes=self.max_bytes,
                     max_text_chars=self.max_text_chars,
-                )  # fmt: skip
+                )
             except Rejection as rejection:
                 self.counts.skipped[rejection.code] += 1
                 continue
@@ -255,12 +242,23 @@ class Rescorer:
     def _row(self, record: Any, event: Any, p: Prediction, rescored_ms: int) -> RescoredRecord:
         names = list(p.probabilities)
         return RescoredRecord(
-            run_id=self.run_id, task=self.task, event_id=event.id, topic=record.topic,
-            partition=record.partition, offset=record.offset, event_ts_ms=event.ts_ms(),
-            rescored_ts_ms=rescored_ms, model_name=p.model_name, model_version=self.version.label,
-            adapter_hash=p.adapter_hash, engine=p.engine, label=p.label, confidence=p.confidence,
-            label_names=names, probabilities=[p.probabilities[n] for n in names],
-        )  # fmt: skip
+            run_id=self.run_id,
+            task=self.task,
+            event_id=event.id,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            event_ts_ms=event.ts_ms(),
+            rescored_ts_ms=rescored_ms,
+            model_name=p.model_name,
+            model_version=self.version.label,
+            adapter_hash=p.adapter_hash,
+            engine=p.engine,
+            label=p.label,
+            confidence=p.confidence,
+            label_names=names,
+            probabilities=[p.probabilities[n] for n in names],
+        )
 
     async def _store(self, rows: list[RescoredRecord], nexts: dict, ends: dict[tuple[str, int], int]) -> None:
         """Rows first, then the progress that says they are stored."""
@@ -268,12 +266,19 @@ class Rescorer:
         await self.rows.flush()
         marks = [
             RescoreProgressRecord(
-                run_id=self.run_id, task=self.task, model_version=self.version.label, topic=topic,
-                partition=partition, start_offset=self.starts[(topic, partition)], next_offset=offset,
-                end_offset=ends[(topic, partition)], from_ts_ms=self.from_ms, to_ts_ms=self.to_ms,
+                run_id=self.run_id,
+                task=self.task,
+                model_version=self.version.label,
+                topic=topic,
+                partition=partition,
+                start_offset=self.starts[(topic, partition)],
+                next_offset=offset,
+                end_offset=ends[(topic, partition)],
+                from_ts_ms=self.from_ms,
+                to_ts_ms=self.to_ms,
             ).to_row()
             for (topic, partition), offset in nexts.items()
-        ]  # fmt: skip
+        ]
         await self.progress.add(marks)
         await self.progress.flush()
 
@@ -347,10 +352,17 @@ def summarize(
         original_mix[o] += n
         rescored_mix[r] += n
     labels = sorted(set(original_mix) | set(rescored_mix))
-    mix = {
-        label: {"original": original_mix[label] / n_compared, "rescored": rescored_mix[label] / n_compared}
-        for label in labels
-    } if n_compared else {}  # fmt: skip
+    mix = (
+        {
+            label: {
+                "original": original_mix[label] / n_compared,
+                "rescored": rescored_mix[label] / n_compared,
+            }
+            for label in labels
+        }
+        if n_compared
+        else {}
+    )
     return RescoreReport(
         run_id=run_id,
         task=task,
@@ -392,9 +404,10 @@ def resolve_version(
         from driftline.online.serving.registry import ModelRegistry
 
         found = [
-            r for r in ModelRegistry.from_settings().list(name)
+            r
+            for r in ModelRegistry.from_settings().list(name)
             if not r.version and r.artifact_path and Path(r.artifact_path).is_dir()
-        ]  # fmt: skip
+        ]
         if not found:
             raise ValueError(f"{name}: no candidate with an artifact on disk in the registry")
         newest = max(found, key=lambda r: r.created_ts_ms)
@@ -442,14 +455,25 @@ async def rescore_range(
         for record in (RescoredRecord, RescoreProgressRecord)
     ]
     rescorer = Rescorer(
-        run_id=run_id, task=task, routes=routes, version=chosen, client=client, rows=sinks[0],
-        progress=sinks[1], max_bytes=settings.pipeline.max_event_bytes,
-        max_text_chars=settings.pipeline.max_text_chars, from_ms=from_ms, to_ms=to_ms,
-    )  # fmt: skip
+        run_id=run_id,
+        task=task,
+        routes=routes,
+        version=chosen,
+        client=client,
+        rows=sinks[0],
+        progress=sinks[1],
+        max_bytes=settings.pipeline.max_event_bytes,
+        max_text_chars=settings.pipeline.max_text_chars,
+        from_ms=from_ms,
+        to_ms=to_ms,
+    )
     consumer = AIOKafkaConsumer(
-        **kafka_client_kwargs(settings), group_id=None, enable_auto_commit=False,
-        fetch_max_bytes=64 << 20, max_partition_fetch_bytes=32 << 20,
-    )  # fmt: skip
+        **kafka_client_kwargs(settings),
+        group_id=None,
+        enable_auto_commit=False,
+        fetch_max_bytes=64 << 20,
+        max_partition_fetch_bytes=32 << 20,
+    )
     ch = clickhouse_client(settings)
     await consumer.start()
     try:

@@ -1,14 +1,7 @@
 """The ``driftline updater`` process loop: drift alerts and feedback in, updates out.
 
-It consumes the alerts and feedback topics (through the one client factory, so a secured
-cluster's settings reach it), feeds each task's ``UpdateTrigger`` and, when one fires, runs that
-task's ``Updater.run_update`` in a worker thread so the consumer keeps polling. Every few seconds
-it has each serving version judged on its live feedback (``Updater.watch_promotion``: a
-significant drop against the version before it rolls back automatically) and, with a shadow phase,
-each pending shadow judged on its live evidence (``Updater.check_shadow``). From the start and
-after each promotion it warms the updaters' feature caches (``Updater.warm``, a few dozen texts
-between polls, so a drift never waits for the warm-up), so the head refit that answers the next
-drift embeds little more than the new feedback.
+``run_updater`` feeds each task's ``UpdateTrigger``, runs updates in a thread, and periodically watches
+promotions, judges shadows and warms feature caches.
 """
 
 from __future__ import annotations

@@ -1,23 +1,7 @@
 """``BatchingSink``: the one buffering/flushing/retrying abstraction every sink builds on.
 
-Rows are buffered and written in one ``_write`` call when the buffer reaches ``max_rows`` or its
-oldest row is ``max_age_s`` old (``tick()``, called by a Faust timer, handles the time bound).
-
-Every ``add()`` carries an optional ``on_stored`` callback that runs only after the rows it came
-with are durably written - step 1 of the worker's ``Checkpoint`` (``driftline.streams.checkpoint``),
-whose release callbacks the agents pass here. A failed write is retried with capped exponential
-backoff *forever* (tenacity; rows stay buffered and ``add()`` blocks once the buffer is full, which
-back-pressures the consumer). Duplicates that redelivery can cause are the sink's business (see
-``ClickHouseSink``).
-
-A write the store refuses *for good* (``_write`` raises ``StoreRefused``: a value it cannot take,
-an insert spanning too many partitions) would stall the pipeline if retried, so that batch is
-bisected instead: each half is written again, recursively, until the refused rows stand alone.
-The rest is stored; each refused row is counted, logged and handed, with the store's message and
-the ``origin`` its ``add()`` gave (the source message), to the ``rejected`` handler - the worker's
-publishes a ``store_rejected`` dead letter. The callbacks of a flush run only after its good rows
-are stored *and* the handler returned (dead letters acked), so no offset commits past a row that is
-neither stored nor dead-lettered. A sink without a handler only logs and counts its refused rows.
+Writes by size or age, retries forever, runs ``on_stored`` callbacks only once rows are durable, and bisects
+a batch the store refuses for good so the refused rows go to the ``rejected`` handler.
 """
 
 from __future__ import annotations
@@ -41,7 +25,7 @@ from tenacity import (
 
 from driftline.streams.metrics import PipelineMetrics
 
-Row = TypeVar("Row")
+RowT = TypeVar("RowT")
 OnStored = Callable[[], Awaitable[None] | None]
 
 log = logging.getLogger(__name__)
@@ -57,11 +41,11 @@ class StoreRefused(Exception):
 
 
 @dataclass(frozen=True)
-class RejectedRow(Generic[Row]):
+class RejectedRow(Generic[RowT]):
     """A row the store refused for good, why, and the ``origin`` its ``add()`` gave (or None)."""
 
     sink: str
-    row: Row
+    row: RowT
     origin: Any
     reason: str
     error_type: str
@@ -70,7 +54,7 @@ class RejectedRow(Generic[Row]):
 OnRejected = Callable[[list[RejectedRow[Any]]], Awaitable[None] | None]
 
 
-class BatchingSink(abc.ABC, Generic[Row]):
+class BatchingSink(abc.ABC, Generic[RowT]):
     """Buffers rows, writes them in batches with retries, then runs their ``on_stored`` callbacks."""
 
     name: str = "sink"
@@ -91,7 +75,7 @@ class BatchingSink(abc.ABC, Generic[Row]):
         self.backoff_max_s = backoff_max_s
         self.metrics = metrics
         self.rejected = rejected  # gets the rows the store refused for good (None: log and count only)
-        self._rows: list[Row] = []
+        self._rows: list[RowT] = []
         self._origins: list[Any] = []  # per row: where it came from, for the ``rejected`` handler
         self._callbacks: list[OnStored] = []
         self._oldest: float | None = None
@@ -103,7 +87,7 @@ class BatchingSink(abc.ABC, Generic[Row]):
         self._closed = False
 
     @abc.abstractmethod
-    async def _write(self, rows: list[Row]) -> None:
+    async def _write(self, rows: list[RowT]) -> None:
         """Store ``rows`` durably or raise (``StoreRefused`` when retrying them cannot help)."""
 
     @property
@@ -117,7 +101,7 @@ class BatchingSink(abc.ABC, Generic[Row]):
         return self.last_error is None
 
     async def add(
-        self, rows: Sequence[Row], on_stored: OnStored | None = None, origins: Sequence[Any] | None = None
+        self, rows: Sequence[RowT], on_stored: OnStored | None = None, origins: Sequence[Any] | None = None
     ) -> None:
         """Buffer rows (callback runs once they are stored or handed over as refused); flushes when full.
 
@@ -171,7 +155,7 @@ class BatchingSink(abc.ABC, Generic[Row]):
             self._gauge()
             return len(rows)
 
-    async def _store(self, rows: list[Row], origins: list[Any], top: bool = True) -> list[RejectedRow[Row]]:
+    async def _store(self, rows: list[RowT], origins: list[Any], top: bool = True) -> list[RejectedRow[RowT]]:
         """Write ``rows``; a batch refused for good is bisected. Returns the rows refused alone."""
         try:
             await self._write_with_retry(rows)
@@ -190,7 +174,7 @@ class BatchingSink(abc.ABC, Generic[Row]):
             ]
         return []
 
-    async def _write_with_retry(self, rows: list[Row]) -> None:
+    async def _write_with_retry(self, rows: list[RowT]) -> None:
         """Write ``rows``, retrying with capped exponential backoff until it succeeds or is refused."""
         retrying = AsyncRetrying(
             # never CancelledError; StoreRefused goes to the caller at once
@@ -215,7 +199,7 @@ class BatchingSink(abc.ABC, Generic[Row]):
             self.metrics.sink_flush_latency.labels(self.name).observe(elapsed)
             self.metrics.sink_flush_rows.labels(self.name).observe(len(rows))
 
-    async def _reject(self, refused: list[RejectedRow[Row]]) -> None:
+    async def _reject(self, refused: list[RejectedRow[RowT]]) -> None:
         """Count and log refused rows, then hand them to ``rejected`` (retried until it succeeds)."""
         self.rejected_rows += len(refused)
         if self.metrics:
@@ -223,10 +207,15 @@ class BatchingSink(abc.ABC, Generic[Row]):
         for r in refused:
             log.error(
                 "row refused by the store",
-                extra={"sink": self.name, "error": r.reason[:1000], "error_type": r.error_type,
-                       "origin": repr(r.origin)[:300], "row": repr(r.row)[:4000],
-                       "handled": self.rejected is not None},
-            )  # fmt: skip
+                extra={
+                    "sink": self.name,
+                    "error": r.reason[:1000],
+                    "error_type": r.error_type,
+                    "origin": repr(r.origin)[:300],
+                    "row": repr(r.row)[:4000],
+                    "handled": self.rejected is not None,
+                },
+            )
         if self.rejected is None:
             return
         retrying = AsyncRetrying(

@@ -1,29 +1,7 @@
 """Batched ClickHouse sinks, one per record of ``driftline.schema.records`` (its ``TABLE`` and ``COLUMNS``).
 
-Rows are the records' own ``to_row()`` tuples, so a table's columns are declared once, on its record.
-
-Idempotence: a redelivered event (worker crash after the insert but before the offset commit, or a
-retried insert whose first attempt did land) is written again. We rely on the tables, not on insert
-deduplication: ``labels`` is a ``ReplacingMergeTree(processed_ts_ms) ORDER BY (task, event_id)`` so
-duplicates collapse to the newest row on merge, and readers that need exactness now query with
-``FINAL``. Insert-block deduplication is not used because it only exists for Replicated tables on
-ClickHouse 18.16 (the local server) and depends on identical blocks, which re-batching after a
-restart does not give. ``alerts`` collapses the same way on ``(kind, alert_id)``; ``dead_letters`` is
-a plain log (a redelivered bad message appears twice, with the same topic/partition/offset, so
-``SELECT DISTINCT topic, partition, kafka_offset`` counts it once).
-
-The driver is synchronous, so inserts run in a worker thread (``asyncio.to_thread``) to keep the
-event loop (Kafka heartbeats, the web server) responsive during slow inserts.
-
-Refusals (``refusal``): an insert fails *for good* only when the rows themselves are refused - a
-server error code of ``PERMANENT_CODES`` (a value it cannot parse or hold, an insert block spanning
-more partitions than ``max_partitions_per_insert_block``), or the driver failing to encode a value
-for its column (``ENCODING_ERRORS``; nothing was sent). ``BatchingSink`` then bisects the batch and
-hands the refused rows over. Everything else retries forever: network and timeouts, memory limits,
-"too many parts" while merges catch up, and errors of the query rather than the rows (unknown
-table or column, permissions, read-only) - those are fixed by an operator, and dead-lettering every
-row meanwhile would turn an outage into a flood of dead letters. A batch is one native insert block
-(``max_rows`` is far below ``insert_block_size``), refused as a whole before anything is written.
+Duplicates from redelivery collapse in the tables (ReplacingMergeTree), not by insert dedup; ``refusal``
+separates rows refused for good from errors that retry forever.
 """
 
 from __future__ import annotations
