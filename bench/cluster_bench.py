@@ -1,21 +1,7 @@
 """Cluster benchmark: the pipeline on the three-broker TLS cluster vs the single broker, and a broker kill.
 
-``python -m bench.cluster_bench [--quick] [--events N] [--workers 2] [--rate 6]``
-
-In one run, with one served model (the small news classifier, exported to Triton under a unique
-name) and the same news texts:
-
-1. throughput of the pipeline (``--workers`` workers, ``testing.cluster.PIPELINE_ENV``) on the shared
-   single-broker stack (PLAINTEXT): ``--events`` events produced at once, events/s from the first
-   send to the last label row in ClickHouse;
-2. the same on a private ``stack up --cluster`` (three brokers, SASL_SSL, RF 3, min ISR 2, on free
-   ports with a temporary run dir), every Kafka client through ``driftline.clients``;
-3. on that cluster with the same workers: steady load at ``--rate`` events/s, one broker SIGKILLed
-   and restarted; events lost, ids keeping more than one row after merges, recovery time
-   (``driftline.apps.testing.cluster.broker_kill``).
-
-``tls_cluster_ratio`` = cluster events/s / single-broker events/s. Writes
-``bench/results/cluster_bench.json`` and prints a table.
+Needs the local stack: ``python -m bench.cluster_bench [--quick] [--events N] [--workers 2] [--rate 6]``
+writes ``bench/results/cluster_bench.json`` and prints a table. Method and keys: docs/benchmarks.md.
 """
 
 from __future__ import annotations

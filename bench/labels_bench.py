@@ -1,31 +1,8 @@
 """Label-efficiency benchmark: active against random labelling, and a class nobody declared.
 
-    python -m bench.labels_bench [--quick] [--seed N] [--budget F] [--new-class-share F]
-
-Runs the emerging-class demo (``driftline demo``, as a subprocess on topics of its own) three
-times at the same label budget. The default run is the demo's full size with the new class at
-15 % of the shifted stream (``SHARE``): a class that emerges starts rare, and that is where the
-choice of events matters. When it is 35-40 % of the stream (the demo's own story, and ``--quick``),
-a random sample is already 40 % new class and both policies promote at the gate's floor (the
-smallest holdout it judges), so the labels measure that floor, not the choice. The budget
-(``--label-budget``) is the share of news events labelled at random, or requested by the workers'
-label requests:
-
-- ``random``: a simulated annotator labels a random share of events;
-- ``active``: it answers the workers' label requests (uncertainty + diversity, boosted during a
-  drift; online/labels/request_policy.py);
-- ``open_taxonomy``: active, and the emerging class is not even declared: it is learned through
-  ``new_labels: accept`` and a grown head.
-
-For each it reports the labels the promotion took: those sent from the shift until the update that
-promoted started (``labels_to_promotion``; the gate decides when the evidence suffices, so this is
-where a better choice of events shows). ``labels_until_served`` adds the labels that arrived while
-that update trained, exported and swapped (a matter of wall time and label rate, not of the
-choice), ``labels_total_to_promotion`` the pre-shift labels too. Also the shifted events until the
-new version served, the recovery ratio (accuracy of the new version on
-the shifted stream / pre-shift accuracy) and the new class's accuracy. Writes
-``bench/results/labels_bench.json`` and a bar chart ``labels_bench.png`` (``--quick``:
-``labels_bench_quick``; another ``--new-class-share``: ``labels_bench_share<F>``).
+``python -m bench.labels_bench [--quick] [--seed N] [--budget F] [--new-class-share F]`` writes
+``bench/results/labels_bench.json`` and a chart ``labels_bench.png`` (``--quick``: ``labels_bench_quick``;
+another ``--new-class-share``: ``labels_bench_share<F>``). Scenarios and keys: docs/benchmarks.md.
 """
 
 from __future__ import annotations

@@ -1,53 +1,8 @@
 """Model benchmark: every inference engine of each task's model, on the task's test texts, in-process.
 
 ``python -m bench.models_bench [--quick] [--tasks news_topic,chat_sentiment] [--batches 1,8,32,64]``
-
-Which engine should serve a version, and what does the serving path's batching buy? For each task it
-takes the latest trained artifact (``driftline.models.triton.export.latest_artifact``; the harness's small
-test artifact when the task has none, said so in the report), copies it into a temporary version
-folder, writes its ONNX graphs (``driftline.models.engines.write_onnx``) and runs every engine
-(``ENGINE_NAMES``, via ``load_engine``; one that cannot load or run gets its error as its row) plus
-``torch-fp32+explain``, what serving did before engines: a forward and the explanation's backward
-pass per batch (``driftline.models.explain.explainer.Explainer``; the row is left out with a note
-when that module is missing). On the task's test split (the first ``--limit`` texts: 400 by default,
-64 with ``--quick``, 0 for all; news_topic has 207, chat_sentiment 1,699, and a full chat pass per
-engine would take the run past 6 minutes on the 2-core machine) each row gets:
-
-- sentences/s, p50/p99 per call with length-sorted batches within the token budget
-  (``plan_batches``, settings ``triton.token_budget``, at most 64 rows): how serving runs, and the
-  pass whose labels give accuracy (vs gold) and agreement (labels equal to torch-fp32's);
-- sentences/s, p50/p99 per call at batch 1/8/32/64 in arrival order (``count_batches``), each cell
-  run for ``--budget`` seconds of calls (at least one call), so a slow engine cannot stretch the run;
-- per task, the padding waste of arrival-order batches of 32 against the sorted budget plan.
-
-Texts are encoded once by the model's codec (as the worker does); times cover the engine calls only.
-Threads: settings ``triton.torch_threads`` (0 = each library's default). The explanation row's labels
-are torch-fp32's (same weights, same forward pass): ``Explainer`` returns explanations only; being
-~3x slower than torch, its sorted pass runs the planned batches in a fixed shuffled order for
-``--explain-budget`` seconds instead of over every text.
-Results: ``bench/results/models_bench.json`` and ``.md`` (the report section below: pure functions of
-the measurements, checked without a model by tests/test_bench_contract.py) and a table per task on
-the console. The default run takes ~6 minutes on the 2-core development machine.
-
-The document::
-
-    meta                   when, mode, threads, batch sizes, token budget, time budget per cell
-    engines[task][row]     sentences_per_s (length-sorted token-budget batches: how serving runs),
-                           accuracy (vs gold), agreement (labels equal to torch-fp32's),
-                           p50_ms / p99_ms (per call, same batches), calls, texts,
-                           by_batch["1"|"8"|"32"|"64"] (arrival order, fixed count: sentences_per_s,
-                           p50_ms, p99_ms, calls, texts), error, note
-    chosen[task]           what export's rule picks from these measurements (below)
-    padding_waste[task]    {before: arrival-order batches of 32, after: the sorted budget plan}
-    tasks[task]            artifact, where it came from, texts, token budget, max batch
-    rule                   the rule's bounds
-
-A row is an engine name (``driftline.models.engines.ENGINE_NAMES``) or ``torch-fp32+explain``: what
-serving did before engines, a forward and the explanation's backward pass per batch.
-
-The rule is export's (``driftline.models.engines.pick_engine``): the fastest engine whose accuracy is
-within 0.5 points of torch-fp32's and whose label agreement with it is at least 0.97; torch-fp32 when
-none qualifies. Rows that are not engines (the explanation row) and rows with an error never qualify.
+writes ``bench/results/models_bench.json`` and ``.md`` and prints a table per task. Method, keys and
+the engine rule: docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -121,7 +76,7 @@ def chosen_engine(
 def build_result(meta: Mapping[str, Any], tasks: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """The JSON document from the measurements of each task.
 
-    ``tasks[task]`` holds ``rows`` (row name -> measurement, keys as in the module docstring),
+    ``tasks[task]`` holds ``rows`` (row name -> measurement, keys as in docs/benchmarks.md),
     ``padding_waste`` ({before, after}) and descriptive fields (artifact, artifact_source, texts,
     token_budget, max_batch) copied to ``tasks``.
     """

@@ -1,36 +1,8 @@
 """Online-learning benchmark: drift detection delay and false alarms, update wall time, recovery.
 
-    python -m bench.online_bench [--quick] [--skip-update] [--skip-swap] [--skip-scenario]
-
-Parts: (1) each detector on synthetic streams: false alarms over 50,000 stationary events and the
-delay (events after a shift) to the first alarm, over several seeds; (2) wall time of one
-incremental LoRA update on 2,000 labelled examples with 2 threads (target <= 90 s); (3) the
-emerging-class scenario (``run_emerging_class``, below; tests run it small): accuracy drop,
-detection delay, recovery ratio.
-(4) requests failed while a Triton model is hot-swapped under load (needs the local stack; the
-same check as tests/online/test_hot_swap.py, but with client retries off).
-Writes bench/results/online_bench.json and online_bench.md.
-
-The emerging-class scenario (part 3): news_topic's first adapter never saw entertainment; then it
-arrives.
-
-A harness over the production parts (drift monitor, ``UpdateTrigger``, ``Updater`` and the promotion
-policy, the classifier in-process): the benchmark runs it full size, tests run it small, the demo drives
-the same story through the full stack. The stream is ``pre_events`` stationary events without
-entertainment, then ``post_events`` where a share ``entertainment_share`` is entertainment;
-``feedback_rate`` of events get a feedback label. Every prediction and label goes to the monitor and the
-trigger exactly as the worker and the updater feed them in production; when the production trigger says
-an update is due, the updater builds a candidate from the serving adapter, and if the promotion policy
-accepts it the stream continues on it. Trigger settings (``labels_after_drift``, ``min_new_labels`` ...)
-are the task's online configuration unless the scenario overrides them.
-
-Honesty rules: the stream is ``driftline.apps.demo.stream.EmergingStream``, the demo's own builder, with
-``HELD_OUT_SPLITS``: texts come only from the validation and test splits, which no initial adapter
-trains on (the train split feeds the first adapter and the replay sample). BBC News has ~430 such texts,
-so the stream repeats them (each pool reshuffled when used up); after the update a repeated text may be
-one the candidate trained on (it came back as feedback), so the result reports accuracy on *unseen*
-texts (not in the candidate's training data) beside the all-events figure, and the recovery ratio uses
-the unseen one.
+``python -m bench.online_bench [--quick] [--skip-update] [--skip-swap] [--skip-scenario]`` (the hot swap
+needs the local stack) writes ``bench/results/online_bench.json`` and ``.md``. Parts, the emerging-class
+scenario (``run_emerging_class``) and keys: docs/benchmarks.md.
 """
 
 from __future__ import annotations

@@ -1,38 +1,8 @@
 """Pipeline benchmark: end-to-end events/s and latency (produced to Kafka -> row in ClickHouse).
 
-``python -m bench.pipeline_bench [--quick] [--only raw,batched,per_event,peer,events] [--out DIR]``
-
-Runs against the live stack with isolated pipelines (unique topics, app ids and Triton model names,
-``driftline.apps.testing.harness``). Sections, each on the same test-split texts:
-
-- ``raw``: the served version's own engine (the one export chose, ``meta.json`` ``engine``, loaded with
-  ``load_engine`` from the served version folder) in this process, length-sorted token-budget calls
-  (``bench.timing``): the model alone, the ceiling of the pipeline; plus the time of one
-  ``max_batch``-row call, whose 4x is the latency target;
-- ``batched``: ``news_topic`` through one ``driftline worker`` at default settings: events/s unpaced,
-  then send-to-row latency with events produced at 50 % of that measured maximum;
-- ``per_event``: the same with ``max_batch`` 1 (one event per inference call);
-- ``peer``: a plain peer (``run_peer``, below: one process, one message at a time, a transformers
-  pipeline, one ClickHouse insert per event) on its own topic and table;
-- ``events``: each task (news and chat events, whose schemas differ) through one worker at default
-  settings with the explainer service beside it (default explain policy).
-
-Latency is the time from the producer's send to the first ClickHouse poll that sees the row (poll
-interval ``--poll``). Each run first sends a few warm-up events and waits for their rows.
-
-Figures (``bench/results/pipeline_bench.json``, ``.md``): ``p1`` = batched events/s / raw engine
-sentences/s (target >= 0.9); ``p2`` = batched / per-event events/s (target >= 10);
-``p99_ms_at_half_load`` next to ``p99_target_ms`` = 4 x one max_batch call of the engine;
-``vs_plain_peer`` = batched / peer events/s; ``events_per_s[task]``; the details behind each under
-``details``, among them ``p2_engine_ceiling`` (the engine's own batched / one-text-per-call
-sentences/s) and the batched run's ``cpu_share`` per part (Triton, worker, Kafka, ClickHouse, this
-process, idle): on one host the engine gets only what the rest of the pipeline leaves it. A section
-not run leaves its figures null.
-
-The result assembly (``assemble``, ``markdown``) is pure: tests/test_bench_contract.py checks the
-document's keys without a stack.
-
-``--quick`` takes ~5 minutes, the default run ~15 on the 2-core development machine.
+Needs the local stack: ``python -m bench.pipeline_bench [--quick] [--only raw,batched,per_event,peer,events]
+[--out DIR]`` writes ``bench/results/pipeline_bench.json`` and ``.md``. Sections, figures and targets:
+docs/benchmarks.md.
 """
 
 from __future__ import annotations

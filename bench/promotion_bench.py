@@ -1,28 +1,8 @@
 """Promotion benchmark: how reliably the quick emerging-class scenario ends in a promotion.
 
-    python -m bench.promotion_bench [--quick] [--seeds N] [--parts demos,rescore]
-
-``demos``: runs ``driftline demo --quick --seed S`` (as a subprocess on topics of its own) for
-seeds 0 .. N-1 (default 10; ``--quick`` runs the same 10, the demo preset is already the small one)
-and counts the runs whose update was promoted: ``quick_demo_promotions``. Per seed it keeps the
-decision and its reason, the fit that promoted (head refit or LoRA), the labels and shifted events
-until the new version served, and the recovery ratio; a chart ``promotion_bench.png`` shows
-recovery and shifted events per seed.
-
-``rescore``: ``rescore_events_per_s_ratio``, re-scoring from Kafka retention against the engine's
-raw throughput on the same texts (2,000 events, 500 with ``--quick``).
-
-``shadow``: ``shadow_cpu_overhead``, worker CPU per event with a 10 % mirror to a shadow version ÷
-without (1,000 events, 300 with ``--quick``).
-
-``rollback``: ``rollback_labels_to_detect``, labelled events after a planted bad promotion until the
-post-promotion watch rolls it back (the worst of 20 orders).
-
-``estimate``: ``estimate_abs_error``, label-free accuracy estimates (CBPE after temperature
-scaling) against measured accuracy per window, stationary and shifted.
-
-Each part's measurement is a section of this module, below the command line. Writes
-``bench/results/promotion_bench.json``; a run of some parts keeps the other parts' keys.
+``python -m bench.promotion_bench [--quick] [--seeds N] [--parts demos,rescore]`` writes
+``bench/results/promotion_bench.json`` (a run of some parts keeps the other parts' keys) and a chart
+``promotion_bench.png``. What each part measures: docs/benchmarks.md.
 """
 
 from __future__ import annotations

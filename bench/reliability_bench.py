@@ -1,23 +1,8 @@
 """Reliability figures: robustness to character noise, faults survived, inputs tried, events lost.
 
 ``python -m bench.reliability_bench [--tasks news_topic,chat_sentiment] [--n 150] [--skip-robustness]
-[--run-tests]``
-
-Robustness: for each task, the classifier ``driftline train TASK`` makes (``get_or_train`` with
-the task's recipe, cached) is scored with ``driftline.models.training.evaluate`` on a fixed
-sample of its test split: clean, and under each noise of ``driftline.models.text.noise`` (typos, homoglyphs,
-fullwidth, zero-width, control characters, all visual ones together, all mixed with typos), each
-without and with ``normalize()`` applied to the input. The *drop* is clean accuracy minus noisy
-accuracy; normalization should at least halve it for every noise except typos (which no
-normalization can undo). For those the same small recipe is trained twice, without and with noise
-augmentation (``train.augment_fraction``), and the typo drops are compared.
-
-Faults and hostile input: the stack tests in ``tests/reliability`` (``test_faults.py``,
-``test_hostile.py``) record what they injected and counted (events produced / labelled / lost /
-duplicated, faults survived, retries seen in metrics, bad inputs tried and dead-lettered) as JSON
-under ``bench/results/reliability_runs/``; ``--run-tests`` runs them first. This script merges the
-latest record of each with the robustness figures into ``bench/results/reliability_<time>.json``
-and ``.md`` and prints the tables.
+[--run-tests]`` writes ``bench/results/reliability_<time>.json`` and ``.md`` and prints the tables.
+Method and keys: docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -310,8 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     console = Console()
     if args.run_tests:
-        cmd = [sys.executable, "-m", "pytest", "-q", "tests/reliability/test_faults.py",
-               "tests/reliability/test_hostile.py"]  # fmt: skip
+        cmd = [sys.executable, "-m", "pytest", "-q", "tests/stack/reliability/test_faults.py",
+               "tests/stack/reliability/test_hostile.py"]  # fmt: skip
         console.print(f"running {' '.join(cmd[2:])}")
         subprocess.run(cmd, cwd=Path(__file__).resolve().parent.parent, check=False)
     robustness, augmentation = [], []

@@ -1,17 +1,8 @@
 """Shared timing: a model timed the way serving calls it, and the percentile every latency figure uses.
 
-Both benchmarks that quote an engine's sentences/s (``bench.models_bench`` for every engine,
-``bench.pipeline_bench`` for the served version's raw figure behind P1) need the same steps, so they
-live here once:
-
-- ``encode_texts``: the version's ``TextCodec`` (encoder, max_length, normalization from its
-  ``meta.json``, truncation from the task) turns texts into token ids, as the worker's client does;
-- a plan (``plan_batches``: length-sorted within a token budget, as serving cuts a micro-batch, or
-  ``count_batches``: arrival order, a fixed count) says which texts go into each call;
-- ``run_plan`` times the calls (``time.perf_counter`` around each, so tokenization is outside the
-  figure, as it is outside the engine in serving), optionally stopping after a time budget, and puts
-  the probabilities back in input order;
-- ``percentile``: the nearest-rank quantile of per-call and send-to-row latencies.
+For ``bench.models_bench`` and ``bench.pipeline_bench``: ``encode_texts`` (the version's codec), a plan
+(``plan_batches``: length-sorted in a token budget; ``count_batches``: arrival order), ``run_plan``
+(times the engine calls only) and ``percentile`` (nearest rank). Method: docs/benchmarks.md.
 """
 
 from __future__ import annotations

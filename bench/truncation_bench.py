@@ -1,40 +1,8 @@
 """Truncation study for ``news_topic``: accuracy and cost of cutting long articles in four ways.
 
 ``python -m bench.truncation_bench [--quick] [--engine NAME] [--train] [--artifact DIR] [--passes N]``
-
-BBC articles run to hundreds of tokens and the task serves ``max_length: 128``, ``truncation: head``.
-This bench encodes the whole news test split (``--quick``: 48 texts across it) with the serving
-codec (``driftline.models.text.codec.TextCodec``) in each setting
-
-- ``head-128``: the first 126 text tokens (today's setting);
-- ``head-256``: the first 254 text tokens;
-- ``head_tail-128``: the first and the last 63 text tokens (``head_share`` 0.5);
-- ``head_tail-128-q25``: the first 32 and the last 94 text tokens (``head_share`` 0.25),
-
-runs the served artifact's weights (``latest_artifact("news_topic")``, trained at 128; the encoder
-is position-agnostic up to 512 and mean pooling is length-normalized, so it can be served at 256
-without retraining) over length-sorted batches cut by a 4096-token budget (``plan_batches``), and reports
-accuracy, macro-F1, the share of texts cut, mean tokens per text, padding waste and sentences/s.
-A timed pass is what a serving client and server do per text: encode, plan, pad and infer; the
-figure is the best of 2 timed passes after a warm-up, on 2 threads; the passes interleave the
-settings so a burst of load from other work does not land on one setting alone, and the CPU time
-of the same pass is reported too (``cpu_ms_per_text``). ``--engine`` runs a
-``driftline.models.engines`` engine (``load_engine(version_dir, name, num_threads)``) instead of
-the torch fp32 reference. ``--train`` also fine-tunes a fresh adapter at 256 with the task's train
-settings (cached outside ``artifacts/news_topic/``, so it never becomes the served model) and
-measures it as ``head-256-trained``: slow, optional.
-
-Choice rule (also written to the JSON): the cheapest setting whose accuracy is within 0.5 points
-of the best, cost = 1 / sentences_per_s. Costs closer than the timing noise count as equal (two
-settings with the same token counts cost the same, yet on a shared CPU their timings differ): the
-tie band is the largest spread between one setting's timed passes, at least 5% and at most 25% (past
-that the run is flagged ``timing_warning``: rerun on a quieter machine or with more ``--passes``),
-and a tie goes to the more accurate setting, then to today's. A ``--train`` setting is reported but
-not chosen by itself, since serving it means retraining the task at 256.
-
-Results: a rich table, and ``bench/results/truncation_bench.json`` (``settings[name] = {accuracy,
-macro_f1, truncated_share, mean_tokens, padding_waste, sentences_per_s}``, ``chosen``, ``reason``;
-``--quick`` writes ``truncation_bench_quick.json`` so it never overwrites the study).
+writes ``bench/results/truncation_bench.json`` (``--quick``: ``truncation_bench_quick.json``) and prints
+a table. Settings, method and keys: docs/benchmarks.md; the study and its choice: docs/truncation.md.
 """
 
 from __future__ import annotations
@@ -232,7 +200,7 @@ def cost_tie(noise: float) -> tuple[float, str | None]:
 
 
 def choose(results: dict[str, dict[str, Any]], tie: float = COST_TIE) -> tuple[str, str]:
-    """The setting the rule picks (see the module docstring) and why, in words with the figures.
+    """The setting the rule picks (see docs/truncation.md) and why, in words with the figures.
 
     ``tie`` is the relative cost difference that counts as equal (the measured timing noise).
     """

@@ -19,6 +19,8 @@ from driftline.streams.faust_compat import install, partition_offsets, seek_back
 from driftline.streams.sinks.base import BatchingSink
 
 Release = Callable[[], None]
+#: how long a tick waits for the sinks' flushes before the timer moves on (they go on meanwhile)
+TICK_WAIT_S = 1.0
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,7 @@ class Checkpoint:
         self.sinks: dict[str, BatchingSink] = sinks if sinks is not None else {}
         self.redeliver_after_s = redeliver_after_s
         self.on_redeliver = on_redeliver  # called with the topic of each seek back
+        self._ticks: dict[str, asyncio.Task[None]] = {}  # per sink: its time-bound flush in progress
 
     def install(self, app: Any) -> None:
         """Make ``app``'s consumer obey this checkpoint and check for holes (before the app starts)."""
@@ -108,12 +111,29 @@ class Checkpoint:
     # --- steps --------------------------------------------------------------------------------
 
     async def tick(self) -> None:
-        """Step 1 on the time bound: flush every sink whose oldest row is due."""
-        for sink in self.sinks.values():
-            await sink.tick()
+        """Step 1 on the time bound: flush every sink whose oldest row is due.
+
+        Each sink ticks in a task of its own: a sink retrying a write (its store is away) keeps
+        retrying there while the others go on flushing, and gets its next tick once it is done.
+        """
+        started = []
+        for name, sink in self.sinks.items():
+            running = self._ticks.get(name)
+            if running is not None and not running.done():
+                continue
+            if running is not None and not running.cancelled() and running.exception() is not None:
+                log.error("sink tick failed", extra={"sink": name, "error": repr(running.exception())[:300]})
+            self._ticks[name] = asyncio.create_task(sink.tick(), name=f"tick-{name}")
+            started.append(self._ticks[name])
+        if started:
+            await asyncio.wait(started, timeout=TICK_WAIT_S)
 
     async def flush(self) -> None:
         """Step 1 for everything buffered (shutdown): offsets of rows not stored stay uncommitted."""
+        for task in self._ticks.values():
+            task.cancel()  # a tick still retrying puts its rows back; the flush below writes them
+        await asyncio.gather(*self._ticks.values(), return_exceptions=True)
+        self._ticks.clear()
         for sink in self.sinks.values():
             with contextlib.suppress(Exception):
                 await sink.flush()

@@ -1,9 +1,9 @@
-"""Shared fixtures for every area's tests.
+"""Shared fixtures for every tree's tests.
 
-Two trees: ``tests/unit`` runs with nothing running (it mirrors the packages module for module:
-``tests/unit/<package path>/test_<module>.py``, the ground floor under ``tests/unit/driftline``);
-``tests/stack`` needs the live stack or starts real services (Kafka, ClickHouse, Triton). Helpers
-both trees import live in ``tests/support``.
+Three trees mirror the packages (``tests/<tree>/<package path>/test_<module>.py``, the ground floor
+under ``driftline/``): ``unit`` needs nothing running and takes about a minute; ``slow`` needs no
+services but trains, exports or measures real models; ``stack`` needs the live stack or starts real
+services. Helpers they share live in ``tests/support``.
 
 Tests marked ``@pytest.mark.stack`` talk to the real local stack (``driftline stack up``). If the
 stack is down they fail at once with one clear message instead of each timing out on its own.
@@ -21,20 +21,20 @@ from pathlib import Path
 
 import pytest
 
-from driftline.apps.testing.harness import free_ports, unique_suffix  # noqa: F401  (re-exported for the tests)
+from driftline.apps.testing.harness import free_ports, unique_suffix
 from driftline.compose.stack.process import port_open
 from driftline.settings import Settings, get_settings
 
 # Exports in tests (and the workers, updaters and demos they start) choose an engine by the same rule
-# on a small held-out sample among two candidates; every engine is measured by tests/unit/models/
+# on a small held-out sample among two candidates; every engine is measured by tests/slow/models/
 # engines/test_prepare.py, and full-size measurements are the benchmarks' job (bench.models_bench).
 os.environ.setdefault("DRIFTLINE_TRITON__ENGINE_SELECTION_TEXTS", "48")
 os.environ.setdefault("DRIFTLINE_TRITON__ENGINE_CANDIDATES", "ort-fp32,ort-int8")
 
-#: tests/unit/<folder> and tests/stack/<folder> -> the floor it tests (``pytest -m streams`` runs one
-#: floor in both trees); tests/unit/driftline and tests/stack/driftline, and the files directly in
-#: tests/unit, test the ground floor (settings, clients, schema, packaging, layering)
-TREES = ("unit", "stack")
+#: tests/<tree>/<folder> -> the floor it tests (``pytest -m streams`` runs one floor in every tree);
+#: tests/<tree>/driftline and the files directly in tests/unit test the ground floor. Trees: unit (no
+#: services, seconds), slow (no services; trains, exports or measures real models), stack (live stack)
+TREES = ("unit", "slow", "stack")
 FLOORS = {"compose": "compose", "models": "models", "online": "online", "streams": "streams",
           "apps": "apps", "driftline": "ground", "reliability": "reliability", "bench": "bench"}  # fmt: skip
 
@@ -105,6 +105,14 @@ def _require_stack(request: pytest.FixtureRequest) -> None:
         pytest.fail(problem, pytrace=False)
 
 
+@pytest.fixture(scope="module")
+def news_artifact() -> Path:
+    """``news_topic``'s tiny trained artifact (``serving_support.small_artifact``), for every tree."""
+    from tests.support.serving_support import small_artifact
+
+    return small_artifact("news_topic")  # minilm loads fastest; CJK through e5 is exercised by the bench
+
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap(settings: Settings) -> str:
     return settings.kafka.bootstrap
@@ -144,3 +152,18 @@ def migrated_database(settings: Settings, prefix: str) -> Iterator[object]:
     finally:
         client.execute(f"DROP DATABASE IF EXISTS `{name}`")
         client.disconnect()
+
+
+@pytest.fixture
+def alt_settings(tmp_path, monkeypatch) -> Settings:
+    """Settings of a second stack: every service on a free port, a private run dir."""
+    names = [
+        "KAFKA__PORT", "KAFKA__CONTROLLER_PORT", "CLICKHOUSE__PORT", "CLICKHOUSE__HTTP_PORT",
+        "TRITON__HTTP_PORT", "TRITON__GRPC_PORT", "TRITON__METRICS_PORT",
+    ]  # fmt: skip
+    for name, port in zip(names, free_ports(len(names)), strict=True):
+        monkeypatch.setenv(f"DRIFTLINE_{name}", str(port))
+    monkeypatch.delenv("DRIFTLINE_KAFKA__BOOTSTRAP", raising=False)
+    monkeypatch.setenv("DRIFTLINE_RUN_DIR", str(tmp_path / "run"))
+    monkeypatch.setenv("DRIFTLINE_TRITON__EXIT_TIMEOUT_S", "5")
+    return Settings()

@@ -1,31 +1,5 @@
-"""The replayed stream: news with an emerging class, chat alongside, ground truth and feedback sample.
-
-The feedback sample is drawn here for the ``random`` labeler; the ``active`` one labels what the
-workers request (``driftline.apps.demo.publisher``). Both draw the same random numbers, so a seed
-gives the same stream whichever labels it.
-
-Why the demo builds its own stream instead of ``driftline replay``: the story needs phases (news
-without the new class - ``new_class``, entertainment by default - then a mix with it, then more of
-the mix once the updater has decided) and
-it needs to know the true label of every event it sent, so that each number in the report is
-measured (prediction rows in ClickHouse against the truth kept here), never assumed.
-
-Texts are chosen so the story is honest. The news stream is ``EmergingStream``, the one builder of
-the emerging-class stream (the scenario benchmark, ``bench.online_bench``, uses it too); its rule:
-
-- nothing the initial adapter trained on is replayed (its training ids are excluded);
-- each side of the story draws only from its allowed splits (``StreamSplits``). The demo's
-  (``DEMO_SPLITS``): news of the old classes never comes from the test split, which the updater keeps
-  for its "no forgetting" check on the original classes; the new class may come from any split (it
-  is not part of that original-test check). The scenario benchmark's (``HELD_OUT_SPLITS``): both
-  sides only from validation and test, never from the train split that also feeds the updater's
-  replay sample (the updater drops any test text a candidate trained on from its check);
-- texts are drawn without replacement; only when a pool runs out does it start over (reshuffled),
-  and the number of repeated texts is reported (a repeated text that got feedback could flatter the
-  update).
-
-Chat texts (the second task, no story of its own) never come from the chat test split either.
-"""
+"""The replayed stream: news with an emerging class (``EmergingStream``, shared with the scenario
+benchmark), chat alongside, the ground truth of every event and the feedback sample."""
 
 from __future__ import annotations
 

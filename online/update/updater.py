@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
@@ -34,122 +34,17 @@ from driftline.online.gates.rollback_watch import WatchReading, sprt
 from driftline.online.serving.registry import ModelRegistry
 from driftline.online.serving.serve import Publish, ServedButNotRecorded, rollback, serve_version
 from driftline.online.update.data import original_labels, update_split
+from driftline.online.update.scoring import (
+    Fit,
+    engine_parent,
+    holdout_temperature,
+    predictions,
+    round_metric,
+    score,
+    serving_scores,
+)
 from driftline.online.update.sources import ExampleSource
 from driftline.schema.records import ModelRecord, ModelStatus
-
-Fit = Literal["lora", "head"]  # what a candidate trains: adapter and head, or the head alone
-
-
-@dataclass(frozen=True)
-class Scored:
-    """One model's probabilities for a list of texts; columns in ``labels`` order."""
-
-    labels: list[str]
-    probabilities: np.ndarray
-
-    @property
-    def predicted(self) -> list[str]:
-        """The most probable label of each text."""
-        return [self.labels[i] for i in self.probabilities.argmax(axis=1)]
-
-
-def _predictions(
-    fit: Fit, candidate: Path, serving: Path, texts: Sequence[str], cache: Any | None = None
-) -> dict[str, Scored]:
-    """Each model's probabilities for every text: ``{"candidate": ..., "serving": ...}``.
-
-    A head refit shares the serving version's encoder and adapter, so the texts are embedded once
-    (or taken from ``cache``, a ``models.head_refit.FeatureCache``) and both heads read the same
-    features; otherwise each model classifies them in full.
-    """
-    from driftline.models.artifacts import read_meta
-    from driftline.models.classifier import load_classifier
-
-    if not texts:
-        empty = {}
-        for name, path in (("candidate", candidate), ("serving", serving)):
-            labels = list(read_meta(path).labels)
-            empty[name] = Scored(labels, np.zeros((0, len(labels))))
-        return empty
-    if fit == "head":
-        import torch
-        from safetensors.torch import load_file
-
-        from driftline.models.artifacts import HEAD_FILE
-        from driftline.models.head_refit import FeatureCache, encoder_key
-
-        model = load_classifier(candidate)
-        cache = cache if cache is not None else FeatureCache()
-        features = cache.features(model, encoder_key(candidate), list(texts))
-        serving_labels = read_meta(serving).labels
-        serving_head = torch.nn.Linear(features.shape[1], len(serving_labels))
-        serving_head.load_state_dict(load_file(serving / HEAD_FILE))
-        heads = {"candidate": (model.head, model.labels), "serving": (serving_head, serving_labels)}
-        with torch.inference_mode():
-            return {
-                name: Scored(list(labels), torch.softmax(head(features), dim=1).numpy())
-                for name, (head, labels) in heads.items()
-            }
-    scored = {}
-    for name, path in (("candidate", candidate), ("serving", serving)):
-        model = load_classifier(path)
-        scored[name] = Scored(list(model.labels), model.predict_proba(list(texts)))
-    return scored
-
-
-def _serving_scores(fit: Fit, serving: Path, texts: Sequence[str], cache: Any | None = None) -> Scored:
-    """The serving version's probabilities for ``texts`` alone (features from ``cache`` for a head fit)."""
-    from driftline.models.classifier import load_classifier
-
-    model = load_classifier(serving)
-    if fit != "head" or not texts:
-        return Scored(list(model.labels), model.predict_proba(list(texts)))
-    import torch
-
-    from driftline.models.head_refit import FeatureCache, encoder_key
-
-    cache = cache if cache is not None else FeatureCache()
-    features = cache.features(model, encoder_key(serving), list(texts))
-    with torch.inference_mode():
-        return Scored(list(model.labels), torch.softmax(model.head(features), dim=1).numpy())
-
-
-def _temperature(scored: Scored, truth: Sequence[str]) -> float | None:
-    """The temperature that calibrates ``scored`` on its labelled texts (``online.estimate``); None
-    when no true label is one the model has."""
-    from driftline.online.gates.estimate import fit_temperature
-
-    column = {label: i for i, label in enumerate(scored.labels)}
-    rows = [i for i, label in enumerate(truth) if label in column]
-    if not rows:
-        return None
-    return fit_temperature(scored.probabilities[rows], [column[truth[i]] for i in rows])
-
-
-def _round(value: float | None, digits: int = 4) -> float | None:
-    return None if value is None else round(value, digits)
-
-
-def _engine_parent(fit: str | None, parent: Path) -> Path | None:
-    """A head refit runs its parent's encoder and adapter: its export inherits the parent's engine.
-
-    Engine speed is the encoder's and the quantized encoder is identical, so measuring every engine
-    again would only repeat the parent's ranking (and take most of the update's time on two
-    cores). None (measure as for any export) for a LoRA update, or a parent never measured.
-    """
-    from driftline.models.artifacts import read_meta
-
-    return parent if fit == "head" and read_meta(parent).engines else None
-
-
-def _score(metric: str, truth: Sequence[str], predicted: Sequence[str]) -> float:
-    """``metric`` of predictions; a label the model cannot predict simply counts as wrong."""
-    from driftline.models.scores import classification_report
-
-    if not truth:
-        return 0.0
-    labels = sorted(set(truth) | set(predicted))
-    return float(classification_report(list(truth), list(predicted), labels)[metric])
 
 
 @dataclass
@@ -300,7 +195,7 @@ class Updater:
         candidate's training then reuses), so the check costs little more than the embedding.
         """
         fit: Fit = "head" if self.config.drift_fit == "head" else "lora"
-        scored = _serving_scores(fit, parent, [e.text for e in examples], self.features)
+        scored = serving_scores(fit, parent, [e.text for e in examples], self.features)
         return [p == e.label for p, e in zip(scored.predicted, examples, strict=True)]
 
     def labels_short(self, n_holdout: int) -> int:
@@ -356,17 +251,17 @@ class Updater:
         started = time.perf_counter()
         metric = self.policy.metric
         texts = [e.text for e in holdout] + [e.text for e in original_test]
-        scored = _predictions(fit, out_dir, parent, texts, self.features)
+        scored = predictions(fit, out_dir, parent, texts, self.features)
         truth = [e.label for e in holdout] + [e.label for e in original_test]
         scores, correct, temperatures = {}, {}, {}
         for name, model_scores in scored.items():
             labels = model_scores.predicted
-            temperatures[name] = _temperature(model_scores, truth)
+            temperatures[name] = holdout_temperature(model_scores, truth)
             on_holdout, on_original = labels[: len(holdout)], labels[len(holdout) :]
             correct[name] = [p == e.label for p, e in zip(on_holdout, holdout, strict=True)]
             scores[name] = Scores(
-                recent=_score(metric, [e.label for e in holdout], on_holdout),
-                original=_score(metric, [e.label for e in original_test], on_original),
+                recent=score(metric, [e.label for e in holdout], on_holdout),
+                original=score(metric, [e.label for e in original_test], on_original),
             )
         eval_seconds = time.perf_counter() - started
         decision = decide(
@@ -386,8 +281,8 @@ class Updater:
                 "n_fresh": len(fresh) if fresh is not None else None,
                 "labels": list(task.labels),
                 # calibration on the same held-out texts, for label-free estimates (online.watch)
-                "temperature": _round(temperatures["candidate"]),
-                "baseline_temperature": _round(temperatures["serving"]),
+                "temperature": round_metric(temperatures["candidate"]),
+                "baseline_temperature": round_metric(temperatures["serving"]),
             }
         )
         return Candidate(
@@ -599,7 +494,7 @@ class Updater:
                 name=self.model_name,
                 promote=False,
                 repository=self.swapper.repository,
-                inherit_engine_from=_engine_parent(decision.metrics.get("fit"), parent),
+                inherit_engine_from=engine_parent(decision.metrics.get("fit"), parent),
             )
             engine = read_meta(self.swapper.repository / self.model_name / str(version)).engine
             record = self._save(record.model_copy(update={"version": version, "engine": engine}))
@@ -677,7 +572,7 @@ class Updater:
                 name=self.model_name,
                 promote=False,
                 repository=repository,
-                inherit_engine_from=_engine_parent(record.metrics.get("fit"), parent),
+                inherit_engine_from=engine_parent(record.metrics.get("fit"), parent),
             )
             write_shadow(self.model_name, version, repository)
             self.swapper.load_shadow(self.model_name, version)

@@ -1,4 +1,4 @@
-"""Helpers shared by tests/models/test_export.py and test_clients.py (not a test module).
+"""Helpers shared by the model, serving and Triton tests of every tree (not a test module).
 
 A tiny artifact per task is trained once (a few optimiser steps on a handful of examples) and kept
 under ``$DRIFTLINE_CACHE/test-artifacts/`` so later runs reuse it; it lives outside
@@ -14,6 +14,7 @@ import socket
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,6 +22,13 @@ from driftline.models.artifacts import META_FILE
 from driftline.settings import get_settings
 
 RECIPE = "tiny-v1"
+
+#: one headline each of business, sport and tech (what the explainer tests explain)
+NEWS_TEXTS = [
+    "Stocks rallied as the central bank cut interest rates",
+    "The striker scored twice in the cup final",
+    "A new smartphone chip doubles battery life",
+]
 
 
 #: texts of a class news_topic was never trained on (a head grown or refitted for "science")
@@ -110,3 +118,25 @@ def exported_model_dir(name: str) -> Iterator[Path]:
         yield model_dir
     finally:
         shutil.rmtree(model_dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def served_export(prefix: str, artifact: Path, **export_options: Any) -> Iterator[tuple[str, str]]:
+    """``news_topic``'s ``artifact`` exported under a unique name into the served repository and loaded.
+
+    Yields ``(name, version)``; the model is unloaded and its folder removed afterwards.
+    """
+    from driftline.clients import triton_client
+    from driftline.models.triton.export import export
+
+    require_triton()
+    name = unique_model_name(prefix)
+    client = triton_client()
+    with exported_model_dir(name):
+        version = export("news_topic", artifact, name=name, **export_options)
+        client.load_model(name)
+        try:
+            yield name, version
+        finally:
+            client.unload_model(name)
+            client.close()

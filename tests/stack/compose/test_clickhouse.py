@@ -1,4 +1,6 @@
-"""ClickHouse: the shared server's schema, insert/select, and the migration runner (18.16 + chDB)."""
+"""The shared ClickHouse 18.16 server: migrations apply once (idempotent), the core tables exist, and
+label rows insert, select and collapse on replay.
+"""
 
 from __future__ import annotations
 

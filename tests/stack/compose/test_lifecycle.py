@@ -12,24 +12,8 @@ import psutil
 import pytest
 import tritonclient.grpc as grpcclient
 
-from driftline.apps.testing.harness import free_ports
 from driftline.compose.stack.manager import Stack
 from driftline.compose.stack.process import port_open
-from driftline.settings import Settings
-
-
-@pytest.fixture
-def alt_settings(tmp_path, monkeypatch) -> Settings:
-    names = [
-        "KAFKA__PORT", "KAFKA__CONTROLLER_PORT", "CLICKHOUSE__PORT", "CLICKHOUSE__HTTP_PORT",
-        "TRITON__HTTP_PORT", "TRITON__GRPC_PORT", "TRITON__METRICS_PORT",
-    ]  # fmt: skip
-    for name, port in zip(names, free_ports(len(names)), strict=True):
-        monkeypatch.setenv(f"DRIFTLINE_{name}", str(port))
-    monkeypatch.delenv("DRIFTLINE_KAFKA__BOOTSTRAP", raising=False)
-    monkeypatch.setenv("DRIFTLINE_RUN_DIR", str(tmp_path / "run"))
-    monkeypatch.setenv("DRIFTLINE_TRITON__EXIT_TIMEOUT_S", "5")
-    return Settings()
 
 
 def _all_ports(stack: Stack) -> list[int]:

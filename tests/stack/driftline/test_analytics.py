@@ -1,9 +1,7 @@
-"""The analyst views (0004_analytics.sql) and every example query in docs/analytics.md.
+"""The analyst views' doc examples and the Grafana dashboard's queries on the local 18.16 server.
 
-Each example runs on chDB (modern ClickHouse, in-process) and on the local 18.16 server, against a
-private database holding the migrations and the sample rows of ``analytics_samples``; results are
-checked against figures computed in Python from those rows, so both engines must agree with an
-independent calculation (and therefore with each other).
+Samples, expected figures and checks come from the chDB tests (tests/unit/driftline/schema/
+test_analytics.py), so the server must agree with the same independent Python calculation.
 """
 
 from __future__ import annotations

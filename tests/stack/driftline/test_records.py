@@ -1,8 +1,5 @@
-"""Each record of ``driftline.schema.records`` against the table the migrations create for it.
-
-The migrations are applied to chDB (in-process ClickHouse), and every record's ``COLUMNS`` must be
-the table's columns in order, and its ``to_row()`` one value per column, so a migration and its
-record cannot drift apart. The stack test inserts each record's row into the real server.
+"""Records on the local 18.16 server: each record's sample row inserts into its table, and a replayed
+explanation replaces the older row of the same version.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""Export writes valid Triton versions; Triton serves them exactly like the in-process client."""
+"""Exported versions on the live Triton: answers equal the local client's (Chinese, emoji, mixed,
+empty and long text), a missing version is a clear error, and the documented hot swap works.
+"""
 
 from __future__ import annotations
 
@@ -19,15 +21,10 @@ from driftline.settings import get_settings
 from tests.support.serving_support import (
     exported_model_dir,
     require_triton,
+    served_export,
     small_artifact,
     unique_model_name,
 )
-
-
-@pytest.fixture(scope="module")
-def news_artifact() -> Path:
-    return small_artifact("news_topic")
-
 
 MIXED_TEXTS = [
     "这部电影真的很好看，我很喜欢",
@@ -41,17 +38,8 @@ MIXED_TEXTS = [
 @pytest.fixture(scope="module")
 def triton_news(news_artifact: Path):
     """``news_topic``'s tiny artifact exported under a unique name into the served repository, loaded."""
-    require_triton()
-    name = unique_model_name("news")
-    client = triton_client()
-    with exported_model_dir(name):
-        version = export("news_topic", news_artifact, name=name)
-        client.load_model(name)
-        try:
-            yield name, version
-        finally:
-            client.unload_model(name)
-            client.close()
+    with served_export("news", news_artifact) as served:
+        yield served
 
 
 async def _both(name: str, texts: list[str], version: str | None = None):

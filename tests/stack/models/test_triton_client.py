@@ -1,4 +1,6 @@
-"""InferenceClient behaviour: batching, timeouts/retries, clear errors, a free event loop."""
+"""``TritonClient`` against the live Triton: large batches are split and keep their order, a timeout
+is reported, and a missing version names the model and the version.
+"""
 
 from __future__ import annotations
 
@@ -6,43 +8,25 @@ from pathlib import Path
 
 import pytest
 
-from driftline.clients import triton_client
 from driftline.models.inference.base import InferenceError, ModelNotReadyError
 from driftline.models.inference.local import LocalClient
 from driftline.models.inference.triton import TritonClient
-from driftline.models.triton.export import ServingOptions, export
+from driftline.models.triton.export import ServingOptions
 from tests.support.serving_support import (
     decided,
-    exported_model_dir,
-    require_triton,
-    small_artifact,
+    served_export,
     tie,
-    unique_model_name,
 )
 
 NEWS_LABELS = ["business", "entertainment", "politics", "sport", "tech"]
 
 
 @pytest.fixture(scope="module")
-def news_artifact() -> Path:
-    return small_artifact("news_topic")  # minilm loads fastest; CJK through e5 is exercised by the bench
-
-
-@pytest.fixture(scope="module")
 def triton_news_fast(news_artifact: Path):
     """The tiny news_topic artifact, unique name, preferred batch 16 so chunks really batch."""
-    require_triton()
-    name = unique_model_name("clients")
-    client = triton_client()
     options = ServingOptions(preferred_batch_sizes=(16, 64), max_queue_delay_us=5000)
-    with exported_model_dir(name):
-        version = export("news_topic", news_artifact, name=name, options=options)
-        client.load_model(name)
-        try:
-            yield name, version
-        finally:
-            client.unload_model(name)
-            client.close()
+    with served_export("clients", news_artifact, options=options) as served:
+        yield served
 
 
 @pytest.mark.stack

@@ -1,6 +1,6 @@
 """Hostile input among good events, through a real worker on a private stack: nothing lost, no crash.
 
-Each message of the corpus (``tests/reliability/hostile.py``) must end as exactly one of: a label
+Each message of the corpus (``tests/stack/reliability/hostile.py``) must end as exactly one of: a label
 row in ClickHouse holding the event's text byte for byte, or a dead letter (topic and ClickHouse)
 whose reason code is the expected one. Duplicated ids collapse to one final row. The worker stays
 up and healthy throughout.

@@ -1,4 +1,4 @@
-"""Pure-logic tests of the pipeline stages (no Kafka/Triton/ClickHouse; fakes stand in for them)."""
+"""JSON logs (``driftline.logs``): extra fields are kept and secret-looking ones are masked."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Datasets: stable hash splits, explicit label maps, de-duplication, `driftline data describe`."""
+"""Datasets: stable hash splits, explicit label maps, de-duplication, `driftline data describe`, and
+open-taxonomy tasks declaring fewer labels than their dataset.
+"""
 
 from __future__ import annotations
 

@@ -79,7 +79,7 @@ def test_cache_embeds_each_text_once_per_encoder(tmp_path: Path, monkeypatch: py
 
 
 def test_shared_feature_scoring_equals_full_classification(tmp_path: Path) -> None:
-    from driftline.online.update.updater import _predictions
+    from driftline.online.update.scoring import predictions as _predictions
 
     parent = small_artifact("news_topic")
     refit_head(_task(grown=False), _news("train", 8), parent=parent, out_dir=tmp_path / "refit")

@@ -1,4 +1,4 @@
-"""Datasets: stable hash splits, explicit label maps, de-duplication, `driftline data describe`."""
+"""``classification_report`` (models.scores): accuracy and per-class scores for known predictions."""
 
 from __future__ import annotations
 

@@ -17,8 +17,9 @@ from driftline.streams.checkpoint import Checkpoint
 from driftline.streams.learning.worker import DriftWatchAgent, PredictionObserver
 from driftline.streams.metrics import PipelineMetrics
 from driftline.streams.routing import Route
-from driftline.streams.sinks.base import BatchingSink, RejectedRow, StoreRefused
+from driftline.streams.sinks.base import BatchingSink, RejectedRow
 from driftline.streams.stages import RawMessage, Stages
+from tests.support.sinks import PickySink
 
 
 class FakeMessage:
@@ -93,29 +94,6 @@ def _classify_agent(topics: FakeTopics, hooks: list) -> ClassifyAgent:
 
 async def _hook(seen: list, records: list) -> None:
     seen.append(len(records))
-
-
-class PickySink(BatchingSink[int]):
-    """Fails the first ``transient`` writes, refuses any batch holding a row of ``bad``, else stores."""
-
-    name = "picky"
-
-    def __init__(self, bad: set[int], transient: int = 0, every_other: bool = False, **kw: Any) -> None:
-        kw.setdefault("metrics", PipelineMetrics())
-        super().__init__(max_rows=1000, max_age_s=60, backoff_s=0.001, backoff_max_s=0.002, **kw)
-        self.bad, self.transient, self.every_other = bad, transient, every_other
-        self.stored: list[int] = []
-        self.writes = 0
-
-    async def _write(self, rows: list[int]) -> None:
-        self.writes += 1
-        if self.transient or (self.every_other and self.writes % 2):
-            self.transient = max(0, self.transient - 1)
-            raise ConnectionError("clickhouse down")
-        refused = sorted(self.bad.intersection(rows))
-        if refused:
-            raise StoreRefused(f"cannot parse value {refused[0]}", "CANNOT_PARSE_TEXT")
-        self.stored.extend(rows)
 
 
 class Item(BaseModel):

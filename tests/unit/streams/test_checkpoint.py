@@ -1,17 +1,21 @@
-"""The commit gate (streams.offsets, streams.faust_compat) on a real Faust consumer (no broker needed).
+"""The commit gate and checkpoint (streams.checkpoint) on a real Faust consumer (no broker needed).
 
 Each case is one way Faust alone would commit an input offset whose event never reached Kafka
-downstream; the gate must keep ``_new_offset`` from returning an offset past it.
+downstream; the gate must keep ``_new_offset`` from returning an offset past it. Messages passed
+over become holes that the checkpoint seeks back.
 """
 
 from __future__ import annotations
+
+import asyncio
 
 import faust
 from faust.types import TP
 from faust.types.tuples import ConsumerMessage
 
-from driftline.streams.checkpoint import CommitGate
+from driftline.streams.checkpoint import Checkpoint, CommitGate
 from driftline.streams.faust_compat import install
+from tests.support.sinks import PickySink
 
 TOPIC = "gate-test-chat"
 
@@ -284,3 +288,29 @@ async def test_checkpoint_seeks_gated_holes_back_and_reports_them() -> None:
     assert await checkpoint.redeliver(app, now=10.0) == [(TP0, 2)]
     assert consumer.seeks == [{TP0: 2}]
     assert topics == [TOPIC]
+
+
+async def test_a_sink_retrying_its_write_does_not_hold_up_the_others_time_bound() -> None:
+    """One store away: its sink keeps retrying while every other sink still flushes on time."""
+    down = PickySink(set(), transient=10**9)
+    down.name = "down"
+    up = PickySink(set())
+    checkpoint = Checkpoint([TOPIC], sinks={"down": down, "up": up})
+    for sink in (down, up):
+        sink.max_age_s = 0.0
+    await down.add([1, 2])
+    await up.add([3])
+    await asyncio.wait_for(checkpoint.tick(), timeout=5)
+    assert up.stored == [3], "the healthy sink flushed although the other one is retrying"
+    await up.add([4])
+    await asyncio.wait_for(
+        checkpoint.tick(), timeout=5
+    )  # the retrying sink is not ticked twice; the healthy one goes on
+    assert up.stored == [3, 4] and down.stored == [] and down.writes > 1
+    down.transient = 0  # the store is back: the running tick stores its rows
+    for _ in range(200):
+        if down.stored:
+            break
+        await asyncio.sleep(0.01)
+    assert down.stored == [1, 2]
+    await checkpoint.flush()

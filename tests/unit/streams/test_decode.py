@@ -1,4 +1,6 @@
-"""Pure-logic tests of the pipeline stages (no Kafka/Triton/ClickHouse; fakes stand in for them)."""
+"""Event decoding (streams.decode): valid events decode with text and UTC timestamps; bad input,
+oversize input and bad feedback task/label are rejected with a code.
+"""
 
 from __future__ import annotations
 
@@ -8,21 +10,9 @@ import pytest
 
 from driftline.schema.events import ChatEvent, NewsEvent
 from driftline.streams.decode import Rejection, decode_event
+from tests.support.samples import CHAT, NEWS
 
 LIMITS = {"max_bytes": 1 << 20, "max_text_chars": 100_000}
-
-
-NEWS = {"id": "n1", "timestamp": "2024-01-02T03:04:05Z", "source": "bbc", "title": "Title", "body": "Body"}
-
-
-CHAT = {
-    "id": "c1",
-    "timestamp": 1700000000123,
-    "conversation_id": "k",
-    "user": "u",
-    "channel": "ch",
-    "text": "hi",
-}
 
 
 def _reject(raw: bytes, kind: str = "news", **limits: int) -> Rejection:

@@ -1,8 +1,4 @@
-"""The commit gate (streams.offsets, streams.faust_compat) on a real Faust consumer (no broker needed).
-
-Each case is one way Faust alone would commit an input offset whose event never reached Kafka
-downstream; the gate must keep ``_new_offset`` from returning an offset past it.
-"""
+"""Faust's patches (streams.faust_compat): resumed flow keeps queued events; unchecked releases refused."""
 
 from __future__ import annotations
 

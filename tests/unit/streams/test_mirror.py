@@ -1,4 +1,6 @@
-"""The shadow phase without services: the decision, the workers' mirror, the shadow's folder."""
+"""The workers' shadow mirror (streams.mirror): a stable share of events goes to the shadow off the
+batch path, both answers are stored, and readiness is asked at most once per check.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Pure-logic tests of the pipeline stages (no Kafka/Triton/ClickHouse; fakes stand in for them)."""
+"""Routes from the environment (streams.routing): topic to task@model, ``-`` turns a route off, and an
+unknown task fails.
+"""
 
 from __future__ import annotations
 

@@ -26,6 +26,7 @@ from driftline.streams.checkpoint import Checkpoint
 from driftline.streams.metrics import PipelineMetrics
 from driftline.streams.routing import Route
 from driftline.streams.stages import OVERLOADED, UNAVAILABLE, RawMessage, Stages
+from tests.support.samples import CHAT, NEWS
 from tests.unit.streams.test_agents import FakeEvent, FakeMessage, FakeTopics
 
 ROUTE = Route(topic="t.news", schema_kind="news", task="news_topic", model="m1")
@@ -106,19 +107,6 @@ class _FakeConsumer:
 @dataclasses.dataclass
 class _FakeApp:
     consumer: Any = dataclasses.field(default_factory=_FakeConsumer)
-
-
-NEWS = {"id": "n1", "timestamp": "2024-01-02T03:04:05Z", "source": "bbc", "title": "Title", "body": "Body"}
-
-
-CHAT = {
-    "id": "c1",
-    "timestamp": 1700000000123,
-    "conversation_id": "k",
-    "user": "u",
-    "channel": "ch",
-    "text": "hi",
-}
 
 
 class FakeClient(InferenceClient):

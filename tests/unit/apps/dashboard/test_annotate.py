@@ -1,7 +1,7 @@
 """The annotator API's rules without services: who may write, what is refused, the queue's shape.
 
 The ClickHouse store is a stand-in returning fixed rows (pure logic); publishing is covered by the
-Chromium click-through (tests/apps/test_annotator.py) against the real Kafka.
+Chromium click-through (tests/stack/apps/test_annotator.py) against the real Kafka.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""Pure logic of the demo: stream phases and truth, headline arithmetic, rendering (no stack)."""
+"""The demo's options (apps/demo/options.py): the online config and its overrides, label requests for
+the active labeler, the shadow phase off unless asked for, and the open-taxonomy tasks file.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Pure logic of the demo: stream phases and truth, headline arithmetic, rendering (no stack)."""
+"""The demo report (apps/demo/report.py) from stored rows: headline arithmetic, rejected updates and
+shadows, rolling accuracy, and the files written.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Pure logic of the demo: stream phases and truth, headline arithmetic, rendering (no stack)."""
+"""The demo's event stream (apps/demo/stream.py): phases, ground truth and exclusions, and the chat share."""
 
 from __future__ import annotations
 

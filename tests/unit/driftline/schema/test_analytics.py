@@ -1,9 +1,9 @@
-"""The analyst views (0004_analytics.sql) and every example query in docs/analytics.md.
+"""The analyst views (0004_analytics.sql), docs/analytics.md's example queries and Grafana's, on chDB.
 
-Each example runs on chDB (modern ClickHouse, in-process) and on the local 18.16 server, against a
-private database holding the migrations and the sample rows of ``analytics_samples``; results are
-checked against figures computed in Python from those rows, so both engines must agree with an
-independent calculation (and therefore with each other).
+Each example runs on chDB (modern ClickHouse, in-process) against a private database holding the
+migrations and the sample rows of ``analytics_samples``; results are checked against figures
+computed in Python from those rows. tests/stack/driftline/test_analytics.py runs the same checks on
+the local 18.16 server.
 """
 
 from __future__ import annotations

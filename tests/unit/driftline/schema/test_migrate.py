@@ -1,4 +1,6 @@
-"""ClickHouse: the shared server's schema, insert/select, and the migration runner (18.16 + chDB)."""
+"""The migration runner without a server (``driftline.schema.migrate``): statements split at line-end
+semicolons, files are numbered and unique, and every migration runs on chDB in order.
+"""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 The migrations are applied to chDB (in-process ClickHouse), and every record's ``COLUMNS`` must be
 the table's columns in order, and its ``to_row()`` one value per column, so a migration and its
-record cannot drift apart. The stack test inserts each record's row into the real server.
+record cannot drift apart; every table the workers write has a record.
 """
 
 from __future__ import annotations

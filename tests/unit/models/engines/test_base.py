@@ -1,7 +1,5 @@
-"""Inference engines: ONNX graphs keep the serving contract and torch's answers; the choice is measured.
-
-Small trained artifacts of both tasks (``serving_support.small_artifact``) are copied into temporary
-version folders; the held-out counts are small so the whole file stays within about two minutes.
+"""Engine names (``models.engines``): each is ``<library>-<graph>`` with a known graph; an unknown
+one is a clear error.
 """
 
 from __future__ import annotations

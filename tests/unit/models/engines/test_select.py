@@ -1,8 +1,4 @@
-"""Inference engines: ONNX graphs keep the serving contract and torch's answers; the choice is measured.
-
-Small trained artifacts of both tasks (``serving_support.small_artifact``) are copied into temporary
-version folders; the held-out counts are small so the whole file stays within about two minutes.
-"""
+"""``pick_engine``: the fastest engine that keeps accuracy and agreement wins; else the torch reference."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Export writes valid Triton versions; Triton serves them exactly like the in-process client."""
+"""``merge_to_words`` (``models.explain.gradients``): wordpieces join into words, special tokens are
+skipped, CJK pieces are kept and a bare metaspace is folded.
+"""
 
 from __future__ import annotations
 

@@ -1,11 +1,7 @@
-"""``Explainer`` on a small trained artifact, and ``ExplainerPool``'s rows (errors included).
+"""``ExplainerPool``'s rows (errors included), its bookkeeping checked with a stand-in explainer.
 
-The explainer is checked for what makes its words trustworthy: they are words of the text the model
-saw (normalized as the artifact says), the label explained matters, a batch gives each text the
-same explanation as explaining it alone (padding and neighbours do not leak), and it explains the
-label these weights predict unless told which one. The pool is checked with a stand-in explainer
-for its bookkeeping: one row per request in order, grouping by version, error rows for a missing
-or unloadable version and for one failing text, and the LRU bound.
+One row per request in order, grouped by version; error rows for a missing or unloadable version and
+for one failing text; the LRU bound. One test explains with a real exported version folder.
 """
 
 from __future__ import annotations
@@ -18,13 +14,7 @@ import pytest
 
 from driftline.models.artifacts import read_meta
 from driftline.models.explain.pool import ExplainerPool, ExplainRequest
-from tests.support.serving_support import small_artifact
-
-TEXTS = [
-    "Stocks rallied as the central bank cut interest rates",
-    "The striker scored twice in the cup final",
-    "A new smartphone chip doubles battery life",
-]
+from tests.support.serving_support import NEWS_TEXTS, small_artifact
 
 
 class FakeExplainer:
@@ -63,7 +53,8 @@ def test_pool_explains_an_exported_version_folder(tmp_path: Path) -> None:
     shutil.copytree(artifact, tmp_path / "m" / "3")
     pool = ExplainerPool(tmp_path, capacity=1, num_threads=1)
     rows = pool.explain(
-        [_request(i, TEXTS[i], "sport", "m", "3") for i in range(2)] + [_request(9, "x", "sport", "m", "4")]
+        [_request(i, NEWS_TEXTS[i], "sport", "m", "3") for i in range(2)]
+        + [_request(9, "x", "sport", "m", "4")]
     )
     assert [r.event_id for r in rows] == ["e0", "e1", "e9"]
     assert all(r.explanation and not r.error for r in rows[:2])

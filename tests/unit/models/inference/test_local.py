@@ -1,4 +1,4 @@
-"""InferenceClient behaviour: batching, timeouts/retries, clear errors, a free event loop."""
+"""``LocalClient`` on a small artifact: predictions keep the event loop free; an unknown task is not ready."""
 
 from __future__ import annotations
 
@@ -10,14 +10,6 @@ import pytest
 
 from driftline.models.inference.base import ModelNotReadyError
 from driftline.models.inference.local import LocalClient
-from tests.support.serving_support import (
-    small_artifact,
-)
-
-
-@pytest.fixture(scope="module")
-def news_artifact() -> Path:
-    return small_artifact("news_topic")  # minilm loads fastest; CJK through e5 is exercised by the bench
 
 
 async def test_local_client_keeps_the_event_loop_free(news_artifact: Path) -> None:

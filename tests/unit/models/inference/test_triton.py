@@ -1,4 +1,6 @@
-"""InferenceClient behaviour: batching, timeouts/retries, clear errors, a free event loop."""
+"""``TritonClient`` without a server: retries with backoff then a clear error, busy or slow servers
+read as overloaded (other errors do not), and timeouts and retries come from the settings.
+"""
 
 from __future__ import annotations
 

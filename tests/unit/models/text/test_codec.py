@@ -1,4 +1,9 @@
-"""Noise generators and input normalization (models.text: noise, normalize) on real dataset texts."""
+"""Input normalization and the serving codec (models.text.codec) on real dataset texts.
+
+``normalize`` undoes visual noise, is idempotent and leaves Chinese and real Russian/Greek alone;
+the codec's ids equal the training tokenizer's, its truncation flags and head+tail modes hold, and
+it normalizes only when told.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The shadow phase without services: the decision, the workers' mirror, the shadow's folder."""
+"""The shadow's Triton folder (models.triton.shadow_model): serves only the candidate, removed cleanly."""
 
 from __future__ import annotations
 

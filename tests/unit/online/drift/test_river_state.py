@@ -1,6 +1,6 @@
 """Detector checkpoints are validated data (``driftline.online.drift.state`` and ``river_state``).
 
-The shared conformance suite (test_drift_conformance.py) checks every detector's round trip and the
+The shared conformance suite (test_base.py) checks every detector's round trip and the
 crafted checkpoints any detector must refuse; this file adds what is specific to each detector's
 state (ADWIN's bucket rows, DDM's minimums, the label windows), checks that ADWIN's Cython window
 comes back bit for bit, and that no detector code can unpickle.

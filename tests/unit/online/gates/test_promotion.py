@@ -1,4 +1,6 @@
-"""Promotion policy, update trigger and holdout split: pure decisions of the updater."""
+"""The promotion gate (online.gates.promotion): paired McNemar counts, promotion only on a significant
+gain without forgetting, waiting (and the labels still needed) instead of rejecting.
+"""
 
 from __future__ import annotations
 

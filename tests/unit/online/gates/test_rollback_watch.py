@@ -1,4 +1,4 @@
-"""The post-promotion SPRT (``online.watch.sprt``) on simulated outcome streams.
+"""The post-promotion SPRT (``online.gates.rollback_watch``) on simulated outcome streams.
 
 A version as accurate as the baseline must almost never be rolled back (at most about ``alpha``
 of the runs), a version ``drop`` or more worse must almost always be, and a bad version (the

@@ -1,4 +1,6 @@
-"""The shadow phase without services: the decision, the workers' mirror, the shadow's folder."""
+"""The shadow phase's decision (online.gates.shadow_gate): promote, wait or reject on the shadow's
+evidence, and where the phase is on by default.
+"""
 
 from __future__ import annotations
 

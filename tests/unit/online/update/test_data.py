@@ -1,4 +1,6 @@
-"""Promotion policy, update trigger and holdout split: pure decisions of the updater."""
+"""The updater's holdout split (online.update.data): stable, disjoint, and drawn only from feedback
+after the drift.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Promotion policy, update trigger and holdout split: pure decisions of the updater."""
+"""The update trigger (online.update.trigger): labels after the drift, cooldown, waits and retries."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""Unit tests of the learning loop's decisions (no Kafka): feedback join/grace rules, drift watch.
+"""The feedback join (streams.learning.feedback), no Kafka: joins, the grace rule for unknown ids, and
+repeated feedback stored but counted once.
 
-The lookup is an in-memory fake here; the stack test (test_learning_stack.py) runs the same stage
+The lookup is an in-memory fake here; tests/stack/streams/test_learning.py runs the same stage
 against ClickHouse ``labels`` inside real workers.
 """
 

@@ -1,7 +1,5 @@
-"""Unit tests of the learning loop's decisions (no Kafka): feedback join/grace rules, drift watch.
-
-The lookup is an in-memory fake here; the stack test (test_learning_stack.py) runs the same stage
-against ClickHouse ``labels`` inside real workers.
+"""The drift watch (streams.learning.observations), no Kafka: error shifts detected, checkpoints
+resumed, crafted ones refused, and late feedback on a replaced model ignored.
 """
 
 from __future__ import annotations

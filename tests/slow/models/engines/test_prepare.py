@@ -1,4 +1,5 @@
-"""Inference engines: ONNX graphs keep the serving contract and torch's answers; the choice is measured.
+"""``prepare_engines`` on real artifacts: ONNX graphs keep the serving contract and torch's answers;
+the engine chosen is measured, recorded in the meta, and loads in Triton's stub without torch.
 
 Small trained artifacts of both tasks (``serving_support.small_artifact``) are copied into temporary
 version folders; the held-out counts are small so the whole file stays within about two minutes.

@@ -1,4 +1,6 @@
-"""Export writes valid Triton versions; Triton serves them exactly like the in-process client."""
+"""``export`` without a server: numbered versions with CPU and GPU configs, broken or foreign artifacts
+refused, and the local client's empty/overlong results and input normalization.
+"""
 
 from __future__ import annotations
 
@@ -21,14 +23,6 @@ from driftline.models.triton.export import (
     serving_versions,
     set_serving_versions,
 )
-from tests.support.serving_support import (
-    small_artifact,
-)
-
-
-@pytest.fixture(scope="module")
-def news_artifact() -> Path:
-    return small_artifact("news_topic")
 
 
 def test_export_writes_numbered_versions_and_configs(news_artifact: Path, tmp_path: Path) -> None:
