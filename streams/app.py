@@ -112,6 +112,8 @@ def build_pipeline(
     settings = settings or get_settings()
     config = config or settings.pipeline
     routes = load_routes(settings)
+    datadir = settings.run_dir / "faust" / config.app_id  # Faust's own "<app id>-data" lands in the cwd
+    datadir.parent.mkdir(parents=True, exist_ok=True)  # Faust makes only the last folder
     app = faust.App(
         config.app_id,
         broker=broker_url(settings),
@@ -119,6 +121,7 @@ def build_pipeline(
         value_serializer="raw",
         key_serializer="raw",
         store="memory://",
+        datadir=datadir,
         topic_partitions=settings.kafka.partitions,
         topic_replication_factor=settings.kafka.replication_factor,  # internal topics, changelogs
         producer_acks=-1,  # acks=all; idempotence: faust_compat.install_durable_producer
