@@ -26,7 +26,15 @@ log = logging.getLogger(__name__)
 
 
 class Checkpoint:
-    """Owns the gated topics, the sinks to flush and the in-flight/done state of every message."""
+    """Owns the gated topics, the sinks to flush and the in-flight/done state of every message.
+
+    An input message's offset joins a Kafka commit only after three steps, in this order:
+
+    1. flush the sinks: its rows are durably stored (``hold``'s release runs after the insert);
+    2. produce: every message it caused (predictions, dead letters) was acked (``produced``);
+    3. commit: it is marked done and acked; the gated consumer refuses any commit that would pass a
+       message not done or still in flight (the ledger: ``CommitGate``).
+    """
 
     def __init__(
         self,
